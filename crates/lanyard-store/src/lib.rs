@@ -1,1 +1,83 @@
-//! placeholder
+//! Lanyard's store: one [`Store`] trait, two real backends.
+//!
+//! - SQLite (embedded, bundled, the default: `sqlite:///path/lanyard.db`)
+//! - PostgreSQL (several server replicas: `postgres://…`)
+//!
+//! Both run the same SQL (numbered `$N` parameters, `RETURNING`, `ON
+//! CONFLICT`) from one implementation in [`sql`], so they cannot drift; only
+//! the migrations differ, by column types. The conformance suite in
+//! `tests/` runs unchanged against both.
+//!
+//! Every admin change is written in the same transaction as its audit event,
+//! and the audit log is a hash chain ([`audit`]) that the database itself
+//! keeps append-only (triggers refuse `UPDATE` and `DELETE`).
+//!
+//! Open a store with [`open`].
+
+#![warn(missing_docs)]
+
+pub mod audit;
+mod error;
+mod model;
+mod open;
+mod sql;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use audit::{AuditDraft, AuditEvent};
+pub use error::StoreError;
+pub use model::{AdminTokenRow, KeyChange, SigningKeyRow, Tenant};
+pub use open::{open, redact_url, Backend};
+
+/// A boxed future returned by [`Store`] methods, so the trait stays object-safe.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Plans signing-key changes from the current rows, inside the key lock.
+pub type KeyPlanner<'a> = &'a (dyn Fn(&[SigningKeyRow]) -> Result<(Vec<KeyChange>, Vec<AuditDraft>), String> + Send + Sync);
+
+/// Everything Lanyard persists, grouped by entity. Verbs: create, fetch,
+/// list, update, delete, count, append.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    /// A cheap round trip, for readiness.
+    fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// Creates a tenant and appends `audit` in the same transaction.
+    /// [`StoreError::Conflict`] if it exists.
+    fn create_tenant(&self, tenant: Tenant, audit: AuditDraft) -> StoreFuture<'_, Tenant>;
+
+    /// All tenants, by name.
+    fn list_tenants(&self) -> StoreFuture<'_, Vec<Tenant>>;
+
+    /// One tenant.
+    fn fetch_tenant<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Tenant>>;
+
+    /// Deletes a tenant and appends `audit`. [`StoreError::NotFound`] if absent.
+    fn delete_tenant<'a>(&'a self, id: &'a str, audit: AuditDraft) -> StoreFuture<'a, ()>;
+
+    /// Every stored signing key.
+    fn list_signing_keys(&self) -> StoreFuture<'_, Vec<SigningKeyRow>>;
+
+    /// Runs `planner` on the current keys while holding the key lock (so
+    /// replicas never plan concurrently), applies its changes and appends its
+    /// audit events, all in one transaction. Returns the changes applied.
+    fn update_signing_keys<'a>(&'a self, planner: KeyPlanner<'a>) -> StoreFuture<'a, Vec<KeyChange>>;
+
+    /// Stores an admin token (hashed secret) and appends `audit`.
+    fn create_admin_token(&self, token: AdminTokenRow, audit: AuditDraft) -> StoreFuture<'_, ()>;
+
+    /// One admin token by id.
+    fn fetch_admin_token<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<AdminTokenRow>>;
+
+    /// How many admin tokens exist.
+    fn count_admin_tokens(&self) -> StoreFuture<'_, i64>;
+
+    /// Appends one audit event to the chain.
+    fn append_audit(&self, draft: AuditDraft) -> StoreFuture<'_, AuditEvent>;
+
+    /// Audit events with `seq > after`, oldest first, at most `limit`.
+    fn list_audit(&self, after: i64, limit: i64) -> StoreFuture<'_, Vec<AuditEvent>>;
+}

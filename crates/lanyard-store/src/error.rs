@@ -1,0 +1,72 @@
+//! The store's error type.
+
+/// What went wrong in the store. Messages name the entity, never secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The URL is not a `sqlite://` or `postgres://` URL.
+    #[error("store URL {url:?} is not supported; use sqlite:///path/to/lanyard.db or postgres://user@host/db")]
+    UnsupportedUrl {
+        /// The URL, password redacted.
+        url: String,
+    },
+    /// The database could not be reached or opened.
+    #[error("cannot open the store at {url}: {source}")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// The driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The file is not a database, or the schema is not Lanyard's.
+    #[error("the store at {url} is not a readable Lanyard database ({detail}); nothing was changed. Restore it from a backup or point the store at another path")]
+    Corrupt {
+        /// The URL, password redacted.
+        url: String,
+        /// What the driver said.
+        detail: String,
+    },
+    /// Migrations failed.
+    #[error("migrating the store at {url} failed: {source}")]
+    Migrate {
+        /// The URL, password redacted.
+        url: String,
+        /// The migration error.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// The row already exists.
+    #[error("{what} already exists")]
+    Conflict {
+        /// What exists, e.g. `tenant "dev"`.
+        what: String,
+    },
+    /// The row does not exist.
+    #[error("{what} does not exist")]
+    NotFound {
+        /// What is missing.
+        what: String,
+    },
+    /// A stored value is not what the schema promises.
+    #[error("stored {what} is invalid: {detail}")]
+    Invalid {
+        /// Which value.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// A planner refused to plan.
+    #[error("{0}")]
+    Planner(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// True when the error is about the row's existence, not the database.
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, Self::Conflict { .. } | Self::NotFound { .. })
+    }
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Runs Lanyard's whole test suite against real dependencies.
+#
+#   scripts/test.sh [extra cargo test / nextest arguments]
+#
+# It installs PostgreSQL with apt when its server binaries are missing,
+# starts a throwaway server on a free loopback port in a temporary
+# directory, runs every test with LANYARD_TEST_POSTGRES_URL pointing at it,
+# and stops the server (by its PID) on exit, whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+find_pg_bin() {
+    local d
+    for d in /usr/lib/postgresql/*/bin; do
+        [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+    done
+    return 1
+}
+
+if ! pg_bin=$(find_pg_bin); then
+    log "PostgreSQL server not found; installing it with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq postgresql >/dev/null
+    pg_bin=$(find_pg_bin)
+fi
+
+pg_dir=$(mktemp -d /tmp/lanyard-pg.XXXXXX)
+pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+# initdb refuses to run as root; run the server as the postgres user then.
+as_pg=()
+if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --home-dir "$pg_dir" postgres
+    chown postgres "$pg_dir"
+    as_pg=(runuser -u postgres --)
+fi
+
+pg_pid=""
+cleanup() {
+    if [ -n "$pg_pid" ] && kill -0 "$pg_pid" 2>/dev/null; then
+        kill -INT "$pg_pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pg_pid" 2>/dev/null || true
+    fi
+    rm -rf "$pg_dir"
+}
+trap cleanup EXIT
+
+log "starting PostgreSQL ($pg_bin) on 127.0.0.1:$pg_port"
+"${as_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" --auth=trust --username=postgres -E UTF8 >"$pg_dir/initdb.log" 2>&1 \
+    || { cat "$pg_dir/initdb.log" >&2; exit 1; }
+"${as_pg[@]}" "$pg_bin/postgres" -D "$pg_dir/data" -h 127.0.0.1 -p "$pg_port" -k "$pg_dir" \
+    -c fsync=off -c max_connections=300 >"$pg_dir/server.log" 2>&1 &
+pg_pid=$!
+for _ in $(seq 1 100); do
+    if "$pg_bin/pg_isready" -h 127.0.0.1 -p "$pg_port" -q; then break; fi
+    kill -0 "$pg_pid" 2>/dev/null || { cat "$pg_dir/server.log" >&2; exit 1; }
+    sleep 0.1
+done
+"$pg_bin/pg_isready" -h 127.0.0.1 -p "$pg_port" -q || { cat "$pg_dir/server.log" >&2; exit 1; }
+export LANYARD_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+
+if cargo nextest --version >/dev/null 2>&1; then
+    log "running the test suite (cargo nextest)"
+    cargo nextest run --workspace --no-fail-fast "$@"
+else
+    log "running the test suite (cargo test)"
+    cargo test --workspace --no-fail-fast "$@"
+fi
