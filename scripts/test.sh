@@ -40,11 +40,16 @@ fi
 
 pg_pid=""
 cleanup() {
-    if [ -n "$pg_pid" ] && kill -0 "$pg_pid" 2>/dev/null; then
-        kill -INT "$pg_pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$pg_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pg_pid" 2>/dev/null || true
+    # The postmaster's own PID (from postmaster.pid), not the runuser wrapper's.
+    local pid=""
+    [ -f "$pg_dir/data/postmaster.pid" ] && pid=$(head -n 1 "$pg_dir/data/postmaster.pid")
+    [ -n "$pid" ] || pid=$pg_pid
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -INT "$pid" 2>/dev/null || true  # fast shutdown
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
     fi
+    [ -n "$pg_pid" ] && wait "$pg_pid" 2>/dev/null || true
     rm -rf "$pg_dir"
 }
 trap cleanup EXIT

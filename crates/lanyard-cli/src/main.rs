@@ -1,1 +1,32 @@
-fn main() {}
+//! `lanyard`: the one binary. Parses arguments, installs logging, runs the
+//! command, maps errors to exit codes (0 ok, 1 failed, 2 usage).
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod client;
+mod cmd;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_logging(&args.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cmd::run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

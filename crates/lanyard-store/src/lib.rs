@@ -66,6 +66,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// audit events, all in one transaction. Returns the changes applied.
     fn update_signing_keys<'a>(&'a self, planner: KeyPlanner<'a>) -> StoreFuture<'a, Vec<KeyChange>>;
 
+    /// A counter that increases whenever the signing keys change (the SPIFFE
+    /// bundle's `spiffe_sequence`).
+    fn signing_keys_generation(&self) -> StoreFuture<'_, i64>;
+
     /// Stores an admin token (hashed secret) and appends `audit`.
     fn create_admin_token(&self, token: AdminTokenRow, audit: AuditDraft) -> StoreFuture<'_, ()>;
 

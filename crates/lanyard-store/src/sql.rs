@@ -183,7 +183,8 @@ impl Store for SqlStore {
     fn update_signing_keys<'a>(&'a self, planner: KeyPlanner<'a>) -> StoreFuture<'a, Vec<KeyChange>> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'signing_keys'").execute(&mut *tx).await?;
+            // A write first, to take the lock; the counter moves only on change.
+            sqlx::query("UPDATE locks SET n = n WHERE name = 'signing_keys'").execute(&mut *tx).await?;
             let current = fetch_keys!(&mut *tx)?;
             let (changes, audits) = planner(&current).map_err(StoreError::Planner)?;
             for change in &changes {
@@ -225,11 +226,21 @@ impl Store for SqlStore {
                     }
                 }
             }
+            if !changes.is_empty() {
+                sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'signing_keys'").execute(&mut *tx).await?;
+            }
             for audit in audits {
                 append_audit!(tx, audit);
             }
             tx.commit().await?;
             Ok(changes)
+        })
+    }
+
+    fn signing_keys_generation(&self) -> StoreFuture<'_, i64> {
+        on_pool!(self, |pool| {
+            let row = sqlx::query("SELECT n FROM locks WHERE name = 'signing_keys'").fetch_one(pool).await?;
+            Ok(row.try_get("n")?)
         })
     }
 

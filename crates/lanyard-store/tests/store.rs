@@ -153,6 +153,9 @@ async fn signing_key_changes_apply_atomically(url: &str) -> TestResult {
         })
         .await?;
     assert_eq!(applied.len(), 2);
+    let generation = store.signing_keys_generation().await?;
+    store.update_signing_keys(&|_| Ok((vec![], vec![]))).await?;
+    assert_eq!(store.signing_keys_generation().await?, generation, "no change, same generation");
     store
         .update_signing_keys(&|current| {
             assert_eq!(current.len(), 2);
@@ -166,6 +169,7 @@ async fn signing_key_changes_apply_atomically(url: &str) -> TestResult {
             ))
         })
         .await?;
+    assert!(store.signing_keys_generation().await? > generation, "a change moves the generation");
     let keys = store.list_signing_keys().await?;
     assert_eq!(keys.len(), 2);
     let a = keys.iter().find(|k| k.kid == "a").ok_or("a missing")?;

@@ -1,0 +1,93 @@
+//! The admin API client: finds the server and token, maps errors to advice.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context as _};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::cli::Global;
+
+/// Bound on admin responses read into memory.
+const MAX_RESPONSE: usize = 4 * 1024 * 1024;
+
+/// The default `lanyard dev` data directory.
+pub const DEFAULT_DATA_DIR: &str = ".lanyard-dev";
+
+#[derive(Debug)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+/// Reads `dev.json` from a data directory.
+pub fn read_dev_json(dir: &Path) -> anyhow::Result<Value> {
+    let path = dir.join("dev.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (is `lanyard dev --data-dir {}` running?)", path.display(), dir.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+impl AdminClient {
+    /// Server and token from flags / environment, else from dev.json in
+    /// --data-dir (or ./.lanyard-dev when it exists).
+    pub fn from_global(g: &Global) -> anyhow::Result<Self> {
+        let dir = g.data_dir.clone().or_else(|| {
+            let d = Path::new(DEFAULT_DATA_DIR);
+            d.join("dev.json").exists().then(|| d.to_path_buf())
+        });
+        let dev = match (&g.server, &g.admin_token, &dir) {
+            (Some(_), Some(_), _) => None,
+            (_, _, Some(dir)) => Some(read_dev_json(dir)?),
+            _ => None,
+        };
+        let from_dev = |key: &str| dev.as_ref().and_then(|d| d.get(key)).and_then(Value::as_str).map(str::to_owned);
+        let base = g.server.clone().or_else(|| from_dev("issuer")).ok_or_else(|| {
+            anyhow!("no server given: pass --server URL (or LANYARD_SERVER), or --data-dir of a running `lanyard dev`")
+        })?;
+        let token = g.admin_token.clone().or_else(|| from_dev("admin_token")).ok_or_else(|| {
+            anyhow!("no admin token given: pass --admin-token (or LANYARD_ADMIN_TOKEN), or --data-dir of a running `lanyard dev`")
+        })?;
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+        if let Some(ca) = &g.ca_cert {
+            let pem = std::fs::read(ca).with_context(|| format!("reading CA certificate {}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem).with_context(|| format!("parsing CA certificate {}", ca.display()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().context("building the HTTP client")?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token })
+    }
+
+    /// Calls the admin API; returns the JSON body (Null for 204).
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let url = format!("{}/admin/v1/{path}", self.base);
+        let mut req = self.http.request(method.clone(), &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            anyhow!("cannot reach the Lanyard server at {}: {e}; is it running? (set --server or LANYARD_SERVER)", self.base)
+        })?;
+        let status = resp.status();
+        let correlation = resp.headers().get("x-correlation-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+        let bytes = resp.bytes().await.context("reading the server's answer")?;
+        if bytes.len() > MAX_RESPONSE {
+            bail!("the server's answer is larger than {MAX_RESPONSE} bytes");
+        }
+        if status == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        let description = value.get("error_description").and_then(Value::as_str).unwrap_or("no details");
+        let code = value.get("error").and_then(Value::as_str).unwrap_or("error");
+        let hint = match status {
+            StatusCode::UNAUTHORIZED => "; check --admin-token / LANYARD_ADMIN_TOKEN",
+            _ => "",
+        };
+        bail!("{method} {path}: {description} (HTTP {} {code}, correlation id {correlation}){hint}", status.as_u16())
+    }
+}

@@ -1,0 +1,134 @@
+//! `lanyard dev`: everything on one laptop, one command.
+
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use lanyard_ca::{Kek, RotationPolicy};
+use lanyard_core::ttl::DEFAULT_JWT_SVID_TTL;
+use lanyard_core::{Clock, Decision, SystemClock, TenantId, TrustDomain};
+use lanyard_jose::Algorithm;
+use lanyard_server::config::{KekSource, ServerConfig, DEFAULT_MAX_REQUEST_BYTES};
+use lanyard_server::{admin_token, shutdown_signal, Server};
+use lanyard_store::{AuditDraft, Tenant};
+use serde_json::json;
+
+use crate::cli::{DevArgs, Global};
+use crate::client::DEFAULT_DATA_DIR;
+use crate::output;
+
+const DEV_TENANT: &str = "dev";
+const DEV_TRUST_DOMAIN: &str = "example.org";
+
+pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
+    let dir = g.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+    let kek_path = dir.join("kek");
+    if !kek_path.exists() {
+        Kek::generate_file(&kek_path).context("creating the dev key-encryption key")?;
+    }
+    let listener = std::net::TcpListener::bind(args.listen).with_context(|| {
+        format!("listening on {} (in use? try --listen 127.0.0.1:0 for a free port)", args.listen)
+    })?;
+    let addr = listener.local_addr().context("reading the listen address")?;
+    let issuer = format!("http://{addr}");
+    let config = ServerConfig {
+        trust_domain: TrustDomain::parse(DEV_TRUST_DOMAIN)?,
+        issuer: issuer.clone(),
+        listen: addr,
+        tls: None,
+        max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        store_url: format!("sqlite://{}", dir.join("lanyard.db").display()),
+        kek: KekSource::File(kek_path),
+        // RS256 too, so Azure Entra (RS256 only) works out of the box.
+        algorithms: vec![Algorithm::Es256, Algorithm::Rs256],
+        rotation: RotationPolicy::default(),
+        jwt_default_ttl: DEFAULT_JWT_SVID_TTL,
+        jwt_max_ttl: std::time::Duration::from_secs(3600),
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let server = Server::build(config, clock.clone()).await.with_context(|| format!("starting Lanyard on {}", dir.display()))?;
+    let store = server.state().store.clone();
+
+    if store.fetch_tenant(DEV_TENANT).await?.is_none() {
+        let tenant = Tenant { id: TenantId::parse(DEV_TENANT)?, description: "lanyard dev".into(), created_at: clock.unix_seconds() };
+        let audit = AuditDraft {
+            at_ms: clock.unix_seconds().saturating_mul(1000),
+            correlation_id: lanyard_server::correlation::new_id(),
+            actor: "system:dev".into(),
+            action: "tenant.create".into(),
+            subject: DEV_TENANT.into(),
+            tenant: Some(DEV_TENANT.into()),
+            decision: Decision::Allow,
+            reason: "lanyard dev first start".into(),
+            evidence_digest: None,
+        };
+        store.create_tenant(tenant, audit).await?;
+    }
+
+    let dev_json = dir.join("dev.json");
+    let previous = std::fs::read_to_string(&dev_json).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    let old_token = previous.as_ref().and_then(|v| v.get("admin_token")).and_then(|v| v.as_str()).map(str::to_owned);
+    let token = match old_token {
+        Some(t) if admin_token::verify(&*store, &t).await?.is_some() => t,
+        _ => admin_token::create(&*store, &*clock, "dev", "system:dev").await?.token,
+    };
+    let socket = dir.join("workload.sock");
+    let info = json!({
+        "issuer": issuer,
+        "admin_token": token,
+        "workload_socket": socket,
+        "bundle_endpoint": format!("{issuer}/bundle"),
+        "jwks_uri": format!("{issuer}{}", lanyard_server::routes::oidc::JWKS_PATH),
+        "token_endpoint": format!("{issuer}{}", lanyard_server::routes::oidc::TOKEN_PATH),
+        "trust_domain": DEV_TRUST_DOMAIN,
+        "tenant": DEV_TENANT,
+        "data_dir": dir,
+        "pid": std::process::id(),
+    });
+    write_private(&dev_json, serde_json::to_vec_pretty(&info)?.as_slice())?;
+
+    let mut shown = info.clone();
+    shown["admin_token"] = json!(format!("(in {})", dev_json.display()));
+    output::print(g.output, &shown, |_| {
+        println!("Lanyard dev is running.");
+        println!();
+        println!("  issuer           {issuer}");
+        println!("  discovery        {issuer}/.well-known/openid-configuration");
+        println!("  bundle endpoint  {issuer}/bundle");
+        println!("  trust domain     {DEV_TRUST_DOMAIN}   tenant {DEV_TENANT}");
+        println!("  state            {}", dir.display());
+        println!("  admin token      in {} (mode 0600)", dev_json.display());
+        println!();
+        println!("Try, in another shell:");
+        println!("  curl -s {issuer}/.well-known/openid-configuration");
+        println!("  cargo run --release -- --data-dir {} tenant list", dir.display());
+        println!();
+        println!("Stop with Ctrl-C.");
+    });
+    server.serve(listener, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `bytes` to `path` with mode 0600 atomically (temp file + rename).
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! `lanyard server` and `lanyard server init`.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use lanyard_core::{Clock, SystemClock};
+use lanyard_server::config::ServerConfig;
+use lanyard_server::{admin_token, env_map, shutdown_signal, Server};
+use serde_json::json;
+
+use crate::cli::{Global, ServerAction, ServerArgs};
+use crate::output;
+
+pub async fn run(g: &Global, args: ServerArgs) -> anyhow::Result<ExitCode> {
+    match args.action {
+        Some(ServerAction::Init { config, token_file, insecure_plain_http }) => {
+            init(g, &config, token_file.as_deref(), insecure_plain_http).await
+        }
+        None => {
+            let Some(path) = args.config else {
+                bail!("`lanyard server` needs --config FILE (see the README's configuration section), or use `lanyard dev`");
+            };
+            serve(&path, args.insecure_plain_http).await
+        }
+    }
+}
+
+fn load(path: &Path, insecure_plain_http: bool) -> anyhow::Result<ServerConfig> {
+    let mut env = env_map();
+    if insecure_plain_http {
+        env.insert("LANYARD__SERVER__INSECURE_PLAIN_HTTP".into(), "true".into());
+    }
+    Ok(lanyard_server::config::load(path, &env)?)
+}
+
+async fn serve(path: &Path, insecure_plain_http: bool) -> anyhow::Result<ExitCode> {
+    let config = load(path, insecure_plain_http)?;
+    let listen = config.listen;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let server = Server::build(config, clock).await.context("starting the server")?;
+    let listener = std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+    server.serve(listener, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn init(g: &Global, path: &Path, token_file: Option<&Path>, insecure_plain_http: bool) -> anyhow::Result<ExitCode> {
+    let config = load(path, insecure_plain_http)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let issuer = config.issuer.clone();
+    let server = Server::build(config, clock.clone()).await.context("initialising the store")?;
+    let store = server.state().store.clone();
+    let existing = store.count_admin_tokens().await?;
+    let created = admin_token::create(&*store, &*clock, "bootstrap", "system:init").await?;
+    let keys: Vec<_> = server.state().keys.current().ring.keys().iter().map(|k| json!({"kid": k.kid, "alg": k.alg.to_string(), "state": k.state.to_string()})).collect();
+    let mut result = json!({ "issuer": issuer, "admin_token_id": created.id, "keys": keys, "existing_admin_tokens": existing });
+    match token_file {
+        Some(file) => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(file)
+                .with_context(|| format!("creating {} (it must not exist yet)", file.display()))?;
+            f.write_all(created.token.as_bytes()).with_context(|| format!("writing {}", file.display()))?;
+            result["admin_token_file"] = json!(file);
+        }
+        None => result["admin_token"] = json!(created.token),
+    }
+    output::print(g.output, &result, |r| {
+        println!("Store initialised; signing keys ready for {issuer}.");
+        match r.get("admin_token").and_then(|v| v.as_str()) {
+            Some(t) => println!("Admin token (shown once, store it now):\n{t}"),
+            None => println!("Admin token written to {}", token_file.map(|p| p.display().to_string()).unwrap_or_default()),
+        }
+    });
+    Ok(ExitCode::SUCCESS)
+}

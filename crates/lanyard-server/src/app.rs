@@ -1,0 +1,104 @@
+//! Shared state and the router.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use lanyard_core::{Clock, TrustDomain};
+use lanyard_store::Store;
+use tracing::Instrument as _;
+
+use crate::error::ApiError;
+use crate::keys::KeyManager;
+use crate::metrics::Metrics;
+use crate::routes::{admin, health, oidc};
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Signing keys.
+    pub keys: Arc<KeyManager>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Settings the handlers read.
+    pub settings: Arc<Settings>,
+}
+
+/// The subset of configuration handlers need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Issuer URL.
+    pub issuer: String,
+    /// Trust domain.
+    pub trust_domain: TrustDomain,
+    /// Request body limit.
+    pub max_request_bytes: usize,
+    /// `Cache-Control: max-age` for the JWKS and bundle.
+    pub jwks_max_age: Duration,
+}
+
+/// The correlation id of the current request, set by middleware.
+#[derive(Debug, Clone)]
+pub struct CorrelationId(pub String);
+
+/// Builds the full HTTP router.
+pub fn router(state: AppState) -> Router {
+    let limit = state.settings.max_request_bytes;
+    Router::new()
+        .route("/.well-known/openid-configuration", get(oidc::discovery))
+        .route(oidc::JWKS_PATH, get(oidc::jwks))
+        .route("/bundle", get(oidc::bundle))
+        .route(oidc::TOKEN_PATH, post(oidc::token))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/admin/v1/tenants", get(admin::list_tenants).post(admin::create_tenant))
+        .route("/admin/v1/tenants/{name}", get(admin::show_tenant))
+        .route("/admin/v1/tenants/{name}", delete(admin::delete_tenant))
+        .route("/admin/v1/keys", get(admin::list_keys))
+        .route("/admin/v1/keys/rotate", post(admin::rotate_keys))
+        .route("/admin/v1/audit", get(admin::list_audit))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::record))
+        .layer(middleware::from_fn(correlate))
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    // Echo only the path, bounded, never the query (it may carry secrets).
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::NotFound(format!("route {method} {path}"))
+}
+
+/// Gives each request a correlation id (request extension, response header)
+/// and a tracing span carrying it.
+async fn correlate(mut req: Request, next: Next) -> Response {
+    let id = crate::correlation::new_id();
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), correlation_id = %id);
+    req.extensions_mut().insert(CorrelationId(id.clone()));
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "request done"));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(crate::correlation::HEADER, v);
+    }
+    resp
+}
+
+/// Shortcut for handlers that need only the state.
+pub(crate) type St = State<AppState>;
+
+impl IntoResponse for CorrelationId {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}
