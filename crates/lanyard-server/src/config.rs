@@ -198,14 +198,17 @@ impl RawConfig {
             set_path(&mut table, &path, value)
                 .map_err(|message| ConfigError::Syntax { origin: format!("environment variable {var}"), message })?;
         }
-        toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError::Syntax {
-            origin: if env.keys().any(|k| k.starts_with(ENV_PREFIX)) {
-                format!("{origin} (with {ENV_PREFIX}* overrides)")
-            } else {
-                origin.to_owned()
-            },
-            message: e.message().to_owned(),
-        })
+        // Deserialise from text so errors carry the line and the key. With no
+        // overrides that is the user's own file, so line numbers match it.
+        let has_overrides = env.keys().any(|k| k.starts_with(ENV_PREFIX));
+        let (source, origin) = if has_overrides {
+            let merged = toml::to_string(&table)
+                .map_err(|e| ConfigError::Syntax { origin: origin.to_owned(), message: e.to_string() })?;
+            (merged, format!("{origin} (with {ENV_PREFIX}* environment overrides applied)"))
+        } else {
+            (text.to_owned(), origin.to_owned())
+        };
+        toml::from_str(&source).map_err(|e: toml::de::Error| ConfigError::Syntax { origin, message: e.to_string() })
     }
 
     /// Validates every value and fills in defaults.

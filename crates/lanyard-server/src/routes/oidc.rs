@@ -18,6 +18,7 @@ pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-e
 #[derive(Debug, Serialize)]
 pub struct Discovery {
     issuer: String,
+    authorization_endpoint: &'static str,
     jwks_uri: String,
     token_endpoint: String,
     grant_types_supported: Vec<&'static str>,
@@ -33,6 +34,9 @@ pub async fn discovery(state: St) -> Response {
     let issuer = &state.settings.issuer;
     let doc = Discovery {
         issuer: issuer.clone(),
+        // Required by OIDC Discovery §3 though Lanyard has no interactive
+        // login; a URN, as Kubernetes' service-account issuer publishes.
+        authorization_endpoint: "urn:lanyard:programmatic_authorization",
         jwks_uri: format!("{issuer}{JWKS_PATH}"),
         token_endpoint: format!("{issuer}{TOKEN_PATH}"),
         grant_types_supported: vec![TOKEN_EXCHANGE_GRANT],
