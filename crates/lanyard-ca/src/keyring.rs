@@ -22,7 +22,9 @@ pub struct SealedKey {
 
 impl std::fmt::Debug for SealedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SealedKey").field("meta", &self.meta).finish_non_exhaustive()
+        f.debug_struct("SealedKey")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
     }
 }
 
@@ -41,7 +43,14 @@ impl SealedKey {
         let (key, der) = SigningKey::generate(alg)?;
         let sealed = kek.seal(der.expose(), key.kid())?;
         Ok(Self {
-            meta: KeyMeta { kid: key.kid().to_owned(), alg, state, created_at, activate_at, retire_at: None },
+            meta: KeyMeta {
+                kid: key.kid().to_owned(),
+                alg,
+                state,
+                created_at,
+                activate_at,
+                retire_at: None,
+            },
             sealed,
             kek_fingerprint: kek.fingerprint().to_owned(),
         })
@@ -62,7 +71,8 @@ impl SealedKey {
             });
         }
         let der = Pkcs8Der::new(kek.open(&self.sealed, kid)?.to_vec());
-        let key = SigningKey::from_pkcs8(self.meta.alg, &der).map_err(|_| CaError::CorruptKey { kid: kid.clone() })?;
+        let key = SigningKey::from_pkcs8(self.meta.alg, &der)
+            .map_err(|_| CaError::CorruptKey { kid: kid.clone() })?;
         if key.kid() != kid {
             return Err(CaError::CorruptKey { kid: kid.clone() });
         }
@@ -94,7 +104,13 @@ impl KeyRing {
             KeyState::Next => 1,
             KeyState::Previous => 2,
         };
-        ordered.sort_by_key(|k| (rank(k.meta.state), k.meta.alg, std::cmp::Reverse(k.meta.activate_at)));
+        ordered.sort_by_key(|k| {
+            (
+                rank(k.meta.state),
+                k.meta.alg,
+                std::cmp::Reverse(k.meta.activate_at),
+            )
+        });
         let mut signers = HashMap::new();
         let mut verifiers = Vec::with_capacity(ordered.len());
         let mut jwks = Jwks::default();
@@ -104,10 +120,17 @@ impl KeyRing {
             verifiers.push(key.verifying_key()?);
             if stored.meta.state == KeyState::Active {
                 // Sorted newest first, so the newest active key of an algorithm wins.
-                signers.entry(stored.meta.alg).or_insert_with(|| Arc::new(key));
+                signers
+                    .entry(stored.meta.alg)
+                    .or_insert_with(|| Arc::new(key));
             }
         }
-        Ok(Self { signers, verifiers, published: ordered.into_iter().map(|k| k.meta.clone()).collect(), jwks })
+        Ok(Self {
+            signers,
+            verifiers,
+            published: ordered.into_iter().map(|k| k.meta.clone()).collect(),
+            jwks,
+        })
     }
 
     /// The key that signs with `alg` now, if that algorithm is enabled.
@@ -122,7 +145,10 @@ impl KeyRing {
 
     /// The published public JWK for `kid`.
     pub fn jwk(&self, kid: &str) -> Option<&Jwk> {
-        self.jwks.keys.iter().find(|k| k.kid.as_deref() == Some(kid))
+        self.jwks
+            .keys
+            .iter()
+            .find(|k| k.kid.as_deref() == Some(kid))
     }
 
     /// Verifying keys for every published key.
@@ -147,9 +173,17 @@ mod tests {
         let active = SealedKey::generate(&kek, Algorithm::Es256, KeyState::Active, now, now)?;
         let next = SealedKey::generate(&kek, Algorithm::Es256, KeyState::Next, now, now)?;
         let ring = KeyRing::load(&kek, &[next.clone(), active.clone()])?;
-        assert_eq!(ring.signer(Algorithm::Es256).map(|k| k.kid()), Some(active.meta.kid.as_str()));
+        assert_eq!(
+            ring.signer(Algorithm::Es256).map(|k| k.kid()),
+            Some(active.meta.kid.as_str())
+        );
         assert!(ring.signer(Algorithm::Rs256).is_none());
-        let kids: Vec<_> = ring.jwks().keys.iter().filter_map(|k| k.kid.clone()).collect();
+        let kids: Vec<_> = ring
+            .jwks()
+            .keys
+            .iter()
+            .filter_map(|k| k.kid.clone())
+            .collect();
         assert_eq!(kids, [active.meta.kid.clone(), next.meta.kid.clone()]);
         Ok(())
     }
@@ -166,7 +200,10 @@ mod tests {
         let second = SealedKey::generate(&kek, Algorithm::Es256, KeyState::Next, now, now)?;
         let mut swapped = key.clone();
         swapped.sealed = second.sealed.clone();
-        assert!(matches!(KeyRing::load(&kek, &[swapped]), Err(CaError::CorruptKey { .. })));
+        assert!(matches!(
+            KeyRing::load(&kek, &[swapped]),
+            Err(CaError::CorruptKey { .. })
+        ));
         Ok(())
     }
 }

@@ -95,20 +95,33 @@ pub enum KeyAction {
 /// Plans the actions that bring `keys` in line with `policy` at `now` for the
 /// enabled algorithms `algs`. Applying the plan and planning again at the same
 /// `now` yields an empty plan.
-pub fn plan(now: SystemTime, keys: &[KeyMeta], algs: &[Algorithm], policy: &RotationPolicy) -> Vec<KeyAction> {
+pub fn plan(
+    now: SystemTime,
+    keys: &[KeyMeta],
+    algs: &[Algorithm],
+    policy: &RotationPolicy,
+) -> Vec<KeyAction> {
     let mut actions = Vec::new();
     for key in keys {
         if key.state == KeyState::Previous && key.retire_at.is_none_or(|t| t <= now) {
-            actions.push(KeyAction::Delete { kid: key.kid.clone() });
+            actions.push(KeyAction::Delete {
+                kid: key.kid.clone(),
+            });
         }
     }
     for alg in Algorithm::ALL {
-        let of = |state| keys.iter().filter(move |k| k.alg == alg && k.state == state);
+        let of = |state| {
+            keys.iter()
+                .filter(move |k| k.alg == alg && k.state == state)
+        };
         let enabled = algs.contains(&alg);
         let retire_at = now + policy.retain_after;
         if !enabled {
             // A disabled algorithm stops signing but its tokens stay verifiable.
-            actions.extend(of(KeyState::Active).map(|k| KeyAction::Demote { kid: k.kid.clone(), retire_at }));
+            actions.extend(of(KeyState::Active).map(|k| KeyAction::Demote {
+                kid: k.kid.clone(),
+                retire_at,
+            }));
             actions.extend(of(KeyState::Next).map(|k| KeyAction::Delete { kid: k.kid.clone() }));
             continue;
         }
@@ -117,13 +130,20 @@ pub fn plan(now: SystemTime, keys: &[KeyMeta], algs: &[Algorithm], policy: &Rota
         let mut nexts: Vec<&KeyMeta> = of(KeyState::Next).collect();
         nexts.sort_by_key(|k| (k.activate_at, k.created_at));
         let next = nexts.pop();
-        actions.extend(nexts.iter().map(|k| KeyAction::Delete { kid: k.kid.clone() }));
+        actions.extend(
+            nexts
+                .iter()
+                .map(|k| KeyAction::Delete { kid: k.kid.clone() }),
+        );
 
         let due = next.filter(|n| n.activate_at <= now || active.is_empty());
         match (due, next) {
             (Some(n), _) => {
                 actions.push(KeyAction::Promote { kid: n.kid.clone() });
-                actions.extend(active.iter().map(|k| KeyAction::Demote { kid: k.kid.clone(), retire_at }));
+                actions.extend(active.iter().map(|k| KeyAction::Demote {
+                    kid: k.kid.clone(),
+                    retire_at,
+                }));
                 actions.push(KeyAction::Create {
                     alg,
                     state: KeyState::Next,
@@ -135,12 +155,19 @@ pub fn plan(now: SystemTime, keys: &[KeyMeta], algs: &[Algorithm], policy: &Rota
                 let mut sorted = active.clone();
                 sorted.sort_by_key(|k| (k.activate_at, k.created_at));
                 sorted.pop();
-                actions.extend(sorted.iter().map(|k| KeyAction::Demote { kid: k.kid.clone(), retire_at }));
+                actions.extend(sorted.iter().map(|k| KeyAction::Demote {
+                    kid: k.kid.clone(),
+                    retire_at,
+                }));
             }
             (None, None) => {
                 let newest = active.iter().map(|k| k.activate_at).max();
                 if newest.is_none() {
-                    actions.push(KeyAction::Create { alg, state: KeyState::Active, activate_at: now });
+                    actions.push(KeyAction::Create {
+                        alg,
+                        state: KeyState::Active,
+                        activate_at: now,
+                    });
                 }
                 let from_schedule = newest.unwrap_or(now) + policy.rotation_period;
                 actions.push(KeyAction::Create {
@@ -168,7 +195,13 @@ pub fn plan_rotate_now(
         .filter(|k| k.alg == alg && k.state == KeyState::Next)
         .max_by_key(|k| (k.activate_at, k.created_at))?;
     let when = now.max(next.created_at + policy.publish_lead);
-    Some((KeyAction::Reschedule { kid: next.kid.clone(), activate_at: when }, when))
+    Some((
+        KeyAction::Reschedule {
+            kid: next.kid.clone(),
+            activate_at: when,
+        },
+        when,
+    ))
 }
 
 #[cfg(test)]
@@ -181,7 +214,11 @@ mod tests {
     fn apply(keys: &mut Vec<KeyMeta>, actions: &[KeyAction], now: SystemTime, counter: &mut u32) {
         for a in actions {
             match a {
-                KeyAction::Create { alg, state, activate_at } => {
+                KeyAction::Create {
+                    alg,
+                    state,
+                    activate_at,
+                } => {
                     *counter += 1;
                     keys.push(KeyMeta {
                         kid: format!("k{counter}"),
@@ -192,21 +229,30 @@ mod tests {
                         retire_at: None,
                     });
                 }
-                KeyAction::Promote { kid } => keys.iter_mut().filter(|k| &k.kid == kid).for_each(|k| k.state = KeyState::Active),
-                KeyAction::Demote { kid, retire_at } => keys.iter_mut().filter(|k| &k.kid == kid).for_each(|k| {
-                    k.state = KeyState::Previous;
-                    k.retire_at = Some(*retire_at);
-                }),
-                KeyAction::Reschedule { kid, activate_at } => {
-                    keys.iter_mut().filter(|k| &k.kid == kid).for_each(|k| k.activate_at = *activate_at)
+                KeyAction::Promote { kid } => keys
+                    .iter_mut()
+                    .filter(|k| &k.kid == kid)
+                    .for_each(|k| k.state = KeyState::Active),
+                KeyAction::Demote { kid, retire_at } => {
+                    keys.iter_mut().filter(|k| &k.kid == kid).for_each(|k| {
+                        k.state = KeyState::Previous;
+                        k.retire_at = Some(*retire_at);
+                    })
                 }
+                KeyAction::Reschedule { kid, activate_at } => keys
+                    .iter_mut()
+                    .filter(|k| &k.kid == kid)
+                    .for_each(|k| k.activate_at = *activate_at),
                 KeyAction::Delete { kid } => keys.retain(|k| &k.kid != kid),
             }
         }
     }
 
-    fn state_of<'a>(keys: &'a [KeyMeta], state: KeyState) -> Vec<&'a str> {
-        keys.iter().filter(|k| k.state == state).map(|k| k.kid.as_str()).collect()
+    fn state_of(keys: &[KeyMeta], state: KeyState) -> Vec<&str> {
+        keys.iter()
+            .filter(|k| k.state == state)
+            .map(|k| k.kid.as_str())
+            .collect()
     }
 
     #[test]
@@ -218,12 +264,20 @@ mod tests {
         apply(&mut keys, &p, now, &mut n);
         assert_eq!(state_of(&keys, KeyState::Active), ["k1"]);
         assert_eq!(state_of(&keys, KeyState::Next), ["k2"]);
-        assert_eq!(plan(now, &keys, &[Algorithm::Es256], &policy), [], "a settled ring plans nothing");
+        assert_eq!(
+            plan(now, &keys, &[Algorithm::Es256], &policy),
+            [],
+            "a settled ring plans nothing"
+        );
     }
 
     #[test]
     fn next_key_is_published_for_the_lead_before_it_signs_and_previous_outlives_its_tokens() {
-        let policy = RotationPolicy { rotation_period: 6 * HOUR, publish_lead: HOUR, retain_after: 2 * HOUR };
+        let policy = RotationPolicy {
+            rotation_period: 6 * HOUR,
+            publish_lead: HOUR,
+            retain_after: 2 * HOUR,
+        };
         let start = SystemTime::UNIX_EPOCH + HOUR * 1000;
         let (mut keys, mut n) = (Vec::new(), 0);
         // Step a fake clock through two days in 10-minute ticks, checking the
@@ -237,36 +291,62 @@ mod tests {
             assert_eq!(active.len(), 1, "exactly one signer at {tick}");
             let signer = keys.iter().find(|k| k.state == KeyState::Active).cloned();
             if let Some(s) = signer {
-                assert!(now.duration_since(s.created_at).unwrap_or_default() >= policy.publish_lead || s.kid == "k1",
-                    "{} signs at tick {tick} but was published only at {:?}", s.kid, s.created_at);
+                assert!(
+                    now.duration_since(s.created_at).unwrap_or_default() >= policy.publish_lead
+                        || s.kid == "k1",
+                    "{} signs at tick {tick} but was published only at {:?}",
+                    s.kid,
+                    s.created_at
+                );
                 signed_by.push((s.kid.clone(), now));
             }
-            assert_eq!(state_of(&keys, KeyState::Next).len(), 1, "next key published at {tick}");
+            assert_eq!(
+                state_of(&keys, KeyState::Next).len(),
+                1,
+                "next key published at {tick}"
+            );
             // Every key that signed within retain_after is still published.
             for (kid, at) in &signed_by {
                 if now.duration_since(*at).unwrap_or_default() < policy.retain_after {
-                    assert!(keys.iter().any(|k| &k.kid == kid), "{kid} vanished while its tokens live");
+                    assert!(
+                        keys.iter().any(|k| &k.kid == kid),
+                        "{kid} vanished while its tokens live"
+                    );
                 }
             }
         }
         // Ticks span 47h50m at a 6-hour period: k1 plus 7 rotations (6h..42h) signed.
-        let distinct: std::collections::BTreeSet<_> = signed_by.iter().map(|(k, _)| k.clone()).collect();
+        let distinct: std::collections::BTreeSet<_> =
+            signed_by.iter().map(|(k, _)| k.clone()).collect();
         assert_eq!(distinct.len(), 8);
         assert!(keys.len() <= 4, "old keys are pruned: {}", keys.len());
     }
 
     #[test]
     fn manual_rotation_waits_for_the_publish_lead() {
-        let policy = RotationPolicy { rotation_period: 24 * HOUR, publish_lead: HOUR, retain_after: HOUR };
+        let policy = RotationPolicy {
+            rotation_period: 24 * HOUR,
+            publish_lead: HOUR,
+            retain_after: HOUR,
+        };
         let t0 = SystemTime::UNIX_EPOCH + HOUR * 1000;
         let (mut keys, mut n) = (Vec::new(), 0);
         let p = plan(t0, &keys, &[Algorithm::Es256], &policy);
         apply(&mut keys, &p, t0, &mut n);
         // Right after start the next key is brand new: rotation is scheduled an hour out.
-        let (action, when) = plan_rotate_now(t0, &keys, Algorithm::Es256, &policy).unwrap_or((KeyAction::Delete { kid: String::new() }, t0));
+        let (action, when) = plan_rotate_now(t0, &keys, Algorithm::Es256, &policy)
+            .unwrap_or((KeyAction::Delete { kid: String::new() }, t0));
         assert_eq!(when, t0 + HOUR);
         apply(&mut keys, &[action], t0, &mut n);
-        assert_eq!(plan(t0 + HOUR - Duration::from_secs(1), &keys, &[Algorithm::Es256], &policy), []);
+        assert_eq!(
+            plan(
+                t0 + HOUR - Duration::from_secs(1),
+                &keys,
+                &[Algorithm::Es256],
+                &policy
+            ),
+            []
+        );
         let later = t0 + HOUR;
         let p = plan(later, &keys, &[Algorithm::Es256], &policy);
         apply(&mut keys, &p, later, &mut n);
@@ -274,7 +354,8 @@ mod tests {
         assert_eq!(state_of(&keys, KeyState::Previous), ["k1"]);
         // Two hours later the next key has been published long enough: immediate.
         let t2 = later + 2 * HOUR;
-        let (_, when) = plan_rotate_now(t2, &keys, Algorithm::Es256, &policy).unwrap_or((KeyAction::Delete { kid: String::new() }, t0));
+        let (_, when) = plan_rotate_now(t2, &keys, Algorithm::Es256, &policy)
+            .unwrap_or((KeyAction::Delete { kid: String::new() }, t0));
         assert_eq!(when, t2);
     }
 
@@ -288,11 +369,23 @@ mod tests {
         assert_eq!(state_of(&keys, KeyState::Active).len(), 2);
         let p = plan(t0, &keys, &[Algorithm::Es256], &policy);
         apply(&mut keys, &p, t0, &mut n);
-        let rs: Vec<_> = keys.iter().filter(|k| k.alg == Algorithm::Rs256).map(|k| k.state).collect();
-        assert_eq!(rs, [KeyState::Previous], "RS256 active demoted, next deleted");
+        let rs: Vec<_> = keys
+            .iter()
+            .filter(|k| k.alg == Algorithm::Rs256)
+            .map(|k| k.state)
+            .collect();
+        assert_eq!(
+            rs,
+            [KeyState::Previous],
+            "RS256 active demoted, next deleted"
+        );
         // Two replicas both created an active key: one is demoted.
         let mut dup = keys.clone();
-        let Some(mut extra) = dup.iter().find(|k| k.alg == Algorithm::Es256 && k.state == KeyState::Active).cloned() else {
+        let Some(mut extra) = dup
+            .iter()
+            .find(|k| k.alg == Algorithm::Es256 && k.state == KeyState::Active)
+            .cloned()
+        else {
             panic!("no ES256 active key");
         };
         extra.kid = "dup".into();
@@ -300,7 +393,10 @@ mod tests {
         dup.push(extra);
         let p = plan(t0, &dup, &[Algorithm::Es256], &policy);
         apply(&mut dup, &p, t0, &mut n);
-        let es_active: Vec<_> = dup.iter().filter(|k| k.alg == Algorithm::Es256 && k.state == KeyState::Active).collect();
+        let es_active: Vec<_> = dup
+            .iter()
+            .filter(|k| k.alg == Algorithm::Es256 && k.state == KeyState::Active)
+            .collect();
         assert_eq!(es_active.len(), 1);
     }
 }

@@ -10,7 +10,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Workloads prove what they are by attestation and get short-lived,
 /// audience-scoped, tenant-bound credentials. Start with `lanyard dev`.
 #[derive(Debug, Parser)]
-#[command(name = "lanyard", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "lanyard",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -31,7 +36,12 @@ pub struct Global {
     #[arg(long, global = true, env = "LANYARD_SERVER")]
     pub server: Option<String>,
     /// Admin bearer token (default: from --data-dir's dev.json).
-    #[arg(long, global = true, env = "LANYARD_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "LANYARD_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
     /// PEM CA certificate to trust for the server's TLS certificate.
     #[arg(long, global = true, env = "LANYARD_CA_CERT")]
@@ -144,7 +154,9 @@ pub enum KeysCommand {
 pub fn init_logging(global: &Global) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("LANYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match global.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

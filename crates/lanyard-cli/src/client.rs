@@ -24,8 +24,13 @@ pub struct AdminClient {
 /// Reads `dev.json` from a data directory.
 pub fn read_dev_json(dir: &Path) -> anyhow::Result<Value> {
     let path = dir.join("dev.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {} (is `lanyard dev --data-dir {}` running?)", path.display(), dir.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (is `lanyard dev --data-dir {}` running?)",
+            path.display(),
+            dir.display()
+        )
+    })?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -42,7 +47,12 @@ impl AdminClient {
             (_, _, Some(dir)) => Some(read_dev_json(dir)?),
             _ => None,
         };
-        let from_dev = |key: &str| dev.as_ref().and_then(|d| d.get(key)).and_then(Value::as_str).map(str::to_owned);
+        let from_dev = |key: &str| {
+            dev.as_ref()
+                .and_then(|d| d.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         let base = g.server.clone().or_else(|| from_dev("issuer")).ok_or_else(|| {
             anyhow!("no server given: pass --server URL (or LANYARD_SERVER), or --data-dir of a running `lanyard dev`")
         })?;
@@ -51,18 +61,32 @@ impl AdminClient {
         })?;
         let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
         if let Some(ca) = &g.ca_cert {
-            let pem = std::fs::read(ca).with_context(|| format!("reading CA certificate {}", ca.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem).with_context(|| format!("parsing CA certificate {}", ca.display()))?;
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("reading CA certificate {}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("parsing CA certificate {}", ca.display()))?;
             builder = builder.add_root_certificate(cert);
         }
         let http = builder.build().context("building the HTTP client")?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token })
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        })
     }
 
     /// Calls the admin API; returns the JSON body (Null for 204).
-    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}/admin/v1/{path}", self.base);
-        let mut req = self.http.request(method.clone(), &url).bearer_auth(&self.token);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -70,7 +94,12 @@ impl AdminClient {
             anyhow!("cannot reach the Lanyard server at {}: {e}; is it running? (set --server or LANYARD_SERVER)", self.base)
         })?;
         let status = resp.status();
-        let correlation = resp.headers().get("x-correlation-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+        let correlation = resp
+            .headers()
+            .get("x-correlation-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
         let bytes = resp.bytes().await.context("reading the server's answer")?;
         if bytes.len() > MAX_RESPONSE {
             bail!("the server's answer is larger than {MAX_RESPONSE} bytes");
@@ -82,12 +111,21 @@ impl AdminClient {
         if status.is_success() {
             return Ok(value);
         }
-        let description = value.get("error_description").and_then(Value::as_str).unwrap_or("no details");
-        let code = value.get("error").and_then(Value::as_str).unwrap_or("error");
+        let description = value
+            .get("error_description")
+            .and_then(Value::as_str)
+            .unwrap_or("no details");
+        let code = value
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("error");
         let hint = match status {
             StatusCode::UNAUTHORIZED => "; check --admin-token / LANYARD_ADMIN_TOKEN",
             _ => "",
         };
-        bail!("{method} {path}: {description} (HTTP {} {code}, correlation id {correlation}){hint}", status.as_u16())
+        bail!(
+            "{method} {path}: {description} (HTTP {} {code}, correlation id {correlation}){hint}",
+            status.as_u16()
+        )
     }
 }

@@ -7,7 +7,10 @@ use crate::cli::Output;
 /// Prints `value` as pretty JSON, or calls `text` to print it for humans.
 pub fn print(output: Output, value: &Value, text: impl FnOnce(&Value)) {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+        ),
         Output::Text => text(value),
     }
 }
@@ -16,7 +19,10 @@ pub fn print(output: Output, value: &Value, text: impl FnOnce(&Value)) {
 pub fn time(v: &Value) -> String {
     v.as_i64()
         .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| "-".into())
 }
 

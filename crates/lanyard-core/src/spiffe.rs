@@ -20,7 +20,9 @@ pub enum SpiffeIdError {
     #[error("the trust domain is empty")]
     EmptyTrustDomain,
     /// The trust domain has a character outside `[a-z0-9.-_]`.
-    #[error("the trust domain contains {found:?}; use lowercase letters, digits, '.', '-' and '_'")]
+    #[error(
+        "the trust domain contains {found:?}; use lowercase letters, digits, '.', '-' and '_'"
+    )]
     BadTrustDomainChar {
         /// The first offending character.
         found: char,
@@ -123,7 +125,9 @@ impl SpiffeId {
                 max: MAX_ID_LEN,
             });
         }
-        let rest = input.strip_prefix(SCHEME).ok_or(SpiffeIdError::WrongScheme)?;
+        let rest = input
+            .strip_prefix(SCHEME)
+            .ok_or(SpiffeIdError::WrongScheme)?;
         let (td, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
@@ -143,7 +147,10 @@ impl SpiffeId {
                 return Err(SpiffeIdError::BadPathChar { found });
             }
         }
-        Ok(Self { trust_domain, path: path.to_owned() })
+        Ok(Self {
+            trust_domain,
+            path: path.to_owned(),
+        })
     }
 
     /// The trust domain this ID belongs to.
@@ -193,7 +200,10 @@ mod tests {
             assert_eq!(id.as_deref(), Ok(ok));
         }
         let id = SpiffeId::parse("spiffe://example.org/x/y").ok();
-        assert_eq!(id.as_ref().map(|i| i.trust_domain().as_str()), Some("example.org"));
+        assert_eq!(
+            id.as_ref().map(|i| i.trust_domain().as_str()),
+            Some("example.org")
+        );
         assert_eq!(id.as_ref().map(SpiffeId::path), Some("/x/y"));
     }
 
@@ -203,30 +213,64 @@ mod tests {
             ("https://example.org/a", SpiffeIdError::WrongScheme),
             ("SPIFFE://example.org/a", SpiffeIdError::WrongScheme),
             ("spiffe:///a", SpiffeIdError::EmptyTrustDomain),
-            ("spiffe://Example.org/a", SpiffeIdError::BadTrustDomainChar { found: 'E' }),
-            ("spiffe://example.org:443/a", SpiffeIdError::BadTrustDomainChar { found: ':' }),
-            ("spiffe://user@example.org/a", SpiffeIdError::BadTrustDomainChar { found: '@' }),
+            (
+                "spiffe://Example.org/a",
+                SpiffeIdError::BadTrustDomainChar { found: 'E' },
+            ),
+            (
+                "spiffe://example.org:443/a",
+                SpiffeIdError::BadTrustDomainChar { found: ':' },
+            ),
+            (
+                "spiffe://user@example.org/a",
+                SpiffeIdError::BadTrustDomainChar { found: '@' },
+            ),
             ("spiffe://example.org", SpiffeIdError::EmptySegment),
             ("spiffe://example.org/", SpiffeIdError::EmptySegment),
             ("spiffe://example.org/a//b", SpiffeIdError::EmptySegment),
             ("spiffe://example.org/a/", SpiffeIdError::EmptySegment),
             ("spiffe://example.org/a/../b", SpiffeIdError::DotSegment),
             ("spiffe://example.org/./b", SpiffeIdError::DotSegment),
-            ("spiffe://example.org/a?b=c", SpiffeIdError::BadPathChar { found: '?' }),
-            ("spiffe://example.org/a#f", SpiffeIdError::BadPathChar { found: '#' }),
-            ("spiffe://example.org/a%20b", SpiffeIdError::BadPathChar { found: '%' }),
+            (
+                "spiffe://example.org/a?b=c",
+                SpiffeIdError::BadPathChar { found: '?' },
+            ),
+            (
+                "spiffe://example.org/a#f",
+                SpiffeIdError::BadPathChar { found: '#' },
+            ),
+            (
+                "spiffe://example.org/a%20b",
+                SpiffeIdError::BadPathChar { found: '%' },
+            ),
         ];
         for (input, want) in cases {
-            assert_eq!(SpiffeId::parse(input).as_ref(), Err(want), "input {input:?}");
+            assert_eq!(
+                SpiffeId::parse(input).as_ref(),
+                Err(want),
+                "input {input:?}"
+            );
         }
         let long = format!("spiffe://example.org/{}", "a".repeat(2048));
-        assert!(matches!(SpiffeId::parse(&long), Err(SpiffeIdError::TooLong { .. })));
+        assert!(matches!(
+            SpiffeId::parse(&long),
+            Err(SpiffeIdError::TooLong { .. })
+        ));
     }
 
     #[test]
     fn trust_domain_accepts_both_forms() {
-        assert_eq!(TrustDomain::parse("example.org").map(|t| t.id_string()).ok().as_deref(), Some("spiffe://example.org"));
-        assert_eq!(TrustDomain::parse("spiffe://example.org").ok(), TrustDomain::parse("example.org").ok());
+        assert_eq!(
+            TrustDomain::parse("example.org")
+                .map(|t| t.id_string())
+                .ok()
+                .as_deref(),
+            Some("spiffe://example.org")
+        );
+        assert_eq!(
+            TrustDomain::parse("spiffe://example.org").ok(),
+            TrustDomain::parse("example.org").ok()
+        );
         assert!(TrustDomain::parse("").is_err());
         assert!(TrustDomain::parse("exa mple").is_err());
     }

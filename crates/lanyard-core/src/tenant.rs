@@ -101,7 +101,10 @@ mod tests {
     #[test]
     fn accepts_dns_labels() {
         for ok in ["dev", "a", "payments-eu-1", "0team", &"a".repeat(63)] {
-            assert_eq!(TenantId::parse(ok).map(|t| t.to_string()), Ok(ok.to_owned()));
+            assert_eq!(
+                TenantId::parse(ok).map(|t| t.to_string()),
+                Ok(ok.to_owned())
+            );
         }
     }
 
@@ -113,13 +116,20 @@ mod tests {
             ("Payments", TenantIdError::InvalidCharacter { found: 'P' }),
             ("a_b", TenantIdError::InvalidCharacter { found: '_' }),
             ("a.b", TenantIdError::InvalidCharacter { found: '.' }),
-            ("tenant/../x", TenantIdError::InvalidCharacter { found: '/' }),
+            (
+                "tenant/../x",
+                TenantIdError::InvalidCharacter { found: '/' },
+            ),
             ("é", TenantIdError::InvalidCharacter { found: 'é' }),
             ("-a", TenantIdError::EdgeHyphen),
             ("a-", TenantIdError::EdgeHyphen),
         ];
         for (input, want) in cases {
-            assert_eq!(TenantId::parse(input).as_ref(), Err(want), "input {input:?}");
+            assert_eq!(
+                TenantId::parse(input).as_ref(),
+                Err(want),
+                "input {input:?}"
+            );
         }
     }
 

@@ -36,10 +36,19 @@ mod tests {
 
     #[test]
     fn parses_and_formats_round_trip() {
-        for (s, secs) in [("5m", 300), ("1h", 3600), ("90s", 90), ("1h 30m", 5400), ("7days", 604_800)] {
+        for (s, secs) in [
+            ("5m", 300),
+            ("1h", 3600),
+            ("90s", 90),
+            ("1h 30m", 5400),
+            ("7days", 604_800),
+        ] {
             let d = parse_duration(s);
             assert_eq!(d, Ok(Duration::from_secs(secs)), "{s}");
-            assert_eq!(parse_duration(&format_duration(Duration::from_secs(secs))), Ok(Duration::from_secs(secs)));
+            assert_eq!(
+                parse_duration(&format_duration(Duration::from_secs(secs))),
+                Ok(Duration::from_secs(secs))
+            );
         }
         let err = parse_duration("soon").err().unwrap_or_default();
         assert!(err.contains("\"soon\"") && err.contains("5m"), "{err}");

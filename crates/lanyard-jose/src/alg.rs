@@ -41,7 +41,9 @@ impl FromStr for Algorithm {
         match s {
             "ES256" => Ok(Self::Es256),
             "RS256" => Ok(Self::Rs256),
-            other => Err(JoseError::UnsupportedAlgorithm { alg: truncate(other) }),
+            other => Err(JoseError::UnsupportedAlgorithm {
+                alg: truncate(other),
+            }),
         }
     }
 }

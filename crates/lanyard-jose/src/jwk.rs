@@ -40,15 +40,34 @@ pub struct Jwk {
 
 impl Jwk {
     pub(crate) fn ec_p256(x: String, y: String) -> Self {
-        Self { crv: Some("P-256".into()), x: Some(x), y: Some(y), ..Self::empty("EC") }
+        Self {
+            crv: Some("P-256".into()),
+            x: Some(x),
+            y: Some(y),
+            ..Self::empty("EC")
+        }
     }
 
     pub(crate) fn rsa(n: String, e: String) -> Self {
-        Self { n: Some(n), e: Some(e), ..Self::empty("RSA") }
+        Self {
+            n: Some(n),
+            e: Some(e),
+            ..Self::empty("RSA")
+        }
     }
 
     fn empty(kty: &str) -> Self {
-        Self { kty: kty.into(), kid: None, alg: None, use_: None, crv: None, x: None, y: None, n: None, e: None }
+        Self {
+            kty: kty.into(),
+            kid: None,
+            alg: None,
+            use_: None,
+            crv: None,
+            x: None,
+            y: None,
+            n: None,
+            e: None,
+        }
     }
 
     /// The RFC 7638 thumbprint: SHA-256 over the required members in
@@ -58,7 +77,9 @@ impl Jwk {
         // serde_json escapes strings; base64url and curve names need none, but
         // building through it keeps the canonical form honest.
         let canonical = match self.kty.as_str() {
-            "EC" => serde_json::json!({"crv": opt(&self.crv), "kty": "EC", "x": opt(&self.x), "y": opt(&self.y)}),
+            "EC" => {
+                serde_json::json!({"crv": opt(&self.crv), "kty": "EC", "x": opt(&self.x), "y": opt(&self.y)})
+            }
             "RSA" => serde_json::json!({"e": opt(&self.e), "kty": "RSA", "n": opt(&self.n)}),
             other => serde_json::json!({"kty": other}),
         };
@@ -85,12 +106,16 @@ mod tests {
         // RFC 7638 §3.1's RSA example key and its published thumbprint.
         let n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
         let jwk = Jwk::rsa(n.into(), "AQAB".into());
-        assert_eq!(jwk.thumbprint(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        assert_eq!(
+            jwk.thumbprint(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
     }
 
     #[test]
     fn private_members_are_dropped_on_parse() -> Result<(), serde_json::Error> {
-        let jwk: Jwk = serde_json::from_str(r#"{"kty":"EC","crv":"P-256","x":"a","y":"b","d":"secret"}"#)?;
+        let jwk: Jwk =
+            serde_json::from_str(r#"{"kty":"EC","crv":"P-256","x":"a","y":"b","d":"secret"}"#)?;
         assert!(!serde_json::to_string(&jwk)?.contains("secret"));
         Ok(())
     }

@@ -36,7 +36,12 @@ pub struct Header {
 /// [`JoseError::Serialize`] if the claims do not serialise;
 /// [`JoseError::Key`] if signing fails.
 pub fn encode_jwt<C: Serialize>(key: &SigningKey, claims: &C) -> Result<String, JoseError> {
-    let header = Header { alg: key.alg().as_str().into(), kid: Some(key.kid().into()), typ: Some("JWT".into()), crit: None };
+    let header = Header {
+        alg: key.alg().as_str().into(),
+        kid: Some(key.kid().into()),
+        typ: Some("JWT".into()),
+        crit: None,
+    };
     let header = serde_json::to_vec(&header).map_err(JoseError::Serialize)?;
     let payload = serde_json::to_vec(claims).map_err(JoseError::Serialize)?;
     let mut out = String::with_capacity((header.len() + payload.len()) * 4 / 3 + 400);
@@ -71,41 +76,74 @@ pub struct VerifiedJws {
 ///
 /// # Errors
 /// The [`JoseError`] naming the first check that failed.
-pub fn verify_compact<'k, I>(token: &str, keys: I, allowed: &[Algorithm]) -> Result<VerifiedJws, JoseError>
+pub fn verify_compact<'k, I>(
+    token: &str,
+    keys: I,
+    allowed: &[Algorithm],
+) -> Result<VerifiedJws, JoseError>
 where
     I: IntoIterator<Item = &'k VerifyingKey>,
 {
     if token.len() > MAX_COMPACT_LEN {
-        return Err(JoseError::TooLarge { len: token.len(), max: MAX_COMPACT_LEN });
+        return Err(JoseError::TooLarge {
+            len: token.len(),
+            max: MAX_COMPACT_LEN,
+        });
     }
     let mut parts = token.split('.');
-    let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(JoseError::Malformed { what: "expected three dot-separated parts" });
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JoseError::Malformed {
+            what: "expected three dot-separated parts",
+        });
     };
-    let header_bytes = B64.decode(h64).map_err(|_| JoseError::Malformed { what: "header is not base64url" })?;
+    let header_bytes = B64.decode(h64).map_err(|_| JoseError::Malformed {
+        what: "header is not base64url",
+    })?;
     let header: Header =
-        serde_json::from_slice(&header_bytes).map_err(|_| JoseError::Malformed { what: "header is not a JSON object" })?;
+        serde_json::from_slice(&header_bytes).map_err(|_| JoseError::Malformed {
+            what: "header is not a JSON object",
+        })?;
     if header.crit.is_some() {
-        return Err(JoseError::Malformed { what: "crit header is not supported" });
+        return Err(JoseError::Malformed {
+            what: "crit header is not supported",
+        });
     }
     let alg: Algorithm = header.alg.parse()?;
     if !allowed.contains(&alg) {
         return Err(JoseError::AlgorithmNotAllowed { alg });
     }
-    let kid = header.kid.as_deref().ok_or(JoseError::Malformed { what: "header has no kid" })?;
+    let kid = header.kid.as_deref().ok_or(JoseError::Malformed {
+        what: "header has no kid",
+    })?;
     let key = keys
         .into_iter()
         .find(|k| k.kid() == kid)
         .ok_or_else(|| JoseError::UnknownKeyId { kid: truncate(kid) })?;
     if key.alg() != alg {
-        return Err(JoseError::AlgorithmMismatch { token: alg, key: key.alg(), kid: truncate(kid) });
+        return Err(JoseError::AlgorithmMismatch {
+            token: alg,
+            key: key.alg(),
+            kid: truncate(kid),
+        });
     }
-    let sig = B64.decode(s64).map_err(|_| JoseError::Malformed { what: "signature is not base64url" })?;
+    let sig = B64.decode(s64).map_err(|_| JoseError::Malformed {
+        what: "signature is not base64url",
+    })?;
     let signed_len = h64.len() + 1 + p64.len();
-    let signed = token.get(..signed_len).ok_or(JoseError::Malformed { what: "bad part boundaries" })?;
+    let signed = token.get(..signed_len).ok_or(JoseError::Malformed {
+        what: "bad part boundaries",
+    })?;
     key.verify(signed.as_bytes(), &sig)?;
-    let payload = B64.decode(p64).map_err(|_| JoseError::Malformed { what: "payload is not base64url" })?;
-    Ok(VerifiedJws { header, alg, payload })
+    let payload = B64.decode(p64).map_err(|_| JoseError::Malformed {
+        what: "payload is not base64url",
+    })?;
+    Ok(VerifiedJws {
+        header,
+        alg,
+        payload,
+    })
 }
 
 #[cfg(test)]
@@ -113,7 +151,10 @@ mod tests {
     use super::*;
 
     fn keys() -> Result<(SigningKey, SigningKey), JoseError> {
-        Ok((SigningKey::generate(Algorithm::Es256)?.0, SigningKey::generate(Algorithm::Rs256)?.0))
+        Ok((
+            SigningKey::generate(Algorithm::Es256)?.0,
+            SigningKey::generate(Algorithm::Rs256)?.0,
+        ))
     }
 
     #[test]
@@ -141,29 +182,53 @@ mod tests {
         let hs_header = B64.encode(format!(r#"{{"alg":"HS256","kid":"{}"}}"#, es.kid()));
         let swapped_alg = B64.encode(format!(r#"{{"alg":"RS256","kid":"{}"}}"#, es.kid()));
         let unknown_kid = B64.encode(r#"{"alg":"ES256","kid":"nope"}"#);
-        let crit = B64.encode(format!(r#"{{"alg":"ES256","kid":"{}","crit":["x"]}}"#, es.kid()));
-        let with_header = |h: &str, parts: &[&str]| format!("{h}.{}.{}", parts.get(1).copied().unwrap_or(""), parts.get(2).copied().unwrap_or(""));
+        let crit = B64.encode(format!(
+            r#"{{"alg":"ES256","kid":"{}","crit":["x"]}}"#,
+            es.kid()
+        ));
+        let with_header = |h: &str, parts: &[&str]| {
+            format!(
+                "{h}.{}.{}",
+                parts.get(1).copied().unwrap_or(""),
+                parts.get(2).copied().unwrap_or("")
+            )
+        };
         let cases: Vec<(String, &str)> = vec![
             (with_header(&none_header, &parts), "UnsupportedAlgorithm"),
             (with_header(&hs_header, &parts), "UnsupportedAlgorithm"),
             (with_header(&swapped_alg, &parts), "AlgorithmMismatch"),
             (with_header(&unknown_kid, &parts), "UnknownKeyId"),
             (with_header(&crit, &parts), "Malformed"),
-            ({ parts[1] = &tampered_payload; parts.join(".") }, "BadSignature"),
+            (
+                {
+                    if let Some(p) = parts.get_mut(1) {
+                        *p = &tampered_payload;
+                    }
+                    parts.join(".")
+                },
+                "BadSignature",
+            ),
             ("a.b".into(), "Malformed"),
             ("a.b.c.d".into(), "Malformed"),
             ("!!!.b.c".into(), "Malformed"),
             ("x".repeat(MAX_COMPACT_LEN + 1), "TooLarge"),
         ];
         for (token, want) in cases {
-            let got = verify_compact(&token, &verifiers, &Algorithm::ALL).map(|_| ()).map_err(|e| format!("{e:?}"));
-            assert!(matches!(&got, Err(e) if e.starts_with(want)), "want {want}, got {got:?}");
+            let got = verify_compact(&token, &verifiers, &Algorithm::ALL)
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}"));
+            assert!(
+                matches!(&got, Err(e) if e.starts_with(want)),
+                "want {want}, got {got:?}"
+            );
         }
         // An algorithm outside the allow-list is refused even with a valid signature.
         let rs_token = encode_jwt(&rs, &serde_json::json!({}))?;
         assert!(matches!(
             verify_compact(&rs_token, &verifiers, &[Algorithm::Es256]),
-            Err(JoseError::AlgorithmNotAllowed { alg: Algorithm::Rs256 })
+            Err(JoseError::AlgorithmNotAllowed {
+                alg: Algorithm::Rs256
+            })
         ));
         Ok(())
     }

@@ -49,7 +49,10 @@ enum Inner {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -68,7 +71,9 @@ impl SigningKey {
                 .and_then(|k| k.as_der())
                 .map(|d| d.as_ref().to_vec()),
         }
-        .map_err(|_| JoseError::Key { what: "key generation failed" })?;
+        .map_err(|_| JoseError::Key {
+            what: "key generation failed",
+        })?;
         let der = Pkcs8Der::new(der);
         let key = Self::from_pkcs8(alg, &der)?;
         Ok((key, der))
@@ -82,19 +87,30 @@ impl SigningKey {
     /// under 2048 bits are refused.
     pub fn from_pkcs8(alg: Algorithm, der: &Pkcs8Der) -> Result<Self, JoseError> {
         let inner = match alg {
-            Algorithm::Es256 => EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.expose())
-                .map(Inner::Ec)
-                .map_err(|_| JoseError::Key { what: "not a PKCS#8 P-256 private key" })?,
+            Algorithm::Es256 => {
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der.expose())
+                    .map(Inner::Ec)
+                    .map_err(|_| JoseError::Key {
+                        what: "not a PKCS#8 P-256 private key",
+                    })?
+            }
             Algorithm::Rs256 => {
-                let k = RsaKeyPair::from_pkcs8(der.expose())
-                    .map_err(|_| JoseError::Key { what: "not a PKCS#8 RSA private key" })?;
+                let k = RsaKeyPair::from_pkcs8(der.expose()).map_err(|_| JoseError::Key {
+                    what: "not a PKCS#8 RSA private key",
+                })?;
                 if k.public_modulus_len() < 256 {
-                    return Err(JoseError::Key { what: "RSA keys under 2048 bits are refused" });
+                    return Err(JoseError::Key {
+                        what: "RSA keys under 2048 bits are refused",
+                    });
                 }
                 Inner::Rsa(k)
             }
         };
-        let mut key = Self { kid: String::new(), alg, inner };
+        let mut key = Self {
+            kid: String::new(),
+            alg,
+            inner,
+        };
         key.kid = key.public_jwk_without_kid().thumbprint();
         Ok(key)
     }
@@ -120,11 +136,15 @@ impl SigningKey {
             Inner::Ec(k) => k
                 .sign(&rng, message)
                 .map(|s| s.as_ref().to_vec())
-                .map_err(|_| JoseError::Key { what: "signing failed" }),
+                .map_err(|_| JoseError::Key {
+                    what: "signing failed",
+                }),
             Inner::Rsa(k) => {
                 let mut sig = vec![0; k.public_modulus_len()];
                 k.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut sig)
-                    .map_err(|_| JoseError::Key { what: "signing failed" })?;
+                    .map_err(|_| JoseError::Key {
+                        what: "signing failed",
+                    })?;
                 Ok(sig)
             }
         }
@@ -182,7 +202,10 @@ enum VerifyInner {
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyingKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -195,42 +218,63 @@ impl VerifyingKey {
     /// [`JoseError::Key`] for a JWK that is not a usable public key,
     /// [`JoseError::UnsupportedAlgorithm`] for an algorithm Lanyard does not verify.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, JoseError> {
-        let kid = jwk.kid.clone().ok_or(JoseError::Key { what: "JWK has no kid" })?;
+        let kid = jwk.kid.clone().ok_or(JoseError::Key {
+            what: "JWK has no kid",
+        })?;
         let decode = |field: &Option<String>, what: &'static str| {
-            field.as_deref().and_then(|v| B64.decode(v).ok()).ok_or(JoseError::Key { what })
+            field
+                .as_deref()
+                .and_then(|v| B64.decode(v).ok())
+                .ok_or(JoseError::Key { what })
         };
         let (alg, inner) = match jwk.kty.as_str() {
             "EC" => {
                 if jwk.crv.as_deref() != Some("P-256") {
-                    return Err(JoseError::Key { what: "EC JWK is not on P-256" });
+                    return Err(JoseError::Key {
+                        what: "EC JWK is not on P-256",
+                    });
                 }
                 let x = decode(&jwk.x, "EC JWK has no valid x")?;
                 let y = decode(&jwk.y, "EC JWK has no valid y")?;
                 if x.len() != 32 || y.len() != 32 {
-                    return Err(JoseError::Key { what: "EC JWK coordinates are not 32 bytes" });
+                    return Err(JoseError::Key {
+                        what: "EC JWK coordinates are not 32 bytes",
+                    });
                 }
                 let mut point = Vec::with_capacity(65);
                 point.push(4);
                 point.extend_from_slice(&x);
                 point.extend_from_slice(&y);
-                let parsed = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
-                    .map_err(|_| JoseError::Key { what: "EC JWK is not a point on P-256" })?;
+                let parsed =
+                    ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).map_err(|_| {
+                        JoseError::Key {
+                            what: "EC JWK is not a point on P-256",
+                        }
+                    })?;
                 (Algorithm::Es256, VerifyInner::Ec(parsed))
             }
             "RSA" => {
                 let n = decode(&jwk.n, "RSA JWK has no valid n")?;
                 let e = decode(&jwk.e, "RSA JWK has no valid e")?;
                 if n.len() < 256 {
-                    return Err(JoseError::Key { what: "RSA JWK is under 2048 bits" });
+                    return Err(JoseError::Key {
+                        what: "RSA JWK is under 2048 bits",
+                    });
                 }
                 (Algorithm::Rs256, VerifyInner::Rsa { n, e })
             }
-            _ => return Err(JoseError::Key { what: "JWK kty is neither EC nor RSA" }),
+            _ => {
+                return Err(JoseError::Key {
+                    what: "JWK kty is neither EC nor RSA",
+                })
+            }
         };
         if let Some(named) = jwk.alg.as_deref() {
             let named: Algorithm = named.parse()?;
             if named != alg {
-                return Err(JoseError::Key { what: "JWK alg does not match its key type" });
+                return Err(JoseError::Key {
+                    what: "JWK alg does not match its key type",
+                });
             }
         }
         Ok(Self { kid, alg, inner })
@@ -278,7 +322,10 @@ mod tests {
             assert_eq!(key.kid().len(), 43, "SHA-256 thumbprint, base64url");
             let sig = key.sign(b"msg")?;
             again.verifying_key()?.verify(b"msg", &sig)?;
-            assert!(matches!(again.verifying_key()?.verify(b"other", &sig), Err(JoseError::BadSignature)));
+            assert!(matches!(
+                again.verifying_key()?.verify(b"other", &sig),
+                Err(JoseError::BadSignature)
+            ));
         }
         Ok(())
     }
@@ -287,7 +334,9 @@ mod tests {
     fn loading_a_key_as_the_wrong_algorithm_fails() -> Result<(), JoseError> {
         let (_, ec) = SigningKey::generate(Algorithm::Es256)?;
         assert!(SigningKey::from_pkcs8(Algorithm::Rs256, &ec).is_err());
-        assert!(SigningKey::from_pkcs8(Algorithm::Es256, &Pkcs8Der::new(vec![0x30, 0x00])).is_err());
+        assert!(
+            SigningKey::from_pkcs8(Algorithm::Es256, &Pkcs8Der::new(vec![0x30, 0x00])).is_err()
+        );
         assert_eq!(format!("{ec:?}"), "Pkcs8Der(***)");
         Ok(())
     }
@@ -297,7 +346,9 @@ mod tests {
         for alg in Algorithm::ALL {
             let (key, _) = SigningKey::generate(alg)?;
             let json = serde_json::to_value(key.public_jwk()).map_err(JoseError::Serialize)?;
-            let obj = json.as_object().ok_or(JoseError::Key { what: "not an object" })?;
+            let obj = json.as_object().ok_or(JoseError::Key {
+                what: "not an object",
+            })?;
             for private in ["d", "p", "q", "dp", "dq", "qi", "oth", "k"] {
                 assert!(!obj.contains_key(private), "{alg}: {private} present");
             }
@@ -315,7 +366,10 @@ mod tests {
         jwk.alg = Some("RS256".into());
         assert!(VerifyingKey::from_jwk(&jwk).is_err());
         jwk.alg = Some("HS256".into());
-        assert!(matches!(VerifyingKey::from_jwk(&jwk), Err(JoseError::UnsupportedAlgorithm { .. })));
+        assert!(matches!(
+            VerifyingKey::from_jwk(&jwk),
+            Err(JoseError::UnsupportedAlgorithm { .. })
+        ));
         Ok(())
     }
 }

@@ -25,7 +25,9 @@ pub struct NewAdminToken {
 
 impl std::fmt::Debug for NewAdminToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewAdminToken").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("NewAdminToken")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -33,12 +35,19 @@ impl std::fmt::Debug for NewAdminToken {
 ///
 /// # Errors
 /// [`StoreError`] from the store.
-pub async fn create(store: &dyn Store, clock: &dyn Clock, name: &str, actor: &str) -> Result<NewAdminToken, StoreError> {
+pub async fn create(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    name: &str,
+    actor: &str,
+) -> Result<NewAdminToken, StoreError> {
     let mut id = [0u8; 8];
     let mut secret = [0u8; 32];
     // An RNG failure must not produce a guessable token.
-    aws_lc_rs::rand::fill(&mut id).map_err(|_| StoreError::Planner("random number generator failed".into()))?;
-    aws_lc_rs::rand::fill(&mut secret).map_err(|_| StoreError::Planner("random number generator failed".into()))?;
+    aws_lc_rs::rand::fill(&mut id)
+        .map_err(|_| StoreError::Planner("random number generator failed".into()))?;
+    aws_lc_rs::rand::fill(&mut secret)
+        .map_err(|_| StoreError::Planner("random number generator failed".into()))?;
     let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
     let secret = B64.encode(secret);
     let row = AdminTokenRow {
@@ -59,7 +68,10 @@ pub async fn create(store: &dyn Store, clock: &dyn Clock, name: &str, actor: &st
         evidence_digest: None,
     };
     store.create_admin_token(row, audit).await?;
-    Ok(NewAdminToken { token: format!("{PREFIX}.{id}.{secret}"), id })
+    Ok(NewAdminToken {
+        token: format!("{PREFIX}.{id}.{secret}"),
+        id,
+    })
 }
 
 /// Checks a presented bearer token; returns its id when valid.
@@ -68,7 +80,9 @@ pub async fn create(store: &dyn Store, clock: &dyn Clock, name: &str, actor: &st
 /// [`StoreError`] only when the store fails; a bad token is `Ok(None)`.
 pub async fn verify(store: &dyn Store, presented: &str) -> Result<Option<String>, StoreError> {
     let mut parts = presented.split('.');
-    let (Some(PREFIX), Some(id), Some(secret), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(PREFIX), Some(id), Some(secret), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Ok(None);
     };
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -76,11 +90,15 @@ pub async fn verify(store: &dyn Store, presented: &str) -> Result<Option<String>
     }
     let row = store.fetch_admin_token(id).await?;
     let presented_hash = hash(secret);
-    let stored = row.as_ref().map_or(&[0u8; 32][..], |r| r.secret_hash.as_slice());
+    let stored = row
+        .as_ref()
+        .map_or(&[0u8; 32][..], |r| r.secret_hash.as_slice());
     let equal: bool = presented_hash.ct_eq(stored).into();
     Ok((equal && row.is_some()).then(|| id.to_owned()))
 }
 
 fn hash(secret: &str) -> Vec<u8> {
-    digest::digest(&digest::SHA256, secret.as_bytes()).as_ref().to_vec()
+    digest::digest(&digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .to_vec()
 }

@@ -61,7 +61,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/admin/v1/tenants", get(admin::list_tenants).post(admin::create_tenant))
+        .route(
+            "/admin/v1/tenants",
+            get(admin::list_tenants).post(admin::create_tenant),
+        )
         .route("/admin/v1/tenants/{name}", get(admin::show_tenant))
         .route("/admin/v1/tenants/{name}", delete(admin::delete_tenant))
         .route("/admin/v1/keys", get(admin::list_keys))
@@ -69,7 +72,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/v1/audit", get(admin::list_audit))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::record))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::record,
+        ))
         .layer(middleware::from_fn(correlate))
         .with_state(state)
 }

@@ -186,29 +186,49 @@ impl RawConfig {
     ///
     /// # Errors
     /// [`ConfigError::Syntax`] naming the offending key or variable.
-    pub fn parse(text: &str, origin: &str, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax { origin: origin.to_owned(), message: e.to_string() })?;
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
         for (var, value) in env.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)) {
-            let path: Vec<String> = var.trim_start_matches(ENV_PREFIX).split("__").map(str::to_lowercase).collect();
+            let path: Vec<String> = var
+                .trim_start_matches(ENV_PREFIX)
+                .split("__")
+                .map(str::to_lowercase)
+                .collect();
             let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
                 .ok()
                 .and_then(|mut t| t.remove("v"))
                 .unwrap_or_else(|| toml::Value::String(value.clone()));
-            set_path(&mut table, &path, value)
-                .map_err(|message| ConfigError::Syntax { origin: format!("environment variable {var}"), message })?;
+            set_path(&mut table, &path, value).map_err(|message| ConfigError::Syntax {
+                origin: format!("environment variable {var}"),
+                message,
+            })?;
         }
         // Deserialise from text so errors carry the line and the key. With no
         // overrides that is the user's own file, so line numbers match it.
         let has_overrides = env.keys().any(|k| k.starts_with(ENV_PREFIX));
         let (source, origin) = if has_overrides {
-            let merged = toml::to_string(&table)
-                .map_err(|e| ConfigError::Syntax { origin: origin.to_owned(), message: e.to_string() })?;
-            (merged, format!("{origin} (with {ENV_PREFIX}* environment overrides applied)"))
+            let merged = toml::to_string(&table).map_err(|e| ConfigError::Syntax {
+                origin: origin.to_owned(),
+                message: e.to_string(),
+            })?;
+            (
+                merged,
+                format!("{origin} (with {ENV_PREFIX}* environment overrides applied)"),
+            )
         } else {
             (text.to_owned(), origin.to_owned())
         };
-        toml::from_str(&source).map_err(|e: toml::de::Error| ConfigError::Syntax { origin, message: e.to_string() })
+        toml::from_str(&source).map_err(|e: toml::de::Error| ConfigError::Syntax {
+            origin,
+            message: e.to_string(),
+        })
     }
 
     /// Validates every value and fills in defaults.
@@ -216,8 +236,13 @@ impl RawConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the first bad key.
     pub fn validate(self, env: &BTreeMap<String, String>) -> Result<ServerConfig, ConfigError> {
-        let trust_domain = TrustDomain::parse(self.trust_domain.as_deref().unwrap_or("example.org"))
-            .map_err(|e| ConfigError::Invalid { key: "trust_domain", message: e.to_string() })?;
+        let trust_domain = TrustDomain::parse(
+            self.trust_domain.as_deref().unwrap_or("example.org"),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            key: "trust_domain",
+            message: e.to_string(),
+        })?;
         let listen_text = self.server.listen.as_deref().unwrap_or("127.0.0.1:8443");
         let listen: SocketAddr = listen_text.parse().map_err(|_| ConfigError::Invalid {
             key: "server.listen",
@@ -251,7 +276,10 @@ impl RawConfig {
             format!("{scheme}://{listen}")
         });
         let issuer = validate_issuer(&issuer, tls.is_none())?;
-        let max_request_bytes = self.server.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+        let max_request_bytes = self
+            .server
+            .max_request_bytes
+            .unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
         if !(1024..=16 * 1024 * 1024).contains(&max_request_bytes) {
             return Err(ConfigError::Invalid {
                 key: "server.max_request_bytes",
@@ -260,49 +288,91 @@ impl RawConfig {
         }
         let store_url = self.store.url.ok_or(ConfigError::Invalid {
             key: "store.url",
-            message: "missing; use sqlite:///var/lib/lanyard/lanyard.db or postgres://user@host/db".into(),
+            message: "missing; use sqlite:///var/lib/lanyard/lanyard.db or postgres://user@host/db"
+                .into(),
         })?;
-        let kek = match (self.keys.kek_file, env.get(lanyard_ca::KEK_ENV)) {
-            (Some(path), _) => KekSource::File(path),
-            (None, Some(text)) => KekSource::Env(text.clone()),
-            (None, None) => {
-                return Err(ConfigError::Invalid {
+        let kek =
+            match (self.keys.kek_file, env.get(lanyard_ca::KEK_ENV)) {
+                (Some(path), _) => KekSource::File(path),
+                (None, Some(text)) => KekSource::Env(text.clone()),
+                (None, None) => return Err(ConfigError::Invalid {
                     key: "keys.kek_file",
-                    message: format!("missing; point it at a 0600 file with 32 random bytes (base64), or set {}", lanyard_ca::KEK_ENV),
-                })
-            }
-        };
+                    message: format!(
+                        "missing; point it at a 0600 file with 32 random bytes (base64), or set {}",
+                        lanyard_ca::KEK_ENV
+                    ),
+                }),
+            };
         let algorithms = match self.keys.algorithms {
             None => vec![Algorithm::Es256],
             Some(names) if names.is_empty() => {
-                return Err(ConfigError::Invalid { key: "keys.algorithms", message: "must name at least one algorithm".into() })
+                return Err(ConfigError::Invalid {
+                    key: "keys.algorithms",
+                    message: "must name at least one algorithm".into(),
+                })
             }
             Some(names) => names
                 .iter()
-                .map(|n| n.parse::<Algorithm>().map_err(|e| ConfigError::Invalid { key: "keys.algorithms", message: e.to_string() }))
+                .map(|n| {
+                    n.parse::<Algorithm>().map_err(|e| ConfigError::Invalid {
+                        key: "keys.algorithms",
+                        message: e.to_string(),
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?,
         };
-        let dur = |key: &'static str, v: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
-            v.map_or(Ok(default), |s| parse_duration(&s).map_err(|message| ConfigError::Invalid { key, message }))
+        let dur = |key: &'static str,
+                   v: Option<String>,
+                   default: Duration|
+         -> Result<Duration, ConfigError> {
+            v.map_or(Ok(default), |s| {
+                parse_duration(&s).map_err(|message| ConfigError::Invalid { key, message })
+            })
         };
-        let jwt_default_ttl = dur("tokens.default_ttl", self.tokens.default_ttl, DEFAULT_JWT_SVID_TTL)?;
-        let jwt_max_ttl = dur("tokens.max_ttl", self.tokens.max_ttl, Duration::from_secs(3600))?;
+        let jwt_default_ttl = dur(
+            "tokens.default_ttl",
+            self.tokens.default_ttl,
+            DEFAULT_JWT_SVID_TTL,
+        )?;
+        let jwt_max_ttl = dur(
+            "tokens.max_ttl",
+            self.tokens.max_ttl,
+            Duration::from_secs(3600),
+        )?;
         if jwt_max_ttl > MAX_JWT_SVID_TTL {
-            return Err(ConfigError::Invalid { key: "tokens.max_ttl", message: "must be at most 24h".into() });
+            return Err(ConfigError::Invalid {
+                key: "tokens.max_ttl",
+                message: "must be at most 24h".into(),
+            });
         }
         if jwt_default_ttl > jwt_max_ttl || jwt_default_ttl.is_zero() {
-            return Err(ConfigError::Invalid { key: "tokens.default_ttl", message: "must be above zero and at most tokens.max_ttl".into() });
+            return Err(ConfigError::Invalid {
+                key: "tokens.default_ttl",
+                message: "must be above zero and at most tokens.max_ttl".into(),
+            });
         }
         let defaults = RotationPolicy::default();
-        let rotation_period = dur("keys.rotation_period", self.keys.rotation_period, defaults.rotation_period)?;
-        let publish_lead = dur("keys.publish_lead", self.keys.publish_lead, defaults.publish_lead)?;
+        let rotation_period = dur(
+            "keys.rotation_period",
+            self.keys.rotation_period,
+            defaults.rotation_period,
+        )?;
+        let publish_lead = dur(
+            "keys.publish_lead",
+            self.keys.publish_lead,
+            defaults.publish_lead,
+        )?;
         if publish_lead < Duration::from_secs(60) || publish_lead > rotation_period {
             return Err(ConfigError::Invalid {
                 key: "keys.publish_lead",
                 message: "must be at least 1m and at most keys.rotation_period".into(),
             });
         }
-        let rotation = RotationPolicy { rotation_period, publish_lead, retain_after: jwt_max_ttl + CLOCK_SKEW };
+        let rotation = RotationPolicy {
+            rotation_period,
+            publish_lead,
+            retain_after: jwt_max_ttl + CLOCK_SKEW,
+        };
         Ok(ServerConfig {
             trust_domain,
             issuer,
@@ -323,8 +393,14 @@ impl RawConfig {
 ///
 /// # Errors
 /// [`ConfigError`] naming the file, key or variable at fault.
-pub fn load(path: &std::path::Path, env: &BTreeMap<String, String>) -> Result<ServerConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+pub fn load(
+    path: &std::path::Path,
+    env: &BTreeMap<String, String>,
+) -> Result<ServerConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     RawConfig::parse(&text, &path.display().to_string(), env)?.validate(env)
 }
 
@@ -336,7 +412,9 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
             Ok(())
         }
         [first, rest @ ..] => {
-            let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             match entry {
                 toml::Value::Table(t) => set_path(t, rest, value),
                 _ => Err(format!("`{first}` is not a table")),
@@ -348,14 +426,26 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
 /// The issuer must be an absolute http(s) URL without query, fragment or
 /// trailing slash; plain `http` only where TLS is off (loopback).
 fn validate_issuer(issuer: &str, plain: bool) -> Result<String, ConfigError> {
-    let bad = |message: String| ConfigError::Invalid { key: "issuer", message };
-    let rest = match (issuer.strip_prefix("https://"), issuer.strip_prefix("http://")) {
+    let bad = |message: String| ConfigError::Invalid {
+        key: "issuer",
+        message,
+    };
+    let rest = match (
+        issuer.strip_prefix("https://"),
+        issuer.strip_prefix("http://"),
+    ) {
         (Some(rest), _) => rest,
         (None, Some(rest)) if plain => rest,
-        _ => return Err(bad(format!("{issuer:?} must start with https:// (http:// only with insecure_plain_http)"))),
+        _ => {
+            return Err(bad(format!(
+                "{issuer:?} must start with https:// (http:// only with insecure_plain_http)"
+            )))
+        }
     };
     if rest.is_empty() || rest.contains(['?', '#', ' ']) || rest.ends_with('/') {
-        return Err(bad(format!("{issuer:?} must be a URL with a host, no query, fragment or trailing slash")));
+        return Err(bad(format!(
+            "{issuer:?} must be a URL with a host, no query, fragment or trailing slash"
+        )));
     }
     Ok(issuer.to_owned())
 }

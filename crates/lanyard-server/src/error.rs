@@ -124,10 +124,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.code(), "error_description": self.to_string() });
+        let body =
+            serde_json::json!({ "error": self.code(), "error_description": self.to_string() });
         let mut resp = (self.status(), axum::Json(body)).into_response();
         if matches!(self, Self::Unauthorized) {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"lanyard-admin\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"lanyard-admin\""),
+            );
         }
         resp
     }

@@ -71,8 +71,14 @@ impl KeyManager {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServerError> {
         let first = load_published(&*store, &kek).await?;
-        let manager =
-            Self { store, kek, algorithms, policy, clock, current: ArcSwap::from_pointee(first) };
+        let manager = Self {
+            store,
+            kek,
+            algorithms,
+            policy,
+            clock,
+            current: ArcSwap::from_pointee(first),
+        };
         manager.tick().await?;
         Ok(manager)
     }
@@ -100,14 +106,22 @@ impl KeyManager {
     pub async fn tick(&self) -> Result<Vec<KeyChange>, ServerError> {
         let now = self.clock.now();
         let correlation_id = crate::correlation::new_id();
-        let planner = |rows: &[SigningKeyRow]| -> Result<(Vec<KeyChange>, Vec<AuditDraft>), String> {
-            let metas = rows.iter().map(meta_from_row).collect::<Result<Vec<_>, _>>()?;
-            let actions = plan(now, &metas, &self.algorithms, &self.policy);
-            self.materialise(&actions, now, &correlation_id, "system")
-        };
+        let planner =
+            |rows: &[SigningKeyRow]| -> Result<(Vec<KeyChange>, Vec<AuditDraft>), String> {
+                let metas = rows
+                    .iter()
+                    .map(meta_from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let actions = plan(now, &metas, &self.algorithms, &self.policy);
+                self.materialise(&actions, now, &correlation_id, "system")
+            };
         let changes = self.store.update_signing_keys(&planner).await?;
         if !changes.is_empty() {
-            tracing::info!(changes = changes.len(), correlation_id, "signing keys rotated");
+            tracing::info!(
+                changes = changes.len(),
+                correlation_id,
+                "signing keys rotated"
+            );
         }
         self.reload().await?;
         Ok(changes)
@@ -118,28 +132,46 @@ impl KeyManager {
     ///
     /// # Errors
     /// [`ServerError::NotEnabled`] when `alg` has no keys; store errors.
-    pub async fn rotate(&self, alg: Algorithm, actor: &str, correlation_id: &str) -> Result<RotationScheduled, ServerError> {
+    pub async fn rotate(
+        &self,
+        alg: Algorithm,
+        actor: &str,
+        correlation_id: &str,
+    ) -> Result<RotationScheduled, ServerError> {
         if !self.algorithms.contains(&alg) {
             return Err(ServerError::NotEnabled { alg });
         }
         let now = self.clock.now();
         let scheduled = std::sync::Mutex::new(None);
-        let planner = |rows: &[SigningKeyRow]| -> Result<(Vec<KeyChange>, Vec<AuditDraft>), String> {
-            let metas = rows.iter().map(meta_from_row).collect::<Result<Vec<_>, _>>()?;
-            let Some((action, when)) = plan_rotate_now(now, &metas, alg, &self.policy) else {
-                return Ok((vec![], vec![]));
-            };
-            if let KeyAction::Reschedule { kid, .. } = &action {
-                if let Ok(mut s) = scheduled.lock() {
-                    *s = Some((kid.clone(), when));
+        let planner =
+            |rows: &[SigningKeyRow]| -> Result<(Vec<KeyChange>, Vec<AuditDraft>), String> {
+                let metas = rows
+                    .iter()
+                    .map(meta_from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let Some((action, when)) = plan_rotate_now(now, &metas, alg, &self.policy) else {
+                    return Ok((vec![], vec![]));
+                };
+                if let KeyAction::Reschedule { kid, .. } = &action {
+                    if let Ok(mut s) = scheduled.lock() {
+                        *s = Some((kid.clone(), when));
+                    }
                 }
-            }
-            self.materialise(&[action], now, correlation_id, actor)
-        };
+                self.materialise(&[action], now, correlation_id, actor)
+            };
         self.store.update_signing_keys(&planner).await?;
         self.tick().await?;
-        let (kid, when) = scheduled.into_inner().ok().flatten().ok_or(ServerError::NotEnabled { alg })?;
-        Ok(RotationScheduled { alg: alg.to_string(), kid, activates_at: unix_seconds(when), immediate: when <= now })
+        let (kid, when) = scheduled
+            .into_inner()
+            .ok()
+            .flatten()
+            .ok_or(ServerError::NotEnabled { alg })?;
+        Ok(RotationScheduled {
+            alg: alg.to_string(),
+            kid,
+            activates_at: unix_seconds(when),
+            immediate: when <= now,
+        })
     }
 
     /// Re-reads the keys from the store and publishes them (picks up changes
@@ -164,25 +196,51 @@ impl KeyManager {
         let mut audits = Vec::with_capacity(actions.len());
         for action in actions {
             let (change, what, subject) = match action {
-                KeyAction::Create { alg, state, activate_at } => {
-                    let sealed = SealedKey::generate(&self.kek, *alg, *state, now, *activate_at).map_err(|e| e.to_string())?;
+                KeyAction::Create {
+                    alg,
+                    state,
+                    activate_at,
+                } => {
+                    let sealed = SealedKey::generate(&self.kek, *alg, *state, now, *activate_at)
+                        .map_err(|e| e.to_string())?;
                     let kid = sealed.meta.kid.clone();
-                    (KeyChange::Insert(row_from_sealed(&sealed)), format!("key.create.{state}"), kid)
+                    (
+                        KeyChange::Insert(row_from_sealed(&sealed)),
+                        format!("key.create.{state}"),
+                        kid,
+                    )
                 }
-                KeyAction::Promote { kid } => {
-                    (KeyChange::SetState { kid: kid.clone(), state: KeyState::Active, retire_at: None }, "key.activate".into(), kid.clone())
-                }
+                KeyAction::Promote { kid } => (
+                    KeyChange::SetState {
+                        kid: kid.clone(),
+                        state: KeyState::Active,
+                        retire_at: None,
+                    },
+                    "key.activate".into(),
+                    kid.clone(),
+                ),
                 KeyAction::Demote { kid, retire_at } => (
-                    KeyChange::SetState { kid: kid.clone(), state: KeyState::Previous, retire_at: Some(unix_seconds(*retire_at)) },
+                    KeyChange::SetState {
+                        kid: kid.clone(),
+                        state: KeyState::Previous,
+                        retire_at: Some(unix_seconds(*retire_at)),
+                    },
                     "key.retire".into(),
                     kid.clone(),
                 ),
                 KeyAction::Reschedule { kid, activate_at } => (
-                    KeyChange::SetActivation { kid: kid.clone(), activate_at: unix_seconds(*activate_at) },
+                    KeyChange::SetActivation {
+                        kid: kid.clone(),
+                        activate_at: unix_seconds(*activate_at),
+                    },
                     "key.rotate".into(),
                     kid.clone(),
                 ),
-                KeyAction::Delete { kid } => (KeyChange::Delete { kid: kid.clone() }, "key.delete".into(), kid.clone()),
+                KeyAction::Delete { kid } => (
+                    KeyChange::Delete { kid: kid.clone() },
+                    "key.delete".into(),
+                    kid.clone(),
+                ),
             };
             changes.push(change);
             audits.push(AuditDraft {
@@ -206,30 +264,50 @@ async fn load_published(store: &dyn Store, kek: &Kek) -> Result<Published, Serve
     let generation = store.signing_keys_generation().await?;
     let sealed = rows
         .iter()
-        .map(|r| Ok(SealedKey { meta: meta_from_row(r)?, sealed: r.sealed_private.clone(), kek_fingerprint: r.kek_fingerprint.clone() }))
+        .map(|r| {
+            Ok(SealedKey {
+                meta: meta_from_row(r)?,
+                sealed: r.sealed_private.clone(),
+                kek_fingerprint: r.kek_fingerprint.clone(),
+            })
+        })
         .collect::<Result<Vec<_>, String>>()
         .map_err(ServerError::StoredKey)?;
     let ring = KeyRing::load(kek, &sealed)?;
-    let jwks_json = serde_json::to_vec(ring.jwks()).map_err(|e| ServerError::StoredKey(e.to_string()))?;
+    let jwks_json =
+        serde_json::to_vec(ring.jwks()).map_err(|e| ServerError::StoredKey(e.to_string()))?;
     let bundle_keys: Vec<Jwk> = ring
         .jwks()
         .keys
         .iter()
-        .map(|k| Jwk { use_: Some("jwt-svid".into()), alg: None, ..k.clone() })
+        .map(|k| Jwk {
+            use_: Some("jwt-svid".into()),
+            alg: None,
+            ..k.clone()
+        })
         .collect();
     let bundle = serde_json::json!({
         "keys": bundle_keys,
         "spiffe_sequence": generation,
         "spiffe_refresh_hint": BUNDLE_REFRESH_HINT_SECS,
     });
-    let bundle_json = serde_json::to_vec(&bundle).map_err(|e| ServerError::StoredKey(e.to_string()))?;
-    Ok(Published { ring, jwks_json, bundle_json, generation })
+    let bundle_json =
+        serde_json::to_vec(&bundle).map_err(|e| ServerError::StoredKey(e.to_string()))?;
+    Ok(Published {
+        ring,
+        jwks_json,
+        bundle_json,
+        generation,
+    })
 }
 
 fn meta_from_row(r: &SigningKeyRow) -> Result<KeyMeta, String> {
     Ok(KeyMeta {
         kid: r.kid.clone(),
-        alg: r.alg.parse().map_err(|e| format!("signing key {}: {e}", r.kid))?,
+        alg: r
+            .alg
+            .parse()
+            .map_err(|e| format!("signing key {}: {e}", r.kid))?,
         state: r.state,
         created_at: from_unix_seconds(r.created_at),
         activate_at: from_unix_seconds(r.activate_at),

@@ -40,8 +40,14 @@ impl Server {
             KekSource::Env(text) => Kek::from_base64(text, lanyard_ca::KEK_ENV)?,
         };
         let store = lanyard_store::open(&config.store_url).await?;
-        let keys =
-            KeyManager::start(store.clone(), kek, config.algorithms.clone(), config.rotation, clock.clone()).await?;
+        let keys = KeyManager::start(
+            store.clone(),
+            kek,
+            config.algorithms.clone(),
+            config.rotation,
+            clock.clone(),
+        )
+        .await?;
         // Caches must expire well before a pre-published key starts signing.
         let jwks_max_age = (config.rotation.publish_lead / 4).min(Duration::from_secs(300));
         let settings = Settings {
@@ -76,13 +82,21 @@ impl Server {
     ///
     /// # Errors
     /// [`ServerError::Tls`] or [`ServerError::Io`].
-    pub async fn serve(self, listener: std::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn serve(
+        self,
+        listener: std::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let io = |what: &str| {
             let what = what.to_owned();
             move |source| ServerError::Io { what, source }
         };
-        let addr = listener.local_addr().map_err(io("reading the listen address"))?;
-        listener.set_nonblocking(true).map_err(io("configuring the listener"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(io("reading the listen address"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io("configuring the listener"))?;
         let keys = self.state.keys.clone();
         let job = tokio::spawn(async move {
             let mut every = tokio::time::interval(KEY_TICK);
@@ -99,9 +113,14 @@ impl Server {
         let result = match &self.config.tls {
             Some(tls) => {
                 let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-                let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key).await.map_err(|source| {
-                    ServerError::Tls { cert: tls.cert.display().to_string(), key: tls.key.display().to_string(), source }
-                })?;
+                let rustls =
+                    axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                        .await
+                        .map_err(|source| ServerError::Tls {
+                            cert: tls.cert.display().to_string(),
+                            key: tls.key.display().to_string(),
+                            source,
+                        })?;
                 tracing::info!(%addr, issuer = %self.config.issuer, tls = true, "listening");
                 let handle = axum_server::Handle::new();
                 let signal_handle = handle.clone();
@@ -118,8 +137,12 @@ impl Server {
             None => {
                 tracing::warn!(%addr, "serving plain HTTP (insecure_plain_http); use TLS anywhere but a developer machine");
                 tracing::info!(%addr, issuer = %self.config.issuer, tls = false, "listening");
-                let listener = tokio::net::TcpListener::from_std(listener).map_err(io("adopting the listener"))?;
-                axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(io("serving HTTP"))
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .map_err(io("adopting the listener"))?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                    .map_err(io("serving HTTP"))
             }
         };
         job.abort();

@@ -38,20 +38,42 @@ impl Running {
         format!("{}{path}", self.base)
     }
 
-    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value, String), reqwest::Error> {
-        let mut req = self.http.request(method, self.url(path)).bearer_auth(&self.admin);
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value, String), reqwest::Error> {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req.send().await?;
         let status = resp.status().as_u16();
-        let cid = resp.headers().get("x-correlation-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let cid = resp
+            .headers()
+            .get("x-correlation-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let text = resp.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null), cid))
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            cid,
+        ))
     }
 }
 
-fn config(dir: &Path, store_url: Option<&str>, tls: Option<TlsFiles>, listen: std::net::SocketAddr) -> ServerConfig {
+fn config(
+    dir: &Path,
+    store_url: Option<&str>,
+    tls: Option<TlsFiles>,
+    listen: std::net::SocketAddr,
+) -> ServerConfig {
     let scheme = if tls.is_some() { "https" } else { "http" };
     ServerConfig {
         trust_domain: TrustDomain::parse("example.org").expect("constant trust domain"),
@@ -59,7 +81,10 @@ fn config(dir: &Path, store_url: Option<&str>, tls: Option<TlsFiles>, listen: st
         listen,
         tls,
         max_request_bytes: 4096,
-        store_url: store_url.map_or_else(|| format!("sqlite://{}", dir.join("lanyard.db").display()), str::to_owned),
+        store_url: store_url.map_or_else(
+            || format!("sqlite://{}", dir.join("lanyard.db").display()),
+            str::to_owned,
+        ),
         kek: KekSource::File(dir.join("kek")),
         algorithms: vec![Algorithm::Es256, Algorithm::Rs256],
         rotation: RotationPolicy {
@@ -79,7 +104,12 @@ fn ensure_kek(dir: &Path) -> Result<(), lanyard_ca::CaError> {
     Ok(())
 }
 
-async fn start(dir: &Path, clock: FakeClock, store_url: Option<&str>, tls: Option<TlsFiles>) -> Result<Running, Box<dyn std::error::Error>> {
+async fn start(
+    dir: &Path,
+    clock: FakeClock,
+    store_url: Option<&str>,
+    tls: Option<TlsFiles>,
+) -> Result<Running, Box<dyn std::error::Error>> {
     ensure_kek(dir)?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -92,7 +122,9 @@ async fn start(dir: &Path, clock: FakeClock, store_url: Option<&str>, tls: Optio
     let admin = match std::fs::read_to_string(&token_file) {
         Ok(t) => t,
         Err(_) => {
-            let t = admin_token::create(&*server.state().store, &*clock, "test", "system:test").await?.token;
+            let t = admin_token::create(&*server.state().store, &*clock, "test", "system:test")
+                .await?
+                .token;
             std::fs::write(&token_file, &t)?;
             t
         }
@@ -108,7 +140,14 @@ async fn start(dir: &Path, clock: FakeClock, store_url: Option<&str>, tls: Optio
         http = http.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
     }
     let scheme = if with_tls { "https" } else { "http" };
-    Ok(Running { base: format!("{scheme}://{addr}"), admin, server: state, stop: Some(tx), done, http: http.build()? })
+    Ok(Running {
+        base: format!("{scheme}://{addr}"),
+        admin,
+        server: state,
+        stop: Some(tx),
+        done,
+        http: http.build()?,
+    })
 }
 
 fn jwt_claims(issuer: &str, aud: &str, clock: &dyn Clock) -> Value {
@@ -117,7 +156,10 @@ fn jwt_claims(issuer: &str, aud: &str, clock: &dyn Clock) -> Value {
 }
 
 mod oidc {
-    use openidconnect::core::{CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm, CoreProviderMetadata};
+    use openidconnect::core::{
+        CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
+        CoreProviderMetadata,
+    };
     use openidconnect::{ClientId, IssuerUrl, Nonce};
 
     use super::*;
@@ -127,22 +169,49 @@ mod oidc {
         let dir = tempfile::tempdir()?;
         let clock = FakeClock::new();
         let srv = start(dir.path(), clock.clone(), None, None).await?;
-        let discovery: Vec<u8> = srv.http.get(srv.url("/.well-known/openid-configuration")).send().await?.bytes().await?.to_vec();
+        let discovery: Vec<u8> = srv
+            .http
+            .get(srv.url("/.well-known/openid-configuration"))
+            .send()
+            .await?
+            .bytes()
+            .await?
+            .to_vec();
         let metadata: CoreProviderMetadata = serde_json::from_slice(&discovery)?;
         assert_eq!(metadata.issuer().as_str(), srv.base);
         let raw: Value = serde_json::from_slice(&discovery)?;
-        assert!(raw["grant_types_supported"].as_array().is_some_and(|g| g.contains(&json!("urn:ietf:params:oauth:grant-type:token-exchange"))));
+        assert!(
+            raw["grant_types_supported"].as_array().is_some_and(
+                |g| g.contains(&json!("urn:ietf:params:oauth:grant-type:token-exchange"))
+            )
+        );
         assert_eq!(raw["token_endpoint"], json!(srv.url("/oauth2/token")));
 
-        let jwks_bytes = srv.http.get(metadata.jwks_uri().url().as_str()).send().await?.bytes().await?;
+        let jwks_bytes = srv
+            .http
+            .get(metadata.jwks_uri().url().as_str())
+            .send()
+            .await?
+            .bytes()
+            .await?;
         let jwks: CoreJsonWebKeySet = serde_json::from_slice(&jwks_bytes)?;
         let issuer = IssuerUrl::new(srv.base.clone())?;
-        let verifier = CoreIdTokenVerifier::new_public_client(ClientId::new("api://AzureADTokenExchange".into()), issuer, jwks)
-            .set_allowed_algs([CoreJwsSigningAlgorithm::EcdsaP256Sha256, CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256]);
+        let verifier = CoreIdTokenVerifier::new_public_client(
+            ClientId::new("api://AzureADTokenExchange".into()),
+            issuer,
+            jwks,
+        )
+        .set_allowed_algs([
+            CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+            CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+        ]);
         let published = srv.server.keys.current();
         for alg in [Algorithm::Es256, Algorithm::Rs256] {
             let signer = published.ring.signer(alg).ok_or("no signer")?;
-            let token = lanyard_jose::encode_jwt(signer, &jwt_claims(&srv.base, "api://AzureADTokenExchange", &clock))?;
+            let token = lanyard_jose::encode_jwt(
+                signer,
+                &jwt_claims(&srv.base, "api://AzureADTokenExchange", &clock),
+            )?;
             // The library checks exp against the real clock; the fake clock is
             // set in 2026-01, so sign with real time for this check.
             let now = lanyard_core::SystemClock.unix_seconds();
@@ -152,7 +221,10 @@ mod oidc {
             let token_now = lanyard_jose::encode_jwt(signer, &claims)?;
             let id_token: CoreIdToken = token_now.parse()?;
             let verified = id_token.claims(&verifier, |_: Option<&Nonce>| Ok(()))?;
-            assert_eq!(verified.subject().as_str(), "spiffe://example.org/ns/default/sa/api");
+            assert_eq!(
+                verified.subject().as_str(),
+                "spiffe://example.org/ns/default/sa/api"
+            );
             // Signed at the fake clock's 2026-01-01, so long expired by the
             // library's own clock: refused.
             let stale: CoreIdToken = token.parse()?;
@@ -165,7 +237,9 @@ mod oidc {
         claims["iat"] = json!(now);
         claims["exp"] = json!(now + 300);
         let forged: CoreIdToken = lanyard_jose::encode_jwt(&foreign, &claims)?.parse()?;
-        assert!(forged.claims(&verifier, |_: Option<&Nonce>| Ok(())).is_err());
+        assert!(forged
+            .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+            .is_err());
         srv.stop().await
     }
 
@@ -173,9 +247,21 @@ mod oidc {
     async fn jwks_and_bundle_are_public_only_and_cacheable() -> TestResult {
         let dir = tempfile::tempdir()?;
         let srv = start(dir.path(), FakeClock::new(), None, None).await?;
-        let resp = srv.http.get(srv.url("/.well-known/jwks.json")).send().await?;
-        let cache = resp.headers().get("cache-control").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        assert_eq!(cache, "public, max-age=300", "max-age is below the 1h publish lead");
+        let resp = srv
+            .http
+            .get(srv.url("/.well-known/jwks.json"))
+            .send()
+            .await?;
+        let cache = resp
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        assert_eq!(
+            cache, "public, max-age=300",
+            "max-age is below the 1h publish lead"
+        );
         let jwks: Value = resp.json().await?;
         let keys = jwks["keys"].as_array().ok_or("keys")?;
         assert_eq!(keys.len(), 4, "active + next for ES256 and RS256");
@@ -185,14 +271,26 @@ mod oidc {
         }
         for k in keys {
             for member in ["kid", "alg", "use", "kty"] {
-                assert!(k.get(member).is_some_and(Value::is_string), "{member} missing in {k}");
+                assert!(
+                    k.get(member).is_some_and(Value::is_string),
+                    "{member} missing in {k}"
+                );
             }
             assert_eq!(k["use"], "sig");
         }
-        let bundle: Value = srv.http.get(srv.url("/bundle")).send().await?.json().await?;
+        let bundle: Value = srv
+            .http
+            .get(srv.url("/bundle"))
+            .send()
+            .await?
+            .json()
+            .await?;
         assert!(bundle["spiffe_sequence"].as_i64().is_some_and(|s| s > 0));
         assert_eq!(bundle["spiffe_refresh_hint"], 300);
-        assert!(bundle["keys"].as_array().is_some_and(|ks| ks.len() == 4 && ks.iter().all(|k| k["use"] == "jwt-svid" && k["kid"].is_string())));
+        assert!(bundle["keys"].as_array().is_some_and(|ks| ks.len() == 4
+            && ks
+                .iter()
+                .all(|k| k["use"] == "jwt-svid" && k["kid"].is_string())));
         srv.stop().await
     }
 }
@@ -210,8 +308,18 @@ mod admin {
         let (prefix, rest) = srv.admin.split_at(srv.admin.len() - 4);
         let wrong_secret = format!("{prefix}{}", if rest == "AAAA" { "BBBB" } else { "AAAA" });
         let parts: Vec<&str> = srv.admin.split('.').collect();
-        let other_id = format!("lya1.0000000000000000.{}", parts.get(2).copied().unwrap_or(""));
-        for bad in [None, Some(""), Some("garbage"), Some(wrong_secret.as_str()), Some(other_id.as_str()), Some("lya1.zz.zz")] {
+        let other_id = format!(
+            "lya1.0000000000000000.{}",
+            parts.get(2).copied().unwrap_or("")
+        );
+        for bad in [
+            None,
+            Some(""),
+            Some("garbage"),
+            Some(wrong_secret.as_str()),
+            Some(other_id.as_str()),
+            Some("lya1.zz.zz"),
+        ] {
             let mut req = srv.http.get(&url);
             if let Some(t) = bad {
                 req = req.bearer_auth(t);
@@ -231,9 +339,21 @@ mod admin {
     async fn tenants_are_validated_unique_and_audited() -> TestResult {
         let dir = tempfile::tempdir()?;
         let srv = start(dir.path(), FakeClock::new(), None, None).await?;
-        let (status, body, create_cid) = srv.admin(Method::POST, "/admin/v1/tenants", Some(json!({"name": "payments"}))).await?;
+        let (status, body, create_cid) = srv
+            .admin(
+                Method::POST,
+                "/admin/v1/tenants",
+                Some(json!({"name": "payments"})),
+            )
+            .await?;
         assert_eq!((status, body["id"].clone()), (201, json!("payments")));
-        let (status, body, _) = srv.admin(Method::POST, "/admin/v1/tenants", Some(json!({"name": "payments"}))).await?;
+        let (status, body, _) = srv
+            .admin(
+                Method::POST,
+                "/admin/v1/tenants",
+                Some(json!({"name": "payments"})),
+            )
+            .await?;
         assert_eq!((status, body["error"].clone()), (409, json!("conflict")));
         for (bad, want) in [
             (json!({"name": "Payments"}), "'P'"),
@@ -243,34 +363,71 @@ mod admin {
             (json!({"nam": "x"}), "name"),
             (json!({"name": 5}), "string"),
         ] {
-            let (status, body, _) = srv.admin(Method::POST, "/admin/v1/tenants", Some(bad.clone())).await?;
+            let (status, body, _) = srv
+                .admin(Method::POST, "/admin/v1/tenants", Some(bad.clone()))
+                .await?;
             let desc = body["error_description"].as_str().unwrap_or("");
             assert_eq!(status, 400, "{bad}");
             assert!(desc.contains(want), "{bad}: {desc}");
         }
         // Not JSON, and too large: clear errors, nothing stored.
-        let resp = srv.http.post(srv.url("/admin/v1/tenants")).bearer_auth(&srv.admin).header("content-type", "application/json").body("{not json").send().await?;
+        let resp = srv
+            .http
+            .post(srv.url("/admin/v1/tenants"))
+            .bearer_auth(&srv.admin)
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await?;
         assert_eq!(resp.status(), 400);
         let huge = json!({"name": "big", "description": "x".repeat(10_000)});
-        let (status, body, _) = srv.admin(Method::POST, "/admin/v1/tenants", Some(huge)).await?;
-        assert_eq!((status, body["error"].clone()), (413, json!("request_too_large")));
+        let (status, body, _) = srv
+            .admin(Method::POST, "/admin/v1/tenants", Some(huge))
+            .await?;
+        assert_eq!(
+            (status, body["error"].clone()),
+            (413, json!("request_too_large"))
+        );
         let (_, list, _) = srv.admin(Method::GET, "/admin/v1/tenants", None).await?;
         assert_eq!(list["tenants"].as_array().map(Vec::len), Some(1));
 
-        let (status, _, delete_cid) = srv.admin(Method::DELETE, "/admin/v1/tenants/payments", None).await?;
+        let (status, _, delete_cid) = srv
+            .admin(Method::DELETE, "/admin/v1/tenants/payments", None)
+            .await?;
         assert_eq!(status, 204);
-        let (status, _, _) = srv.admin(Method::DELETE, "/admin/v1/tenants/payments", None).await?;
+        let (status, _, _) = srv
+            .admin(Method::DELETE, "/admin/v1/tenants/payments", None)
+            .await?;
         assert_eq!(status, 404);
 
-        let (_, audit, _) = srv.admin(Method::GET, "/admin/v1/audit?after=0&limit=1000", None).await?;
+        let (_, audit, _) = srv
+            .admin(Method::GET, "/admin/v1/audit?after=0&limit=1000", None)
+            .await?;
         let events = audit["events"].as_array().ok_or("events")?;
         let tenant_events: Vec<(&str, &str)> = events
             .iter()
-            .filter(|e| e["action"].as_str().is_some_and(|a| a.starts_with("tenant.")))
-            .map(|e| (e["action"].as_str().unwrap_or(""), e["correlation_id"].as_str().unwrap_or("")))
+            .filter(|e| {
+                e["action"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("tenant."))
+            })
+            .map(|e| {
+                (
+                    e["action"].as_str().unwrap_or(""),
+                    e["correlation_id"].as_str().unwrap_or(""),
+                )
+            })
             .collect();
-        assert_eq!(tenant_events, [("tenant.create", create_cid.as_str()), ("tenant.delete", delete_cid.as_str())]);
-        assert!(events.iter().all(|e| e["hash"].as_str().is_some_and(|h| h.len() == 64)));
+        assert_eq!(
+            tenant_events,
+            [
+                ("tenant.create", create_cid.as_str()),
+                ("tenant.delete", delete_cid.as_str())
+            ]
+        );
+        assert!(events
+            .iter()
+            .all(|e| e["hash"].as_str().is_some_and(|h| h.len() == 64)));
         srv.stop().await
     }
 
@@ -278,20 +435,61 @@ mod admin {
     async fn unknown_routes_health_and_metrics() -> TestResult {
         let dir = tempfile::tempdir()?;
         let srv = start(dir.path(), FakeClock::new(), None, None).await?;
-        let resp = srv.http.get(srv.url("/no/such/path?secret=hunter2")).send().await?;
+        let resp = srv
+            .http
+            .get(srv.url("/no/such/path?secret=hunter2"))
+            .send()
+            .await?;
         assert_eq!(resp.status(), 404);
         let body: Value = resp.json().await?;
         assert_eq!(body["error"], "not_found");
-        assert!(!body.to_string().contains("hunter2"), "query strings are never echoed");
-        assert_eq!(srv.http.get(srv.url("/healthz")).send().await?.status(), 200);
-        let ready: Value = srv.http.get(srv.url("/readyz")).send().await?.json().await?;
+        assert!(
+            !body.to_string().contains("hunter2"),
+            "query strings are never echoed"
+        );
+        assert_eq!(
+            srv.http.get(srv.url("/healthz")).send().await?.status(),
+            200
+        );
+        let ready: Value = srv
+            .http
+            .get(srv.url("/readyz"))
+            .send()
+            .await?
+            .json()
+            .await?;
         assert_eq!(ready["status"], "ready");
-        let token = srv.http.post(srv.url("/oauth2/token")).header("content-type", "application/x-www-form-urlencoded").body("grant_type=client_credentials").send().await?;
+        let token = srv
+            .http
+            .post(srv.url("/oauth2/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials")
+            .send()
+            .await?;
         assert_eq!(token.status(), 400);
-        let metrics = srv.http.get(srv.url("/metrics")).send().await?.text().await?;
-        assert!(metrics.contains(r#"lanyard_http_requests_total{method="GET",route="/healthz",status="200"} 1"#), "{metrics}");
-        assert!(metrics.contains(r#"lanyard_http_requests_total{method="GET",route="unmatched",status="404"} 1"#), "{metrics}");
-        assert!(metrics.contains(r#"lanyard_http_request_duration_seconds_bucket{le="#), "{metrics}");
+        let metrics = srv
+            .http
+            .get(srv.url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        assert!(
+            metrics.contains(
+                r#"lanyard_http_requests_total{method="GET",route="/healthz",status="200"} 1"#
+            ),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(
+                r#"lanyard_http_requests_total{method="GET",route="unmatched",status="404"} 1"#
+            ),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(r#"lanyard_http_request_duration_seconds_bucket{le="#),
+            "{metrics}"
+        );
         srv.stop().await
     }
 }
@@ -303,15 +501,38 @@ mod lifecycle {
         let dir = tempfile::tempdir()?;
         let clock = FakeClock::new();
         let srv = start(dir.path(), clock.clone(), store_url, None).await?;
-        srv.admin(reqwest::Method::POST, "/admin/v1/tenants", Some(json!({"name": "keep-me"}))).await?;
-        let before: Value = srv.http.get(srv.url("/.well-known/jwks.json")).send().await?.json().await?;
+        srv.admin(
+            reqwest::Method::POST,
+            "/admin/v1/tenants",
+            Some(json!({"name": "keep-me"})),
+        )
+        .await?;
+        let before: Value = srv
+            .http
+            .get(srv.url("/.well-known/jwks.json"))
+            .send()
+            .await?
+            .json()
+            .await?;
         srv.stop().await?;
 
         let again = start(dir.path(), clock, store_url, None).await?;
-        let after: Value = again.http.get(again.url("/.well-known/jwks.json")).send().await?.json().await?;
+        let after: Value = again
+            .http
+            .get(again.url("/.well-known/jwks.json"))
+            .send()
+            .await?
+            .json()
+            .await?;
         assert_eq!(before, after, "same keys after restart");
-        let (status, tenant, _) = again.admin(reqwest::Method::GET, "/admin/v1/tenants/keep-me", None).await?;
-        assert_eq!((status, tenant["id"].clone()), (200, json!("keep-me")), "tenant kept, admin token still valid");
+        let (status, tenant, _) = again
+            .admin(reqwest::Method::GET, "/admin/v1/tenants/keep-me", None)
+            .await?;
+        assert_eq!(
+            (status, tenant["id"].clone()),
+            (200, json!("keep-me")),
+            "tenant kept, admin token still valid"
+        );
         again.stop().await
     }
 
@@ -322,7 +543,9 @@ mod lifecycle {
 
     #[tokio::test]
     async fn restart_keeps_keys_tenants_and_tokens_postgres() -> TestResult {
-        match lanyard_testkit::fresh_postgres("restart_keeps_keys_tenants_and_tokens_postgres").await {
+        match lanyard_testkit::fresh_postgres("restart_keeps_keys_tenants_and_tokens_postgres")
+            .await
+        {
             Some(url) => restart_keeps_state(Some(&url)).await,
             None => Ok(()),
         }
@@ -332,25 +555,65 @@ mod lifecycle {
     async fn a_wrong_kek_stops_start_up_and_changes_nothing() -> TestResult {
         let dir = tempfile::tempdir()?;
         let srv = start(dir.path(), FakeClock::new(), None, None).await?;
-        let kids: Vec<String> = srv.server.keys.current().ring.keys().iter().map(|k| k.kid.clone()).collect();
+        let kids: Vec<String> = srv
+            .server
+            .keys
+            .current()
+            .ring
+            .keys()
+            .iter()
+            .map(|k| k.kid.clone())
+            .collect();
         srv.stop().await?;
-        let db_before = std::fs::read(dir.path().join("lanyard.db"))?;
+        // Compare content, not bytes: SQLite may checkpoint its WAL on open.
+        let url = format!("sqlite://{}", dir.path().join("lanyard.db").display());
+        let snapshot = || async {
+            let store = lanyard_store::open(&url).await?;
+            let keys = store.list_signing_keys().await?;
+            let audit = store.list_audit(0, 100_000).await?;
+            Ok::<_, lanyard_store::StoreError>((keys, audit))
+        };
+        let db_before = snapshot().await?;
         let good_kek = std::fs::read(dir.path().join("kek"))?;
         std::fs::remove_file(dir.path().join("kek"))?;
         Kek::generate_file(&dir.path().join("kek"))?;
         let listen = "127.0.0.1:0".parse()?;
-        let err = Server::build(config(dir.path(), None, None, listen), Arc::new(FakeClock::new())).await.err();
+        let err = Server::build(
+            config(dir.path(), None, None, listen),
+            Arc::new(FakeClock::new()),
+        )
+        .await
+        .err();
         let msg = err.map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.contains("key-encryption key") && msg.contains("nothing was changed"), "{msg}");
-        assert_eq!(std::fs::read(dir.path().join("lanyard.db"))?, db_before, "database untouched");
+        assert!(
+            msg.contains("key-encryption key") && msg.contains("nothing was changed"),
+            "{msg}"
+        );
+        assert!(snapshot().await? == db_before, "keys and audit log untouched");
         // Garbage KEK file and world-readable KEK file: refused, named.
         std::fs::write(dir.path().join("kek"), "not base64!")?;
-        let err = Server::build(config(dir.path(), None, None, listen), Arc::new(FakeClock::new())).await.err();
-        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("not 32 bytes"));
+        let err = Server::build(
+            config(dir.path(), None, None, listen),
+            Arc::new(FakeClock::new()),
+        )
+        .await
+        .err();
+        assert!(err
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+            .contains("not 32 bytes"));
         // The right KEK again: the same keys come back.
         std::fs::write(dir.path().join("kek"), good_kek)?;
         let srv = start(dir.path(), FakeClock::new(), None, None).await?;
-        let again: Vec<String> = srv.server.keys.current().ring.keys().iter().map(|k| k.kid.clone()).collect();
+        let again: Vec<String> = srv
+            .server
+            .keys
+            .current()
+            .ring
+            .keys()
+            .iter()
+            .map(|k| k.kid.clone())
+            .collect();
         assert_eq!(kids, again);
         srv.stop().await
     }
@@ -361,23 +624,61 @@ mod lifecycle {
         let clock = FakeClock::new();
         let srv = start(dir.path(), clock.clone(), None, None).await?;
         let jwks_kids = |srv: &Running| -> Vec<String> {
-            srv.server.keys.current().ring.jwks().keys.iter().filter_map(|k| k.kid.clone()).collect()
+            srv.server
+                .keys
+                .current()
+                .ring
+                .jwks()
+                .keys
+                .iter()
+                .filter_map(|k| k.kid.clone())
+                .collect()
         };
-        let first = srv.server.keys.current().ring.signer(Algorithm::Es256).map(|k| k.kid().to_owned()).ok_or("signer")?;
+        let first = srv
+            .server
+            .keys
+            .current()
+            .ring
+            .signer(Algorithm::Es256)
+            .map(|k| k.kid().to_owned())
+            .ok_or("signer")?;
         let old_token = lanyard_jose::encode_jwt(
-            srv.server.keys.current().ring.signer(Algorithm::Es256).ok_or("signer")?,
+            srv.server
+                .keys
+                .current()
+                .ring
+                .signer(Algorithm::Es256)
+                .ok_or("signer")?,
             &jwt_claims(&srv.base, "x", &clock),
         )?;
         let next_kid = |srv: &Running| {
-            srv.server.keys.current().ring.keys().iter().find(|k| k.alg == Algorithm::Es256 && k.state == lanyard_core::KeyState::Next).map(|k| k.kid.clone())
+            srv.server
+                .keys
+                .current()
+                .ring
+                .keys()
+                .iter()
+                .find(|k| k.alg == Algorithm::Es256 && k.state == lanyard_core::KeyState::Next)
+                .map(|k| k.kid.clone())
         };
         let mut seen_published: Vec<String> = Vec::new();
         let mut signers = vec![first.clone()];
         // Walk a fake clock through 10 hours in 10-minute steps: every key
         // that ever signs was in the JWKS served over HTTP for an hour before.
         for _ in 0..60 {
-            let served: Value = srv.http.get(srv.url("/.well-known/jwks.json")).send().await?.json().await?;
-            let served_kids: Vec<String> = served["keys"].as_array().ok_or("keys")?.iter().filter_map(|k| k["kid"].as_str().map(str::to_owned)).collect();
+            let served: Value = srv
+                .http
+                .get(srv.url("/.well-known/jwks.json"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let served_kids: Vec<String> = served["keys"]
+                .as_array()
+                .ok_or("keys")?
+                .iter()
+                .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+                .collect();
             if let Some(n) = next_kid(&srv) {
                 assert!(served_kids.contains(&n));
                 if !seen_published.contains(&n) {
@@ -386,9 +687,19 @@ mod lifecycle {
             }
             clock.advance(Duration::from_secs(600));
             srv.server.keys.tick().await?;
-            let signer = srv.server.keys.current().ring.signer(Algorithm::Es256).map(|k| k.kid().to_owned()).ok_or("signer")?;
+            let signer = srv
+                .server
+                .keys
+                .current()
+                .ring
+                .signer(Algorithm::Es256)
+                .map(|k| k.kid().to_owned())
+                .ok_or("signer")?;
             if signers.last() != Some(&signer) {
-                assert!(seen_published.contains(&signer), "{signer} signed before it was published");
+                assert!(
+                    seen_published.contains(&signer),
+                    "{signer} signed before it was published"
+                );
                 signers.push(signer);
             }
         }
@@ -397,7 +708,12 @@ mod lifecycle {
         // then the key is gone from the JWKS.
         assert!(!jwks_kids(&srv).contains(&first));
         let published = srv.server.keys.current();
-        assert!(lanyard_jose::verify_compact(&old_token, published.ring.verifiers(), &[Algorithm::Es256]).is_err());
+        assert!(lanyard_jose::verify_compact(
+            &old_token,
+            published.ring.verifiers(),
+            &[Algorithm::Es256]
+        )
+        .is_err());
         srv.stop().await
     }
 
@@ -406,21 +722,58 @@ mod lifecycle {
         let dir = tempfile::tempdir()?;
         let clock = FakeClock::new();
         let srv = start(dir.path(), clock.clone(), None, None).await?;
-        let (status, r, _) = srv.admin(reqwest::Method::POST, "/admin/v1/keys/rotate", Some(json!({"alg": "ES256"}))).await?;
+        let (status, r, _) = srv
+            .admin(
+                reqwest::Method::POST,
+                "/admin/v1/keys/rotate",
+                Some(json!({"alg": "ES256"})),
+            )
+            .await?;
         assert_eq!(status, 200);
         assert_eq!(r["immediate"], false, "next key was published just now");
-        assert_eq!(r["activates_at"].as_i64(), Some(clock.unix_seconds() + 3600));
+        assert_eq!(
+            r["activates_at"].as_i64(),
+            Some(clock.unix_seconds() + 3600)
+        );
         clock.advance(Duration::from_secs(3600));
         srv.server.keys.tick().await?;
-        let signer = srv.server.keys.current().ring.signer(Algorithm::Es256).map(|k| k.kid().to_owned());
+        let signer = srv
+            .server
+            .keys
+            .current()
+            .ring
+            .signer(Algorithm::Es256)
+            .map(|k| k.kid().to_owned());
         assert_eq!(signer.as_deref(), r["kid"].as_str());
         clock.advance(Duration::from_secs(3600));
-        let (_, r2, _) = srv.admin(reqwest::Method::POST, "/admin/v1/keys/rotate", Some(json!({}))).await?;
-        assert_eq!(r2["immediate"], true, "the new next key has been published for the lead");
-        let (status, bad, _) = srv.admin(reqwest::Method::POST, "/admin/v1/keys/rotate", Some(json!({"alg": "HS256"}))).await?;
+        let (_, r2, _) = srv
+            .admin(
+                reqwest::Method::POST,
+                "/admin/v1/keys/rotate",
+                Some(json!({})),
+            )
+            .await?;
+        assert_eq!(
+            r2["immediate"], true,
+            "the new next key has been published for the lead"
+        );
+        let (status, bad, _) = srv
+            .admin(
+                reqwest::Method::POST,
+                "/admin/v1/keys/rotate",
+                Some(json!({"alg": "HS256"})),
+            )
+            .await?;
         assert_eq!(status, 400, "{bad}");
-        let (_, audit, _) = srv.admin(reqwest::Method::GET, "/admin/v1/audit?limit=1000", None).await?;
-        let rotations = audit["events"].as_array().ok_or("events")?.iter().filter(|e| e["action"] == "key.rotate").count();
+        let (_, audit, _) = srv
+            .admin(reqwest::Method::GET, "/admin/v1/audit?limit=1000", None)
+            .await?;
+        let rotations = audit["events"]
+            .as_array()
+            .ok_or("events")?
+            .iter()
+            .filter(|e| e["action"] == "key.rotate")
+            .count();
         assert_eq!(rotations, 2);
         srv.stop().await
     }
@@ -436,13 +789,26 @@ mod tls {
         let cert_path: PathBuf = dir.path().join("tls.crt");
         std::fs::write(&cert_path, cert)?;
         std::fs::write(dir.path().join("tls.key"), key)?;
-        let tls = TlsFiles { cert: cert_path, key: dir.path().join("tls.key") };
+        let tls = TlsFiles {
+            cert: cert_path,
+            key: dir.path().join("tls.key"),
+        };
         let srv = start(dir.path(), FakeClock::new(), None, Some(tls)).await?;
         assert!(srv.base.starts_with("https://"));
-        let body: Value = srv.http.get(srv.url("/.well-known/openid-configuration")).send().await?.json().await?;
+        let body: Value = srv
+            .http
+            .get(srv.url("/.well-known/openid-configuration"))
+            .send()
+            .await?
+            .json()
+            .await?;
         assert_eq!(body["issuer"], json!(srv.base));
         // Plain HTTP to the TLS port gets no answer.
-        let plain = reqwest::Client::new().get(srv.base.replace("https://", "http://") + "/healthz").timeout(Duration::from_secs(5)).send().await;
+        let plain = reqwest::Client::new()
+            .get(srv.base.replace("https://", "http://") + "/healthz")
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
         assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
         srv.stop().await
     }
@@ -452,7 +818,10 @@ mod tls {
         let dir = tempfile::tempdir()?;
         ensure_kek(dir.path())?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let tls = TlsFiles { cert: dir.path().join("nope.crt"), key: dir.path().join("nope.key") };
+        let tls = TlsFiles {
+            cert: dir.path().join("nope.crt"),
+            key: dir.path().join("nope.key"),
+        };
         let cfg = config(dir.path(), None, Some(tls), listener.local_addr()?);
         let server = Server::build(cfg, Arc::new(FakeClock::new())).await?;
         let err = server.serve(listener, std::future::pending()).await.err();

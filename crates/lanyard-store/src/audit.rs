@@ -67,7 +67,11 @@ pub fn chain_hash(prev_hash: &str, seq: i64, d: &AuditDraft) -> String {
     ctx.update(prev_hash.as_bytes());
     ctx.update(b"\n");
     ctx.update(fields.to_string().as_bytes());
-    ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Where a chain stops verifying.
@@ -91,19 +95,26 @@ pub fn verify_chain<'a>(
     events: impl IntoIterator<Item = &'a AuditEvent>,
 ) -> Result<String, ChainBreak> {
     let mut prev = start_hash.to_owned();
-    let mut expected_seq = start_seq + 1;
-    for ev in events {
+    for (expected_seq, ev) in (start_seq + 1..).zip(events) {
         if ev.seq != expected_seq {
-            return Err(ChainBreak { seq: expected_seq, why: "event missing or out of order" });
+            return Err(ChainBreak {
+                seq: expected_seq,
+                why: "event missing or out of order",
+            });
         }
         if ev.prev_hash != prev {
-            return Err(ChainBreak { seq: ev.seq, why: "previous hash does not match" });
+            return Err(ChainBreak {
+                seq: ev.seq,
+                why: "previous hash does not match",
+            });
         }
         if chain_hash(&prev, ev.seq, &ev.draft) != ev.hash {
-            return Err(ChainBreak { seq: ev.seq, why: "event content does not match its hash" });
+            return Err(ChainBreak {
+                seq: ev.seq,
+                why: "event content does not match its hash",
+            });
         }
         prev.clone_from(&ev.hash);
-        expected_seq += 1;
     }
     Ok(prev)
 }
@@ -131,7 +142,12 @@ mod tests {
         (1..=n)
             .map(|seq| {
                 let hash = chain_hash(&prev, seq, &draft(seq));
-                let ev = AuditEvent { seq, draft: draft(seq), prev_hash: prev.clone(), hash: hash.clone() };
+                let ev = AuditEvent {
+                    seq,
+                    draft: draft(seq),
+                    prev_hash: prev.clone(),
+                    hash: hash.clone(),
+                };
                 prev = hash;
                 ev
             })
@@ -145,16 +161,26 @@ mod tests {
 
         let mut edited = events.clone();
         edited[2].draft.decision = Decision::Deny;
-        assert_eq!(verify_chain(0, GENESIS_HASH, &edited).map_err(|b| b.seq), Err(3));
+        assert_eq!(
+            verify_chain(0, GENESIS_HASH, &edited).map_err(|b| b.seq),
+            Err(3)
+        );
 
         let mut dropped = events.clone();
         dropped.remove(1);
-        assert_eq!(verify_chain(0, GENESIS_HASH, &dropped).map_err(|b| b.seq), Err(2));
+        assert_eq!(
+            verify_chain(0, GENESIS_HASH, &dropped).map_err(|b| b.seq),
+            Err(2)
+        );
 
         let mut rehashed = events.clone();
         rehashed[3].draft.reason = "forged".into();
         rehashed[3].hash = chain_hash(&rehashed[3].prev_hash, 4, &rehashed[3].draft);
-        assert_eq!(verify_chain(0, GENESIS_HASH, &rehashed).map_err(|b| b.seq), Err(5), "re-hashing one event breaks the next");
+        assert_eq!(
+            verify_chain(0, GENESIS_HASH, &rehashed).map_err(|b| b.seq),
+            Err(5),
+            "re-hashing one event breaks the next"
+        );
     }
 
     #[test]
@@ -165,6 +191,9 @@ mod tests {
         a.action = "c".into();
         b.actor = "a".into();
         b.action = "bc".into();
-        assert_ne!(chain_hash(GENESIS_HASH, 1, &a), chain_hash(GENESIS_HASH, 1, &b));
+        assert_ne!(
+            chain_hash(GENESIS_HASH, 1, &a),
+            chain_hash(GENESIS_HASH, 1, &b)
+        );
     }
 }

@@ -34,7 +34,9 @@ pub use open::{open, redact_url, Backend};
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// Plans signing-key changes from the current rows, inside the key lock.
-pub type KeyPlanner<'a> = &'a (dyn Fn(&[SigningKeyRow]) -> Result<(Vec<KeyChange>, Vec<AuditDraft>), String> + Send + Sync);
+pub type KeyPlanner<'a> = &'a (dyn Fn(&[SigningKeyRow]) -> Result<(Vec<KeyChange>, Vec<AuditDraft>), String>
+         + Send
+         + Sync);
 
 /// Everything Lanyard persists, grouped by entity. Verbs: create, fetch,
 /// list, update, delete, count, append.
@@ -64,7 +66,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Runs `planner` on the current keys while holding the key lock (so
     /// replicas never plan concurrently), applies its changes and appends its
     /// audit events, all in one transaction. Returns the changes applied.
-    fn update_signing_keys<'a>(&'a self, planner: KeyPlanner<'a>) -> StoreFuture<'a, Vec<KeyChange>>;
+    fn update_signing_keys<'a>(
+        &'a self,
+        planner: KeyPlanner<'a>,
+    ) -> StoreFuture<'a, Vec<KeyChange>>;
 
     /// A counter that increases whenever the signing keys change (the SPIFFE
     /// bundle's `spiffe_sequence`).

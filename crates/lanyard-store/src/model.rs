@@ -90,6 +90,9 @@ pub struct AdminTokenRow {
 
 impl std::fmt::Debug for AdminTokenRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminTokenRow").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("AdminTokenRow")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }

@@ -45,7 +45,10 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     let shown = redact_url(url);
     if url.starts_with("sqlite:") {
         let opts = SqliteConnectOptions::from_str(url)
-            .map_err(|source| StoreError::Connect { url: shown.clone(), source })?
+            .map_err(|source| StoreError::Connect {
+                url: shown.clone(),
+                source,
+            })?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -59,19 +62,30 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
             .map_err(|e| classify(&shown, e))?;
         // Touch the schema before migrating so a corrupt file is reported as
         // such and left alone.
-        sqlx::query("SELECT count(*) FROM sqlite_master").execute(&pool).await.map_err(|e| classify(&shown, e))?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await.map_err(|e| migrate_error(&shown, e))?;
+        sqlx::query("SELECT count(*) FROM sqlite_master")
+            .execute(&pool)
+            .await
+            .map_err(|e| classify(&shown, e))?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| migrate_error(&shown, e))?;
         Ok(Arc::new(SqlStore::Sqlite(pool)))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        let opts =
-            PgConnectOptions::from_str(url).map_err(|source| StoreError::Connect { url: shown.clone(), source })?;
+        let opts = PgConnectOptions::from_str(url).map_err(|source| StoreError::Connect {
+            url: shown.clone(),
+            source,
+        })?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(opts)
             .await
             .map_err(|e| classify(&shown, e))?;
-        sqlx::migrate!("migrations/postgres").run(&pool).await.map_err(|e| migrate_error(&shown, e))?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| migrate_error(&shown, e))?;
         Ok(Arc::new(SqlStore::Postgres(pool)))
     } else {
         Err(StoreError::UnsupportedUrl { url: shown })
@@ -81,9 +95,15 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 fn classify(url: &str, e: sqlx::Error) -> StoreError {
     let text = e.to_string();
     if text.contains("file is not a database") || text.contains("malformed") {
-        StoreError::Corrupt { url: url.to_owned(), detail: text }
+        StoreError::Corrupt {
+            url: url.to_owned(),
+            detail: text,
+        }
     } else {
-        StoreError::Connect { url: url.to_owned(), source: e }
+        StoreError::Connect {
+            url: url.to_owned(),
+            source: e,
+        }
     }
 }
 
@@ -135,9 +155,21 @@ mod tests {
 
     #[test]
     fn passwords_never_survive_redaction() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact_url("postgres://u@h/db?password=secret"), "postgres://u@h/db?***");
-        assert_eq!(redact_url("postgres://u:p%40ss@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact_url("sqlite:///var/lib/lanyard.db"), "sqlite:///var/lib/lanyard.db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h/db?password=secret"),
+            "postgres://u@h/db?***"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p%40ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/lanyard.db"),
+            "sqlite:///var/lib/lanyard.db"
+        );
     }
 }

@@ -14,8 +14,8 @@ use lanyard_core::{Decision, TenantId};
 
 use crate::audit::chain_hash;
 use crate::{
-    AdminTokenRow, AuditDraft, AuditEvent, Backend, KeyChange, KeyPlanner, SigningKeyRow, Store, StoreError,
-    StoreFuture, Tenant,
+    AdminTokenRow, AuditDraft, AuditEvent, Backend, KeyChange, KeyPlanner, SigningKeyRow, Store,
+    StoreError, StoreFuture, Tenant,
 };
 
 #[derive(Debug)]
@@ -95,21 +95,33 @@ macro_rules! fetch_keys {
 
 fn conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
     match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict { what: what() },
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict { what: what() }
+        }
         _ => StoreError::Database(e),
     }
 }
 
 fn tenant_from(id: String, description: String, created_at: i64) -> Result<Tenant, StoreError> {
-    let id = TenantId::parse(&id).map_err(|e| StoreError::Invalid { what: "tenant id", detail: e.to_string() })?;
-    Ok(Tenant { id, description, created_at })
+    let id = TenantId::parse(&id).map_err(|e| StoreError::Invalid {
+        what: "tenant id",
+        detail: e.to_string(),
+    })?;
+    Ok(Tenant {
+        id,
+        description,
+        created_at,
+    })
 }
 
 fn decision_from(s: &str) -> Result<Decision, StoreError> {
     match s {
         "allow" => Ok(Decision::Allow),
         "deny" => Ok(Decision::Deny),
-        other => Err(StoreError::Invalid { what: "audit decision", detail: format!("{other:?}") }),
+        other => Err(StoreError::Invalid {
+            what: "audit decision",
+            detail: format!("{other:?}"),
+        }),
     }
 }
 
@@ -146,9 +158,17 @@ impl Store for SqlStore {
 
     fn list_tenants(&self) -> StoreFuture<'_, Vec<Tenant>> {
         on_pool!(self, |pool| {
-            let rows = sqlx::query("SELECT id, description, created_at FROM tenants ORDER BY id").fetch_all(pool).await?;
+            let rows = sqlx::query("SELECT id, description, created_at FROM tenants ORDER BY id")
+                .fetch_all(pool)
+                .await?;
             rows.into_iter()
-                .map(|r| tenant_from(r.try_get("id")?, r.try_get("description")?, r.try_get("created_at")?))
+                .map(|r| {
+                    tenant_from(
+                        r.try_get("id")?,
+                        r.try_get("description")?,
+                        r.try_get("created_at")?,
+                    )
+                })
                 .collect()
         })
     }
@@ -159,16 +179,28 @@ impl Store for SqlStore {
                 .bind(id)
                 .fetch_optional(pool)
                 .await?;
-            row.map(|r| tenant_from(r.try_get("id")?, r.try_get("description")?, r.try_get("created_at")?)).transpose()
+            row.map(|r| {
+                tenant_from(
+                    r.try_get("id")?,
+                    r.try_get("description")?,
+                    r.try_get("created_at")?,
+                )
+            })
+            .transpose()
         })
     }
 
     fn delete_tenant<'a>(&'a self, id: &'a str, audit: AuditDraft) -> StoreFuture<'a, ()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let done = sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound { what: format!("tenant {id:?}") });
+                return Err(StoreError::NotFound {
+                    what: format!("tenant {id:?}"),
+                });
             }
             append_audit!(tx, audit);
             tx.commit().await?;
@@ -180,11 +212,16 @@ impl Store for SqlStore {
         on_pool!(self, |pool| fetch_keys!(pool))
     }
 
-    fn update_signing_keys<'a>(&'a self, planner: KeyPlanner<'a>) -> StoreFuture<'a, Vec<KeyChange>> {
+    fn update_signing_keys<'a>(
+        &'a self,
+        planner: KeyPlanner<'a>,
+    ) -> StoreFuture<'a, Vec<KeyChange>> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             // A write first, to take the lock; the counter moves only on change.
-            sqlx::query("UPDATE locks SET n = n WHERE name = 'signing_keys'").execute(&mut *tx).await?;
+            sqlx::query("UPDATE locks SET n = n WHERE name = 'signing_keys'")
+                .execute(&mut *tx)
+                .await?;
             let current = fetch_keys!(&mut *tx)?;
             let (changes, audits) = planner(&current).map_err(StoreError::Planner)?;
             for change in &changes {
@@ -206,13 +243,19 @@ impl Store for SqlStore {
                         .await
                         .map_err(|e| conflict(e, || format!("signing key {}", k.kid)))?;
                     }
-                    KeyChange::SetState { kid, state, retire_at } => {
-                        sqlx::query("UPDATE signing_keys SET state = $1, retire_at = $2 WHERE kid = $3")
-                            .bind(state.as_str())
-                            .bind(*retire_at)
-                            .bind(kid)
-                            .execute(&mut *tx)
-                            .await?;
+                    KeyChange::SetState {
+                        kid,
+                        state,
+                        retire_at,
+                    } => {
+                        sqlx::query(
+                            "UPDATE signing_keys SET state = $1, retire_at = $2 WHERE kid = $3",
+                        )
+                        .bind(state.as_str())
+                        .bind(*retire_at)
+                        .bind(kid)
+                        .execute(&mut *tx)
+                        .await?;
                     }
                     KeyChange::SetActivation { kid, activate_at } => {
                         sqlx::query("UPDATE signing_keys SET activate_at = $1 WHERE kid = $2")
@@ -222,12 +265,17 @@ impl Store for SqlStore {
                             .await?;
                     }
                     KeyChange::Delete { kid } => {
-                        sqlx::query("DELETE FROM signing_keys WHERE kid = $1").bind(kid).execute(&mut *tx).await?;
+                        sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+                            .bind(kid)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
             }
             if !changes.is_empty() {
-                sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'signing_keys'").execute(&mut *tx).await?;
+                sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'signing_keys'")
+                    .execute(&mut *tx)
+                    .await?;
             }
             for audit in audits {
                 append_audit!(tx, audit);
@@ -239,7 +287,9 @@ impl Store for SqlStore {
 
     fn signing_keys_generation(&self) -> StoreFuture<'_, i64> {
         on_pool!(self, |pool| {
-            let row = sqlx::query("SELECT n FROM locks WHERE name = 'signing_keys'").fetch_one(pool).await?;
+            let row = sqlx::query("SELECT n FROM locks WHERE name = 'signing_keys'")
+                .fetch_one(pool)
+                .await?;
             Ok(row.try_get("n")?)
         })
     }
@@ -263,10 +313,12 @@ impl Store for SqlStore {
 
     fn fetch_admin_token<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<AdminTokenRow>> {
         on_pool!(self, |pool| {
-            let row = sqlx::query("SELECT id, name, secret_hash, created_at FROM admin_tokens WHERE id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await?;
+            let row = sqlx::query(
+                "SELECT id, name, secret_hash, created_at FROM admin_tokens WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
             row.map(|r| {
                 Ok(AdminTokenRow {
                     id: r.try_get("id")?,
@@ -281,7 +333,9 @@ impl Store for SqlStore {
 
     fn count_admin_tokens(&self) -> StoreFuture<'_, i64> {
         on_pool!(self, |pool| {
-            let row = sqlx::query("SELECT count(*) AS n FROM admin_tokens").fetch_one(pool).await?;
+            let row = sqlx::query("SELECT count(*) AS n FROM admin_tokens")
+                .fetch_one(pool)
+                .await?;
             Ok(row.try_get("n")?)
         })
     }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use lanyard_core::{Decision, KeyState, TenantId};
 use lanyard_store::audit::{verify_chain, GENESIS_HASH};
-use lanyard_store::{AdminTokenRow, AuditDraft, KeyChange, SigningKeyRow, Store, StoreError, Tenant};
+use lanyard_store::{
+    AdminTokenRow, AuditDraft, KeyChange, SigningKeyRow, Store, StoreError, Tenant,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -22,7 +24,9 @@ macro_rules! conformance {
 
             #[tokio::test]
             async fn postgres() -> super::TestResult {
-                match lanyard_testkit::fresh_postgres(concat!(stringify!($name), "::postgres")).await {
+                match lanyard_testkit::fresh_postgres(concat!(stringify!($name), "::postgres"))
+                    .await
+                {
                     Some(url) => super::$name(&url).await,
                     None => Ok(()),
                 }
@@ -46,7 +50,11 @@ fn draft(action: &str, subject: &str) -> AuditDraft {
 }
 
 fn tenant(name: &str) -> Result<Tenant, lanyard_core::TenantIdError> {
-    Ok(Tenant { id: TenantId::parse(name)?, description: format!("{name} tenant"), created_at: 42 })
+    Ok(Tenant {
+        id: TenantId::parse(name)?,
+        description: format!("{name} tenant"),
+        created_at: 42,
+    })
 }
 
 async fn verify_all(store: &Arc<dyn Store>) -> Result<i64, Box<dyn std::error::Error>> {
@@ -58,21 +66,52 @@ async fn verify_all(store: &Arc<dyn Store>) -> Result<i64, Box<dyn std::error::E
 conformance!(tenants_round_trip_and_are_audited);
 async fn tenants_round_trip_and_are_audited(url: &str) -> TestResult {
     let store = lanyard_store::open(url).await?;
-    store.create_tenant(tenant("payments")?, draft("tenant.create", "payments")).await?;
-    store.create_tenant(tenant("analytics")?, draft("tenant.create", "analytics")).await?;
-    let dup = store.create_tenant(tenant("payments")?, draft("tenant.create", "payments")).await;
+    store
+        .create_tenant(tenant("payments")?, draft("tenant.create", "payments"))
+        .await?;
+    store
+        .create_tenant(tenant("analytics")?, draft("tenant.create", "analytics"))
+        .await?;
+    let dup = store
+        .create_tenant(tenant("payments")?, draft("tenant.create", "payments"))
+        .await;
     assert!(matches!(dup, Err(StoreError::Conflict { .. })), "{dup:?}");
-    let names: Vec<_> = store.list_tenants().await?.into_iter().map(|t| t.id.to_string()).collect();
+    let names: Vec<_> = store
+        .list_tenants()
+        .await?
+        .into_iter()
+        .map(|t| t.id.to_string())
+        .collect();
     assert_eq!(names, ["analytics", "payments"]);
-    assert_eq!(store.fetch_tenant("payments").await?, Some(tenant("payments")?));
+    assert_eq!(
+        store.fetch_tenant("payments").await?,
+        Some(tenant("payments")?)
+    );
     assert_eq!(store.fetch_tenant("nope").await?, None);
-    store.delete_tenant("analytics", draft("tenant.delete", "analytics")).await?;
-    let missing = store.delete_tenant("analytics", draft("tenant.delete", "analytics")).await;
-    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+    store
+        .delete_tenant("analytics", draft("tenant.delete", "analytics"))
+        .await?;
+    let missing = store
+        .delete_tenant("analytics", draft("tenant.delete", "analytics"))
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "{missing:?}"
+    );
     // Two creates and one delete succeeded; the failed ones wrote no audit event.
     let events = store.list_audit(0, 100).await?;
-    let actions: Vec<_> = events.iter().map(|e| (e.draft.action.as_str(), e.draft.subject.as_str())).collect();
-    assert_eq!(actions, [("tenant.create", "payments"), ("tenant.create", "analytics"), ("tenant.delete", "analytics")]);
+    let actions: Vec<_> = events
+        .iter()
+        .map(|e| (e.draft.action.as_str(), e.draft.subject.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("tenant.create", "payments"),
+            ("tenant.create", "analytics"),
+            ("tenant.delete", "analytics")
+        ]
+    );
     verify_all(&store).await?;
     Ok(())
 }
@@ -81,7 +120,9 @@ conformance!(reopening_keeps_everything);
 async fn reopening_keeps_everything(url: &str) -> TestResult {
     {
         let store = lanyard_store::open(url).await?;
-        store.create_tenant(tenant("dev")?, draft("tenant.create", "dev")).await?;
+        store
+            .create_tenant(tenant("dev")?, draft("tenant.create", "dev"))
+            .await?;
     }
     let again = lanyard_store::open(url).await?;
     assert_eq!(again.list_tenants().await?.len(), 1);
@@ -95,13 +136,22 @@ async fn audit_chain_survives_concurrent_appends(url: &str) -> TestResult {
     let mut tasks = Vec::new();
     for i in 0..40 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move { store.append_audit(draft("test.append", &format!("s{i}"))).await }));
+        tasks.push(tokio::spawn(async move {
+            store
+                .append_audit(draft("test.append", &format!("s{i}")))
+                .await
+        }));
     }
     for t in tasks {
         t.await??;
     }
     assert_eq!(verify_all(&store).await?, 40);
-    let page: Vec<i64> = store.list_audit(10, 5).await?.iter().map(|e| e.seq).collect();
+    let page: Vec<i64> = store
+        .list_audit(10, 5)
+        .await?
+        .iter()
+        .map(|e| e.seq)
+        .collect();
     assert_eq!(page, [11, 12, 13, 14, 15]);
     Ok(())
 }
@@ -123,7 +173,14 @@ async fn audit_rows_cannot_be_edited_or_deleted(url: &str) -> TestResult {
         assert!(sqlx::query(delete).execute(&pool).await.is_err());
     }
     let store = lanyard_store::open(url).await?;
-    assert_eq!(store.list_audit(0, 10).await?.first().map(|e| e.draft.reason.clone()), Some("ok".into()));
+    assert_eq!(
+        store
+            .list_audit(0, 10)
+            .await?
+            .first()
+            .map(|e| e.draft.reason.clone()),
+        Some("ok".into())
+    );
     Ok(())
 }
 
@@ -147,7 +204,10 @@ async fn signing_key_changes_apply_atomically(url: &str) -> TestResult {
         .update_signing_keys(&|current| {
             assert!(current.is_empty());
             Ok((
-                vec![KeyChange::Insert(key_row("a", KeyState::Active)), KeyChange::Insert(key_row("b", KeyState::Next))],
+                vec![
+                    KeyChange::Insert(key_row("a", KeyState::Active)),
+                    KeyChange::Insert(key_row("b", KeyState::Next)),
+                ],
                 vec![draft("key.create", "a"), draft("key.create", "b")],
             ))
         })
@@ -155,25 +215,46 @@ async fn signing_key_changes_apply_atomically(url: &str) -> TestResult {
     assert_eq!(applied.len(), 2);
     let generation = store.signing_keys_generation().await?;
     store.update_signing_keys(&|_| Ok((vec![], vec![]))).await?;
-    assert_eq!(store.signing_keys_generation().await?, generation, "no change, same generation");
+    assert_eq!(
+        store.signing_keys_generation().await?,
+        generation,
+        "no change, same generation"
+    );
     store
         .update_signing_keys(&|current| {
             assert_eq!(current.len(), 2);
             Ok((
                 vec![
-                    KeyChange::SetState { kid: "a".into(), state: KeyState::Previous, retire_at: Some(99) },
-                    KeyChange::SetState { kid: "b".into(), state: KeyState::Active, retire_at: None },
-                    KeyChange::SetActivation { kid: "b".into(), activate_at: 30 },
+                    KeyChange::SetState {
+                        kid: "a".into(),
+                        state: KeyState::Previous,
+                        retire_at: Some(99),
+                    },
+                    KeyChange::SetState {
+                        kid: "b".into(),
+                        state: KeyState::Active,
+                        retire_at: None,
+                    },
+                    KeyChange::SetActivation {
+                        kid: "b".into(),
+                        activate_at: 30,
+                    },
                 ],
                 vec![draft("key.rotate", "b")],
             ))
         })
         .await?;
-    assert!(store.signing_keys_generation().await? > generation, "a change moves the generation");
+    assert!(
+        store.signing_keys_generation().await? > generation,
+        "a change moves the generation"
+    );
     let keys = store.list_signing_keys().await?;
     assert_eq!(keys.len(), 2);
     let a = keys.iter().find(|k| k.kid == "a").ok_or("a missing")?;
-    assert_eq!((a.state, a.retire_at, a.sealed_private.as_slice()), (KeyState::Previous, Some(99), &[1u8, 2, 3, 0, 255][..]));
+    assert_eq!(
+        (a.state, a.retire_at, a.sealed_private.as_slice()),
+        (KeyState::Previous, Some(99), &[1u8, 2, 3, 0, 255][..])
+    );
     let b = keys.iter().find(|k| k.kid == "b").ok_or("b missing")?;
     assert_eq!((b.state, b.activate_at), (KeyState::Active, 30));
 
@@ -183,7 +264,10 @@ async fn signing_key_changes_apply_atomically(url: &str) -> TestResult {
     let half = store
         .update_signing_keys(&|_| {
             Ok((
-                vec![KeyChange::Delete { kid: "a".into() }, KeyChange::Insert(key_row("b", KeyState::Next))],
+                vec![
+                    KeyChange::Delete { kid: "a".into() },
+                    KeyChange::Insert(key_row("b", KeyState::Next)),
+                ],
                 vec![draft("key.delete", "a")],
             ))
         })
@@ -198,10 +282,19 @@ conformance!(admin_tokens_store_hashes);
 async fn admin_tokens_store_hashes(url: &str) -> TestResult {
     let store = lanyard_store::open(url).await?;
     assert_eq!(store.count_admin_tokens().await?, 0);
-    let row = AdminTokenRow { id: "tok1".into(), name: "bootstrap".into(), secret_hash: vec![9; 32], created_at: 5 };
-    store.create_admin_token(row.clone(), draft("admin_token.create", "tok1")).await?;
+    let row = AdminTokenRow {
+        id: "tok1".into(),
+        name: "bootstrap".into(),
+        secret_hash: vec![9; 32],
+        created_at: 5,
+    };
+    store
+        .create_admin_token(row.clone(), draft("admin_token.create", "tok1"))
+        .await?;
     assert!(matches!(
-        store.create_admin_token(row.clone(), draft("admin_token.create", "tok1")).await,
+        store
+            .create_admin_token(row.clone(), draft("admin_token.create", "tok1"))
+            .await,
         Err(StoreError::Conflict { .. })
     ));
     assert_eq!(store.fetch_admin_token("tok1").await?, Some(row));
@@ -216,7 +309,9 @@ async fn corrupt_sqlite_file_is_reported_and_left_untouched() -> TestResult {
     let path = dir.path().join("lanyard.db");
     let garbage = b"this is not a database, but it is somebody's file".repeat(100);
     std::fs::write(&path, &garbage)?;
-    let err = lanyard_store::open(&format!("sqlite://{}", path.display())).await.err();
+    let err = lanyard_store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .err();
     let msg = err.as_ref().map(|e| e.to_string()).unwrap_or_default();
     assert!(matches!(err, Some(StoreError::Corrupt { .. })), "{msg}");
     assert!(msg.contains("nothing was changed"), "{msg}");
@@ -227,10 +322,15 @@ async fn corrupt_sqlite_file_is_reported_and_left_untouched() -> TestResult {
 #[tokio::test]
 async fn unreachable_postgres_and_unknown_urls_fail_clearly() -> TestResult {
     // Port 1 on loopback: nothing listens there.
-    let err = lanyard_store::open("postgres://lanyard:hunter2@127.0.0.1:1/lanyard").await.err();
+    let err = lanyard_store::open("postgres://lanyard:hunter2@127.0.0.1:1/lanyard")
+        .await
+        .err();
     let msg = err.as_ref().map(|e| e.to_string()).unwrap_or_default();
     assert!(matches!(err, Some(StoreError::Connect { .. })), "{msg}");
-    assert!(msg.contains("127.0.0.1:1") && !msg.contains("hunter2"), "{msg}");
+    assert!(
+        msg.contains("127.0.0.1:1") && !msg.contains("hunter2"),
+        "{msg}"
+    );
     let err = lanyard_store::open("mysql://x").await.err();
     assert!(matches!(err, Some(StoreError::UnsupportedUrl { .. })));
     Ok(())

@@ -59,13 +59,25 @@ pub async fn fresh_postgres(test: &str) -> Option<String> {
         return None;
     };
     use sqlx::Connection as _;
-    let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to the test PostgreSQL server");
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to the test PostgreSQL server");
     // Unique per process, time and call: tests run in parallel processes.
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let name = format!("lanyard_t_{}_{nanos}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!(
+        "lanyard_t_{}_{nanos}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
     let prefix = base.rsplit_once('/').map(|(p, _)| p).unwrap_or(&base);
     Some(format!("{prefix}/{name}"))
 }

@@ -24,21 +24,31 @@ const DEV_TENANT: &str = "dev";
 const DEV_TRUST_DOMAIN: &str = "example.org";
 
 pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
-    let dir = g.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let dir = g
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)
         .with_context(|| format!("creating data directory {}", dir.display()))?;
-    let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
     let kek_path = dir.join("kek");
     if !kek_path.exists() {
         Kek::generate_file(&kek_path).context("creating the dev key-encryption key")?;
     }
     let listener = std::net::TcpListener::bind(args.listen).with_context(|| {
-        format!("listening on {} (in use? try --listen 127.0.0.1:0 for a free port)", args.listen)
+        format!(
+            "listening on {} (in use? try --listen 127.0.0.1:0 for a free port)",
+            args.listen
+        )
     })?;
-    let addr = listener.local_addr().context("reading the listen address")?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
     let issuer = format!("http://{addr}");
     let config = ServerConfig {
         trust_domain: TrustDomain::parse(DEV_TRUST_DOMAIN)?,
@@ -55,11 +65,17 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         jwt_max_ttl: std::time::Duration::from_secs(3600),
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let server = Server::build(config, clock.clone()).await.with_context(|| format!("starting Lanyard on {}", dir.display()))?;
+    let server = Server::build(config, clock.clone())
+        .await
+        .with_context(|| format!("starting Lanyard on {}", dir.display()))?;
     let store = server.state().store.clone();
 
     if store.fetch_tenant(DEV_TENANT).await?.is_none() {
-        let tenant = Tenant { id: TenantId::parse(DEV_TENANT)?, description: "lanyard dev".into(), created_at: clock.unix_seconds() };
+        let tenant = Tenant {
+            id: TenantId::parse(DEV_TENANT)?,
+            description: "lanyard dev".into(),
+            created_at: clock.unix_seconds(),
+        };
         let audit = AuditDraft {
             at_ms: clock.unix_seconds().saturating_mul(1000),
             correlation_id: lanyard_server::correlation::new_id(),
@@ -75,11 +91,21 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
     }
 
     let dev_json = dir.join("dev.json");
-    let previous = std::fs::read_to_string(&dev_json).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-    let old_token = previous.as_ref().and_then(|v| v.get("admin_token")).and_then(|v| v.as_str()).map(str::to_owned);
+    let previous = std::fs::read_to_string(&dev_json)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    let old_token = previous
+        .as_ref()
+        .and_then(|v| v.get("admin_token"))
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
     let token = match old_token {
         Some(t) if admin_token::verify(&*store, &t).await?.is_some() => t,
-        _ => admin_token::create(&*store, &*clock, "dev", "system:dev").await?.token,
+        _ => {
+            admin_token::create(&*store, &*clock, "dev", "system:dev")
+                .await?
+                .token
+        }
     };
     let socket = dir.join("workload.sock");
     let info = json!({
@@ -110,7 +136,10 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         println!();
         println!("Try, in another shell:");
         println!("  curl -s {issuer}/.well-known/openid-configuration");
-        println!("  cargo run --release -- --data-dir {} tenant list", dir.display());
+        println!(
+            "  cargo run --release -- --data-dir {} tenant list",
+            dir.display()
+        );
         println!();
         println!("Stop with Ctrl-C.");
     });
@@ -128,7 +157,10 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }

@@ -15,8 +15,16 @@ pub async fn run(g: &Global, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
         KeysCommand::List => {
             let v = client.call(Method::GET, "keys", None).await?;
             output::print(g.output, &v, |v| {
-                println!("{:<44} {:<6} {:<9} {:<26} RETIRES", "KID", "ALG", "STATE", "SIGNS FROM");
-                for k in v.get("keys").and_then(Value::as_array).cloned().unwrap_or_default() {
+                println!(
+                    "{:<44} {:<6} {:<9} {:<26} RETIRES",
+                    "KID", "ALG", "STATE", "SIGNS FROM"
+                );
+                for k in v
+                    .get("keys")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+                {
                     println!(
                         "{:<44} {:<6} {:<9} {:<26} {}",
                         s(&k, "kid"),

@@ -17,9 +17,11 @@ use crate::output;
 
 pub async fn run(g: &Global, args: ServerArgs) -> anyhow::Result<ExitCode> {
     match args.action {
-        Some(ServerAction::Init { config, token_file, insecure_plain_http }) => {
-            init(g, &config, token_file.as_deref(), insecure_plain_http).await
-        }
+        Some(ServerAction::Init {
+            config,
+            token_file,
+            insecure_plain_http,
+        }) => init(g, &config, token_file.as_deref(), insecure_plain_http).await,
         None => {
             let Some(path) = args.config else {
                 bail!("`lanyard server` needs --config FILE (see the README's configuration section), or use `lanyard dev`");
@@ -41,21 +43,39 @@ async fn serve(path: &Path, insecure_plain_http: bool) -> anyhow::Result<ExitCod
     let config = load(path, insecure_plain_http)?;
     let listen = config.listen;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let server = Server::build(config, clock).await.context("starting the server")?;
-    let listener = std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+    let server = Server::build(config, clock)
+        .await
+        .context("starting the server")?;
+    let listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
     server.serve(listener, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn init(g: &Global, path: &Path, token_file: Option<&Path>, insecure_plain_http: bool) -> anyhow::Result<ExitCode> {
+async fn init(
+    g: &Global,
+    path: &Path,
+    token_file: Option<&Path>,
+    insecure_plain_http: bool,
+) -> anyhow::Result<ExitCode> {
     let config = load(path, insecure_plain_http)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let issuer = config.issuer.clone();
-    let server = Server::build(config, clock.clone()).await.context("initialising the store")?;
+    let server = Server::build(config, clock.clone())
+        .await
+        .context("initialising the store")?;
     let store = server.state().store.clone();
     let existing = store.count_admin_tokens().await?;
     let created = admin_token::create(&*store, &*clock, "bootstrap", "system:init").await?;
-    let keys: Vec<_> = server.state().keys.current().ring.keys().iter().map(|k| json!({"kid": k.kid, "alg": k.alg.to_string(), "state": k.state.to_string()})).collect();
+    let keys: Vec<_> = server
+        .state()
+        .keys
+        .current()
+        .ring
+        .keys()
+        .iter()
+        .map(|k| json!({"kid": k.kid, "alg": k.alg.to_string(), "state": k.state.to_string()}))
+        .collect();
     let mut result = json!({ "issuer": issuer, "admin_token_id": created.id, "keys": keys, "existing_admin_tokens": existing });
     match token_file {
         Some(file) => {
@@ -65,7 +85,8 @@ async fn init(g: &Global, path: &Path, token_file: Option<&Path>, insecure_plain
                 .mode(0o600)
                 .open(file)
                 .with_context(|| format!("creating {} (it must not exist yet)", file.display()))?;
-            f.write_all(created.token.as_bytes()).with_context(|| format!("writing {}", file.display()))?;
+            f.write_all(created.token.as_bytes())
+                .with_context(|| format!("writing {}", file.display()))?;
             result["admin_token_file"] = json!(file);
         }
         None => result["admin_token"] = json!(created.token),
@@ -74,7 +95,12 @@ async fn init(g: &Global, path: &Path, token_file: Option<&Path>, insecure_plain
         println!("Store initialised; signing keys ready for {issuer}.");
         match r.get("admin_token").and_then(|v| v.as_str()) {
             Some(t) => println!("Admin token (shown once, store it now):\n{t}"),
-            None => println!("Admin token written to {}", token_file.map(|p| p.display().to_string()).unwrap_or_default()),
+            None => println!(
+                "Admin token written to {}",
+                token_file
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
         }
     });
     Ok(ExitCode::SUCCESS)

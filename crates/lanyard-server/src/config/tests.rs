@@ -1,7 +1,10 @@
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 const GOOD: &str = r#"
@@ -32,7 +35,10 @@ fn full_config_validates() -> Result<(), ConfigError> {
     assert_eq!(c.trust_domain.as_str(), "prod.example.com");
     assert_eq!(c.algorithms, [Algorithm::Es256, Algorithm::Rs256]);
     assert_eq!(c.rotation.rotation_period, Duration::from_secs(12 * 3600));
-    assert_eq!(c.rotation.retain_after, Duration::from_secs(30 * 60) + CLOCK_SKEW);
+    assert_eq!(
+        c.rotation.retain_after,
+        Duration::from_secs(30 * 60) + CLOCK_SKEW
+    );
     assert!(c.tls.is_some());
     Ok(())
 }
@@ -56,34 +62,101 @@ fn env_overrides_win_and_are_typed() -> Result<(), ConfigError> {
 fn every_bad_input_names_its_key() {
     let no_tls = "[server]\nlisten = \"0.0.0.0:80\"\ninsecure_plain_http = true\n[store]\nurl = \"sqlite://x\"\n[keys]\nkek_file = \"k\"";
     let cases: Vec<(String, BTreeMap<String, String>, &str)> = vec![
-        ("trust_domain = \"x\"\nbogus = 1".into(), BTreeMap::new(), "bogus"),
+        (
+            "trust_domain = \"x\"\nbogus = 1".into(),
+            BTreeMap::new(),
+            "bogus",
+        ),
         ("[server]\nlisten = 5".into(), BTreeMap::new(), "listen"),
         ("[server\n".into(), BTreeMap::new(), "test.toml"),
-        (GOOD.replace("0.0.0.0:8443", "nowhere"), BTreeMap::new(), "server.listen"),
-        (GOOD.replace("\"ES256\", ", "\"none\", "), BTreeMap::new(), "keys.algorithms"),
-        (GOOD.replace("\"HS256\"", ""), env(&[("LANYARD__KEYS__ALGORITHMS", "[\"HS256\"]")]), "keys.algorithms"),
-        (GOOD.replace("12h", "soon"), BTreeMap::new(), "keys.rotation_period"),
-        (GOOD.replace("max_ttl = \"30m\"", "max_ttl = \"48h\""), BTreeMap::new(), "tokens.max_ttl"),
-        (GOOD.replace("default_ttl = \"5m\"", "default_ttl = \"2h\""), BTreeMap::new(), "tokens.default_ttl"),
-        (GOOD.replace("https://lanyard.example.com", "http://lanyard.example.com"), BTreeMap::new(), "issuer"),
-        (GOOD.replace("https://lanyard.example.com", "https://lanyard.example.com/"), BTreeMap::new(), "issuer"),
-        (GOOD.replace("url = \"postgres://lanyard@db/lanyard\"", ""), BTreeMap::new(), "store.url"),
-        (GOOD.replace("kek_file = \"/etc/lanyard/kek\"", ""), BTreeMap::new(), "keys.kek_file"),
-        (GOOD.replace("tls_key = \"/etc/lanyard/tls.key\"", ""), BTreeMap::new(), "server.tls_cert"),
+        (
+            GOOD.replace("0.0.0.0:8443", "nowhere"),
+            BTreeMap::new(),
+            "server.listen",
+        ),
+        (
+            GOOD.replace("\"ES256\", ", "\"none\", "),
+            BTreeMap::new(),
+            "keys.algorithms",
+        ),
+        (
+            GOOD.replace("\"HS256\"", ""),
+            env(&[("LANYARD__KEYS__ALGORITHMS", "[\"HS256\"]")]),
+            "keys.algorithms",
+        ),
+        (
+            GOOD.replace("12h", "soon"),
+            BTreeMap::new(),
+            "keys.rotation_period",
+        ),
+        (
+            GOOD.replace("max_ttl = \"30m\"", "max_ttl = \"48h\""),
+            BTreeMap::new(),
+            "tokens.max_ttl",
+        ),
+        (
+            GOOD.replace("default_ttl = \"5m\"", "default_ttl = \"2h\""),
+            BTreeMap::new(),
+            "tokens.default_ttl",
+        ),
+        (
+            GOOD.replace("https://lanyard.example.com", "http://lanyard.example.com"),
+            BTreeMap::new(),
+            "issuer",
+        ),
+        (
+            GOOD.replace(
+                "https://lanyard.example.com",
+                "https://lanyard.example.com/",
+            ),
+            BTreeMap::new(),
+            "issuer",
+        ),
+        (
+            GOOD.replace("url = \"postgres://lanyard@db/lanyard\"", ""),
+            BTreeMap::new(),
+            "store.url",
+        ),
+        (
+            GOOD.replace("kek_file = \"/etc/lanyard/kek\"", ""),
+            BTreeMap::new(),
+            "keys.kek_file",
+        ),
+        (
+            GOOD.replace("tls_key = \"/etc/lanyard/tls.key\"", ""),
+            BTreeMap::new(),
+            "server.tls_cert",
+        ),
         (no_tls.into(), BTreeMap::new(), "server.insecure_plain_http"),
         (GOOD.into(), env(&[("LANYARD__SERVER__NOPE", "1")]), "nope"),
-        (GOOD.into(), env(&[("LANYARD__ISSUER__X", "1")]), "LANYARD__ISSUER__X"),
+        (
+            GOOD.into(),
+            env(&[("LANYARD__ISSUER__X", "1")]),
+            "LANYARD__ISSUER__X",
+        ),
     ];
     for (text, env, key) in cases {
-        let err = parse(&text, &env).err().map(|e| e.to_string()).unwrap_or_else(|| "accepted".into());
-        assert!(err.contains(key), "expected an error naming {key:?}, got {err:?}");
+        let err = parse(&text, &env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "accepted".into());
+        assert!(
+            err.contains(key),
+            "expected an error naming {key:?}, got {err:?}"
+        );
     }
 }
 
 #[test]
 fn kek_from_env_is_redacted_in_debug() -> Result<(), ConfigError> {
     let text = GOOD.replace("kek_file = \"/etc/lanyard/kek\"", "");
-    let c = parse(&text, &env(&[("LANYARD_KEK", "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=")]))?;
+    let c = parse(
+        &text,
+        &env(&[(
+            "LANYARD_KEK",
+            "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=",
+        )]),
+    )?;
     assert!(matches!(c.kek, KekSource::Env(_)));
     assert!(!format!("{c:?}").contains("c2VjcmV0"));
     Ok(())

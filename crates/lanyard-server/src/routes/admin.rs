@@ -27,7 +27,10 @@ pub struct Admin {
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let presented = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -35,7 +38,9 @@ impl FromRequestParts<AppState> for Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized)?;
         match crate::admin_token::verify(&*state.store, presented.trim()).await {
-            Ok(Some(id)) => Ok(Self { actor: format!("admin:{id}") }),
+            Ok(Some(id)) => Ok(Self {
+                actor: format!("admin:{id}"),
+            }),
             Ok(None) => {
                 tracing::info!("admin call refused: bad token");
                 Err(ApiError::Unauthorized)
@@ -71,7 +76,14 @@ fn reject(r: &JsonRejection, limit: usize) -> ApiError {
     ApiError::BadRequest(r.body_text())
 }
 
-fn audit(state: &AppState, cid: &str, actor: &str, action: &str, subject: &str, tenant: Option<&str>) -> AuditDraft {
+fn audit(
+    state: &AppState,
+    cid: &str,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    tenant: Option<&str>,
+) -> AuditDraft {
     AuditDraft {
         at_ms: unix_millis(state.clock.now()),
         correlation_id: cid.to_owned(),
@@ -95,8 +107,16 @@ pub struct CreateTenant {
 }
 
 /// `GET /admin/v1/tenants`.
-pub async fn list_tenants(state: St, _admin: Admin, Extension(cid): Extension<CorrelationId>) -> Result<Response, ApiError> {
-    let tenants = state.store.list_tenants().await.map_err(|e| ApiError::from_store(e, &cid.0))?;
+pub async fn list_tenants(
+    state: St,
+    _admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+) -> Result<Response, ApiError> {
+    let tenants = state
+        .store
+        .list_tenants()
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
     Ok(Json(serde_json::json!({ "tenants": tenants })).into_response())
 }
 
@@ -107,13 +127,31 @@ pub async fn create_tenant(
     Extension(cid): Extension<CorrelationId>,
     Body(req): Body<CreateTenant>,
 ) -> Result<Response, ApiError> {
-    let id = TenantId::parse(&req.name).map_err(|e| ApiError::BadRequest(format!("name {:?}: {e}", req.name)))?;
+    let id = TenantId::parse(&req.name)
+        .map_err(|e| ApiError::BadRequest(format!("name {:?}: {e}", req.name)))?;
     if req.description.len() > 1024 {
-        return Err(ApiError::BadRequest("description is longer than 1024 bytes".into()));
+        return Err(ApiError::BadRequest(
+            "description is longer than 1024 bytes".into(),
+        ));
     }
-    let tenant = Tenant { id: id.clone(), description: req.description, created_at: state.clock.unix_seconds() };
-    let draft = audit(&state, &cid.0, &admin.actor, "tenant.create", id.as_str(), Some(id.as_str()));
-    let created = state.store.create_tenant(tenant, draft).await.map_err(|e| ApiError::from_store(e, &cid.0))?;
+    let tenant = Tenant {
+        id: id.clone(),
+        description: req.description,
+        created_at: state.clock.unix_seconds(),
+    };
+    let draft = audit(
+        &state,
+        &cid.0,
+        &admin.actor,
+        "tenant.create",
+        id.as_str(),
+        Some(id.as_str()),
+    );
+    let created = state
+        .store
+        .create_tenant(tenant, draft)
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
     tracing::info!(tenant = %created.id, actor = %admin.actor, "tenant created");
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -125,8 +163,14 @@ pub async fn show_tenant(
     Extension(cid): Extension<CorrelationId>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tenant = state.store.fetch_tenant(&name).await.map_err(|e| ApiError::from_store(e, &cid.0))?;
-    tenant.map(|t| Json(t).into_response()).ok_or_else(|| ApiError::NotFound(format!("tenant {name:?}")))
+    let tenant = state
+        .store
+        .fetch_tenant(&name)
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+    tenant
+        .map(|t| Json(t).into_response())
+        .ok_or_else(|| ApiError::NotFound(format!("tenant {name:?}")))
 }
 
 /// `DELETE /admin/v1/tenants/{name}`.
@@ -136,8 +180,19 @@ pub async fn delete_tenant(
     Extension(cid): Extension<CorrelationId>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let draft = audit(&state, &cid.0, &admin.actor, "tenant.delete", &name, Some(&name));
-    state.store.delete_tenant(&name, draft).await.map_err(|e| ApiError::from_store(e, &cid.0))?;
+    let draft = audit(
+        &state,
+        &cid.0,
+        &admin.actor,
+        "tenant.delete",
+        &name,
+        Some(&name),
+    );
+    state
+        .store
+        .delete_tenant(&name, draft)
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
     tracing::info!(tenant = %name, actor = %admin.actor, "tenant deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -194,14 +249,21 @@ pub async fn rotate_keys(
     Body(req): Body<RotateKeys>,
 ) -> Result<Response, ApiError> {
     let alg = match req.alg {
-        Some(name) => name.parse::<Algorithm>().map_err(|e| ApiError::BadRequest(format!("alg: {e}")))?,
-        None => state.keys.algorithms().first().copied().unwrap_or(Algorithm::Es256),
+        Some(name) => name
+            .parse::<Algorithm>()
+            .map_err(|e| ApiError::BadRequest(format!("alg: {e}")))?,
+        None => state
+            .keys
+            .algorithms()
+            .first()
+            .copied()
+            .unwrap_or(Algorithm::Es256),
     };
     match state.keys.rotate(alg, &admin.actor, &cid.0).await {
         Ok(scheduled) => Ok(Json(scheduled).into_response()),
-        Err(crate::ServerError::NotEnabled { alg }) => {
-            Err(ApiError::BadRequest(format!("algorithm {alg} is not enabled on this server (keys.algorithms)")))
-        }
+        Err(crate::ServerError::NotEnabled { alg }) => Err(ApiError::BadRequest(format!(
+            "algorithm {alg} is not enabled on this server (keys.algorithms)"
+        ))),
         Err(e) => {
             tracing::error!(correlation_id = %cid.0, error = %e, "key rotation failed");
             Err(ApiError::Internal)
@@ -226,6 +288,10 @@ pub async fn list_audit(
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let events = state.store.list_audit(q.after, limit).await.map_err(|e| ApiError::from_store(e, &cid.0))?;
+    let events = state
+        .store
+        .list_audit(q.after, limit)
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
     Ok(Json(serde_json::json!({ "events": events })).into_response())
 }

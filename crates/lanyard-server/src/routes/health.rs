@@ -19,20 +19,34 @@ pub async fn readyz(state: St) -> impl IntoResponse {
         problems.push("store unreachable");
     }
     let published = state.keys.current();
-    if state.keys.algorithms().iter().any(|alg| published.ring.signer(*alg).is_none()) {
+    if state
+        .keys
+        .algorithms()
+        .iter()
+        .any(|alg| published.ring.signer(*alg).is_none())
+    {
         problems.push("signing keys not loaded");
     }
     if problems.is_empty() {
-        (StatusCode::OK, Json(serde_json::json!({ "status": "ready" })))
+        (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ready" })),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "not ready", "problems": problems })))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "not ready", "problems": problems })),
+        )
     }
 }
 
 /// `/metrics`: Prometheus text format.
 pub async fn metrics(state: St) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
 }

@@ -42,24 +42,40 @@ pub async fn discovery(state: St) -> Response {
         grant_types_supported: vec![TOKEN_EXCHANGE_GRANT],
         response_types_supported: vec!["id_token"],
         subject_types_supported: vec!["public"],
-        id_token_signing_alg_values_supported: state.keys.algorithms().iter().map(|a| a.as_str()).collect(),
+        id_token_signing_alg_values_supported: state
+            .keys
+            .algorithms()
+            .iter()
+            .map(|a| a.as_str())
+            .collect(),
         token_endpoint_auth_methods_supported: vec!["none"],
         claims_supported: vec!["iss", "sub", "aud", "exp", "iat", "jti", "tenant", "act"],
     };
-    with_cache(Json(doc).into_response(), state.settings.jwks_max_age.as_secs())
+    with_cache(
+        Json(doc).into_response(),
+        state.settings.jwks_max_age.as_secs(),
+    )
 }
 
 /// `GET /.well-known/jwks.json`: public keys only (active, next, previous).
 pub async fn jwks(state: St) -> Response {
     let published = state.keys.current();
-    json_bytes(published.jwks_json.clone(), "application/jwk-set+json", state.settings.jwks_max_age.as_secs())
+    json_bytes(
+        published.jwks_json.clone(),
+        "application/jwk-set+json",
+        state.settings.jwks_max_age.as_secs(),
+    )
 }
 
 /// `GET /bundle`: the SPIFFE trust bundle (JWT-SVID keys; X.509 roots join
 /// with the CA).
 pub async fn bundle(state: St) -> Response {
     let published = state.keys.current();
-    json_bytes(published.bundle_json.clone(), "application/json", state.settings.jwks_max_age.as_secs())
+    json_bytes(
+        published.bundle_json.clone(),
+        "application/json",
+        state.settings.jwks_max_age.as_secs(),
+    )
 }
 
 /// `POST /oauth2/token`: answers RFC 6749 §5.2 `unsupported_grant_type`

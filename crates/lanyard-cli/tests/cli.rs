@@ -1,0 +1,294 @@
+//! The `lanyard` binary end to end: `lanyard dev` in a temp dir on a free
+//! port, then admin commands against it, a restart, and config errors.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lanyard");
+
+struct Dev {
+    child: Child,
+    info: Value,
+}
+
+impl Dev {
+    /// Starts `lanyard dev` and waits (bounded) until it has written a
+    /// dev.json naming its own pid.
+    fn start(dir: &Path) -> Result<Self, Box<dyn std::error::Error>> {
+        let child = Command::new(BIN)
+            .args([
+                "--data-dir",
+                &dir.display().to_string(),
+                "--output",
+                "json",
+                "dev",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env("LANYARD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(info) = std::fs::read_to_string(dir.join("dev.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            {
+                if info["pid"].as_u64() == Some(u64::from(child.id())) {
+                    return Ok(Self { child, info });
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("lanyard dev did not write dev.json within 60s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM by pid, then wait: a graceful stop exits 0.
+    fn stop(mut self) -> TestResult {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        assert!(status.success());
+        let exit = self.child.wait()?;
+        assert!(exit.success(), "lanyard dev exited with {exit}");
+        Ok(())
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lanyard(dir: &Path, args: &[&str]) -> Result<Output, std::io::Error> {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env("LANYARD_LOG", "warn")
+        .output()
+}
+
+fn json_of(out: &Output) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice(&out.stdout)
+}
+
+#[test]
+fn dev_then_admin_commands_then_restart() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let dev = Dev::start(d)?;
+    for key in [
+        "issuer",
+        "admin_token",
+        "workload_socket",
+        "bundle_endpoint",
+    ] {
+        assert!(dev.info[key].is_string(), "dev.json lacks {key}");
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(d.join("dev.json"))?.permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(d.join("kek"))?.permissions().mode() & 0o777,
+        0o600
+    );
+
+    let out = lanyard(
+        d,
+        &[
+            "--output",
+            "json",
+            "tenant",
+            "create",
+            "payments",
+            "--description",
+            "pay team",
+        ],
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_of(&out)?["id"], "payments");
+
+    let dup = lanyard(d, &["tenant", "create", "payments"])?;
+    assert_eq!(dup.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&dup.stderr);
+    assert!(
+        err.contains("already exists") && err.contains("409"),
+        "{err}"
+    );
+
+    let bad = lanyard(d, &["tenant", "create", "Bad_Name"])?;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lowercase"));
+
+    let list = json_of(&lanyard(d, &["--output", "json", "tenant", "list"])?)?;
+    let names: Vec<&str> = list["tenants"]
+        .as_array()
+        .ok_or("tenants")?
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert_eq!(names, ["dev", "payments"]);
+    let text = lanyard(d, &["tenant", "list"])?;
+    assert!(String::from_utf8_lossy(&text.stdout).contains("pay team"));
+
+    let keys = json_of(&lanyard(d, &["--output", "json", "keys", "list"])?)?;
+    let kids: Vec<String> = keys["keys"]
+        .as_array()
+        .ok_or("keys")?
+        .iter()
+        .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(kids.len(), 4);
+
+    let wrong = Command::new(BIN)
+        .args([
+            "--server",
+            dev.info["issuer"].as_str().unwrap_or(""),
+            "--admin-token",
+            "lya1.0000000000000000.nope",
+            "tenant",
+            "list",
+        ])
+        .output()?;
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
+
+    let token = dev.info["admin_token"].as_str().unwrap_or("").to_owned();
+    dev.stop()?;
+
+    // Restart on the same directory: same keys, tenants and admin token.
+    let dev = Dev::start(d)?;
+    assert_eq!(dev.info["admin_token"].as_str(), Some(token.as_str()));
+    let keys = json_of(&lanyard(d, &["--output", "json", "keys", "list"])?)?;
+    let again: Vec<String> = keys["keys"]
+        .as_array()
+        .ok_or("keys")?
+        .iter()
+        .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(kids, again);
+    let show = json_of(&lanyard(
+        d,
+        &["--output", "json", "tenant", "show", "payments"],
+    )?)?;
+    assert_eq!(show["description"], "pay team");
+    dev.stop()
+}
+
+#[test]
+fn admin_commands_without_a_server_explain_what_to_do() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out = lanyard(dir.path(), &["tenant", "list"])?;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dev.json") && err.contains("lanyard dev"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "--server",
+            "http://127.0.0.1:1",
+            "--admin-token",
+            "x",
+            "tenant",
+            "list",
+        ])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach") && err.contains("127.0.0.1:1"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn server_config_errors_name_the_key_and_exit_1() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("lanyard.toml");
+    std::fs::write(&cfg, "[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n")?;
+    let out = Command::new(BIN)
+        .args(["server", "--config"])
+        .arg(&cfg)
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lisen") && err.contains("lanyard.toml"),
+        "{err}"
+    );
+
+    // A plain-HTTP server on a non-loopback address is refused.
+    std::fs::write(&cfg, "[server]\nlisten = \"0.0.0.0:0\"\n[store]\nurl = \"sqlite://x.db\"\n[keys]\nkek_file = \"k\"\n")?;
+    let out = Command::new(BIN)
+        .args(["server", "--insecure-plain-http", "--config"])
+        .arg(&cfg)
+        .output()?;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+
+    // `server init` on a fresh config creates keys and a one-time admin token file.
+    let kek = dir.path().join("kek");
+    let db = dir.path().join("lanyard.db");
+    let out = Command::new(BIN).args(["dev", "--help"]).output()?;
+    assert!(out.status.success());
+    std::fs::write(
+        &cfg,
+        format!(
+            "issuer = \"http://127.0.0.1:8443\"\n[server]\nlisten = \"127.0.0.1:8443\"\n[store]\nurl = \"sqlite://{}\"\n[keys]\nkek_file = \"{}\"\n",
+            db.display(),
+            kek.display()
+        ),
+    )?;
+    let out = Command::new(BIN)
+        .args(["server", "init", "--insecure-plain-http", "--config"])
+        .arg(&cfg)
+        .output()?;
+    assert_eq!(out.status.code(), Some(1), "no KEK file yet: refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kek"));
+    std::fs::write(&kek, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n")?;
+    std::fs::set_permissions(&kek, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let token_file = dir.path().join("admin.token");
+    let out = Command::new(BIN)
+        .args([
+            "--output",
+            "json",
+            "server",
+            "init",
+            "--insecure-plain-http",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--token-file")
+        .arg(&token_file)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    assert!(
+        v.get("admin_token").is_none(),
+        "token goes to the file only"
+    );
+    assert!(std::fs::read_to_string(&token_file)?.starts_with("lya1."));
+    Ok(())
+}
