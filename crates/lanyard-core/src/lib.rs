@@ -14,13 +14,19 @@
 
 pub mod audit;
 pub mod clock;
+pub mod deny;
+pub mod evidence;
 pub mod key;
+pub mod selector;
 pub mod spiffe;
 pub mod tenant;
 pub mod ttl;
 
 pub use audit::Decision;
 pub use clock::{Clock, SystemClock};
+pub use deny::{Denial, DenyReason};
+pub use evidence::Evidence;
 pub use key::KeyState;
+pub use selector::{Selector, SelectorError};
 pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use tenant::{TenantId, TenantIdError};

@@ -291,18 +291,19 @@ impl RawConfig {
             message: "missing; use sqlite:///var/lib/lanyard/lanyard.db or postgres://user@host/db"
                 .into(),
         })?;
-        let kek =
-            match (self.keys.kek_file, env.get(lanyard_ca::KEK_ENV)) {
-                (Some(path), _) => KekSource::File(path),
-                (None, Some(text)) => KekSource::Env(text.clone()),
-                (None, None) => return Err(ConfigError::Invalid {
+        let kek = match (self.keys.kek_file, env.get(lanyard_ca::KEK_ENV)) {
+            (Some(path), _) => KekSource::File(path),
+            (None, Some(text)) => KekSource::Env(text.clone()),
+            (None, None) => {
+                return Err(ConfigError::Invalid {
                     key: "keys.kek_file",
                     message: format!(
                         "missing; point it at a 0600 file with 32 random bytes (base64), or set {}",
                         lanyard_ca::KEK_ENV
                     ),
-                }),
-            };
+                })
+            }
+        };
         let algorithms = match self.keys.algorithms {
             None => vec![Algorithm::Es256],
             Some(names) if names.is_empty() => {

@@ -589,7 +589,10 @@ mod lifecycle {
             msg.contains("key-encryption key") && msg.contains("nothing was changed"),
             "{msg}"
         );
-        assert!(snapshot().await? == db_before, "keys and audit log untouched");
+        assert!(
+            snapshot().await? == db_before,
+            "keys and audit log untouched"
+        );
         // Garbage KEK file and world-readable KEK file: refused, named.
         std::fs::write(dir.path().join("kek"), "not base64!")?;
         let err = Server::build(
