@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod clock;
 pub mod deny;
+pub mod entry;
 pub mod evidence;
 pub mod key;
 pub mod selector;
@@ -25,6 +26,7 @@ pub mod ttl;
 pub use audit::Decision;
 pub use clock::{Clock, SystemClock};
 pub use deny::{Denial, DenyReason};
+pub use entry::{Entry, EntryIndex};
 pub use evidence::Evidence;
 pub use key::KeyState;
 pub use selector::{Selector, SelectorError};

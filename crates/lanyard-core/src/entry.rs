@@ -1,0 +1,312 @@
+//! Registration entries and the index that matches evidence to them.
+//!
+//! An entry says: evidence from `issuer` (any trusted issuer when `None`)
+//! whose selectors include all of the entry's selectors is the workload
+//! `spiffe_id` in `tenant`.
+//!
+//! # Overlap rule
+//! Two entries with the same issuer and the same selector set are refused at
+//! creation ([`EntryIndex::conflict`]). Entries may still overlap when one's
+//! selectors are a subset of another's; then the **most specific** entry (the
+//! one with the most selectors) wins, and a tie between matching entries is a
+//! denial (`AmbiguousEntry`), never a choice by chance.
+//!
+//! # Index
+//! Each entry is indexed under its rarest selector only, so a lookup touches
+//! a few short posting lists and checks each candidate's full selector set;
+//! it never scans all entries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{Denial, DenyReason, Evidence, Selector, SpiffeId, TenantId};
+
+/// A registration entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Entry {
+    /// Stable id (hex).
+    pub id: String,
+    /// The identity granted.
+    #[serde(serialize_with = "ser_display")]
+    pub spiffe_id: SpiffeId,
+    /// Owner tenant (INV-5).
+    pub tenant: TenantId,
+    /// Only evidence from this trusted issuer matches; any issuer when `None`.
+    pub issuer: Option<String>,
+    /// All must be present in the evidence. Sorted, deduplicated, non-empty.
+    pub selectors: Vec<Selector>,
+    /// Audiences tokens may be issued for; any when empty.
+    pub audiences: Vec<String>,
+    /// Default token TTL for this entry.
+    #[serde(serialize_with = "ser_secs")]
+    pub ttl: Option<Duration>,
+    /// Longest TTL a caller may request for this entry.
+    #[serde(serialize_with = "ser_secs")]
+    pub max_ttl: Option<Duration>,
+    /// Scopes granted; requests can only narrow them.
+    pub scopes: Vec<String>,
+    /// Actors allowed to act for this identity: SPIFFE IDs, or prefixes ending in `/*`.
+    pub may_act: Vec<String>,
+    /// Whether this identity may call the admin API.
+    pub admin: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn ser_secs<S: serde::Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(d) => s.serialize_some(&d.as_secs()),
+        None => s.serialize_none(),
+    }
+}
+
+impl Entry {
+    /// Whether `evidence` satisfies this entry (issuer and every selector).
+    /// `sorted` must be the evidence selectors, sorted.
+    pub fn matches(&self, issuer: &str, sorted: &[Selector]) -> bool {
+        self.issuer.as_deref().is_none_or(|i| i == issuer)
+            && self.selectors.iter().all(|s| sorted.binary_search(s).is_ok())
+    }
+
+    /// Whether `actor` (a SPIFFE ID) may act for this entry's identity.
+    pub fn allows_actor(&self, actor: &str) -> bool {
+        self.may_act.iter().any(|pattern| actor_matches(pattern, actor))
+    }
+}
+
+/// `spiffe://td/agents/*` matches any ID under `spiffe://td/agents/`; any other
+/// pattern matches exactly.
+pub fn actor_matches(pattern: &str, actor: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with('/') => actor.starts_with(prefix) && actor.len() > prefix.len(),
+        _ => pattern == actor,
+    }
+}
+
+/// The result of matching evidence against the index.
+#[derive(Debug, Clone)]
+pub struct MatchReport {
+    /// The chosen entry.
+    pub chosen: Result<Arc<Entry>, Denial>,
+    /// Every entry considered and why it did or did not match (for `explain`).
+    pub considered: Vec<(Arc<Entry>, &'static str)>,
+}
+
+/// An immutable index of entries by selector. Rebuilt on change and swapped in.
+#[derive(Debug, Default)]
+pub struct EntryIndex {
+    entries: Vec<Arc<Entry>>,
+    by_selector: HashMap<Selector, Vec<u32>>,
+    by_id: HashMap<String, u32>,
+}
+
+impl EntryIndex {
+    /// Builds the index. Entries with no selectors are skipped (they would
+    /// match everything; creation refuses them).
+    pub fn new(entries: Vec<Entry>) -> Self {
+        let mut frequency: HashMap<&Selector, usize> = HashMap::new();
+        for e in &entries {
+            for s in &e.selectors {
+                *frequency.entry(s).or_default() += 1;
+            }
+        }
+        let mut by_selector: HashMap<Selector, Vec<u32>> = HashMap::new();
+        let mut keys: Vec<Option<Selector>> = Vec::with_capacity(entries.len());
+        for e in &entries {
+            let rarest = e.selectors.iter().min_by_key(|s| (frequency.get(s).copied().unwrap_or(0), *s)).cloned();
+            keys.push(rarest);
+        }
+        let entries: Vec<Arc<Entry>> = entries.into_iter().map(Arc::new).collect();
+        let mut by_id = HashMap::with_capacity(entries.len());
+        for (i, (e, key)) in entries.iter().zip(keys).enumerate() {
+            let Ok(i) = u32::try_from(i) else { break };
+            by_id.insert(e.id.clone(), i);
+            if let Some(key) = key {
+                by_selector.entry(key).or_default().push(i);
+            }
+        }
+        Self { entries, by_selector, by_id }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// One entry by id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Entry>> {
+        self.by_id.get(id).and_then(|i| self.entries.get(*i as usize))
+    }
+
+    /// Entries that would conflict with `candidate` (same issuer, same
+    /// selector set), other than itself.
+    pub fn conflict<'a>(&'a self, candidate: &'a Entry) -> Option<&'a Arc<Entry>> {
+        // An entry with the same set is indexed under one of these selectors.
+        self.candidates(&candidate.selectors)
+            .find(|e| e.id != candidate.id && e.issuer == candidate.issuer && e.selectors == candidate.selectors)
+    }
+
+    fn candidates<'a>(&'a self, selectors: &'a [Selector]) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
+        selectors
+            .iter()
+            .filter_map(|s| self.by_selector.get(s))
+            .flatten()
+            .filter_map(|i| self.entries.get(*i as usize))
+    }
+
+    /// Finds the entry for `evidence` by the overlap rule above.
+    pub fn find(&self, evidence: &Evidence) -> Result<Arc<Entry>, Denial> {
+        self.find_with(&evidence.issuer, &evidence.selectors, false).chosen
+    }
+
+    /// Like [`EntryIndex::find`], also reporting every candidate considered.
+    /// `selectors` must be sorted.
+    pub fn find_with(&self, issuer: &str, selectors: &[Selector], report: bool) -> MatchReport {
+        let mut best: Vec<&Arc<Entry>> = Vec::new();
+        let mut considered = Vec::new();
+        for e in self.candidates(selectors) {
+            let ok = e.matches(issuer, selectors);
+            if report {
+                let why = if ok {
+                    "all selectors present"
+                } else if e.issuer.as_deref().is_some_and(|i| i != issuer) {
+                    "bound to another issuer"
+                } else {
+                    "a selector is missing from the evidence"
+                };
+                considered.push((e.clone(), why));
+            }
+            if !ok {
+                continue;
+            }
+            match best.first() {
+                Some(b) if b.selectors.len() > e.selectors.len() => {}
+                Some(b) if b.selectors.len() == e.selectors.len() => best.push(e),
+                _ => best = vec![e],
+            }
+        }
+        let chosen = match best.as_slice() {
+            [] => Err(Denial::new(
+                DenyReason::NoMatchingEntry,
+                format!("no entry matches issuer {issuer:?} with selectors [{}]", join(selectors)),
+            )),
+            [one] => Ok(Arc::clone(one)),
+            many => Err(Denial::new(
+                DenyReason::AmbiguousEntry,
+                format!(
+                    "{} entries match equally: {}",
+                    many.len(),
+                    many.iter().map(|e| e.id.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        };
+        MatchReport { chosen, considered }
+    }
+}
+
+fn join(selectors: &[Selector]) -> String {
+    selectors.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel(s: &str) -> Selector {
+        Selector::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    pub(crate) fn entry(id: &str, issuer: Option<&str>, selectors: &[&str]) -> Entry {
+        let mut selectors: Vec<Selector> = selectors.iter().map(|s| sel(s)).collect();
+        selectors.sort();
+        Entry {
+            id: id.into(),
+            spiffe_id: SpiffeId::parse(&format!("spiffe://example.org/{id}")).unwrap_or_else(|e| panic!("{e}")),
+            tenant: TenantId::parse("dev").unwrap_or_else(|e| panic!("{e}")),
+            issuer: issuer.map(str::to_owned),
+            selectors,
+            audiences: vec![],
+            ttl: None,
+            max_ttl: None,
+            scopes: vec![],
+            may_act: vec![],
+            admin: false,
+            created_at: 0,
+        }
+    }
+
+    fn ev(issuer: &str, selectors: &[&str]) -> Evidence {
+        let mut s: Vec<Selector> = selectors.iter().map(|x| sel(x)).collect();
+        s.sort();
+        Evidence {
+            issuer: issuer.into(),
+            tenant: None,
+            subject: "s".into(),
+            selectors: s,
+            jti: None,
+            expires_at: 0,
+            digest: String::new(),
+            revocation_keys: vec![],
+        }
+    }
+
+    #[test]
+    fn most_specific_wins_and_ties_are_denied() {
+        let idx = EntryIndex::new(vec![
+            entry("ns", None, &["k8s:ns:payments"]),
+            entry("api", None, &["k8s:ns:payments", "k8s:sa:api"]),
+            entry("other-issuer", Some("gha"), &["k8s:ns:payments", "k8s:sa:api"]),
+            entry("tie-a", None, &["k8s:ns:billing", "k8s:sa:x"]),
+            entry("tie-b", None, &["k8s:ns:billing", "k8s:node-name:n1"]),
+        ]);
+        let find = |i: &str, s: &[&str]| idx.find(&ev(i, s)).map(|e| e.id.clone()).map_err(|d| d.reason);
+        assert_eq!(find("k8s", &["k8s:ns:payments", "k8s:sa:api", "k8s:pod-uid:1"]), Ok("api".into()));
+        assert_eq!(find("k8s", &["k8s:ns:payments", "k8s:sa:web"]), Ok("ns".into()));
+        assert_eq!(find("k8s", &["k8s:ns:shipping"]), Err(DenyReason::NoMatchingEntry));
+        assert_eq!(find("k8s", &["k8s:ns:billing", "k8s:sa:x", "k8s:node-name:n1"]), Err(DenyReason::AmbiguousEntry));
+        assert_eq!(find("k8s", &["k8s:ns:billing", "k8s:sa:x"]), Ok("tie-a".into()));
+        assert_eq!(find("gha", &["k8s:ns:payments", "k8s:sa:api"]), Err(DenyReason::AmbiguousEntry), "api and other-issuer tie for gha");
+    }
+
+    #[test]
+    fn conflicts_are_same_issuer_and_same_selector_set() {
+        let idx = EntryIndex::new(vec![entry("a", Some("k8s"), &["k8s:ns:x", "k8s:sa:y"])]);
+        assert!(idx.conflict(&entry("b", Some("k8s"), &["k8s:sa:y", "k8s:ns:x"])).is_some());
+        assert!(idx.conflict(&entry("a", Some("k8s"), &["k8s:sa:y", "k8s:ns:x"])).is_none(), "itself (update)");
+        assert!(idx.conflict(&entry("b", Some("gha"), &["k8s:sa:y", "k8s:ns:x"])).is_none());
+        assert!(idx.conflict(&entry("b", Some("k8s"), &["k8s:ns:x"])).is_none());
+    }
+
+    #[test]
+    fn actor_patterns() {
+        assert!(actor_matches("spiffe://td/agents/*", "spiffe://td/agents/a"));
+        assert!(actor_matches("spiffe://td/agents/*", "spiffe://td/agents/a/b"));
+        assert!(!actor_matches("spiffe://td/agents/*", "spiffe://td/agents/"));
+        assert!(!actor_matches("spiffe://td/agents/*", "spiffe://td/agentsX/a"));
+        assert!(actor_matches("spiffe://td/a", "spiffe://td/a"));
+        assert!(!actor_matches("spiffe://td/a", "spiffe://td/ab"));
+        assert!(!actor_matches("spiffe://td/a*", "spiffe://td/ab"), "only /* is a wildcard");
+    }
+
+    #[test]
+    fn lookup_with_many_entries_touches_only_candidates() {
+        let entries: Vec<Entry> = (0..20_000)
+            .map(|i| entry(&format!("e{i}"), None, &[&format!("k8s:ns:ns{}", i % 100), &format!("k8s:sa:sa{i}"), "k8s:cluster:prod"]))
+            .collect();
+        let idx = EntryIndex::new(entries);
+        let found = idx.find(&ev("k8s", &["k8s:ns:ns7", "k8s:sa:sa1207", "k8s:cluster:prod"]));
+        assert_eq!(found.map(|e| e.id.clone()).ok().as_deref(), Some("e1207"));
+        // The common selector is nobody's index key.
+        assert!(idx.by_selector.get(&sel("k8s:cluster:prod")).is_none());
+    }
+}
