@@ -64,8 +64,8 @@ pub enum ApiError {
     /// The named thing does not exist.
     #[error("{0} does not exist")]
     NotFound(String),
-    /// The named thing already exists.
-    #[error("{0} already exists")]
+    /// The change conflicts with what exists; the message says how.
+    #[error("{0}")]
     Conflict(String),
     /// The body exceeds the limit.
     #[error("request body exceeds {limit} bytes")]
@@ -112,7 +112,8 @@ impl ApiError {
     /// logged and answered as internal.
     pub fn from_store(e: StoreError, correlation_id: &str) -> Self {
         match e {
-            StoreError::Conflict { what } => Self::Conflict(what),
+            StoreError::Conflict { what } => Self::Conflict(format!("{what} already exists")),
+            StoreError::InUse { what } => Self::Conflict(what),
             StoreError::NotFound { what } => Self::NotFound(what),
             other => {
                 tracing::error!(correlation_id, error = %other, "store error");

@@ -42,6 +42,12 @@ pub enum StoreError {
         /// What exists, e.g. `tenant "dev"`.
         what: String,
     },
+    /// The row is still referenced and cannot be removed.
+    #[error("{what}")]
+    InUse {
+        /// What references it, and what to do.
+        what: String,
+    },
     /// The row does not exist.
     #[error("{what} does not exist")]
     NotFound {
@@ -67,6 +73,6 @@ pub enum StoreError {
 impl StoreError {
     /// True when the error is about the row's existence, not the database.
     pub fn is_client_error(&self) -> bool {
-        matches!(self, Self::Conflict { .. } | Self::NotFound { .. })
+        matches!(self, Self::Conflict { .. } | Self::NotFound { .. } | Self::InUse { .. })
     }
 }

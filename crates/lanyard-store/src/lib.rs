@@ -25,9 +25,11 @@ mod sql;
 use std::future::Future;
 use std::pin::Pin;
 
+use lanyard_core::Entry;
+
 pub use audit::{AuditDraft, AuditEvent};
 pub use error::StoreError;
-pub use model::{AdminTokenRow, KeyChange, SigningKeyRow, Tenant};
+pub use model::{AdminTokenRow, AuditQuery, IssuerRow, KeyChange, Revocation, SigningKeyRow, Tenant};
 pub use open::{open, redact_url, Backend};
 
 /// A boxed future returned by [`Store`] methods, so the trait stays object-safe.
@@ -83,6 +85,44 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// How many admin tokens exist.
     fn count_admin_tokens(&self) -> StoreFuture<'_, i64>;
+
+    /// Stores a new trusted issuer. [`StoreError::Conflict`] if the name exists.
+    fn create_issuer(&self, issuer: IssuerRow, audit: AuditDraft) -> StoreFuture<'_, ()>;
+
+    /// All trusted issuers, by name.
+    fn list_issuers(&self) -> StoreFuture<'_, Vec<IssuerRow>>;
+
+    /// Deletes an issuer. [`StoreError::NotFound`] if absent.
+    fn delete_issuer<'a>(&'a self, name: &'a str, audit: AuditDraft) -> StoreFuture<'a, ()>;
+
+    /// Stores a new entry. [`StoreError::Conflict`] if one with the same id,
+    /// or the same issuer and selector set, exists.
+    fn create_entry(&self, entry: Entry, audit: AuditDraft) -> StoreFuture<'_, ()>;
+
+    /// Replaces an entry (same id). [`StoreError::NotFound`] if absent.
+    fn update_entry(&self, entry: Entry, audit: AuditDraft) -> StoreFuture<'_, ()>;
+
+    /// All entries.
+    fn list_entries(&self) -> StoreFuture<'_, Vec<Entry>>;
+
+    /// Deletes an entry. [`StoreError::NotFound`] if absent.
+    fn delete_entry<'a>(&'a self, id: &'a str, audit: AuditDraft) -> StoreFuture<'a, ()>;
+
+    /// Records (or replaces) a revocation.
+    fn create_revocation(&self, revocation: Revocation, audit: AuditDraft) -> StoreFuture<'_, ()>;
+
+    /// Revocations still in force at `now` (Unix seconds).
+    fn list_revocations(&self, now: i64) -> StoreFuture<'_, Vec<Revocation>>;
+
+    /// A counter that increases whenever the named table set changes:
+    /// `signing_keys`, `issuers`, `entries`, `revocations`. Replicas poll it.
+    fn generation<'a>(&'a self, name: &'a str) -> StoreFuture<'a, i64>;
+
+    /// Appends many audit events in one transaction (group commit).
+    fn append_audit_batch(&self, drafts: Vec<AuditDraft>) -> StoreFuture<'_, Vec<AuditEvent>>;
+
+    /// Audit events matching `query`, oldest first.
+    fn query_audit(&self, query: AuditQuery) -> StoreFuture<'_, Vec<AuditEvent>>;
 
     /// Appends one audit event to the chain.
     fn append_audit(&self, draft: AuditDraft) -> StoreFuture<'_, AuditEvent>;

@@ -96,3 +96,46 @@ impl std::fmt::Debug for AdminTokenRow {
             .finish_non_exhaustive()
     }
 }
+
+/// A trusted issuer: its validated configuration, stored as JSON (the
+/// attestation crate owns the schema).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IssuerRow {
+    /// Unique name.
+    pub name: String,
+    /// Configuration JSON.
+    pub config: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A revocation: evidence or identities named by `kind`/`value` are refused
+/// until `until` (forever when `None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Revocation {
+    /// What is revoked: `jti`, `spiffe-id`, `k8s-sa-uid`, `k8s-pod-uid`, `entry`, `subject`.
+    pub kind: String,
+    /// The revoked value.
+    pub value: String,
+    /// Why (operator text).
+    pub reason: String,
+    /// Unix seconds; `None` = forever.
+    pub until: Option<i64>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Who revoked it.
+    pub actor: String,
+}
+
+/// Filters for reading the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only events with `seq > after`.
+    pub after: i64,
+    /// Only events at or after this time (ms).
+    pub since_ms: Option<i64>,
+    /// Only events with this correlation id.
+    pub correlation_id: Option<String>,
+    /// At most this many (oldest first).
+    pub limit: i64,
+}

@@ -10,10 +10,11 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::Row as _;
 
-use lanyard_core::{Decision, TenantId};
+use lanyard_core::{Decision, Entry, Selector, SpiffeId, TenantId};
 
 use crate::audit::chain_hash;
 use crate::{
+    AuditQuery, IssuerRow, Revocation,
     AdminTokenRow, AuditDraft, AuditEvent, Backend, KeyChange, KeyPlanner, SigningKeyRow, Store,
     StoreError, StoreFuture, Tenant,
 };
@@ -91,6 +92,136 @@ macro_rules! fetch_keys {
             })
             .collect::<Result<Vec<_>, StoreError>>()
     }};
+}
+
+/// Reads one audit row; evaluates to `Result<AuditEvent, StoreError>`.
+macro_rules! audit_row {
+    ($r:expr) => {{
+        let r = $r;
+        let decision: String = r.try_get("decision")?;
+        Ok::<_, StoreError>(AuditEvent {
+            seq: r.try_get("seq")?,
+            draft: AuditDraft {
+                at_ms: r.try_get("at_ms")?,
+                correlation_id: r.try_get("correlation_id")?,
+                actor: r.try_get("actor")?,
+                action: r.try_get("action")?,
+                subject: r.try_get("subject")?,
+                tenant: r.try_get("tenant")?,
+                decision: decision_from(&decision)?,
+                reason: r.try_get("reason")?,
+                evidence_digest: r.try_get("evidence_digest")?,
+            },
+            prev_hash: r.try_get("prev_hash")?,
+            hash: r.try_get("hash")?,
+        })
+    }};
+}
+
+/// Reads one entry row; evaluates to `Result<Entry, StoreError>`.
+macro_rules! entry_row {
+    ($r:expr) => {{
+        let r = $r;
+        RawEntry {
+            id: r.try_get("id")?,
+            tenant: r.try_get("tenant")?,
+            spiffe_id: r.try_get("spiffe_id")?,
+            issuer: r.try_get("issuer")?,
+            selectors: r.try_get("selectors")?,
+            audiences: r.try_get("audiences")?,
+            ttl_secs: r.try_get("ttl_secs")?,
+            max_ttl_secs: r.try_get("max_ttl_secs")?,
+            scopes: r.try_get("scopes")?,
+            may_act: r.try_get("may_act")?,
+            admin: r.try_get("admin")?,
+            created_at: r.try_get("created_at")?,
+        }
+        .into_entry()
+    }};
+}
+
+const ENTRY_COLUMNS: &str =
+    "id, tenant, spiffe_id, issuer, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at";
+
+struct RawEntry {
+    id: String,
+    tenant: String,
+    spiffe_id: String,
+    issuer: String,
+    selectors: String,
+    audiences: String,
+    ttl_secs: Option<i64>,
+    max_ttl_secs: Option<i64>,
+    scopes: String,
+    may_act: String,
+    admin: bool,
+    created_at: i64,
+}
+
+impl RawEntry {
+    fn into_entry(self) -> Result<Entry, StoreError> {
+        let invalid = |what: &'static str| move |e: String| StoreError::Invalid { what, detail: e };
+        let list = |what: &'static str, text: &str| -> Result<Vec<String>, StoreError> {
+            serde_json::from_str(text).map_err(|e| invalid(what)(e.to_string()))
+        };
+        let secs = |v: Option<i64>| v.map(|s| std::time::Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+        let selectors = list("entry selectors", &self.selectors)?
+            .iter()
+            .map(|s| Selector::parse(s).map_err(|e| invalid("entry selector")(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Entry {
+            spiffe_id: SpiffeId::parse(&self.spiffe_id).map_err(|e| invalid("entry SPIFFE ID")(e.to_string()))?,
+            tenant: TenantId::parse(&self.tenant).map_err(|e| invalid("entry tenant")(e.to_string()))?,
+            issuer: (!self.issuer.is_empty()).then_some(self.issuer),
+            selectors,
+            audiences: list("entry audiences", &self.audiences)?,
+            ttl: secs(self.ttl_secs),
+            max_ttl: secs(self.max_ttl_secs),
+            scopes: list("entry scopes", &self.scopes)?,
+            may_act: list("entry may_act", &self.may_act)?,
+            admin: self.admin,
+            created_at: self.created_at,
+            id: self.id,
+        })
+    }
+}
+
+/// Column values for an entry, in [`ENTRY_COLUMNS`] order (plus selector_key).
+struct EntryCols {
+    selectors: String,
+    selector_key: String,
+    audiences: String,
+    scopes: String,
+    may_act: String,
+    ttl: Option<i64>,
+    max_ttl: Option<i64>,
+}
+
+fn entry_cols(e: &Entry) -> EntryCols {
+    let strings: Vec<String> = e.selectors.iter().map(ToString::to_string).collect();
+    let json = |v: &[String]| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+    let secs = |d: Option<std::time::Duration>| d.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    EntryCols {
+        selector_key: strings.join("\n"),
+        selectors: json(&strings),
+        audiences: json(&e.audiences),
+        scopes: json(&e.scopes),
+        may_act: json(&e.may_act),
+        ttl: secs(e.ttl),
+        max_ttl: secs(e.max_ttl),
+    }
+}
+
+fn entry_conflict(e: sqlx::Error, entry: &Entry) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict {
+            what: format!("an entry with id {} or with the same issuer and selectors", entry.id),
+        },
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            StoreError::NotFound { what: format!("tenant {:?}", entry.tenant.as_str()) }
+        }
+        _ => StoreError::Database(e),
+    }
 }
 
 fn conflict(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
@@ -196,7 +327,13 @@ impl Store for SqlStore {
             let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
-                .await?;
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::InUse {
+                        what: format!("tenant {id:?} still has entries; delete them first"),
+                    },
+                    _ => StoreError::Database(e),
+                })?;
             if done.rows_affected() == 0 {
                 return Err(StoreError::NotFound {
                     what: format!("tenant {id:?}"),
@@ -359,27 +496,218 @@ impl Store for SqlStore {
             .bind(limit)
             .fetch_all(pool)
             .await?;
+            rows.into_iter().map(|r| audit_row!(r)).collect()
+        })
+    }
+
+    fn create_issuer(&self, issuer: IssuerRow, audit: AuditDraft) -> StoreFuture<'_, ()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'issuers'").execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO issuers (name, config, created_at, updated_at) VALUES ($1, $2, $3, $3)")
+                .bind(&issuer.name)
+                .bind(&issuer.config)
+                .bind(issuer.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict(e, || format!("issuer {:?}", issuer.name)))?;
+            append_audit!(tx, audit);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn list_issuers(&self) -> StoreFuture<'_, Vec<IssuerRow>> {
+        on_pool!(self, |pool| {
+            let rows = sqlx::query("SELECT name, config, created_at FROM issuers ORDER BY name").fetch_all(pool).await?;
+            rows.into_iter()
+                .map(|r| Ok(IssuerRow { name: r.try_get("name")?, config: r.try_get("config")?, created_at: r.try_get("created_at")? }))
+                .collect()
+        })
+    }
+
+    fn delete_issuer<'a>(&'a self, name: &'a str, audit: AuditDraft) -> StoreFuture<'a, ()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'issuers'").execute(&mut *tx).await?;
+            let done = sqlx::query("DELETE FROM issuers WHERE name = $1").bind(name).execute(&mut *tx).await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound { what: format!("issuer {name:?}") });
+            }
+            append_audit!(tx, audit);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn create_entry(&self, entry: Entry, audit: AuditDraft) -> StoreFuture<'_, ()> {
+        on_pool!(self, |pool| {
+            let c = entry_cols(&entry);
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'").execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+            )
+            .bind(&entry.id)
+            .bind(entry.tenant.as_str())
+            .bind(entry.spiffe_id.to_string())
+            .bind(entry.issuer.as_deref().unwrap_or(""))
+            .bind(&c.selectors)
+            .bind(&c.selector_key)
+            .bind(&c.audiences)
+            .bind(c.ttl)
+            .bind(c.max_ttl)
+            .bind(&c.scopes)
+            .bind(&c.may_act)
+            .bind(entry.admin)
+            .bind(entry.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| entry_conflict(e, &entry))?;
+            append_audit!(tx, audit);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn update_entry(&self, entry: Entry, audit: AuditDraft) -> StoreFuture<'_, ()> {
+        on_pool!(self, |pool| {
+            let c = entry_cols(&entry);
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'").execute(&mut *tx).await?;
+            let done = sqlx::query(
+                "UPDATE entries SET tenant = $2, spiffe_id = $3, issuer = $4, selectors = $5, selector_key = $6, audiences = $7, \
+                 ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13 WHERE id = $1",
+            )
+            .bind(&entry.id)
+            .bind(entry.tenant.as_str())
+            .bind(entry.spiffe_id.to_string())
+            .bind(entry.issuer.as_deref().unwrap_or(""))
+            .bind(&c.selectors)
+            .bind(&c.selector_key)
+            .bind(&c.audiences)
+            .bind(c.ttl)
+            .bind(c.max_ttl)
+            .bind(&c.scopes)
+            .bind(&c.may_act)
+            .bind(entry.admin)
+            .bind(audit.at_ms / 1000)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| entry_conflict(e, &entry))?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound { what: format!("entry {}", entry.id) });
+            }
+            append_audit!(tx, audit);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn list_entries(&self) -> StoreFuture<'_, Vec<Entry>> {
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(&format!("SELECT {ENTRY_COLUMNS} FROM entries ORDER BY created_at, id")).fetch_all(pool).await?;
+            rows.into_iter().map(|r| entry_row!(r)).collect()
+        })
+    }
+
+    fn delete_entry<'a>(&'a self, id: &'a str, audit: AuditDraft) -> StoreFuture<'a, ()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'").execute(&mut *tx).await?;
+            let done = sqlx::query("DELETE FROM entries WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound { what: format!("entry {id}") });
+            }
+            append_audit!(tx, audit);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn create_revocation(&self, revocation: Revocation, audit: AuditDraft) -> StoreFuture<'_, ()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'revocations'").execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO revocations (kind, value, reason, until, created_at, actor) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (kind, value) DO UPDATE SET reason = excluded.reason, until = excluded.until, \
+                 created_at = excluded.created_at, actor = excluded.actor",
+            )
+            .bind(&revocation.kind)
+            .bind(&revocation.value)
+            .bind(&revocation.reason)
+            .bind(revocation.until)
+            .bind(revocation.created_at)
+            .bind(&revocation.actor)
+            .execute(&mut *tx)
+            .await?;
+            append_audit!(tx, audit);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn list_revocations(&self, now: i64) -> StoreFuture<'_, Vec<Revocation>> {
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT kind, value, reason, until, created_at, actor FROM revocations \
+                 WHERE until IS NULL OR until > $1 ORDER BY created_at, kind, value",
+            )
+            .bind(now)
+            .fetch_all(pool)
+            .await?;
             rows.into_iter()
                 .map(|r| {
-                    let decision: String = r.try_get("decision")?;
-                    Ok(AuditEvent {
-                        seq: r.try_get("seq")?,
-                        draft: AuditDraft {
-                            at_ms: r.try_get("at_ms")?,
-                            correlation_id: r.try_get("correlation_id")?,
-                            actor: r.try_get("actor")?,
-                            action: r.try_get("action")?,
-                            subject: r.try_get("subject")?,
-                            tenant: r.try_get("tenant")?,
-                            decision: decision_from(&decision)?,
-                            reason: r.try_get("reason")?,
-                            evidence_digest: r.try_get("evidence_digest")?,
-                        },
-                        prev_hash: r.try_get("prev_hash")?,
-                        hash: r.try_get("hash")?,
+                    Ok(Revocation {
+                        kind: r.try_get("kind")?,
+                        value: r.try_get("value")?,
+                        reason: r.try_get("reason")?,
+                        until: r.try_get("until")?,
+                        created_at: r.try_get("created_at")?,
+                        actor: r.try_get("actor")?,
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn generation<'a>(&'a self, name: &'a str) -> StoreFuture<'a, i64> {
+        on_pool!(self, |pool| {
+            let row = sqlx::query("SELECT n FROM locks WHERE name = $1").bind(name).fetch_optional(pool).await?;
+            match row {
+                Some(r) => Ok(r.try_get("n")?),
+                None => Err(StoreError::NotFound { what: format!("generation counter {name:?}") }),
+            }
+        })
+    }
+
+    fn append_audit_batch(&self, drafts: Vec<AuditDraft>) -> StoreFuture<'_, Vec<AuditEvent>> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut events = Vec::with_capacity(drafts.len());
+            for draft in drafts {
+                events.push(append_audit!(tx, draft));
+            }
+            tx.commit().await?;
+            Ok(events)
+        })
+    }
+
+    fn query_audit(&self, query: AuditQuery) -> StoreFuture<'_, Vec<AuditEvent>> {
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT seq, at_ms, correlation_id, actor, action, subject, tenant, decision, reason, evidence_digest, prev_hash, hash \
+                 FROM audit_events WHERE seq > $1 AND at_ms >= $2 AND ($3 = '' OR correlation_id = $3) ORDER BY seq LIMIT $4",
+            )
+            .bind(query.after)
+            .bind(query.since_ms.unwrap_or(i64::MIN))
+            .bind(query.correlation_id.as_deref().unwrap_or(""))
+            .bind(query.limit)
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter().map(|r| audit_row!(r)).collect()
         })
     }
 }
