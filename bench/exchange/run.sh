@@ -280,9 +280,11 @@ LANYARD_RSS="$(rss_mib "$LANYARD_PID" || true)"
 BAO_RSS="$(rss_mib "$BAO_PID" || true)"
 
 # --- 7. report ---
-"$PY" - "$TMP/results.jsonl" "$DURATION" "$NTOKENS" "${LANYARD_RSS:-}" "${BAO_RSS:-}" "${BAO_ALG:-}" <<'EOF'
+DATA_FS=""
+[ "$RUN_LANYARD" = 1 ] && DATA_FS="$(stat -f -c %T "$DATA" 2>/dev/null || true)"
+"$PY" - "$TMP/results.jsonl" "$DURATION" "$NTOKENS" "${LANYARD_RSS:-}" "${BAO_RSS:-}" "${BAO_ALG:-}" "$DATA_FS" <<'EOF'
 import json, platform, sys, time
-path, duration, ntokens, lanyard_rss, bao_rss, bao_alg = sys.argv[1:]
+path, duration, ntokens, lanyard_rss, bao_rss, bao_alg, data_fs = sys.argv[1:]
 runs = {}
 for line in open(path):
     r = json.loads(line)
@@ -312,7 +314,7 @@ errors = {f"{t} c={c}": r["errors"] for (t, c), r in runs.items() if r["errors"]
 print()
 print(f"errors: {errors if errors else 'none'}")
 if lanyard_rss:
-    print(f"lanyard RSS after the run: {lanyard_rss} MiB")
+    print(f"lanyard RSS after the run: {lanyard_rss} MiB (SQLite store and audit on a {data_fs or '?'} file system)")
 if bao_rss:
     print(f"openbao RSS after the run: {bao_rss} MiB (OIDC key {bao_alg})")
 print("\nraw:\n")
