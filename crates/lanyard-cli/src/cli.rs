@@ -81,6 +81,268 @@ pub enum Command {
     /// Inspect and rotate the JWT signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Trusted external issuers whose tokens are evidence (Kubernetes, GitHub Actions, GitLab, OIDC).
+    #[command(subcommand)]
+    Issuer(IssuerCommand),
+    /// Registration entries: selectors -> SPIFFE ID, per tenant.
+    #[command(subcommand)]
+    Entry(EntryCommand),
+    /// RFC 8693 token exchange client.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Revoke evidence or identities; refused at exchange at once on this
+    /// replica, within seconds on the others.
+    Revoke(RevokeArgs),
+    /// Read and verify the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Run the whole token-exchange decision without issuing anything and
+    /// print every step: why an identity was or was not issued.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IssuerCommand {
+    /// Trust an issuer's tokens as evidence.
+    ///
+    /// Example: lanyard issuer add --name prod --kind kubernetes
+    ///   --issuer https://kubernetes.default.svc.cluster.local
+    ///   --discovery --audience lanyard --tenant payments
+    Add(IssuerAddArgs),
+    /// List trusted issuers.
+    List,
+    /// Show one issuer's configuration.
+    Show { name: String },
+    /// Stop trusting an issuer.
+    Delete { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct IssuerAddArgs {
+    /// Name used by entries (--issuer) and in audit events.
+    #[arg(long)]
+    pub name: String,
+    /// kubernetes | github-actions | gitlab | oidc.
+    #[arg(long)]
+    pub kind: String,
+    /// The exact `iss` of its tokens.
+    #[arg(long)]
+    pub issuer: String,
+    /// Static JWKS file (public keys).
+    #[arg(long, group = "keys")]
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS URL, fetched with timeouts and cached.
+    #[arg(long, group = "keys")]
+    pub jwks_url: Option<String>,
+    /// Find the JWKS through {issuer}/.well-known/openid-configuration.
+    #[arg(long, group = "keys")]
+    pub discovery: bool,
+    /// Kubernetes TokenReview URL (the API server validates each token).
+    #[arg(long, group = "keys")]
+    pub token_review_url: Option<String>,
+    /// Bearer token file for TokenReview calls.
+    #[arg(long, requires = "token_review_url")]
+    pub token_review_bearer_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the TokenReview server.
+    #[arg(long, requires = "token_review_url")]
+    pub token_review_ca_file: Option<PathBuf>,
+    /// The audience its tokens must carry for Lanyard.
+    #[arg(long)]
+    pub audience: String,
+    /// Bind every token of this issuer to this tenant.
+    #[arg(long, group = "tenant_source")]
+    pub tenant: Option<String>,
+    /// Read the tenant from this claim (JSON pointer, e.g. /tenant).
+    #[arg(long, group = "tenant_source")]
+    pub tenant_claim: Option<String>,
+    /// Allowed algorithms (repeatable; default ES256 and RS256).
+    #[arg(long = "alg")]
+    pub algs: Vec<String>,
+    /// Longest token lifetime accepted (exp - iat).
+    #[arg(long, default_value = "24h")]
+    pub max_token_lifetime: String,
+    /// Accept legacy secret-based Kubernetes service-account tokens (never expire; avoid).
+    #[arg(long)]
+    pub insecure_allow_legacy_tokens: bool,
+    /// Allow http:// key URLs (tests on loopback only).
+    #[arg(long)]
+    pub insecure_http: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EntryCommand {
+    /// Register an identity. Example:
+    /// lanyard entry create --spiffe-id spiffe://example.org/ns/payments/sa/api
+    ///   --tenant payments --selector k8s:ns:payments --selector k8s:sa:api --audience api://x
+    Create(EntryArgs),
+    /// List entries.
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Show one entry.
+    Show { id: String },
+    /// Replace an entry's settings (give every flag you want kept).
+    Update {
+        id: String,
+        #[command(flatten)]
+        args: EntryArgs,
+    },
+    /// Delete an entry.
+    Delete { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct EntryArgs {
+    /// The SPIFFE ID granted.
+    #[arg(long)]
+    pub spiffe_id: String,
+    /// Owner tenant.
+    #[arg(long)]
+    pub tenant: String,
+    /// TYPE:KEY:VALUE, repeatable; all must match (e.g. k8s:ns:payments, gha:repository:acme/api).
+    #[arg(long = "selector", required = true)]
+    pub selectors: Vec<String>,
+    /// Only evidence from this trusted issuer matches.
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// Audiences tokens may be issued for (repeatable; any when none).
+    #[arg(long = "audience")]
+    pub audiences: Vec<String>,
+    /// Default token lifetime, e.g. 5m.
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Longest lifetime a caller may request.
+    #[arg(long)]
+    pub max_ttl: Option<String>,
+    /// Scopes granted (repeatable); requests can only narrow them.
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Actors allowed to act for this identity: SPIFFE IDs or prefixes ending in /* (repeatable).
+    #[arg(long = "may-act")]
+    pub may_act: Vec<String>,
+    /// May call the admin API with its SVID.
+    #[arg(long)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Exchange a subject token (and optional actor token) for a JWT-SVID.
+    Exchange(ExchangeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExchangeArgs {
+    /// File with the subject token ('-' for stdin).
+    #[arg(long)]
+    pub subject_token: PathBuf,
+    /// Subject token type.
+    #[arg(long, default_value = "urn:ietf:params:oauth:token-type:jwt")]
+    pub subject_token_type: String,
+    /// File with the actor token, for delegation.
+    #[arg(long)]
+    pub actor_token: Option<PathBuf>,
+    /// Audience of the issued token (repeatable).
+    #[arg(long = "audience", required = true)]
+    pub audiences: Vec<String>,
+    /// Space-separated scopes (must be within what is granted).
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Tenant the caller expects; a mismatch is refused.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// urn:ietf:params:oauth:token-type:jwt (default) or ...:access_token.
+    #[arg(long)]
+    pub requested_token_type: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RevokeArgs {
+    #[command(subcommand)]
+    pub action: Option<RevokeAction>,
+    #[command(flatten)]
+    pub target: Option<RevokeTarget>,
+    /// Why (recorded in the audit log).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Until when: RFC 3339 time or a duration from now (e.g. 24h). Forever when absent.
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[group(required = false, multiple = false)]
+#[derive(Default)]
+pub struct RevokeTarget {
+    /// A token id.
+    #[arg(long)]
+    pub jti: Option<String>,
+    /// A SPIFFE ID (every token for it, subject or actor).
+    #[arg(long)]
+    pub spiffe_id: Option<String>,
+    /// A Kubernetes service account uid.
+    #[arg(long)]
+    pub k8s_sa_uid: Option<String>,
+    /// A Kubernetes pod uid.
+    #[arg(long)]
+    pub k8s_pod_uid: Option<String>,
+    /// A registration entry id.
+    #[arg(long)]
+    pub entry: Option<String>,
+    /// ISSUER:SUBJECT of an external token.
+    #[arg(long)]
+    pub subject: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RevokeAction {
+    /// Revocations in force.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// The newest events; --follow keeps printing new ones.
+    Tail {
+        /// How many to show first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: i64,
+        /// Keep polling for new events (Ctrl-C to stop).
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Every event since a time, as JSON lines.
+    Export {
+        /// RFC 3339 time or a duration ago (e.g. 1h); everything when absent.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Recompute the hash chain; exit 1 and name the first broken sequence on tampering.
+    Verify,
+    /// The events of one correlation id (printed in every response and denial).
+    Show { correlation_id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// File with the subject token ('-' for stdin).
+    #[arg(long)]
+    pub subject_token: PathBuf,
+    /// File with the actor token.
+    #[arg(long)]
+    pub actor_token: Option<PathBuf>,
+    /// Audience to check (repeatable).
+    #[arg(long = "audience")]
+    pub audiences: Vec<String>,
+    /// Tenant to check.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Scopes to check (space-separated).
+    #[arg(long)]
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -18,7 +18,7 @@ pub const DEFAULT_DATA_DIR: &str = ".lanyard-dev";
 pub struct AdminClient {
     http: reqwest::Client,
     base: String,
-    token: String,
+    token: Option<String>,
 }
 
 /// Reads `dev.json` from a data directory.
@@ -38,12 +38,23 @@ impl AdminClient {
     /// Server and token from flags / environment, else from dev.json in
     /// --data-dir (or ./.lanyard-dev when it exists).
     pub fn from_global(g: &Global) -> anyhow::Result<Self> {
+        let client = Self::anonymous(g)?;
+        if client.token.is_none() {
+            bail!("no admin token given: pass --admin-token (or LANYARD_ADMIN_TOKEN), or --data-dir of a running `lanyard dev`");
+        }
+        Ok(client)
+    }
+
+    /// Like [`AdminClient::from_global`], without requiring an admin token
+    /// (for the public token endpoint).
+    pub fn anonymous(g: &Global) -> anyhow::Result<Self> {
         let dir = g.data_dir.clone().or_else(|| {
             let d = Path::new(DEFAULT_DATA_DIR);
             d.join("dev.json").exists().then(|| d.to_path_buf())
         });
         let dev = match (&g.server, &g.admin_token, &dir) {
             (Some(_), Some(_), _) => None,
+            (Some(_), None, None) => None,
             (_, _, Some(dir)) => Some(read_dev_json(dir)?),
             _ => None,
         };
@@ -56,9 +67,7 @@ impl AdminClient {
         let base = g.server.clone().or_else(|| from_dev("issuer")).ok_or_else(|| {
             anyhow!("no server given: pass --server URL (or LANYARD_SERVER), or --data-dir of a running `lanyard dev`")
         })?;
-        let token = g.admin_token.clone().or_else(|| from_dev("admin_token")).ok_or_else(|| {
-            anyhow!("no admin token given: pass --admin-token (or LANYARD_ADMIN_TOKEN), or --data-dir of a running `lanyard dev`")
-        })?;
+        let token = g.admin_token.clone().or_else(|| from_dev("admin_token"));
         let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
         if let Some(ca) = &g.ca_cert {
             let pem = std::fs::read(ca)
@@ -86,10 +95,34 @@ impl AdminClient {
         let mut req = self
             .http
             .request(method.clone(), &url)
-            .bearer_auth(&self.token);
+            .bearer_auth(self.token.as_deref().unwrap_or(""));
         if let Some(b) = body {
             req = req.json(&b);
         }
+        self.send(req, &method, path).await
+    }
+
+    /// POSTs a form to `path` (no admin token), e.g. the token endpoint.
+    pub async fn post_form(&self, path: &str, form: &[(&str, String)]) -> anyhow::Result<Value> {
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        self.send(req, &Method::POST, path).await
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        method: &Method,
+        path: &str,
+    ) -> anyhow::Result<Value> {
         let resp = req.send().await.map_err(|e| {
             anyhow!("cannot reach the Lanyard server at {}: {e}; is it running? (set --server or LANYARD_SERVER)", self.base)
         })?;
@@ -128,4 +161,18 @@ impl AdminClient {
             status.as_u16()
         )
     }
+}
+
+/// Percent-encodes for `application/x-www-form-urlencoded`.
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(char::from(b))
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }

@@ -1,9 +1,14 @@
 //! Command implementations.
 
+pub mod audit;
 mod dev;
+mod entry;
+mod issuer;
 mod keys;
+mod revoke;
 mod server;
 mod tenant;
+mod token;
 
 use std::process::ExitCode;
 
@@ -15,5 +20,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Server(args) => server::run(&cli.global, args).await,
         Command::Tenant(c) => tenant::run(&cli.global, c).await,
         Command::Keys(c) => keys::run(&cli.global, c).await,
+        Command::Issuer(c) => issuer::run(&cli.global, c).await,
+        Command::Entry(c) => entry::run(&cli.global, c).await,
+        Command::Token(c) => token::run(&cli.global, c).await,
+        Command::Revoke(a) => revoke::run(&cli.global, a).await,
+        Command::Audit(c) => audit::run(&cli.global, c).await,
+        Command::Explain(a) => token::explain(&cli.global, a).await,
     }
 }

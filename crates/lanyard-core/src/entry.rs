@@ -70,12 +70,17 @@ impl Entry {
     /// `sorted` must be the evidence selectors, sorted.
     pub fn matches(&self, issuer: &str, sorted: &[Selector]) -> bool {
         self.issuer.as_deref().is_none_or(|i| i == issuer)
-            && self.selectors.iter().all(|s| sorted.binary_search(s).is_ok())
+            && self
+                .selectors
+                .iter()
+                .all(|s| sorted.binary_search(s).is_ok())
     }
 
     /// Whether `actor` (a SPIFFE ID) may act for this entry's identity.
     pub fn allows_actor(&self, actor: &str) -> bool {
-        self.may_act.iter().any(|pattern| actor_matches(pattern, actor))
+        self.may_act
+            .iter()
+            .any(|pattern| actor_matches(pattern, actor))
     }
 }
 
@@ -83,7 +88,9 @@ impl Entry {
 /// pattern matches exactly.
 pub fn actor_matches(pattern: &str, actor: &str) -> bool {
     match pattern.strip_suffix('*') {
-        Some(prefix) if prefix.ends_with('/') => actor.starts_with(prefix) && actor.len() > prefix.len(),
+        Some(prefix) if prefix.ends_with('/') => {
+            actor.starts_with(prefix) && actor.len() > prefix.len()
+        }
         _ => pattern == actor,
     }
 }
@@ -103,6 +110,7 @@ pub struct EntryIndex {
     entries: Vec<Arc<Entry>>,
     by_selector: HashMap<Selector, Vec<u32>>,
     by_id: HashMap<String, u32>,
+    by_spiffe_id: HashMap<String, Vec<u32>>,
 }
 
 impl EntryIndex {
@@ -118,19 +126,50 @@ impl EntryIndex {
         let mut by_selector: HashMap<Selector, Vec<u32>> = HashMap::new();
         let mut keys: Vec<Option<Selector>> = Vec::with_capacity(entries.len());
         for e in &entries {
-            let rarest = e.selectors.iter().min_by_key(|s| (frequency.get(s).copied().unwrap_or(0), *s)).cloned();
+            let rarest = e
+                .selectors
+                .iter()
+                .min_by_key(|s| (frequency.get(s).copied().unwrap_or(0), *s))
+                .cloned();
             keys.push(rarest);
         }
         let entries: Vec<Arc<Entry>> = entries.into_iter().map(Arc::new).collect();
         let mut by_id = HashMap::with_capacity(entries.len());
+        let mut by_spiffe_id: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, (e, key)) in entries.iter().zip(keys).enumerate() {
             let Ok(i) = u32::try_from(i) else { break };
             by_id.insert(e.id.clone(), i);
+            by_spiffe_id
+                .entry(e.spiffe_id.to_string())
+                .or_default()
+                .push(i);
             if let Some(key) = key {
                 by_selector.entry(key).or_default().push(i);
             }
         }
-        Self { entries, by_selector, by_id }
+        Self {
+            entries,
+            by_selector,
+            by_id,
+            by_spiffe_id,
+        }
+    }
+
+    /// Entries granting `spiffe_id` (for tokens Lanyard itself issued).
+    pub fn by_spiffe_id(&self, spiffe_id: &str) -> Vec<&Arc<Entry>> {
+        self.by_spiffe_id
+            .get(spiffe_id)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|i| self.entries.get(*i as usize))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every entry, in load order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Entry>> {
+        self.entries.iter()
     }
 
     /// Number of entries.
@@ -145,18 +184,26 @@ impl EntryIndex {
 
     /// One entry by id.
     pub fn get(&self, id: &str) -> Option<&Arc<Entry>> {
-        self.by_id.get(id).and_then(|i| self.entries.get(*i as usize))
+        self.by_id
+            .get(id)
+            .and_then(|i| self.entries.get(*i as usize))
     }
 
     /// Entries that would conflict with `candidate` (same issuer, same
     /// selector set), other than itself.
     pub fn conflict<'a>(&'a self, candidate: &'a Entry) -> Option<&'a Arc<Entry>> {
         // An entry with the same set is indexed under one of these selectors.
-        self.candidates(&candidate.selectors)
-            .find(|e| e.id != candidate.id && e.issuer == candidate.issuer && e.selectors == candidate.selectors)
+        self.candidates(&candidate.selectors).find(|e| {
+            e.id != candidate.id
+                && e.issuer == candidate.issuer
+                && e.selectors == candidate.selectors
+        })
     }
 
-    fn candidates<'a>(&'a self, selectors: &'a [Selector]) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
+    fn candidates<'a>(
+        &'a self,
+        selectors: &'a [Selector],
+    ) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
         selectors
             .iter()
             .filter_map(|s| self.by_selector.get(s))
@@ -166,7 +213,8 @@ impl EntryIndex {
 
     /// Finds the entry for `evidence` by the overlap rule above.
     pub fn find(&self, evidence: &Evidence) -> Result<Arc<Entry>, Denial> {
-        self.find_with(&evidence.issuer, &evidence.selectors, false).chosen
+        self.find_with(&evidence.issuer, &evidence.selectors, false)
+            .chosen
     }
 
     /// Like [`EntryIndex::find`], also reporting every candidate considered.
@@ -198,7 +246,10 @@ impl EntryIndex {
         let chosen = match best.as_slice() {
             [] => Err(Denial::new(
                 DenyReason::NoMatchingEntry,
-                format!("no entry matches issuer {issuer:?} with selectors [{}]", join(selectors)),
+                format!(
+                    "no entry matches issuer {issuer:?} with selectors [{}]",
+                    join(selectors)
+                ),
             )),
             [one] => Ok(Arc::clone(one)),
             many => Err(Denial::new(
@@ -206,7 +257,10 @@ impl EntryIndex {
                 format!(
                     "{} entries match equally: {}",
                     many.len(),
-                    many.iter().map(|e| e.id.as_str()).collect::<Vec<_>>().join(", ")
+                    many.iter()
+                        .map(|e| e.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )),
         };
@@ -215,7 +269,11 @@ impl EntryIndex {
 }
 
 fn join(selectors: &[Selector]) -> String {
-    selectors.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    selectors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -231,7 +289,8 @@ mod tests {
         selectors.sort();
         Entry {
             id: id.into(),
-            spiffe_id: SpiffeId::parse(&format!("spiffe://example.org/{id}")).unwrap_or_else(|e| panic!("{e}")),
+            spiffe_id: SpiffeId::parse(&format!("spiffe://example.org/{id}"))
+                .unwrap_or_else(|e| panic!("{e}")),
             tenant: TenantId::parse("dev").unwrap_or_else(|e| panic!("{e}")),
             issuer: issuer.map(str::to_owned),
             selectors,
@@ -265,46 +324,111 @@ mod tests {
         let idx = EntryIndex::new(vec![
             entry("ns", None, &["k8s:ns:payments"]),
             entry("api", None, &["k8s:ns:payments", "k8s:sa:api"]),
-            entry("other-issuer", Some("gha"), &["k8s:ns:payments", "k8s:sa:api"]),
+            entry(
+                "other-issuer",
+                Some("gha"),
+                &["k8s:ns:payments", "k8s:sa:api"],
+            ),
             entry("tie-a", None, &["k8s:ns:billing", "k8s:sa:x"]),
             entry("tie-b", None, &["k8s:ns:billing", "k8s:node-name:n1"]),
         ]);
-        let find = |i: &str, s: &[&str]| idx.find(&ev(i, s)).map(|e| e.id.clone()).map_err(|d| d.reason);
-        assert_eq!(find("k8s", &["k8s:ns:payments", "k8s:sa:api", "k8s:pod-uid:1"]), Ok("api".into()));
-        assert_eq!(find("k8s", &["k8s:ns:payments", "k8s:sa:web"]), Ok("ns".into()));
-        assert_eq!(find("k8s", &["k8s:ns:shipping"]), Err(DenyReason::NoMatchingEntry));
-        assert_eq!(find("k8s", &["k8s:ns:billing", "k8s:sa:x", "k8s:node-name:n1"]), Err(DenyReason::AmbiguousEntry));
-        assert_eq!(find("k8s", &["k8s:ns:billing", "k8s:sa:x"]), Ok("tie-a".into()));
-        assert_eq!(find("gha", &["k8s:ns:payments", "k8s:sa:api"]), Err(DenyReason::AmbiguousEntry), "api and other-issuer tie for gha");
+        let find = |i: &str, s: &[&str]| {
+            idx.find(&ev(i, s))
+                .map(|e| e.id.clone())
+                .map_err(|d| d.reason)
+        };
+        assert_eq!(
+            find("k8s", &["k8s:ns:payments", "k8s:sa:api", "k8s:pod-uid:1"]),
+            Ok("api".into())
+        );
+        assert_eq!(
+            find("k8s", &["k8s:ns:payments", "k8s:sa:web"]),
+            Ok("ns".into())
+        );
+        assert_eq!(
+            find("k8s", &["k8s:ns:shipping"]),
+            Err(DenyReason::NoMatchingEntry)
+        );
+        assert_eq!(
+            find("k8s", &["k8s:ns:billing", "k8s:sa:x", "k8s:node-name:n1"]),
+            Err(DenyReason::AmbiguousEntry)
+        );
+        assert_eq!(
+            find("k8s", &["k8s:ns:billing", "k8s:sa:x"]),
+            Ok("tie-a".into())
+        );
+        assert_eq!(
+            find("gha", &["k8s:ns:payments", "k8s:sa:api"]),
+            Err(DenyReason::AmbiguousEntry),
+            "api and other-issuer tie for gha"
+        );
     }
 
     #[test]
     fn conflicts_are_same_issuer_and_same_selector_set() {
         let idx = EntryIndex::new(vec![entry("a", Some("k8s"), &["k8s:ns:x", "k8s:sa:y"])]);
-        assert!(idx.conflict(&entry("b", Some("k8s"), &["k8s:sa:y", "k8s:ns:x"])).is_some());
-        assert!(idx.conflict(&entry("a", Some("k8s"), &["k8s:sa:y", "k8s:ns:x"])).is_none(), "itself (update)");
-        assert!(idx.conflict(&entry("b", Some("gha"), &["k8s:sa:y", "k8s:ns:x"])).is_none());
-        assert!(idx.conflict(&entry("b", Some("k8s"), &["k8s:ns:x"])).is_none());
+        assert!(idx
+            .conflict(&entry("b", Some("k8s"), &["k8s:sa:y", "k8s:ns:x"]))
+            .is_some());
+        assert!(
+            idx.conflict(&entry("a", Some("k8s"), &["k8s:sa:y", "k8s:ns:x"]))
+                .is_none(),
+            "itself (update)"
+        );
+        assert!(idx
+            .conflict(&entry("b", Some("gha"), &["k8s:sa:y", "k8s:ns:x"]))
+            .is_none());
+        assert!(idx
+            .conflict(&entry("b", Some("k8s"), &["k8s:ns:x"]))
+            .is_none());
     }
 
     #[test]
     fn actor_patterns() {
-        assert!(actor_matches("spiffe://td/agents/*", "spiffe://td/agents/a"));
-        assert!(actor_matches("spiffe://td/agents/*", "spiffe://td/agents/a/b"));
-        assert!(!actor_matches("spiffe://td/agents/*", "spiffe://td/agents/"));
-        assert!(!actor_matches("spiffe://td/agents/*", "spiffe://td/agentsX/a"));
+        assert!(actor_matches(
+            "spiffe://td/agents/*",
+            "spiffe://td/agents/a"
+        ));
+        assert!(actor_matches(
+            "spiffe://td/agents/*",
+            "spiffe://td/agents/a/b"
+        ));
+        assert!(!actor_matches(
+            "spiffe://td/agents/*",
+            "spiffe://td/agents/"
+        ));
+        assert!(!actor_matches(
+            "spiffe://td/agents/*",
+            "spiffe://td/agentsX/a"
+        ));
         assert!(actor_matches("spiffe://td/a", "spiffe://td/a"));
         assert!(!actor_matches("spiffe://td/a", "spiffe://td/ab"));
-        assert!(!actor_matches("spiffe://td/a*", "spiffe://td/ab"), "only /* is a wildcard");
+        assert!(
+            !actor_matches("spiffe://td/a*", "spiffe://td/ab"),
+            "only /* is a wildcard"
+        );
     }
 
     #[test]
     fn lookup_with_many_entries_touches_only_candidates() {
         let entries: Vec<Entry> = (0..20_000)
-            .map(|i| entry(&format!("e{i}"), None, &[&format!("k8s:ns:ns{}", i % 100), &format!("k8s:sa:sa{i}"), "k8s:cluster:prod"]))
+            .map(|i| {
+                entry(
+                    &format!("e{i}"),
+                    None,
+                    &[
+                        &format!("k8s:ns:ns{}", i % 100),
+                        &format!("k8s:sa:sa{i}"),
+                        "k8s:cluster:prod",
+                    ],
+                )
+            })
             .collect();
         let idx = EntryIndex::new(entries);
-        let found = idx.find(&ev("k8s", &["k8s:ns:ns7", "k8s:sa:sa1207", "k8s:cluster:prod"]));
+        let found = idx.find(&ev(
+            "k8s",
+            &["k8s:ns:ns7", "k8s:sa:sa1207", "k8s:cluster:prod"],
+        ));
         assert_eq!(found.map(|e| e.id.clone()).ok().as_deref(), Some("e1207"));
         // The common selector is nobody's index key.
         assert!(idx.by_selector.get(&sel("k8s:cluster:prod")).is_none());

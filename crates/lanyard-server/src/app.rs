@@ -7,7 +7,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::Router;
 use lanyard_core::{Clock, TrustDomain};
 use lanyard_store::Store;
@@ -31,6 +31,10 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Settings the handlers read.
     pub settings: Arc<Settings>,
+    /// Entries, revocations, trusted issuers.
+    pub registry: Arc<crate::registry::Registry>,
+    /// Group-committing audit writer for the request path.
+    pub audit: crate::audit_writer::AuditWriter,
 }
 
 /// The subset of configuration handlers need.
@@ -44,6 +48,12 @@ pub struct Settings {
     pub max_request_bytes: usize,
     /// `Cache-Control: max-age` for the JWKS and bundle.
     pub jwks_max_age: Duration,
+    /// Default JWT-SVID lifetime.
+    pub jwt_default_ttl: Duration,
+    /// Longest JWT-SVID lifetime.
+    pub jwt_max_ttl: Duration,
+    /// Longest delegation chain (number of actors).
+    pub max_delegation_depth: usize,
 }
 
 /// The correlation id of the current request, set by middleware.
@@ -65,11 +75,37 @@ pub fn router(state: AppState) -> Router {
             "/admin/v1/tenants",
             get(admin::list_tenants).post(admin::create_tenant),
         )
-        .route("/admin/v1/tenants/{name}", get(admin::show_tenant))
-        .route("/admin/v1/tenants/{name}", delete(admin::delete_tenant))
+        .route(
+            "/admin/v1/tenants/{name}",
+            get(admin::show_tenant).delete(admin::delete_tenant),
+        )
         .route("/admin/v1/keys", get(admin::list_keys))
         .route("/admin/v1/keys/rotate", post(admin::rotate_keys))
         .route("/admin/v1/audit", get(admin::list_audit))
+        .route("/admin/v1/audit/verify", get(admin::verify_audit))
+        .route(
+            "/admin/v1/issuers",
+            get(admin::list_issuers).post(admin::create_issuer),
+        )
+        .route(
+            "/admin/v1/issuers/{name}",
+            get(admin::show_issuer).delete(admin::delete_issuer),
+        )
+        .route(
+            "/admin/v1/entries",
+            get(admin::list_entries).post(admin::create_entry),
+        )
+        .route(
+            "/admin/v1/entries/{id}",
+            get(admin::show_entry)
+                .put(admin::update_entry)
+                .delete(admin::delete_entry),
+        )
+        .route(
+            "/admin/v1/revocations",
+            get(admin::list_revocations).post(admin::create_revocation),
+        )
+        .route("/admin/v1/explain", post(admin::explain))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(

@@ -121,6 +121,8 @@ pub struct RawTokens {
     pub default_ttl: Option<String>,
     /// Longest JWT-SVID lifetime anyone may ask for.
     pub max_ttl: Option<String>,
+    /// Longest delegation chain (actors), default 3.
+    pub max_delegation_depth: Option<usize>,
 }
 
 /// Where the key-encryption key comes from.
@@ -175,7 +177,12 @@ pub struct ServerConfig {
     pub jwt_default_ttl: Duration,
     /// Maximum JWT-SVID TTL.
     pub jwt_max_ttl: Duration,
+    /// Longest delegation chain.
+    pub max_delegation_depth: usize,
 }
+
+/// Default delegation depth (seed 003: bounded chains).
+pub const DEFAULT_MAX_DELEGATION_DEPTH: usize = 3;
 
 /// Skew allowed on top of the longest token when retaining old keys.
 const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
@@ -352,6 +359,16 @@ impl RawConfig {
                 message: "must be above zero and at most tokens.max_ttl".into(),
             });
         }
+        let max_delegation_depth = self
+            .tokens
+            .max_delegation_depth
+            .unwrap_or(DEFAULT_MAX_DELEGATION_DEPTH);
+        if !(1..=10).contains(&max_delegation_depth) {
+            return Err(ConfigError::Invalid {
+                key: "tokens.max_delegation_depth",
+                message: "must be between 1 and 10".into(),
+            });
+        }
         let defaults = RotationPolicy::default();
         let rotation_period = dur(
             "keys.rotation_period",
@@ -386,6 +403,7 @@ impl RawConfig {
             rotation,
             jwt_default_ttl,
             jwt_max_ttl,
+            max_delegation_depth,
         })
     }
 }

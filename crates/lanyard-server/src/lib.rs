@@ -6,18 +6,23 @@
 //! [`app::router`] (every route). Key rotation lives in [`keys`], the config
 //! schema in [`config`], the HTTP error mapping in [`error`].
 //!
-//! Not here yet: token exchange, TokenReview, the broker and the gRPC node
-//! API; `/oauth2/token` answers `unsupported_grant_type` until then.
+//! The token path reads forward: [`exchange`] (attest → entry → tenant →
+//! revocation → delegation → audience/scope → sign) with [`registry`] (the
+//! in-memory entries, revocations, issuers) and [`audit_writer`] (group
+//! commit). Not here yet: the broker and the gRPC node API.
 
 #![warn(missing_docs)]
 
 pub mod admin_token;
 pub mod app;
+pub mod audit_writer;
 pub mod config;
 pub mod correlation;
 pub mod error;
+pub mod exchange;
 pub mod keys;
 pub mod metrics;
+pub mod registry;
 pub mod routes;
 mod serve;
 

@@ -10,9 +10,11 @@ use lanyard_ca::Kek;
 use lanyard_core::Clock;
 
 use crate::app::{router, AppState, Settings};
+use crate::audit_writer::AuditWriter;
 use crate::config::{KekSource, ServerConfig};
 use crate::keys::KeyManager;
 use crate::metrics::Metrics;
+use crate::registry::Registry;
 use crate::ServerError;
 
 /// How often each replica runs the rotation tick and reloads keys.
@@ -55,13 +57,27 @@ impl Server {
             trust_domain: config.trust_domain.clone(),
             max_request_bytes: config.max_request_bytes,
             jwks_max_age,
+            jwt_default_ttl: config.jwt_default_ttl,
+            jwt_max_ttl: config.jwt_max_ttl,
+            max_delegation_depth: config.max_delegation_depth,
         };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ServerError::Io {
+                what: "building the HTTP client".into(),
+                source: std::io::Error::other(e),
+            })?;
+        let registry = Registry::load(store.clone(), clock.clone(), http).await?;
         let state = AppState {
+            audit: AuditWriter::spawn(store.clone()),
             store,
             keys: Arc::new(keys),
             metrics: Arc::new(Metrics::default()),
             clock,
             settings: Arc::new(settings),
+            registry: Arc::new(registry),
         };
         Ok(Self { config, state })
     }
@@ -97,6 +113,17 @@ impl Server {
         listener
             .set_nonblocking(true)
             .map_err(io("configuring the listener"))?;
+        let registry = self.state.registry.clone();
+        let poll = tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::registry::POLL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(e) = registry.refresh().await {
+                    tracing::warn!(error = %e, "registry refresh failed; serving the previous view");
+                }
+            }
+        });
         let keys = self.state.keys.clone();
         let job = tokio::spawn(async move {
             let mut every = tokio::time::interval(KEY_TICK);
@@ -146,6 +173,7 @@ impl Server {
             }
         };
         job.abort();
+        poll.abort();
         tracing::info!("server stopped");
         result
     }

@@ -94,6 +94,7 @@ fn config(
         },
         jwt_default_ttl: Duration::from_secs(300),
         jwt_max_ttl: Duration::from_secs(3600),
+        max_delegation_depth: 3,
     }
 }
 

@@ -73,6 +73,9 @@ pub enum StoreError {
 impl StoreError {
     /// True when the error is about the row's existence, not the database.
     pub fn is_client_error(&self) -> bool {
-        matches!(self, Self::Conflict { .. } | Self::NotFound { .. } | Self::InUse { .. })
+        matches!(
+            self,
+            Self::Conflict { .. } | Self::NotFound { .. } | Self::InUse { .. }
+        )
     }
 }

@@ -29,7 +29,9 @@ use lanyard_core::Entry;
 
 pub use audit::{AuditDraft, AuditEvent};
 pub use error::StoreError;
-pub use model::{AdminTokenRow, AuditQuery, IssuerRow, KeyChange, Revocation, SigningKeyRow, Tenant};
+pub use model::{
+    AdminTokenRow, AuditQuery, IssuerRow, KeyChange, Revocation, SigningKeyRow, Tenant,
+};
 pub use open::{open, redact_url, Backend};
 
 /// A boxed future returned by [`Store`] methods, so the trait stays object-safe.

@@ -14,9 +14,8 @@ use lanyard_core::{Decision, Entry, Selector, SpiffeId, TenantId};
 
 use crate::audit::chain_hash;
 use crate::{
-    AuditQuery, IssuerRow, Revocation,
-    AdminTokenRow, AuditDraft, AuditEvent, Backend, KeyChange, KeyPlanner, SigningKeyRow, Store,
-    StoreError, StoreFuture, Tenant,
+    AdminTokenRow, AuditDraft, AuditEvent, AuditQuery, Backend, IssuerRow, KeyChange, KeyPlanner,
+    Revocation, SigningKeyRow, Store, StoreError, StoreFuture, Tenant,
 };
 
 #[derive(Debug)]
@@ -164,14 +163,18 @@ impl RawEntry {
         let list = |what: &'static str, text: &str| -> Result<Vec<String>, StoreError> {
             serde_json::from_str(text).map_err(|e| invalid(what)(e.to_string()))
         };
-        let secs = |v: Option<i64>| v.map(|s| std::time::Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+        let secs = |v: Option<i64>| {
+            v.map(|s| std::time::Duration::from_secs(u64::try_from(s).unwrap_or(0)))
+        };
         let selectors = list("entry selectors", &self.selectors)?
             .iter()
             .map(|s| Selector::parse(s).map_err(|e| invalid("entry selector")(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Entry {
-            spiffe_id: SpiffeId::parse(&self.spiffe_id).map_err(|e| invalid("entry SPIFFE ID")(e.to_string()))?,
-            tenant: TenantId::parse(&self.tenant).map_err(|e| invalid("entry tenant")(e.to_string()))?,
+            spiffe_id: SpiffeId::parse(&self.spiffe_id)
+                .map_err(|e| invalid("entry SPIFFE ID")(e.to_string()))?,
+            tenant: TenantId::parse(&self.tenant)
+                .map_err(|e| invalid("entry tenant")(e.to_string()))?,
             issuer: (!self.issuer.is_empty()).then_some(self.issuer),
             selectors,
             audiences: list("entry audiences", &self.audiences)?,
@@ -200,7 +203,8 @@ struct EntryCols {
 fn entry_cols(e: &Entry) -> EntryCols {
     let strings: Vec<String> = e.selectors.iter().map(ToString::to_string).collect();
     let json = |v: &[String]| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
-    let secs = |d: Option<std::time::Duration>| d.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let secs =
+        |d: Option<std::time::Duration>| d.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     EntryCols {
         selector_key: strings.join("\n"),
         selectors: json(&strings),
@@ -215,11 +219,14 @@ fn entry_cols(e: &Entry) -> EntryCols {
 fn entry_conflict(e: sqlx::Error, entry: &Entry) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict {
-            what: format!("an entry with id {} or with the same issuer and selectors", entry.id),
+            what: format!(
+                "an entry with id {} or with the same issuer and selectors",
+                entry.id
+            ),
         },
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-            StoreError::NotFound { what: format!("tenant {:?}", entry.tenant.as_str()) }
-        }
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound {
+            what: format!("tenant {:?}", entry.tenant.as_str()),
+        },
         _ => StoreError::Database(e),
     }
 }
@@ -329,9 +336,11 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| match &e {
-                    sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::InUse {
-                        what: format!("tenant {id:?} still has entries; delete them first"),
-                    },
+                    sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                        StoreError::InUse {
+                            what: format!("tenant {id:?} still has entries; delete them first"),
+                        }
+                    }
                     _ => StoreError::Database(e),
                 })?;
             if done.rows_affected() == 0 {
@@ -503,7 +512,9 @@ impl Store for SqlStore {
     fn create_issuer(&self, issuer: IssuerRow, audit: AuditDraft) -> StoreFuture<'_, ()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'issuers'").execute(&mut *tx).await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'issuers'")
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("INSERT INTO issuers (name, config, created_at, updated_at) VALUES ($1, $2, $3, $3)")
                 .bind(&issuer.name)
                 .bind(&issuer.config)
@@ -519,9 +530,17 @@ impl Store for SqlStore {
 
     fn list_issuers(&self) -> StoreFuture<'_, Vec<IssuerRow>> {
         on_pool!(self, |pool| {
-            let rows = sqlx::query("SELECT name, config, created_at FROM issuers ORDER BY name").fetch_all(pool).await?;
+            let rows = sqlx::query("SELECT name, config, created_at FROM issuers ORDER BY name")
+                .fetch_all(pool)
+                .await?;
             rows.into_iter()
-                .map(|r| Ok(IssuerRow { name: r.try_get("name")?, config: r.try_get("config")?, created_at: r.try_get("created_at")? }))
+                .map(|r| {
+                    Ok(IssuerRow {
+                        name: r.try_get("name")?,
+                        config: r.try_get("config")?,
+                        created_at: r.try_get("created_at")?,
+                    })
+                })
                 .collect()
         })
     }
@@ -529,10 +548,17 @@ impl Store for SqlStore {
     fn delete_issuer<'a>(&'a self, name: &'a str, audit: AuditDraft) -> StoreFuture<'a, ()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'issuers'").execute(&mut *tx).await?;
-            let done = sqlx::query("DELETE FROM issuers WHERE name = $1").bind(name).execute(&mut *tx).await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'issuers'")
+                .execute(&mut *tx)
+                .await?;
+            let done = sqlx::query("DELETE FROM issuers WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
             if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound { what: format!("issuer {name:?}") });
+                return Err(StoreError::NotFound {
+                    what: format!("issuer {name:?}"),
+                });
             }
             append_audit!(tx, audit);
             tx.commit().await?;
@@ -544,7 +570,9 @@ impl Store for SqlStore {
         on_pool!(self, |pool| {
             let c = entry_cols(&entry);
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'").execute(&mut *tx).await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'")
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
@@ -575,7 +603,9 @@ impl Store for SqlStore {
         on_pool!(self, |pool| {
             let c = entry_cols(&entry);
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'").execute(&mut *tx).await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'")
+                .execute(&mut *tx)
+                .await?;
             let done = sqlx::query(
                 "UPDATE entries SET tenant = $2, spiffe_id = $3, issuer = $4, selectors = $5, selector_key = $6, audiences = $7, \
                  ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13 WHERE id = $1",
@@ -597,7 +627,9 @@ impl Store for SqlStore {
             .await
             .map_err(|e| entry_conflict(e, &entry))?;
             if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound { what: format!("entry {}", entry.id) });
+                return Err(StoreError::NotFound {
+                    what: format!("entry {}", entry.id),
+                });
             }
             append_audit!(tx, audit);
             tx.commit().await?;
@@ -607,7 +639,11 @@ impl Store for SqlStore {
 
     fn list_entries(&self) -> StoreFuture<'_, Vec<Entry>> {
         on_pool!(self, |pool| {
-            let rows = sqlx::query(&format!("SELECT {ENTRY_COLUMNS} FROM entries ORDER BY created_at, id")).fetch_all(pool).await?;
+            let rows = sqlx::query(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries ORDER BY created_at, id"
+            ))
+            .fetch_all(pool)
+            .await?;
             rows.into_iter().map(|r| entry_row!(r)).collect()
         })
     }
@@ -615,10 +651,17 @@ impl Store for SqlStore {
     fn delete_entry<'a>(&'a self, id: &'a str, audit: AuditDraft) -> StoreFuture<'a, ()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'").execute(&mut *tx).await?;
-            let done = sqlx::query("DELETE FROM entries WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'")
+                .execute(&mut *tx)
+                .await?;
+            let done = sqlx::query("DELETE FROM entries WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound { what: format!("entry {id}") });
+                return Err(StoreError::NotFound {
+                    what: format!("entry {id}"),
+                });
             }
             append_audit!(tx, audit);
             tx.commit().await?;
@@ -629,7 +672,9 @@ impl Store for SqlStore {
     fn create_revocation(&self, revocation: Revocation, audit: AuditDraft) -> StoreFuture<'_, ()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'revocations'").execute(&mut *tx).await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'revocations'")
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "INSERT INTO revocations (kind, value, reason, until, created_at, actor) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (kind, value) DO UPDATE SET reason = excluded.reason, until = excluded.until, \
@@ -675,10 +720,15 @@ impl Store for SqlStore {
 
     fn generation<'a>(&'a self, name: &'a str) -> StoreFuture<'a, i64> {
         on_pool!(self, |pool| {
-            let row = sqlx::query("SELECT n FROM locks WHERE name = $1").bind(name).fetch_optional(pool).await?;
+            let row = sqlx::query("SELECT n FROM locks WHERE name = $1")
+                .bind(name)
+                .fetch_optional(pool)
+                .await?;
             match row {
                 Some(r) => Ok(r.try_get("n")?),
-                None => Err(StoreError::NotFound { what: format!("generation counter {name:?}") }),
+                None => Err(StoreError::NotFound {
+                    what: format!("generation counter {name:?}"),
+                }),
             }
         })
     }

@@ -337,7 +337,10 @@ async fn unreachable_postgres_and_unknown_urls_fail_clearly() -> TestResult {
 }
 
 fn entry(id: &str, selectors: &[&str]) -> Result<lanyard_core::Entry, Box<dyn std::error::Error>> {
-    let mut selectors = selectors.iter().map(|s| lanyard_core::Selector::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    let mut selectors = selectors
+        .iter()
+        .map(|s| lanyard_core::Selector::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
     selectors.sort();
     Ok(lanyard_core::Entry {
         id: id.into(),
@@ -359,24 +362,50 @@ conformance!(entries_round_trip_conflict_and_tenant_binding);
 async fn entries_round_trip_conflict_and_tenant_binding(url: &str) -> TestResult {
     let store = lanyard_store::open(url).await?;
     let e = entry("e1", &["k8s:ns:payments", "k8s:sa:api"])?;
-    let missing_tenant = store.create_entry(e.clone(), draft("entry.create", "e1")).await;
-    assert!(matches!(missing_tenant, Err(StoreError::NotFound { .. })), "{missing_tenant:?}");
-    store.create_tenant(tenant("payments")?, draft("tenant.create", "payments")).await?;
+    let missing_tenant = store
+        .create_entry(e.clone(), draft("entry.create", "e1"))
+        .await;
+    assert!(
+        matches!(missing_tenant, Err(StoreError::NotFound { .. })),
+        "{missing_tenant:?}"
+    );
+    store
+        .create_tenant(tenant("payments")?, draft("tenant.create", "payments"))
+        .await?;
     let g0 = store.generation("entries").await?;
-    store.create_entry(e.clone(), draft("entry.create", "e1")).await?;
+    store
+        .create_entry(e.clone(), draft("entry.create", "e1"))
+        .await?;
     assert!(store.generation("entries").await? > g0);
     assert_eq!(store.list_entries().await?, vec![e.clone()]);
     let same_set = entry("e2", &["k8s:sa:api", "k8s:ns:payments"])?;
-    assert!(matches!(store.create_entry(same_set, draft("entry.create", "e2")).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        store
+            .create_entry(same_set, draft("entry.create", "e2"))
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
     let mut changed = e.clone();
     changed.audiences = vec!["api://y".into()];
     changed.admin = false;
-    store.update_entry(changed.clone(), draft("entry.update", "e1")).await?;
+    store
+        .update_entry(changed.clone(), draft("entry.update", "e1"))
+        .await?;
     assert_eq!(store.list_entries().await?, vec![changed]);
-    let deleting_tenant = store.delete_tenant("payments", draft("tenant.delete", "payments")).await;
-    assert!(matches!(deleting_tenant, Err(StoreError::InUse { .. })), "{deleting_tenant:?}");
-    store.delete_entry("e1", draft("entry.delete", "e1")).await?;
-    assert!(matches!(store.delete_entry("e1", draft("entry.delete", "e1")).await, Err(StoreError::NotFound { .. })));
+    let deleting_tenant = store
+        .delete_tenant("payments", draft("tenant.delete", "payments"))
+        .await;
+    assert!(
+        matches!(deleting_tenant, Err(StoreError::InUse { .. })),
+        "{deleting_tenant:?}"
+    );
+    store
+        .delete_entry("e1", draft("entry.delete", "e1"))
+        .await?;
+    assert!(matches!(
+        store.delete_entry("e1", draft("entry.delete", "e1")).await,
+        Err(StoreError::NotFound { .. })
+    ));
     verify_all(&store).await?;
     Ok(())
 }
@@ -384,11 +413,24 @@ async fn entries_round_trip_conflict_and_tenant_binding(url: &str) -> TestResult
 conformance!(issuers_and_revocations);
 async fn issuers_and_revocations(url: &str) -> TestResult {
     let store = lanyard_store::open(url).await?;
-    let row = lanyard_store::IssuerRow { name: "k8s".into(), config: "{\"a\":1}".into(), created_at: 3 };
-    store.create_issuer(row.clone(), draft("issuer.create", "k8s")).await?;
-    assert!(matches!(store.create_issuer(row.clone(), draft("issuer.create", "k8s")).await, Err(StoreError::Conflict { .. })));
+    let row = lanyard_store::IssuerRow {
+        name: "k8s".into(),
+        config: "{\"a\":1}".into(),
+        created_at: 3,
+    };
+    store
+        .create_issuer(row.clone(), draft("issuer.create", "k8s"))
+        .await?;
+    assert!(matches!(
+        store
+            .create_issuer(row.clone(), draft("issuer.create", "k8s"))
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
     assert_eq!(store.list_issuers().await?, vec![row]);
-    store.delete_issuer("k8s", draft("issuer.delete", "k8s")).await?;
+    store
+        .delete_issuer("k8s", draft("issuer.delete", "k8s"))
+        .await?;
     assert!(store.list_issuers().await?.is_empty());
 
     let rev = |value: &str, until: Option<i64>| lanyard_store::Revocation {
@@ -400,13 +442,29 @@ async fn issuers_and_revocations(url: &str) -> TestResult {
         actor: "admin:x".into(),
     };
     let g0 = store.generation("revocations").await?;
-    store.create_revocation(rev("a", None), draft("revoke", "a")).await?;
-    store.create_revocation(rev("b", Some(150)), draft("revoke", "b")).await?;
-    store.create_revocation(rev("b", Some(250)), draft("revoke", "b")).await?; // replaces
+    store
+        .create_revocation(rev("a", None), draft("revoke", "a"))
+        .await?;
+    store
+        .create_revocation(rev("b", Some(150)), draft("revoke", "b"))
+        .await?;
+    store
+        .create_revocation(rev("b", Some(250)), draft("revoke", "b"))
+        .await?; // replaces
     assert!(store.generation("revocations").await? >= g0 + 3);
-    let in_force: Vec<String> = store.list_revocations(200).await?.into_iter().map(|r| r.value).collect();
+    let in_force: Vec<String> = store
+        .list_revocations(200)
+        .await?
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
     assert_eq!(in_force, ["a", "b"]);
-    let later: Vec<String> = store.list_revocations(300).await?.into_iter().map(|r| r.value).collect();
+    let later: Vec<String> = store
+        .list_revocations(300)
+        .await?
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
     assert_eq!(later, ["a"]);
     assert!(store.generation("nope").await.is_err());
     Ok(())
@@ -422,10 +480,21 @@ async fn audit_batches_and_queries(url: &str) -> TestResult {
         drafts.push(d);
     }
     let events = store.append_audit_batch(drafts).await?;
-    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=50).collect::<Vec<_>>());
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=50).collect::<Vec<_>>()
+    );
     assert_eq!(verify_all(&store).await?, 50);
-    let q = |after, since_ms, cid: Option<&str>, limit| lanyard_store::AuditQuery { after, since_ms, correlation_id: cid.map(str::to_owned), limit };
-    assert_eq!(store.query_audit(q(0, Some(1_045), None, 100)).await?.len(), 5);
+    let q = |after, since_ms, cid: Option<&str>, limit| lanyard_store::AuditQuery {
+        after,
+        since_ms,
+        correlation_id: cid.map(str::to_owned),
+        limit,
+    };
+    assert_eq!(
+        store.query_audit(q(0, Some(1_045), None, 100)).await?.len(),
+        5
+    );
     let by_cid = store.query_audit(q(0, None, Some("corr-s7"), 100)).await?;
     assert_eq!(by_cid.iter().map(|e| e.seq).collect::<Vec<_>>(), [8]);
     assert_eq!(store.query_audit(q(48, None, None, 100)).await?.len(), 2);

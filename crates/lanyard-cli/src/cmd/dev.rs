@@ -63,6 +63,7 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         rotation: RotationPolicy::default(),
         jwt_default_ttl: DEFAULT_JWT_SVID_TTL,
         jwt_max_ttl: std::time::Duration::from_secs(3600),
+        max_delegation_depth: lanyard_server::config::DEFAULT_MAX_DELEGATION_DEPTH,
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let server = Server::build(config, clock.clone())

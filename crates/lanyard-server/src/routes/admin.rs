@@ -7,15 +7,21 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use lanyard_core::{Decision, TenantId};
+use std::time::Duration;
+
+use lanyard_attest::{IssuerConfig, TenantBinding};
+use lanyard_core::{Decision, Entry, Selector, SpiffeId, TenantId, TrustDomain};
 use lanyard_jose::Algorithm;
-use lanyard_store::{AuditDraft, Tenant};
+use lanyard_store::audit::{verify_chain, GENESIS_HASH};
+use lanyard_store::{AuditDraft, AuditQuery, IssuerRow, Revocation, Tenant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::app::{AppState, CorrelationId, St};
 use crate::correlation::unix_millis;
 use crate::error::ApiError;
+use crate::exchange::{decide, ExchangeRequest, Facts, Trace};
 
 /// An authenticated admin caller.
 #[derive(Debug, Clone)]
@@ -274,24 +280,613 @@ pub async fn rotate_keys(
 /// `GET /admin/v1/audit` query.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AuditQuery {
+pub struct AuditQueryParams {
     #[serde(default)]
     after: i64,
     limit: Option<i64>,
+    since_ms: Option<i64>,
+    correlation_id: Option<String>,
 }
 
-/// `GET /admin/v1/audit?after=SEQ&limit=N`.
+/// `GET /admin/v1/audit?after=SEQ&limit=N&since_ms=T&correlation_id=C`.
 pub async fn list_audit(
     state: St,
     _admin: Admin,
     Extension(cid): Extension<CorrelationId>,
-    Query(q): Query<AuditQuery>,
+    Query(q): Query<AuditQueryParams>,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let query = AuditQuery {
+        after: q.after,
+        since_ms: q.since_ms,
+        correlation_id: q.correlation_id,
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    };
     let events = state
         .store
-        .list_audit(q.after, limit)
+        .query_audit(query)
         .await
         .map_err(|e| ApiError::from_store(e, &cid.0))?;
     Ok(Json(serde_json::json!({ "events": events })).into_response())
+}
+
+/// `GET /admin/v1/audit/verify`: recomputes the whole chain.
+pub async fn verify_audit(
+    state: St,
+    _admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+) -> Result<Response, ApiError> {
+    let (mut after, mut hash, mut total) = (0i64, GENESIS_HASH.to_owned(), 0usize);
+    loop {
+        let page = state
+            .store
+            .query_audit(AuditQuery {
+                after,
+                limit: 1000,
+                ..AuditQuery::default()
+            })
+            .await
+            .map_err(|e| ApiError::from_store(e, &cid.0))?;
+        let Some(last) = page.last() else { break };
+        let last_seq = last.seq;
+        match verify_chain(after, &hash, &page) {
+            Ok(h) => hash = h,
+            Err(b) => {
+                return Ok(Json(serde_json::json!({
+                    "ok": false, "verified": total, "first_broken_seq": b.seq, "problem": b.why,
+                }))
+                .into_response())
+            }
+        }
+        total += page.len();
+        after = last_seq;
+    }
+    Ok(
+        Json(serde_json::json!({ "ok": true, "verified": total, "head_hash": hash }))
+            .into_response(),
+    )
+}
+
+// ---- issuers ----
+
+/// `GET /admin/v1/issuers`.
+pub async fn list_issuers(
+    state: St,
+    _admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+) -> Result<Response, ApiError> {
+    let rows = state
+        .store
+        .list_issuers()
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+    let issuers: Vec<Value> = rows
+        .iter()
+        .filter_map(|r| serde_json::from_str(&r.config).ok())
+        .collect();
+    Ok(Json(serde_json::json!({ "issuers": issuers })).into_response())
+}
+
+/// `GET /admin/v1/issuers/{name}`.
+pub async fn show_issuer(
+    state: St,
+    _admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let rows = state
+        .store
+        .list_issuers()
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+    let row = rows
+        .into_iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("issuer {name:?}")))?;
+    let config: Value = serde_json::from_str(&row.config).map_err(|_| ApiError::Internal)?;
+    Ok(Json(config).into_response())
+}
+
+/// `POST /admin/v1/issuers`: body is the issuer configuration.
+pub async fn create_issuer(
+    state: St,
+    admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+    Body(config): Body<IssuerConfig>,
+) -> Result<Response, ApiError> {
+    config
+        .validate()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if let TenantBinding::Fixed(t) = &config.tenant {
+        require_tenant(&state, t.as_str(), &cid.0).await?;
+    }
+    let json = serde_json::to_string(&config).map_err(|_| ApiError::Internal)?;
+    let row = IssuerRow {
+        name: config.name.clone(),
+        config: json,
+        created_at: state.clock.unix_seconds(),
+    };
+    let draft = audit(
+        &state,
+        &cid.0,
+        &admin.actor,
+        "issuer.create",
+        &config.name,
+        None,
+    );
+    state
+        .store
+        .create_issuer(row, draft)
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+    refresh(&state).await;
+    tracing::info!(issuer = %config.name, actor = %admin.actor, "trusted issuer added");
+    Ok((StatusCode::CREATED, Json(config)).into_response())
+}
+
+/// `DELETE /admin/v1/issuers/{name}`.
+pub async fn delete_issuer(
+    state: St,
+    admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let draft = audit(&state, &cid.0, &admin.actor, "issuer.delete", &name, None);
+    state
+        .store
+        .delete_issuer(&name, draft)
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+    refresh(&state).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn require_tenant(state: &AppState, tenant: &str, cid: &str) -> Result<(), ApiError> {
+    match state
+        .store
+        .fetch_tenant(tenant)
+        .await
+        .map_err(|e| ApiError::from_store(e, cid))?
+    {
+        Some(_) => Ok(()),
+        None => Err(ApiError::BadRequest(format!(
+            "tenant {tenant:?} does not exist; create it with `lanyard tenant create {tenant}`"
+        ))),
+    }
+}
+
+/// Makes this replica see a change at once (others poll).
+async fn refresh(state: &AppState) {
+    if let Err(e) = state.registry.refresh().await {
+        tracing::warn!(error = %e, "registry refresh after change failed; the poller will retry");
+    }
+}
+
+// ---- entries ----
+
+/// `POST /admin/v1/entries` and `PUT /admin/v1/entries/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryRequest {
+    spiffe_id: String,
+    tenant: String,
+    #[serde(default)]
+    issuer: Option<String>,
+    selectors: Vec<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    max_ttl_seconds: Option<u64>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    may_act: Vec<String>,
+    #[serde(default)]
+    admin: bool,
+}
+
+const MAX_LIST: usize = 64;
+
+async fn build_entry(
+    state: &AppState,
+    id: String,
+    req: EntryRequest,
+    cid: &str,
+) -> Result<Entry, ApiError> {
+    let bad = |m: String| ApiError::BadRequest(m);
+    let spiffe_id = SpiffeId::parse(&req.spiffe_id)
+        .map_err(|e| bad(format!("spiffe_id {:?}: {e}", req.spiffe_id)))?;
+    if spiffe_id.trust_domain() != &state.settings.trust_domain {
+        return Err(bad(format!(
+            "spiffe_id {spiffe_id} is not in this server's trust domain {}",
+            state.settings.trust_domain
+        )));
+    }
+    let tenant =
+        TenantId::parse(&req.tenant).map_err(|e| bad(format!("tenant {:?}: {e}", req.tenant)))?;
+    require_tenant(state, tenant.as_str(), cid).await?;
+    if let Some(issuer) = &req.issuer {
+        let rows = state
+            .store
+            .list_issuers()
+            .await
+            .map_err(|e| ApiError::from_store(e, cid))?;
+        if !rows.iter().any(|r| &r.name == issuer) {
+            return Err(bad(format!(
+                "issuer {issuer:?} is not a trusted issuer; add it with `lanyard issuer add`"
+            )));
+        }
+    }
+    if req.selectors.is_empty() {
+        return Err(bad("at least one selector is required (an entry without selectors would match every workload)".into()));
+    }
+    for (name, list) in [
+        ("selectors", &req.selectors),
+        ("audiences", &req.audiences),
+        ("scopes", &req.scopes),
+        ("may_act", &req.may_act),
+    ] {
+        if list.len() > MAX_LIST || list.iter().any(|v| v.is_empty() || v.len() > 512) {
+            return Err(bad(format!(
+                "{name}: at most {MAX_LIST} non-empty values of at most 512 bytes"
+            )));
+        }
+    }
+    let mut selectors = req
+        .selectors
+        .iter()
+        .map(|s| Selector::parse(s).map_err(|e| bad(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    selectors.sort();
+    selectors.dedup();
+    for pattern in &req.may_act {
+        let base = pattern.strip_suffix("/*").unwrap_or(pattern);
+        if SpiffeId::parse(base).is_err()
+            && !(pattern.ends_with("/*") && TrustDomain::parse(base).is_ok())
+        {
+            return Err(bad(format!(
+                "may_act {pattern:?} is not a SPIFFE ID or a SPIFFE ID prefix ending in /*"
+            )));
+        }
+    }
+    let max = state.settings.jwt_max_ttl;
+    let ttl = req.ttl_seconds.map(Duration::from_secs);
+    let max_ttl = req.max_ttl_seconds.map(Duration::from_secs);
+    for (name, v) in [("ttl", ttl), ("max_ttl", max_ttl)] {
+        if v.is_some_and(|d| d.is_zero() || d > max) {
+            return Err(bad(format!(
+                "{name} must be above zero and at most the server's tokens.max_ttl ({}s)",
+                max.as_secs()
+            )));
+        }
+    }
+    if let (Some(t), Some(m)) = (ttl, max_ttl) {
+        if t > m {
+            return Err(bad("ttl must not exceed max_ttl".into()));
+        }
+    }
+    let mut scopes = req.scopes;
+    scopes.sort();
+    scopes.dedup();
+    Ok(Entry {
+        id,
+        spiffe_id,
+        tenant,
+        issuer: req.issuer,
+        selectors,
+        audiences: req.audiences,
+        ttl,
+        max_ttl,
+        scopes,
+        may_act: req.may_act,
+        admin: req.admin,
+        created_at: state.clock.unix_seconds(),
+    })
+}
+
+/// `GET /admin/v1/entries?tenant=T`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryFilter {
+    tenant: Option<String>,
+}
+
+/// `GET /admin/v1/entries`.
+pub async fn list_entries(
+    state: St,
+    _admin: Admin,
+    Query(f): Query<EntryFilter>,
+) -> Result<Response, ApiError> {
+    let index = state.registry.entries();
+    let entries: Vec<&Entry> = index
+        .iter()
+        .map(|e| e.as_ref())
+        .filter(|e| f.tenant.as_deref().is_none_or(|t| e.tenant.as_str() == t))
+        .collect();
+    Ok(Json(serde_json::json!({ "entries": entries })).into_response())
+}
+
+/// `GET /admin/v1/entries/{id}`.
+pub async fn show_entry(
+    state: St,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let index = state.registry.entries();
+    let entry = index
+        .get(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("entry {id:?}")))?;
+    Ok(Json(entry.as_ref()).into_response())
+}
+
+/// `POST /admin/v1/entries`.
+pub async fn create_entry(
+    state: St,
+    admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+    Body(req): Body<EntryRequest>,
+) -> Result<Response, ApiError> {
+    let entry = build_entry(&state, crate::correlation::new_id(), req, &cid.0).await?;
+    if let Some(existing) = state.registry.entries().conflict(&entry) {
+        return Err(ApiError::Conflict(format!(
+            "entry {} already has the same issuer and selectors (it grants {}); update it, or make the selectors differ",
+            existing.id, existing.spiffe_id
+        )));
+    }
+    let draft = audit(
+        &state,
+        &cid.0,
+        &admin.actor,
+        "entry.create",
+        &format!("{} {}", entry.id, entry.spiffe_id),
+        Some(entry.tenant.as_str()),
+    );
+    state
+        .store
+        .create_entry(entry.clone(), draft)
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+    refresh(&state).await;
+    Ok((StatusCode::CREATED, Json(entry)).into_response())
+}
+
+/// `PUT /admin/v1/entries/{id}`.
+pub async fn update_entry(
+    state: St,
+    admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+    Path(id): Path<String>,
+    Body(req): Body<EntryRequest>,
+) -> Result<Response, ApiError> {
+    let created_at = state
+        .registry
+        .entries()
+        .get(&id)
+        .map(|e| e.created_at)
+        .ok_or_else(|| ApiError::NotFound(format!("entry {id:?}")))?;
+    let mut entry = build_entry(&state, id, req, &cid.0).await?;
+    entry.created_at = created_at;
+    if let Some(existing) = state.registry.entries().conflict(&entry) {
+        return Err(ApiError::Conflict(format!(
+            "entry {} already has the same issuer and selectors",
+            existing.id
+        )));
+    }
+    let draft = audit(
+        &state,
+        &cid.0,
+        &admin.actor,
+        "entry.update",
+        &format!("{} {}", entry.id, entry.spiffe_id),
+        Some(entry.tenant.as_str()),
+    );
+    state
+        .store
+        .update_entry(entry.clone(), draft)
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+    refresh(&state).await;
+    Ok(Json(entry).into_response())
+}
+
+/// `DELETE /admin/v1/entries/{id}`.
+pub async fn delete_entry(
+    state: St,
+    admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = state
+        .registry
+        .entries()
+        .get(&id)
+        .map(|e| e.tenant.to_string());
+    let draft = audit(
+        &state,
+        &cid.0,
+        &admin.actor,
+        "entry.delete",
+        &id,
+        tenant.as_deref(),
+    );
+    state
+        .store
+        .delete_entry(&id, draft)
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+    refresh(&state).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- revocations ----
+
+/// Kinds of revocation.
+pub const REVOCATION_KINDS: [&str; 6] = [
+    "jti",
+    "spiffe-id",
+    "k8s-sa-uid",
+    "k8s-pod-uid",
+    "entry",
+    "subject",
+];
+
+/// `POST /admin/v1/revocations` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    kind: String,
+    value: String,
+    reason: String,
+    #[serde(default)]
+    until: Option<i64>,
+}
+
+/// `POST /admin/v1/revocations`: takes effect on this replica before the answer.
+pub async fn create_revocation(
+    state: St,
+    admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+    Body(req): Body<RevokeRequest>,
+) -> Result<Response, ApiError> {
+    if !REVOCATION_KINDS.contains(&req.kind.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "kind {:?} is not one of {}",
+            req.kind,
+            REVOCATION_KINDS.join(", ")
+        )));
+    }
+    if req.value.is_empty()
+        || req.value.len() > 512
+        || req.reason.trim().is_empty()
+        || req.reason.len() > 1024
+    {
+        return Err(ApiError::BadRequest(
+            "value (1..=512 bytes) and a reason (1..=1024 bytes) are required".into(),
+        ));
+    }
+    let now = state.clock.unix_seconds();
+    if req.until.is_some_and(|u| u <= now) {
+        return Err(ApiError::BadRequest("until is in the past".into()));
+    }
+    let tenant = (req.kind == "entry")
+        .then(|| {
+            state
+                .registry
+                .entries()
+                .get(&req.value)
+                .map(|e| e.tenant.to_string())
+        })
+        .flatten();
+    let rev = Revocation {
+        kind: req.kind,
+        value: req.value,
+        reason: req.reason,
+        until: req.until,
+        created_at: now,
+        actor: admin.actor.clone(),
+    };
+    let draft = audit(
+        &state,
+        &cid.0,
+        &admin.actor,
+        "revoke",
+        &format!("{} {}", rev.kind, rev.value),
+        tenant.as_deref(),
+    );
+    state
+        .store
+        .create_revocation(rev.clone(), draft)
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+    refresh(&state).await;
+    tracing::info!(kind = %rev.kind, actor = %admin.actor, "revocation recorded");
+    Ok((StatusCode::CREATED, Json(rev)).into_response())
+}
+
+/// `GET /admin/v1/revocations`.
+pub async fn list_revocations(
+    state: St,
+    _admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+) -> Result<Response, ApiError> {
+    let rows = state
+        .store
+        .list_revocations(state.clock.unix_seconds())
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+    Ok(Json(serde_json::json!({ "revocations": rows })).into_response())
+}
+
+// ---- explain ----
+
+/// `POST /admin/v1/explain` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainRequest {
+    subject_token: String,
+    #[serde(default)]
+    actor_token: Option<String>,
+    #[serde(default)]
+    audience: Vec<String>,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// `POST /admin/v1/explain`: the whole decision, step by step, issuing nothing.
+pub async fn explain(
+    state: St,
+    admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+    Body(req): Body<ExplainRequest>,
+) -> Result<Response, ApiError> {
+    let request = ExchangeRequest {
+        subject_token: req.subject_token,
+        actor_token: req.actor_token,
+        audiences: if req.audience.is_empty() {
+            vec![state.settings.issuer.clone()]
+        } else {
+            req.audience
+        },
+        scope: req.scope.map(|s| {
+            s.split(' ')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }),
+        as_access_token: false,
+        tenant: req.tenant,
+        ttl: None,
+    };
+    let mut trace = Trace::recording();
+    let mut facts = Facts::default();
+    let result = decide(&state, &request, &mut trace, &mut facts).await;
+    let (decision, reason) = match &result {
+        Ok(i) => (
+            "allow",
+            format!("would issue {} for tenant {}", i.spiffe_id, i.tenant),
+        ),
+        Err(d) => ("deny", d.to_string()),
+    };
+    let mut draft = audit(
+        &state,
+        &cid.0,
+        &admin.actor,
+        "explain",
+        facts.subject.as_deref().unwrap_or("-"),
+        facts.tenant.as_deref(),
+    );
+    draft.reason = format!("{decision}: {reason}");
+    draft.evidence_digest = facts.digest;
+    state
+        .store
+        .append_audit(draft)
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+    Ok(
+        Json(serde_json::json!({ "decision": decision, "reason": reason, "steps": trace.steps }))
+            .into_response(),
+    )
 }
