@@ -292,3 +292,205 @@ fn server_config_errors_name_the_key_and_exit_1() -> TestResult {
     assert!(std::fs::read_to_string(&token_file)?.starts_with("lya1."));
     Ok(())
 }
+
+/// Issue 3 end to end through `lanyard` commands against `lanyard dev`.
+#[test]
+fn exchange_explain_revoke_and_audit_through_the_cli() -> TestResult {
+    use lanyard_jose::{Algorithm, Jwks, SigningKey};
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let dev = Dev::start(d)?;
+    let ok = |args: &[&str]| -> Result<Output, Box<dyn std::error::Error>> {
+        let out = lanyard(d, args)?;
+        if !out.status.success() {
+            return Err(format!(
+                "lanyard {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(out)
+    };
+    let (key, _) = SigningKey::generate(Algorithm::Es256)?;
+    let jwks_path = d.join("cluster-jwks.json");
+    std::fs::write(
+        &jwks_path,
+        serde_json::to_vec(&Jwks {
+            keys: vec![key.public_jwk()],
+        })?,
+    )?;
+    ok(&["tenant", "create", "payments"])?;
+    ok(&[
+        "issuer",
+        "add",
+        "--name",
+        "prod",
+        "--kind",
+        "kubernetes",
+        "--issuer",
+        "https://kubernetes.default.svc.cluster.local",
+        "--jwks-file",
+        &jwks_path.display().to_string(),
+        "--audience",
+        "lanyard",
+        "--tenant",
+        "payments",
+    ])?;
+    let entry = json_of(&ok(&[
+        "--output",
+        "json",
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/ns/payments/sa/api",
+        "--tenant",
+        "payments",
+        "--issuer",
+        "prod",
+        "--selector",
+        "k8s:ns:payments",
+        "--selector",
+        "k8s:sa:api",
+        "--audience",
+        "api://AzureADTokenExchange",
+    ])?)?;
+    assert!(entry["id"].is_string());
+    // An entry with the same issuer and selectors is refused, naming the fix.
+    let dup = lanyard(
+        d,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/x",
+            "--tenant",
+            "payments",
+            "--issuer",
+            "prod",
+            "--selector",
+            "k8s:sa:api",
+            "--selector",
+            "k8s:ns:payments",
+        ],
+    )?;
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("same issuer and selectors"));
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let mint = |sa: &str| {
+        lanyard_jose::encode_jwt(
+            &key,
+            &serde_json::json!({
+                "iss": "https://kubernetes.default.svc.cluster.local", "aud": ["lanyard"], "sub": format!("system:serviceaccount:payments:{sa}"),
+                "iat": now, "exp": now + 600,
+                "kubernetes.io": {"namespace": "payments", "serviceaccount": {"name": sa, "uid": format!("uid-{sa}")}, "pod": {"name": "p", "uid": "pod-123"}},
+            }),
+        )
+    };
+    let token_file = d.join("token.jwt");
+    std::fs::write(&token_file, mint("api")?)?;
+    let token_path = token_file.display().to_string();
+    let out = ok(&[
+        "token",
+        "exchange",
+        "--subject-token",
+        &token_path,
+        "--audience",
+        "api://AzureADTokenExchange",
+    ])?;
+    let svid = String::from_utf8(out.stdout)?.trim().to_owned();
+    let payload = svid.split('.').nth(1).ok_or("not a JWT")?;
+    use base64::Engine as _;
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?)?;
+    assert_eq!(claims["sub"], "spiffe://example.org/ns/payments/sa/api");
+    assert_eq!(claims["tenant"], "payments");
+    assert_eq!(claims["iss"], dev.info["issuer"]);
+
+    // explain: allow, then a wrong service account denied with the reason.
+    ok(&[
+        "explain",
+        "--subject-token",
+        &token_path,
+        "--audience",
+        "api://AzureADTokenExchange",
+    ])?;
+    let wrong = d.join("wrong.jwt");
+    std::fs::write(&wrong, mint("web")?)?;
+    let out = lanyard(
+        d,
+        &[
+            "explain",
+            "--subject-token",
+            &wrong.display().to_string(),
+            "--audience",
+            "api://AzureADTokenExchange",
+        ],
+    )?;
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL") && text.contains("no_matching_entry") && text.contains("k8s:sa:web"),
+        "{text}"
+    );
+
+    // Revoke the pod: the next exchange is refused, with a correlation id audit can expand.
+    ok(&[
+        "revoke",
+        "--k8s-pod-uid",
+        "pod-123",
+        "--reason",
+        "pod compromised",
+    ])?;
+    let listed = json_of(&ok(&["--output", "json", "revoke", "list"])?)?;
+    assert_eq!(listed["revocations"][0]["value"], "pod-123");
+    let out = lanyard(
+        d,
+        &[
+            "token",
+            "exchange",
+            "--subject-token",
+            &token_path,
+            "--audience",
+            "api://AzureADTokenExchange",
+        ],
+    )?;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("invalid_grant") && err.contains("revoked"),
+        "{err}"
+    );
+    let cid = err
+        .split("correlation id ")
+        .nth(1)
+        .map(|s| {
+            s.chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect::<String>()
+        })
+        .ok_or("no correlation id")?;
+    let shown = String::from_utf8(ok(&["audit", "show", &cid])?.stdout)?;
+    assert!(
+        shown.contains("deny")
+            && shown.contains("revoked")
+            && shown.contains("k8s-pod-uid pod-123"),
+        "{shown}"
+    );
+
+    // The audit chain verifies; the export is JSON lines.
+    let verify = json_of(&ok(&["--output", "json", "audit", "verify"])?)?;
+    assert_eq!(verify["ok"], true);
+    let export = String::from_utf8(ok(&["audit", "export", "--since", "1h"])?.stdout)?;
+    let lines: Vec<Value> = export
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert!(lines
+        .iter()
+        .any(|e| e["action"] == "token.exchange" && e["decision"] == "allow"));
+    assert!(lines.iter().any(|e| e["action"] == "revoke"));
+    dev.stop()
+}
