@@ -23,6 +23,7 @@ const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 struct Env {
+    config: ServerConfig,
     base: String,
     admin: String,
     http: reqwest::Client,
@@ -34,6 +35,11 @@ struct Env {
 
 impl Env {
     async fn start() -> Result<Self, Box<dyn std::error::Error>> {
+        Self::start_on(None).await
+    }
+
+    /// A server on `store_url` (a fresh SQLite file when `None`).
+    async fn start_on(store_url: Option<String>) -> Result<Self, Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         Kek::generate_file(&dir.path().join("kek"))?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -45,7 +51,7 @@ impl Env {
             listen: addr,
             tls: None,
             max_request_bytes: 64 * 1024,
-            store_url: format!("sqlite://{}", dir.path().join("lanyard.db").display()),
+            store_url: store_url.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("lanyard.db").display())),
             kek: KekSource::File(dir.path().join("kek")),
             algorithms: vec![Algorithm::Es256],
             rotation: RotationPolicy::default(),
@@ -54,7 +60,7 @@ impl Env {
             max_delegation_depth: 2,
         };
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-        let server = Server::build(cfg, shared.clone()).await?;
+        let server = Server::build(cfg.clone(), shared.clone()).await?;
         let admin = admin_token::create(&*server.state().store, &*shared, "test", "system:test")
             .await?
             .token;
@@ -64,6 +70,7 @@ impl Env {
         }));
         let (key, _) = SigningKey::generate(Algorithm::Es256)?;
         let env = Self {
+            config: cfg,
             base: format!("http://{addr}"),
             admin,
             http: reqwest::Client::builder()
@@ -790,5 +797,52 @@ async fn explain_walks_every_step_and_issues_nothing() -> TestResult {
         !v.to_string().contains("eyJ"),
         "explain never returns a token"
     );
+    Ok(())
+}
+
+/// Two replicas on one PostgreSQL store: a revocation taken by one is
+/// enforced by the other within 5 seconds (its registry poller runs every
+/// second).
+#[tokio::test]
+async fn revocation_reaches_other_replicas_within_five_seconds() -> TestResult {
+    let Some(url) = lanyard_testkit::fresh_postgres("revocation_reaches_other_replicas_within_five_seconds").await else {
+        return Ok(());
+    };
+    assert!(lanyard_server::registry::POLL <= Duration::from_secs(5));
+    let a = Env::start_on(Some(url)).await?;
+    // Replica B: same store and KEK, its own listener, registry and poller.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let b_addr = listener.local_addr()?;
+    let mut cfg = a.config.clone();
+    cfg.listen = b_addr;
+    let clock: Arc<dyn Clock> = Arc::new(a.clock.clone());
+    let b = Server::build(cfg, clock).await?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(b.serve(listener, async move {
+        let _ = rx.await;
+    }));
+    let exchange_b = |token: String| {
+        let http = a.http.clone();
+        async move {
+            let body = serde_urlencoded::to_string([("grant_type", EXCHANGE), ("subject_token", &token), ("subject_token_type", JWT), ("audience", "api://x")])?;
+            let resp = http.post(format!("http://{b_addr}/oauth2/token")).header("content-type", "application/x-www-form-urlencoded").body(body).send().await?;
+            Ok::<_, Box<dyn std::error::Error>>(resp.status().as_u16())
+        }
+    };
+    let token = a.k8s_token("payments", "api", |_| {});
+    assert_eq!(exchange_b(token.clone()).await?, 200, "B issues before the revocation");
+    a.admin(reqwest::Method::POST, "revocations", json!({"kind": "k8s-sa-uid", "value": "sa-uid-api", "reason": "replica test"})).await?;
+    assert_eq!(a.exchange(&base_form(&token, "api://x")).await?.0, 400, "A refuses at once");
+    // Bounded wait for B's own poller (no manual refresh): at most 5 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if exchange_b(token.clone()).await? == 400 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "replica B still issues 5 s after the revocation");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = tx.send(());
+    serving.await??;
     Ok(())
 }
