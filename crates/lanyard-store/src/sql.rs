@@ -18,6 +18,10 @@ use crate::{
     Revocation, SigningKeyRow, Store, StoreError, StoreFuture, Tenant,
 };
 
+/// Rows per multi-row audit INSERT (12 parameters each; well under SQLite's
+/// and PostgreSQL's parameter limits).
+const AUDIT_ROWS_PER_INSERT: usize = 64;
+
 #[derive(Debug)]
 pub(crate) enum SqlStore {
     Sqlite(SqlitePool),
@@ -735,11 +739,46 @@ impl Store for SqlStore {
 
     fn append_audit_batch(&self, drafts: Vec<AuditDraft>) -> StoreFuture<'_, Vec<AuditEvent>> {
         on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let mut events = Vec::with_capacity(drafts.len());
-            for draft in drafts {
-                events.push(append_audit!(tx, draft));
+            if drafts.is_empty() {
+                return Ok(Vec::new());
             }
+            // Three statements for the whole batch: claim a range of sequence
+            // numbers (this also takes the chain's lock), insert every event
+            // with multi-row INSERTs, move the head hash.
+            let n = i64::try_from(drafts.len()).unwrap_or(i64::MAX);
+            let mut tx = pool.begin().await?;
+            let head = sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
+                .bind(n)
+                .fetch_one(&mut *tx)
+                .await?;
+            let last_seq: i64 = head.try_get("seq")?;
+            let mut prev: String = head.try_get("hash")?;
+            let mut events = Vec::with_capacity(drafts.len());
+            for (seq, draft) in (last_seq - n + 1..).zip(drafts) {
+                let hash = chain_hash(&prev, seq, &draft);
+                events.push(AuditEvent { seq, draft, prev_hash: std::mem::replace(&mut prev, hash.clone()), hash });
+            }
+            for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO audit_events (seq, at_ms, correlation_id, actor, action, subject, tenant, decision, reason, evidence_digest, prev_hash, hash) ",
+                );
+                insert.push_values(chunk, |mut row, e| {
+                    row.push_bind(e.seq)
+                        .push_bind(e.draft.at_ms)
+                        .push_bind(e.draft.correlation_id.clone())
+                        .push_bind(e.draft.actor.clone())
+                        .push_bind(e.draft.action.clone())
+                        .push_bind(e.draft.subject.clone())
+                        .push_bind(e.draft.tenant.clone())
+                        .push_bind(e.draft.decision.as_str())
+                        .push_bind(e.draft.reason.clone())
+                        .push_bind(e.draft.evidence_digest.clone())
+                        .push_bind(e.prev_hash.clone())
+                        .push_bind(e.hash.clone());
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&prev).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(events)
         })

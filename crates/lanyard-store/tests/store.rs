@@ -474,7 +474,8 @@ conformance!(audit_batches_and_queries);
 async fn audit_batches_and_queries(url: &str) -> TestResult {
     let store = lanyard_store::open(url).await?;
     let mut drafts = Vec::new();
-    for i in 0..50 {
+    // 150 events: more than one multi-row INSERT.
+    for i in 0..150 {
         let mut d = draft("token.exchange", &format!("s{i}"));
         d.at_ms = 1_000 + i;
         drafts.push(d);
@@ -482,9 +483,10 @@ async fn audit_batches_and_queries(url: &str) -> TestResult {
     let events = store.append_audit_batch(drafts).await?;
     assert_eq!(
         events.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        (1..=50).collect::<Vec<_>>()
+        (1..=150).collect::<Vec<_>>()
     );
-    assert_eq!(verify_all(&store).await?, 50);
+    assert_eq!(verify_all(&store).await?, 150);
+    assert_eq!(store.list_audit(0, 1000).await?, events, "what was returned is what was stored");
     let q = |after, since_ms, cid: Option<&str>, limit| lanyard_store::AuditQuery {
         after,
         since_ms,
@@ -492,11 +494,13 @@ async fn audit_batches_and_queries(url: &str) -> TestResult {
         limit,
     };
     assert_eq!(
-        store.query_audit(q(0, Some(1_045), None, 100)).await?.len(),
+        store.query_audit(q(0, Some(1_145), None, 100)).await?.len(),
         5
     );
     let by_cid = store.query_audit(q(0, None, Some("corr-s7"), 100)).await?;
     assert_eq!(by_cid.iter().map(|e| e.seq).collect::<Vec<_>>(), [8]);
-    assert_eq!(store.query_audit(q(48, None, None, 100)).await?.len(), 2);
+    assert_eq!(store.query_audit(q(148, None, None, 100)).await?.len(), 2);
+    store.append_audit(draft("after.batch", "x")).await?;
+    assert_eq!(verify_all(&store).await?, 151, "single appends continue the batched chain");
     Ok(())
 }
