@@ -97,6 +97,28 @@ macro_rules! fetch_keys {
     }};
 }
 
+/// Deletes one row by key under a generation lock, with its audit event;
+/// `NotFound` when there was none.
+macro_rules! delete_audited {
+    ($pool:ident, $lock:literal, $sql:literal, $key:expr, $what:expr, $audit:expr) => {{
+        let mut tx = $pool.begin().await?;
+        sqlx::query(concat!(
+            "UPDATE locks SET n = n + 1 WHERE name = '",
+            $lock,
+            "'"
+        ))
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query($sql).bind($key).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { what: $what });
+        }
+        append_audit!(tx, $audit);
+        tx.commit().await?;
+        Ok(())
+    }};
+}
+
 /// Reads one audit row; evaluates to `Result<AuditEvent, StoreError>`.
 macro_rules! audit_row {
     ($r:expr) => {{
@@ -550,24 +572,14 @@ impl Store for SqlStore {
     }
 
     fn delete_issuer<'a>(&'a self, name: &'a str, audit: AuditDraft) -> StoreFuture<'a, ()> {
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'issuers'")
-                .execute(&mut *tx)
-                .await?;
-            let done = sqlx::query("DELETE FROM issuers WHERE name = $1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound {
-                    what: format!("issuer {name:?}"),
-                });
-            }
-            append_audit!(tx, audit);
-            tx.commit().await?;
-            Ok(())
-        })
+        on_pool!(self, |pool| delete_audited!(
+            pool,
+            "issuers",
+            "DELETE FROM issuers WHERE name = $1",
+            name,
+            format!("issuer {name:?}"),
+            audit
+        ))
     }
 
     fn create_entry(&self, entry: Entry, audit: AuditDraft) -> StoreFuture<'_, ()> {
@@ -653,24 +665,14 @@ impl Store for SqlStore {
     }
 
     fn delete_entry<'a>(&'a self, id: &'a str, audit: AuditDraft) -> StoreFuture<'a, ()> {
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'")
-                .execute(&mut *tx)
-                .await?;
-            let done = sqlx::query("DELETE FROM entries WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound {
-                    what: format!("entry {id}"),
-                });
-            }
-            append_audit!(tx, audit);
-            tx.commit().await?;
-            Ok(())
-        })
+        on_pool!(self, |pool| delete_audited!(
+            pool,
+            "entries",
+            "DELETE FROM entries WHERE id = $1",
+            id,
+            format!("entry {id}"),
+            audit
+        ))
     }
 
     fn create_revocation(&self, revocation: Revocation, audit: AuditDraft) -> StoreFuture<'_, ()> {
@@ -747,16 +749,23 @@ impl Store for SqlStore {
             // with multi-row INSERTs, move the head hash.
             let n = i64::try_from(drafts.len()).unwrap_or(i64::MAX);
             let mut tx = pool.begin().await?;
-            let head = sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
-                .bind(n)
-                .fetch_one(&mut *tx)
-                .await?;
+            let head = sqlx::query(
+                "UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash",
+            )
+            .bind(n)
+            .fetch_one(&mut *tx)
+            .await?;
             let last_seq: i64 = head.try_get("seq")?;
             let mut prev: String = head.try_get("hash")?;
             let mut events = Vec::with_capacity(drafts.len());
             for (seq, draft) in (last_seq - n + 1..).zip(drafts) {
                 let hash = chain_hash(&prev, seq, &draft);
-                events.push(AuditEvent { seq, draft, prev_hash: std::mem::replace(&mut prev, hash.clone()), hash });
+                events.push(AuditEvent {
+                    seq,
+                    draft,
+                    prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                    hash,
+                });
             }
             for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
                 let mut insert = sqlx::QueryBuilder::new(
@@ -778,7 +787,10 @@ impl Store for SqlStore {
                 });
                 insert.build().execute(&mut *tx).await?;
             }
-            sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&prev).execute(&mut *tx).await?;
+            sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+                .bind(&prev)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(events)
         })
