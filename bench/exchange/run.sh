@@ -50,6 +50,12 @@ done
 log() { echo "[exchange-bench] $*" >&2; }
 die() { echo "[exchange-bench] ERROR: $*" >&2; exit 1; }
 
+for n in "$DURATION" "$MAX_FLOWS" "$NTOKENS"; do
+    case "$n" in ''|*[!0-9]*) die "--duration, --max-flows and --tokens take whole numbers, not '$n'" ;; esac
+done
+[ "$DURATION" -ge 1 ] && [ "$DURATION" -le 600 ] || die "--duration must be 1..600 seconds"
+[ "$NTOKENS" -ge 1 ] || die "--tokens must be at least 1"
+
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/lanyard-exchange-bench.XXXXXX")"
 LANYARD_PID=""
 BAO_PID=""
@@ -135,11 +141,54 @@ LANYARD="$TARGET_DIR/release/lanyard"
 [ -x "$LOADGEN" ] || die "no $LOADGEN (build it: cargo build --release -p loadgen)"
 [ "$RUN_LANYARD" = 0 ] || [ -x "$LANYARD" ] || die "no $LANYARD (build it: cargo build --release -p lanyard-cli)"
 
+# CPU time in clock ticks: the whole machine's, each server's, and this
+# script's waited-for children's (i.e. loadgen's). The machine is shared, so
+# each run also reports how much CPU other processes took, and the CPU time
+# per flow of the server and of the load generator (less sensitive to a busy
+# machine than flows/s).
+pid_ticks() { # pid_ticks PID A B: fields A+B of /proc/PID/stat, 0 if PID is empty or gone
+    local pid="$1" a="$2" b="$3" f
+    [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || { echo 0; return; }
+    f="$(sed 's/^.*) //' "/proc/$pid/stat")"   # fields from 3 (state) on: field N is $((N-2))
+    set -- $f
+    echo $((${!a} + ${!b}))
+}
+cpu_ticks() {
+    local user nice system irq softirq steal
+    read -r _ user nice system _ _ irq softirq steal _ < /proc/stat
+    # utime+stime are fields 14, 15; cutime+cstime (waited-for children) 16, 17.
+    echo "$((user + nice + system + irq + softirq + steal))" \
+        "$(pid_ticks "$LANYARD_PID" 12 13)" "$(pid_ticks "$BAO_PID" 12 13)" "$(pid_ticks $$ 14 15)"
+}
+
 loadgen() { # loadgen FLOW BASE CONCURRENCY: one run, JSON line appended to results
-    local out
+    local out before after t0 t1 extra
+    before="$(cpu_ticks)"
+    t0="$(date +%s%N)"
     out="$(timeout $((DURATION + 60)) "$LOADGEN" --flow "$1" --base "$2" --tokens "$TOKENS" \
         --concurrency "$3" --duration "$DURATION" --max-flows "$MAX_FLOWS" --warmup 1 \
         --audience "$AUDIENCE" --role "$ROLE")" || die "loadgen $1 c=$3 failed: ${out:-no output}"
+    t1="$(date +%s%N)"
+    after="$(cpu_ticks)"
+    extra="$("$PY" - "$out" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" "$(nproc)" <<'EOF'
+import json, sys
+run = json.loads(sys.argv[1])
+(all0, lan0, bao0, gen0), (all1, lan1, bao1, gen1) = (map(int, a.split()) for a in sys.argv[2:4])
+ns0, ns1, hz, ncpu = map(int, sys.argv[4:])
+server = lan1 - lan0 if run["target"].startswith("lanyard") else bao1 - bao0
+other = max(0, (all1 - all0) - (lan1 - lan0) - (bao1 - bao0) - (gen1 - gen0))
+capacity = (ns1 - ns0) / 1e9 * hz * ncpu
+every = run["flows"] + run["errors"] + run.get("warmup_flows", 0)
+def per_flow(ticks):
+    return round(ticks / hz * 1e6 / every) if every else None
+print(json.dumps({
+    "other_cpu_pct": round(100 * other / capacity, 1) if capacity else None,
+    "server_cpu_us_per_flow": per_flow(server),
+    "loadgen_cpu_us_per_flow": per_flow(gen1 - gen0),
+}, separators=(",", ":"))[1:-1])
+EOF
+)" || die "measuring CPU time failed"
+    out="${out%\}},$extra}"
     log "$out"
     echo "$out" >> "$TMP/results.jsonl"
 }
@@ -275,6 +324,15 @@ for c in $CONCURRENCY; do
     fi
 done
 
+# Every exchange is an audit event: check the chain and count it (part of "audit on and durable").
+AUDIT=""
+if [ "$RUN_LANYARD" = 1 ]; then
+    log "lanyard audit verify"
+    AUDIT="$(timeout 300 "$LANYARD" --data-dir "$DATA" --output json audit verify 2>"$TMP/audit-verify.err" | tr -d '\n')" \
+        || die "lanyard audit verify failed: $AUDIT $(head -c 1000 "$TMP/audit-verify.err")"
+    log "audit: $AUDIT"
+fi
+
 rss_mib() { [ -n "$1" ] && ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
 LANYARD_RSS="$(rss_mib "$LANYARD_PID" || true)"
 BAO_RSS="$(rss_mib "$BAO_PID" || true)"
@@ -282,9 +340,9 @@ BAO_RSS="$(rss_mib "$BAO_PID" || true)"
 # --- 7. report ---
 DATA_FS=""
 [ "$RUN_LANYARD" = 1 ] && DATA_FS="$(stat -f -c %T "$DATA" 2>/dev/null || true)"
-"$PY" - "$TMP/results.jsonl" "$DURATION" "$NTOKENS" "${LANYARD_RSS:-}" "${BAO_RSS:-}" "${BAO_ALG:-}" "$DATA_FS" <<'EOF'
+"$PY" - "$TMP/results.jsonl" "$DURATION" "$NTOKENS" "${LANYARD_RSS:-}" "${BAO_RSS:-}" "${BAO_ALG:-}" "$DATA_FS" "$AUDIT" <<'EOF'
 import json, platform, sys, time
-path, duration, ntokens, lanyard_rss, bao_rss, bao_alg, data_fs = sys.argv[1:]
+path, duration, ntokens, lanyard_rss, bao_rss, bao_alg, data_fs, audit = sys.argv[1:]
 runs = {}
 for line in open(path):
     r = json.loads(line)
@@ -310,9 +368,35 @@ for c in sorted({c for _, c in runs}):
     p99 = f"{b['p99_ms'] / l['p99_ms']:.1f}x lower" if l and b and l["p99_ms"] else "–"
     print(f"| {c} | {cell(l, 'flows_per_sec')} | {cell(l, 'p50_ms')} | {cell(l, 'p99_ms')} "
           f"| {cell(b, 'flows_per_sec')} | {cell(b, 'p50_ms')} | {cell(b, 'p99_ms')} | {ratio} | {p99} |")
+print()
+print("CPU time per flow (server process; load generator), and CPU taken by other processes during each run:\n")
+print("| concurrency | Lanyard server µs/flow | OpenBao server µs/flow | ratio | loadgen µs/flow (Lanyard / OpenBao) | other CPU % (Lanyard / OpenBao) |")
+print("|---|---|---|---|---|---|")
+def g(r, key):
+    return "–" if r is None or r.get(key) is None else f"{r[key]:,}"
+for c in sorted({c for _, c in runs}):
+    l, b = runs.get((lan, c)), runs.get((bao, c))
+    ratio = "–"
+    if l and b and l.get("server_cpu_us_per_flow") and b.get("server_cpu_us_per_flow"):
+        ratio = f"{b['server_cpu_us_per_flow'] / l['server_cpu_us_per_flow']:.1f}x less"
+    print(f"| {c} | {g(l, 'server_cpu_us_per_flow')} | {g(b, 'server_cpu_us_per_flow')} | {ratio} "
+          f"| {g(l, 'loadgen_cpu_us_per_flow')} / {g(b, 'loadgen_cpu_us_per_flow')} "
+          f"| {g(l, 'other_cpu_pct')} / {g(b, 'other_cpu_pct')} |")
 errors = {f"{t} c={c}": r["errors"] for (t, c), r in runs.items() if r["errors"]}
 print()
 print(f"errors: {errors if errors else 'none'}")
+busy = {f"{t} c={c}": r.get("other_cpu_pct") for (t, c), r in runs.items() if (r.get("other_cpu_pct") or 0) > 5}
+if busy:
+    print(f"WARNING: other processes took more than 5 % of the CPU during {busy} (percent): "
+          "those figures are low; re-run on an idle machine")
+else:
+    print("other processes took at most 5 % of the CPU during each run")
+if audit:
+    a = json.loads(audit)
+    exchanges = sum(r["flows"] + r["errors"] + r.get("warmup_flows", 0) for (t, _), r in runs.items() if t == lan)
+    verdict = "ok" if a.get("ok") and a.get("verified", 0) >= exchanges else "WARNING: fewer events than exchanges, or chain broken"
+    print(f"lanyard audit chain: {a.get('verified')} events verified, ok={a.get('ok')}, "
+          f"for {exchanges} exchanges under load: {verdict}")
 if lanyard_rss:
     print(f"lanyard RSS after the run: {lanyard_rss} MiB (SQLite store and audit on a {data_fs or '?'} file system)")
 if bao_rss:

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! {"target":"lanyard-exchange","concurrency":8,"flows":51234,"errors":0,"seconds":10.0,
-//!  "flows_per_sec":5123.4,"p50_ms":1.2,"p99_ms":3.4,"max_ms":9.1}
+//!  "flows_per_sec":5123.4,"p50_ms":1.2,"p99_ms":3.4,"max_ms":9.1,"warmup_flows":4100}
 //! ```
 //!
 //! `flows` counts successful flows; latencies are those of successful flows.
@@ -127,6 +127,9 @@ struct Report {
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     max_ms: Option<f64>,
+    /// Flows (successful or not) in the uncounted warm-up, so that a caller
+    /// measuring CPU time over the whole run can divide by every flow.
+    warmup_flows: u64,
 }
 
 /// The outcome of one worker in one phase.
@@ -169,14 +172,16 @@ fn run() -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(async {
+        let mut warmup_flows = 0;
         if args.warmup > 0.0 {
-            phase(
+            let warmup = phase(
                 &target,
                 args.concurrency,
                 Duration::from_secs_f64(args.warmup),
                 args.max_flows,
             )
             .await?;
+            warmup_flows = warmup.latencies_us.len() as u64 + warmup.errors;
         }
         let started = Instant::now();
         let tally = phase(
@@ -204,6 +209,7 @@ fn run() -> anyhow::Result<ExitCode> {
             p50_ms: percentile_ms(&lat, 0.50),
             p99_ms: percentile_ms(&lat, 0.99),
             max_ms: percentile_ms(&lat, 1.0),
+            warmup_flows,
         };
         let line = serde_json::to_string(&report).context("serialising the report")?;
         println!("{line}");
