@@ -12,7 +12,9 @@ use lanyard_store::AuditDraft;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().ok_or("usage: audit_append STORE_URL BATCHES BATCH_SIZE")?;
+    let url = args
+        .next()
+        .ok_or("usage: audit_append STORE_URL BATCHES BATCH_SIZE")?;
     let batches: usize = args.next().ok_or("BATCHES missing")?.parse()?;
     let size: usize = args.next().ok_or("BATCH_SIZE missing")?.parse()?;
     let store = lanyard_store::open(&url).await?;
@@ -30,7 +32,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 tenant: Some("dev".into()),
                 decision: Decision::Allow,
                 reason: "issued jti=0123456789abcdef0123456789abcdef ttl=300s".into(),
-                evidence_digest: Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into()),
+                evidence_digest: Some(
+                    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+                ),
             })
             .collect();
         store.append_audit_batch(drafts).await?;
@@ -40,6 +44,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             t = Instant::now();
         }
     }
-    println!("total {} events in {:.2}s", batches * size, started.elapsed().as_secs_f64());
+    println!(
+        "total {} events in {:.2}s",
+        batches * size,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

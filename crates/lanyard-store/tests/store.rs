@@ -486,7 +486,11 @@ async fn audit_batches_and_queries(url: &str) -> TestResult {
         (1..=150).collect::<Vec<_>>()
     );
     assert_eq!(verify_all(&store).await?, 150);
-    assert_eq!(store.list_audit(0, 1000).await?, events, "what was returned is what was stored");
+    assert_eq!(
+        store.list_audit(0, 1000).await?,
+        events,
+        "what was returned is what was stored"
+    );
     let q = |after, since_ms, cid: Option<&str>, limit| lanyard_store::AuditQuery {
         after,
         since_ms,
@@ -501,6 +505,10 @@ async fn audit_batches_and_queries(url: &str) -> TestResult {
     assert_eq!(by_cid.iter().map(|e| e.seq).collect::<Vec<_>>(), [8]);
     assert_eq!(store.query_audit(q(148, None, None, 100)).await?.len(), 2);
     store.append_audit(draft("after.batch", "x")).await?;
-    assert_eq!(verify_all(&store).await?, 151, "single appends continue the batched chain");
+    assert_eq!(
+        verify_all(&store).await?,
+        151,
+        "single appends continue the batched chain"
+    );
     Ok(())
 }
