@@ -360,17 +360,17 @@ def cell(r, key):
 
 print(f"Token exchange vs OpenBao: {time.strftime('%Y-%m-%d')}, {duration} s per run + 1 s warm-up, "
       f"{ntokens} subject tokens, {platform.machine()}\n")
-print("| concurrency | Lanyard flows/s | Lanyard p50 | Lanyard p99 | OpenBao flows/s | OpenBao p50 | OpenBao p99 | flows/s ratio | p99 ratio |")
+print("| concurrency | Lanyard flows/s | Lanyard p50 | Lanyard p99 | OpenBao flows/s | OpenBao p50 | OpenBao p99 | flows/s Lanyard/OpenBao | p99 OpenBao/Lanyard |")
 print("|---|---|---|---|---|---|---|---|---|")
 for c in sorted({c for _, c in runs}):
     l, b = runs.get((lan, c)), runs.get((bao, c))
     ratio = f"{l['flows_per_sec'] / b['flows_per_sec']:.1f}x" if l and b and b["flows_per_sec"] else "–"
-    p99 = f"{b['p99_ms'] / l['p99_ms']:.1f}x lower" if l and b and l["p99_ms"] else "–"
+    p99 = f"{b['p99_ms'] / l['p99_ms']:.1f}x" if l and b and l["p99_ms"] else "–"
     print(f"| {c} | {cell(l, 'flows_per_sec')} | {cell(l, 'p50_ms')} | {cell(l, 'p99_ms')} "
           f"| {cell(b, 'flows_per_sec')} | {cell(b, 'p50_ms')} | {cell(b, 'p99_ms')} | {ratio} | {p99} |")
 print()
 print("CPU time per flow (server process; load generator), and CPU taken by other processes during each run:\n")
-print("| concurrency | Lanyard server µs/flow | OpenBao server µs/flow | ratio | loadgen µs/flow (Lanyard / OpenBao) | other CPU % (Lanyard / OpenBao) |")
+print("| concurrency | Lanyard server µs/flow | OpenBao server µs/flow | OpenBao/Lanyard | loadgen µs/flow (Lanyard / OpenBao) | other CPU % (Lanyard / OpenBao) |")
 print("|---|---|---|---|---|---|")
 def g(r, key):
     return "–" if r is None or r.get(key) is None else f"{r[key]:,}"
@@ -378,7 +378,7 @@ for c in sorted({c for _, c in runs}):
     l, b = runs.get((lan, c)), runs.get((bao, c))
     ratio = "–"
     if l and b and l.get("server_cpu_us_per_flow") and b.get("server_cpu_us_per_flow"):
-        ratio = f"{b['server_cpu_us_per_flow'] / l['server_cpu_us_per_flow']:.1f}x less"
+        ratio = f"{b['server_cpu_us_per_flow'] / l['server_cpu_us_per_flow']:.1f}x"
     print(f"| {c} | {g(l, 'server_cpu_us_per_flow')} | {g(b, 'server_cpu_us_per_flow')} | {ratio} "
           f"| {g(l, 'loadgen_cpu_us_per_flow')} / {g(b, 'loadgen_cpu_us_per_flow')} "
           f"| {g(l, 'other_cpu_pct')} / {g(b, 'other_cpu_pct')} |")
