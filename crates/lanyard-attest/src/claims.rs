@@ -1,67 +1,28 @@
-//! Token parsing and claim checks, and claims → selectors.
+//! The checks every token passes whatever its kind: algorithm, `iss`,
+//! `aud`, `exp`/`nbf`/`iat` with bounded skew, and maximum lifetime.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine as _;
-use lanyard_core::{Denial, DenyReason, Evidence, Selector, TenantId};
-use lanyard_jose::{Algorithm, Header, JoseError, MAX_COMPACT_LEN};
+use lanyard_core::{Denial, DenyReason};
+use lanyard_jose::{Algorithm, Header, JoseError};
 use serde_json::{Map, Value};
 
-use crate::{IssuerConfig, IssuerKind, TenantBinding, CLOCK_SKEW_SECS};
+use crate::config::{shown, IssuerConfig, IssuerKind, LEGACY_K8S_ISSUER};
+use crate::CLOCK_SKEW_SECS;
 
-/// A token split and decoded but not verified: only for routing.
-#[derive(Debug, Clone)]
-pub struct Parsed {
-    /// The JOSE header.
-    pub header: Header,
-    /// The claims object.
-    pub claims: Map<String, Value>,
-}
-
-/// Splits and decodes a compact JWT without verifying it. Size is checked
-/// first; every failure is a [`Denial`], never a panic.
-///
-/// # Errors
-/// `TooLarge` or `Malformed`.
-pub fn parse_unverified(token: &str) -> Result<Parsed, Denial> {
-    if token.len() > MAX_COMPACT_LEN {
-        return Err(Denial::new(
-            DenyReason::TooLarge,
-            format!(
-                "token is {} bytes; the limit is {MAX_COMPACT_LEN}",
-                token.len()
-            ),
-        ));
-    }
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(Denial::new(
-            DenyReason::Malformed,
-            "not three dot-separated parts",
-        ));
-    };
-    let header_bytes = B64
-        .decode(h)
-        .map_err(|_| Denial::new(DenyReason::Malformed, "header is not base64url"))?;
-    let header: Header = serde_json::from_slice(&header_bytes)
-        .map_err(|_| Denial::new(DenyReason::Malformed, "header is not a JOSE header"))?;
-    let payload = B64
-        .decode(p)
-        .map_err(|_| Denial::new(DenyReason::Malformed, "payload is not base64url"))?;
-    let claims: Map<String, Value> = serde_json::from_slice(&payload)
-        .map_err(|_| Denial::new(DenyReason::Malformed, "payload is not a JSON object"))?;
-    Ok(Parsed { header, claims })
-}
-
-/// The header's algorithm, if the issuer allows it.
+/// The header's algorithm, when the issuer allows it. `none`, HMAC and
+/// anything else Lanyard does not implement are refused here, before any
+/// key is looked at.
 pub(crate) fn check_algorithm(header: &Header, config: &IssuerConfig) -> Result<Algorithm, Denial> {
     let alg: Algorithm = header.alg.parse().map_err(|_| {
         Denial::new(
             DenyReason::AlgorithmNotAllowed,
             format!(
-                "algorithm {:?} is never accepted",
-                header.alg.chars().take(16).collect::<String>()
+                "algorithm {:?} is never accepted (only ES256 and RS256 exist here)",
+                header
+                    .alg
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(16)
+                    .collect::<String>()
             ),
         )
     })?;
@@ -74,6 +35,7 @@ pub(crate) fn check_algorithm(header: &Header, config: &IssuerConfig) -> Result<
     Ok(alg)
 }
 
+/// The denial for a failed `lanyard_jose::verify_compact`.
 pub(crate) fn jose_denial(e: &JoseError) -> Denial {
     let reason = match e {
         JoseError::UnsupportedAlgorithm { .. }
@@ -84,335 +46,198 @@ pub(crate) fn jose_denial(e: &JoseError) -> Denial {
         JoseError::BadSignature => DenyReason::BadSignature,
         _ => DenyReason::Malformed,
     };
+    // JoseError's messages carry no key material and only truncated kids.
     Denial::new(reason, e.to_string())
 }
 
-/// `aud` as a list (a string or an array of strings).
-pub(crate) fn audiences(claims: &Map<String, Value>) -> Vec<String> {
-    match claims.get("aud") {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn int(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Denial> {
-    match claims.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_i64()
-            .or_else(|| v.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-            .map(Some)
-            .ok_or_else(|| Denial::new(DenyReason::Malformed, format!("{name} is not a number"))),
-    }
-}
-
-/// `iss`, `aud`, `exp`, `nbf`, `iat`, lifetime.
-pub(crate) fn check_times_and_audience(
-    claims: &Value,
-    config: &IssuerConfig,
-    now: i64,
-) -> Result<(), Denial> {
-    let claims = claims
-        .as_object()
-        .ok_or_else(|| Denial::new(DenyReason::Malformed, "claims are not an object"))?;
-    if claims.get("iss").and_then(Value::as_str) != Some(config.issuer.as_str()) {
-        return Err(Denial::new(
-            DenyReason::UnknownIssuer,
-            "iss does not match the issuer exactly",
-        ));
-    }
-    if !audiences(claims).iter().any(|a| a == &config.audience) {
-        return Err(Denial::new(
-            DenyReason::WrongAudience,
-            format!("aud does not contain {:?}", config.audience),
-        ));
-    }
-    if config.kind == IssuerKind::Kubernetes
-        && is_legacy_k8s(claims)
-        && !config.insecure_allow_legacy_tokens
-    {
-        return Err(Denial::new(
-            DenyReason::LegacyToken,
-            "legacy secret-based service-account token",
-        ));
-    }
-    let exp = int(claims, "exp")?
-        .ok_or_else(|| Denial::new(DenyReason::MissingClaim, "exp is required"))?;
-    let nbf = int(claims, "nbf")?;
-    let iat = int(claims, "iat")?;
-    if exp + CLOCK_SKEW_SECS < now {
-        return Err(Denial::new(
-            DenyReason::Expired,
-            format!("expired {}s ago", now - exp),
-        ));
-    }
-    for (name, t) in [("nbf", nbf), ("iat", iat)] {
-        if t.is_some_and(|t| t - CLOCK_SKEW_SECS > now) {
-            return Err(Denial::new(
-                DenyReason::NotYetValid,
-                format!("{name} is in the future"),
-            ));
-        }
-    }
-    let start = iat.or(nbf).unwrap_or(now);
-    let lifetime = exp.saturating_sub(start);
-    if u64::try_from(lifetime).unwrap_or(u64::MAX) > config.max_token_lifetime_secs {
-        return Err(Denial::new(
-            DenyReason::LifetimeTooLong,
-            format!(
-                "token lives {lifetime}s; issuer {} allows {}s",
-                config.name, config.max_token_lifetime_secs
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn is_legacy_k8s(claims: &Map<String, Value>) -> bool {
-    claims.get("iss").and_then(Value::as_str) == Some("kubernetes/serviceaccount")
+/// Whether a token routed to a Kubernetes issuer is a legacy secret-based
+/// service-account token.
+pub(crate) fn is_legacy_k8s(claims: &Map<String, Value>) -> bool {
+    claims.get("iss").and_then(Value::as_str) == Some(LEGACY_K8S_ISSUER)
         || claims
             .keys()
             .any(|k| k.starts_with("kubernetes.io/serviceaccount/"))
 }
 
-/// Selectors, tenant and revocation keys from verified claims.
-pub(crate) fn evidence(
+/// Refuses legacy Kubernetes tokens unless the issuer allows them; returns
+/// whether the token is one (and allowed).
+pub(crate) fn check_legacy(
     config: &IssuerConfig,
-    claims: &Value,
-    token: &str,
-) -> Result<Evidence, Denial> {
-    let obj = claims
-        .as_object()
-        .ok_or_else(|| Denial::new(DenyReason::Malformed, "claims are not an object"))?;
-    let sub = obj
-        .get("sub")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let jti = obj.get("jti").and_then(Value::as_str).map(str::to_owned);
-    let exp = int(obj, "exp")?.unwrap_or(0);
-    let ty = config.kind.selector_type();
-    let mut selectors = Vec::new();
-    let mut revocation_keys = Vec::new();
-    let mut push = |key: &str, value: &str| -> Result<(), Denial> {
-        let s = Selector::new(ty, key, value)
-            .map_err(|e| Denial::new(DenyReason::Malformed, format!("claim {key}: {e}")))?;
-        selectors.push(s);
-        Ok(())
-    };
-    match config.kind {
-        IssuerKind::Kubernetes => {
-            let k8s = k8s_identity(obj)?;
-            push("ns", &k8s.namespace)?;
-            push("sa", &k8s.sa_name)?;
-            push("sa-uid", &k8s.sa_uid)?;
-            revocation_keys.push(("k8s-sa-uid".to_owned(), k8s.sa_uid.clone()));
-            for (key, v) in [
-                ("pod-name", &k8s.pod_name),
-                ("pod-uid", &k8s.pod_uid),
-                ("node-name", &k8s.node_name),
-                ("node-uid", &k8s.node_uid),
-            ] {
-                if let Some(v) = v {
-                    push(key, v)?;
-                }
-            }
-            if let Some(uid) = &k8s.pod_uid {
-                revocation_keys.push(("k8s-pod-uid".to_owned(), uid.clone()));
-            }
-        }
-        IssuerKind::GithubActions | IssuerKind::Gitlab => {
-            let names: &[&str] = if config.kind == IssuerKind::GithubActions {
-                GHA_CLAIMS
-            } else {
-                GITLAB_CLAIMS
-            };
-            for name in names {
-                if let Some(v) = obj.get(*name).and_then(scalar) {
-                    push(name, &v)?;
-                }
-            }
-            if sub.is_empty() {
-                return Err(Denial::new(DenyReason::MissingClaim, "sub is required"));
-            }
-        }
-        IssuerKind::Oidc => {
-            if sub.is_empty() {
-                return Err(Denial::new(DenyReason::MissingClaim, "sub is required"));
-            }
-            push("sub", &sub)?;
-            for (name, v) in obj {
-                if ["iss", "aud", "exp", "nbf", "iat", "jti", "sub"].contains(&name.as_str()) {
-                    continue;
-                }
-                let key_ok = !name.is_empty()
-                    && name.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                    });
-                if let (true, Some(Value::String(s))) = (key_ok, Some(v)) {
-                    push(name, s)?;
-                }
-            }
-        }
+    claims: &Map<String, Value>,
+) -> Result<bool, Denial> {
+    if config.kind != IssuerKind::Kubernetes || !is_legacy_k8s(claims) {
+        return Ok(false);
     }
-    selectors.sort();
-    selectors.dedup();
-    if let Some(j) = &jti {
-        revocation_keys.push(("jti".to_owned(), j.clone()));
+    if !config.insecure_allow_legacy_tokens {
+        return Err(legacy_denial());
     }
-    revocation_keys.push(("subject".to_owned(), format!("{}:{sub}", config.issuer)));
-    let tenant = match &config.tenant {
-        TenantBinding::Fixed(t) => Some(t.clone()),
-        TenantBinding::Claim(pointer) => claims
-            .pointer(pointer)
-            .and_then(Value::as_str)
-            .and_then(|s| TenantId::parse(s).ok()),
-    };
-    Ok(Evidence {
-        issuer: config.name.clone(),
-        tenant,
-        subject: sub,
-        selectors,
-        jti,
-        expires_at: exp,
-        digest: digest_hex(token.as_bytes()),
-        revocation_keys,
-    })
+    Ok(true)
 }
 
-/// The GitHub Actions claims that become selectors.
-const GHA_CLAIMS: &[&str] = &[
-    "repository",
-    "repository_owner",
-    "repository_id",
-    "repository_owner_id",
-    "ref",
-    "ref_type",
-    "environment",
-    "workflow",
-    "workflow_ref",
-    "job_workflow_ref",
-    "actor",
-    "actor_id",
-    "event_name",
-    "sha",
-    "runner_environment",
-];
-
-/// The GitLab CI claims that become selectors.
-const GITLAB_CLAIMS: &[&str] = &[
-    "project_path",
-    "project_id",
-    "namespace_path",
-    "namespace_id",
-    "ref",
-    "ref_type",
-    "ref_protected",
-    "environment",
-    "environment_protected",
-    "pipeline_source",
-    "user_login",
-    "ci_config_ref_uri",
-];
-
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// The `kubernetes.io` claim of a projected token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct K8sIdentity {
-    pub namespace: String,
-    pub sa_name: String,
-    pub sa_uid: String,
-    pub pod_name: Option<String>,
-    pub pod_uid: Option<String>,
-    pub node_name: Option<String>,
-    pub node_uid: Option<String>,
-}
-
-fn k8s_identity(obj: &Map<String, Value>) -> Result<K8sIdentity, Denial> {
-    let k = obj
-        .get("kubernetes.io")
-        .ok_or_else(|| Denial::new(DenyReason::MissingClaim, "kubernetes.io claim is required"))?;
-    let s = |path: &str| {
-        k.pointer(path)
-            .and_then(Value::as_str)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    };
-    let need = |path: &str| {
-        s(path).ok_or_else(|| {
-            Denial::new(
-                DenyReason::MissingClaim,
-                format!("kubernetes.io{path} is required"),
-            )
-        })
-    };
-    Ok(K8sIdentity {
-        namespace: need("/namespace")?,
-        sa_name: need("/serviceaccount/name")?,
-        sa_uid: need("/serviceaccount/uid")?,
-        pod_name: s("/pod/name"),
-        pod_uid: s("/pod/uid"),
-        node_name: s("/node/name"),
-        node_uid: s("/node/uid"),
-    })
-}
-
-/// The same k8s identity from TokenReview's user info.
-pub(crate) fn k8s_claims_from_review(
-    user: &Value,
-    issuer: &str,
-    audience: &str,
-    exp: i64,
-) -> Result<Value, Denial> {
-    let username = user.get("username").and_then(Value::as_str).unwrap_or("");
-    let rest = username
-        .strip_prefix("system:serviceaccount:")
-        .ok_or_else(|| {
-            Denial::new(
-                DenyReason::MissingClaim,
-                "TokenReview user is not a service account",
-            )
-        })?;
-    let (ns, name) = rest
-        .split_once(':')
-        .ok_or_else(|| Denial::new(DenyReason::Malformed, "bad service-account username"))?;
-    let uid = user.get("uid").and_then(Value::as_str).unwrap_or("");
-    let extra = |k: &str| {
-        user.pointer(&format!("/extra/authentication.kubernetes.io~1{k}/0"))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    let mut k8s =
-        serde_json::json!({"namespace": ns, "serviceaccount": {"name": name, "uid": uid}});
-    if let (Some(n), Some(u)) = (extra("pod-name"), extra("pod-uid")) {
-        k8s["pod"] = serde_json::json!({"name": n, "uid": u});
-    }
-    if let (Some(n), Some(u)) = (extra("node-name"), extra("node-uid")) {
-        k8s["node"] = serde_json::json!({"name": n, "uid": u});
-    }
-    Ok(
-        serde_json::json!({"iss": issuer, "aud": [audience], "sub": username, "exp": exp, "kubernetes.io": k8s}),
+pub(crate) fn legacy_denial() -> Denial {
+    Denial::new(
+        DenyReason::LegacyToken,
+        "legacy secret-based service-account token (no audience, no expiry); mount a projected token with the issuer's audience",
     )
 }
 
-/// Lowercase hex SHA-256.
-pub(crate) fn digest_hex(bytes: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// The validity window of a token that passed [`check_claims`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Validity {
+    /// `exp`, or for an allowed legacy token without one, `now` plus
+    /// [`crate::LEGACY_EVIDENCE_SECS`].
+    pub expires_at: i64,
+    /// `exp - min(iat, nbf)`, when known.
+    pub lifetime: Option<i64>,
+}
+
+/// `iss` exact, `aud` contains the configured audience, `exp` present and
+/// not past, `nbf`/`iat` not in the future, lifetime within the maximum.
+/// `legacy` (an allowed legacy token) waives the audience and expiry
+/// requirements, which such tokens cannot meet.
+pub(crate) fn check_claims(
+    config: &IssuerConfig,
+    claims: &Map<String, Value>,
+    now: i64,
+    legacy: bool,
+) -> Result<Validity, Denial> {
+    match claims.get("iss") {
+        Some(Value::String(iss)) if *iss == config.issuer => {}
+        _ => {
+            return Err(Denial::new(
+                DenyReason::UnknownIssuer,
+                format!("iss is not exactly {:?}", config.issuer),
+            ))
+        }
+    }
+    if !legacy {
+        check_audience(claims, &config.audience)?;
+    }
+    let exp = numeric_date(claims, "exp")?;
+    let nbf = numeric_date(claims, "nbf")?;
+    let iat = numeric_date(claims, "iat")?;
+    let exp = match exp {
+        Some(exp) => exp,
+        None if legacy => now.saturating_add(crate::LEGACY_EVIDENCE_SECS),
+        None => return Err(Denial::new(DenyReason::MissingClaim, "exp is required")),
+    };
+    if exp.saturating_add(CLOCK_SKEW_SECS) < now {
+        return Err(Denial::new(
+            DenyReason::Expired,
+            format!(
+                "expired {}s ago (skew allowed: {CLOCK_SKEW_SECS}s)",
+                now.saturating_sub(exp)
+            ),
+        ));
+    }
+    for (name, t) in [("nbf", nbf), ("iat", iat)] {
+        if let Some(t) = t {
+            if t.saturating_sub(CLOCK_SKEW_SECS) > now {
+                return Err(Denial::new(
+                    DenyReason::NotYetValid,
+                    format!(
+                        "{name} is {}s in the future (skew allowed: {CLOCK_SKEW_SECS}s)",
+                        t.saturating_sub(now)
+                    ),
+                ));
+            }
+        }
+    }
+    let start = match (iat, nbf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let lifetime = start.map(|s| exp.saturating_sub(s));
+    // Without iat or nbf, what is left of the token must fit instead.
+    let measured = lifetime.unwrap_or_else(|| exp.saturating_sub(now));
+    if measured < 0 {
+        return Err(Denial::new(DenyReason::Malformed, "exp is before iat/nbf"));
+    }
+    if u64::try_from(measured).unwrap_or(u64::MAX) > config.max_token_lifetime_secs {
+        return Err(Denial::new(
+            DenyReason::LifetimeTooLong,
+            format!(
+                "token lives {measured}s; issuer {} allows at most {}s",
+                config.name, config.max_token_lifetime_secs
+            ),
+        ));
+    }
+    Ok(Validity {
+        expires_at: exp,
+        lifetime,
+    })
+}
+
+/// `aud` (a string or an array of strings) must contain `audience`.
+pub(crate) fn check_audience(claims: &Map<String, Value>, audience: &str) -> Result<(), Denial> {
+    let found = match claims.get("aud") {
+        None | Some(Value::Null) => {
+            return Err(Denial::new(DenyReason::MissingClaim, "aud is required"))
+        }
+        Some(Value::String(s)) => s == audience,
+        Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(audience)),
+        Some(_) => {
+            return Err(Denial::new(
+                DenyReason::Malformed,
+                "aud is neither a string nor an array",
+            ))
+        }
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(Denial::new(
+            DenyReason::WrongAudience,
+            format!("aud does not contain {audience:?}"),
+        ))
+    }
+}
+
+/// Whether the token's `aud` contains `audience` (for choosing between
+/// issuers that share an `iss`).
+pub(crate) fn has_audience(claims: &Map<String, Value>, audience: &str) -> bool {
+    match claims.get("aud") {
+        Some(Value::String(s)) => s == audience,
+        Some(Value::Array(a)) => a.iter().any(|v| v.as_str() == Some(audience)),
+        _ => false,
+    }
+}
+
+/// A NumericDate claim (RFC 7519 §2): whole or fractional seconds,
+/// truncated, saturating at the `i64` range.
+pub(crate) fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Denial> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => {
+            if let Some(i) = n.as_i64() {
+                Ok(Some(i))
+            } else if n.as_u64().is_some() {
+                Ok(Some(i64::MAX))
+            } else {
+                // Finite by construction (JSON has no NaN or infinity); the
+                // cast saturates.
+                #[allow(clippy::cast_possible_truncation)]
+                Ok(n.as_f64().map(|f| f.floor() as i64))
+            }
+        }
+        Some(_) => Err(Denial::new(
+            DenyReason::Malformed,
+            format!("{name} is not a number of seconds"),
+        )),
+    }
+}
+
+/// A string claim: `Ok(None)` when absent, `Malformed` when not a string.
+pub(crate) fn opt_str<'a>(
+    claims: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, Denial> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Denial::new(
+            DenyReason::Malformed,
+            format!("{} is not a string", shown(name)),
+        )),
+    }
 }

@@ -1,267 +1,314 @@
-//! Verification keys per issuer: inline, or fetched (JWKS URL, discovery)
-//! and cached.
+//! An issuer's verification keys: parsed once from the configuration, or
+//! fetched (JWKS URL, OIDC discovery) and cached.
 //!
-//! The verify path reads the cached key set with one lock-free load. A
-//! refresh happens when the cache is older than its max-age, or when a token
-//! names an unknown `kid` (at most once per [`REFRESH_INTERVAL_SECS`], so a
-//! flood of made-up kids cannot hammer the issuer). Refreshes are
-//! single-flight. A failed fetch never means acceptance: without keys the
-//! answer is `IssuerUnavailable`; with keys fetched earlier, they keep
-//! working for [`STALE_GRACE_SECS`] past their max-age, with a warning.
+//! The verify path reads the cached set with one lock-free `ArcSwap` load.
+//! A refresh happens when the set is past its max-age or a token names an
+//! unknown `kid`, at most once per [`REFRESH_INTERVAL_SECS`] of the injected
+//! clock per issuer, so a flood of made-up kids cannot hammer the issuer.
+//! Refreshes are single-flight: one request fetches; others that hold usable
+//! keys carry on with them, others wait for that one fetch. A failed fetch
+//! never means acceptance: without keys the answer is `IssuerUnavailable`;
+//! keys fetched earlier keep working for [`STALE_GRACE_SECS`] past their
+//! max-age, with a warning at each failed refresh.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use lanyard_core::{Denial, DenyReason};
-use lanyard_jose::{Jwks, VerifyingKey};
+use lanyard_jose::{Jwk, Jwks, VerifyingKey};
+use reqwest::Url;
 use serde_json::Value;
 
-use crate::{AttestError, IssuerConfig, KeySource};
+use crate::config::{check_url, IssuerConfig, KeySource};
+use crate::fetch::{self, FetchError};
 
-/// Minimum time between refreshes triggered by unknown kids.
+/// Minimum time between two fetches of one issuer's keys.
 pub const REFRESH_INTERVAL_SECS: i64 = 30;
-/// Default cache lifetime when the server sends no usable max-age.
-pub const DEFAULT_MAX_AGE_SECS: i64 = 300;
-/// How long stale keys keep working while the issuer is unreachable.
+/// How long keys past their max-age keep verifying while the issuer cannot
+/// be reached.
 pub const STALE_GRACE_SECS: i64 = 3600;
-/// Largest JWKS or discovery document read.
-const MAX_DOCUMENT: usize = 1024 * 1024;
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this many keys of a fetched JWKS are used.
+pub const MAX_KEYS: usize = 100;
 
+/// A parsed key set and where it came from.
 #[derive(Debug)]
-struct Fetched {
-    keys: Arc<Vec<VerifyingKey>>,
-    fetched_at: i64,
-    max_age: i64,
+pub(crate) struct KeySet {
+    pub keys: Vec<VerifyingKey>,
+    /// `inline`, or the JWKS URL.
+    pub origin: String,
+    pub fetched_at: i64,
+    /// Unix seconds until which the set is fresh (`i64::MAX` for inline keys).
+    pub fresh_until: i64,
 }
 
-/// Where keys come from.
-#[derive(Debug)]
-enum Source {
-    Static(Arc<Vec<VerifyingKey>>),
-    Remote {
-        issuer: String,
-        jwks_url: Option<String>,
-        insecure_http: bool,
-    },
-    None,
-}
-
-/// One issuer's keys.
-#[derive(Debug)]
-pub(crate) struct KeyStore {
-    source: Source,
-    cached: ArcSwapOption<Fetched>,
-    last_attempt: AtomicI64,
-    refresh: tokio::sync::Mutex<()>,
-}
-
-impl KeyStore {
-    pub(crate) fn new(config: &IssuerConfig) -> Result<Self, AttestError> {
-        let source = match &config.keys {
-            KeySource::JwksInline(jwks) => {
-                Source::Static(Arc::new(parse_jwks(jwks).map_err(|m| {
-                    AttestError::Invalid {
-                        name: config.name.clone(),
-                        field: "jwks",
-                        message: m,
-                    }
-                })?))
-            }
-            KeySource::JwksUrl(url) => Source::Remote {
-                issuer: config.issuer.clone(),
-                jwks_url: Some(url.clone()),
-                insecure_http: config.insecure_http,
-            },
-            KeySource::Discovery => Source::Remote {
-                issuer: config.issuer.clone(),
-                jwks_url: None,
-                insecure_http: config.insecure_http,
-            },
-            KeySource::TokenReview { .. } => Source::None,
-        };
+impl KeySet {
+    pub(crate) fn inline(jwks: &Jwks) -> Result<Self, String> {
+        let keys = jwks
+            .keys
+            .iter()
+            .map(|jwk| {
+                VerifyingKey::from_jwk(jwk).map_err(|e| {
+                    format!(
+                        "key {:?}: {e}",
+                        jwk.kid.as_deref().map(crate::config::shown)
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            source,
-            cached: ArcSwapOption::empty(),
-            last_attempt: AtomicI64::new(i64::MIN),
-            refresh: tokio::sync::Mutex::new(()),
+            keys,
+            origin: "inline".into(),
+            fetched_at: 0,
+            fresh_until: i64::MAX,
         })
     }
 
-    /// Keys to verify a token naming `kid` at `now`.
-    pub(crate) async fn keys_for(
-        &self,
+    pub(crate) fn has(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid() == kid)
+    }
+}
+
+/// Keys fetched from a JWKS URL or through discovery, cached.
+#[derive(Debug)]
+pub(crate) struct RemoteKeys {
+    name: String,
+    issuer: String,
+    source: KeySource,
+    insecure_http: bool,
+    current: ArcSwapOption<KeySet>,
+    /// Unix seconds of the last fetch attempt; `i64::MIN` before the first.
+    last_attempt: AtomicI64,
+    last_error: ArcSwapOption<String>,
+    flight: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl RemoteKeys {
+    pub(crate) fn new(config: &IssuerConfig) -> Self {
+        Self {
+            name: config.name.clone(),
+            issuer: config.issuer.clone(),
+            source: config.keys.clone(),
+            insecure_http: config.insecure_http,
+            current: ArcSwapOption::empty(),
+            last_attempt: AtomicI64::new(i64::MIN),
+            last_error: ArcSwapOption::empty(),
+            flight: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Whether this cache serves `config` unchanged (same name, issuer and
+    /// key source), so a rebuilt attestor can keep it.
+    pub(crate) fn serves(&self, config: &IssuerConfig) -> bool {
+        self.name == config.name
+            && self.issuer == config.issuer
+            && self.source == config.keys
+            && self.insecure_http == config.insecure_http
+    }
+
+    /// Keys to verify a token naming `kid` at `now`, refreshing when
+    /// allowed and needed.
+    pub(crate) async fn get(
+        self: &Arc<Self>,
         kid: &str,
         now: i64,
         http: &reqwest::Client,
-    ) -> Result<Arc<Vec<VerifyingKey>>, Denial> {
-        let (issuer, jwks_url, insecure_http) = match &self.source {
-            Source::Static(keys) => return Ok(keys.clone()),
-            Source::None => {
-                return Err(Denial::new(
-                    DenyReason::IssuerUnavailable,
-                    "issuer has no keys (TokenReview)",
-                ))
+    ) -> Result<Arc<KeySet>, Denial> {
+        let current = self.current.load_full();
+        if let Some(set) = &current {
+            if now < set.fresh_until && set.has(kid) {
+                return Ok(set.clone());
             }
-            Source::Remote {
-                issuer,
-                jwks_url,
-                insecure_http,
-            } => (issuer, jwks_url, *insecure_http),
+        }
+        // Single flight. While another request fetches, carry on with usable
+        // keys if there are any, else wait for its result.
+        let flight = match self.flight.clone().try_lock_owned() {
+            Ok(guard) => guard,
+            Err(_) if self.usable(current.clone(), now).is_ok() => {
+                return self.usable(current, now);
+            }
+            Err(_) => self.flight.clone().lock_owned().await,
         };
-        if let Some(f) = self.cached.load_full() {
-            let fresh = now < f.fetched_at.saturating_add(f.max_age);
-            let known = f.keys.iter().any(|k| k.kid() == kid);
-            let recently = now - self.last_attempt.load(Ordering::Relaxed) < REFRESH_INTERVAL_SECS;
-            if fresh && (known || recently) {
-                return Ok(f.keys.clone());
+        // The flight we may have waited for could have done the work.
+        let current = self.current.load_full();
+        if let Some(set) = &current {
+            if now < set.fresh_until && set.has(kid) {
+                return Ok(set.clone());
             }
         }
-        let _flight = self.refresh.lock().await;
-        // Another request may have refreshed while we waited.
-        let current = self.cached.load_full();
-        if let Some(f) = &current {
-            let fresh = now < f.fetched_at.saturating_add(f.max_age);
-            let recently = now - self.last_attempt.load(Ordering::Relaxed) < REFRESH_INTERVAL_SECS;
-            if fresh && (recently || f.keys.iter().any(|k| k.kid() == kid)) {
-                return Ok(f.keys.clone());
-            }
+        if !self.may_fetch(now) {
+            return self.usable(current, now);
         }
-        self.last_attempt.store(now, Ordering::Relaxed);
-        match fetch(http, issuer, jwks_url.as_deref(), insecure_http).await {
-            Ok((keys, max_age)) => {
-                let keys = Arc::new(keys);
-                self.cached.store(Some(Arc::new(Fetched {
-                    keys: keys.clone(),
-                    fetched_at: now,
-                    max_age,
-                })));
-                tracing::debug!(issuer = %issuer, keys = keys.len(), "issuer keys refreshed");
-                Ok(keys)
+        self.last_attempt.store(now, Ordering::SeqCst);
+        // The fetch runs as its own task holding the flight lock, so a
+        // request cancelled mid-fetch (a client hanging up) neither wastes
+        // the attempt nor leaves the waiters without keys.
+        let this = self.clone();
+        let http = http.clone();
+        let fetched = tokio::spawn(async move {
+            let _flight = flight;
+            let result = this.fetch(&http, now).await;
+            this.record(result, now)
+        })
+        .await;
+        match fetched {
+            Ok(Some(set)) => Ok(set),
+            Ok(None) | Err(_) => self.usable(self.current.load_full(), now),
+        }
+    }
+
+    /// Stores a fetch's outcome; the new set on success.
+    fn record(&self, result: Result<KeySet, FetchError>, now: i64) -> Option<Arc<KeySet>> {
+        match result {
+            Ok(set) => {
+                let set = Arc::new(set);
+                tracing::debug!(
+                    issuer = %self.name,
+                    keys = set.keys.len(),
+                    max_age = set.fresh_until.saturating_sub(now),
+                    "issuer keys fetched"
+                );
+                self.current.store(Some(set.clone()));
+                self.last_error.store(None);
+                Some(set)
             }
-            Err(why) => match current {
-                Some(f)
-                    if now
-                        < f.fetched_at
-                            .saturating_add(f.max_age)
-                            .saturating_add(STALE_GRACE_SECS) =>
-                {
-                    tracing::warn!(issuer = %issuer, error = %why, "issuer keys could not be refreshed; using the cached ones");
-                    Ok(f.keys.clone())
+            Err(e) => {
+                let message = e.to_string();
+                match self.current.load_full() {
+                    Some(set) if now < set.fresh_until.saturating_add(STALE_GRACE_SECS) => {
+                        tracing::warn!(
+                            issuer = %self.name,
+                            error = %message,
+                            age = now.saturating_sub(set.fetched_at),
+                            "issuer keys could not be refreshed; verifying with the cached keys"
+                        );
+                    }
+                    _ => tracing::warn!(
+                        issuer = %self.name,
+                        error = %message,
+                        "issuer keys unavailable; refusing its tokens"
+                    ),
                 }
-                _ => {
-                    tracing::warn!(issuer = %issuer, error = %why, "issuer keys unavailable; refusing its tokens");
-                    Err(Denial::new(
-                        DenyReason::IssuerUnavailable,
-                        format!("keys of {issuer} could not be fetched: {why}"),
-                    ))
-                }
-            },
+                self.last_error.store(Some(Arc::new(message)));
+                None
+            }
         }
+    }
+
+    fn may_fetch(&self, now: i64) -> bool {
+        let last = self.last_attempt.load(Ordering::SeqCst);
+        // A clock that went backwards must not freeze refreshes.
+        last == i64::MIN || now < last || now.saturating_sub(last) >= REFRESH_INTERVAL_SECS
+    }
+
+    /// The cached set if it may still be used at `now`.
+    fn usable(&self, current: Option<Arc<KeySet>>, now: i64) -> Result<Arc<KeySet>, Denial> {
+        match current {
+            Some(set) if now < set.fresh_until.saturating_add(STALE_GRACE_SECS) => Ok(set),
+            Some(_) => Err(self.unavailable("cached keys are past their grace period")),
+            None => Err(self.unavailable("no keys fetched yet")),
+        }
+    }
+
+    fn unavailable(&self, state: &str) -> Denial {
+        let last = self.last_error.load_full();
+        let why = last
+            .as_deref()
+            .map_or("no fetch attempted yet", String::as_str);
+        Denial::new(
+            DenyReason::IssuerUnavailable,
+            format!("keys of issuer {}: {state}; last fetch: {why}", self.name),
+        )
+    }
+
+    async fn fetch(&self, http: &reqwest::Client, now: i64) -> Result<KeySet, FetchError> {
+        let url = match &self.source {
+            KeySource::JwksUrl(url) => checked(url, self.insecure_http)?,
+            _ => self.discover(http).await?,
+        };
+        let doc = fetch::get(http, &url, self.insecure_http).await?;
+        let keys = parse_remote_jwks(&doc.body).map_err(|what| FetchError::Shape {
+            url: url.to_string(),
+            what,
+        })?;
+        Ok(KeySet {
+            keys,
+            origin: url.to_string(),
+            fetched_at: now,
+            fresh_until: now.saturating_add(doc.max_age),
+        })
+    }
+
+    /// OIDC discovery: the document must name this exact issuer, and its
+    /// `jwks_uri` must use the issuer's scheme.
+    async fn discover(&self, http: &reqwest::Client) -> Result<Url, FetchError> {
+        let base = self.issuer.trim_end_matches('/');
+        let url = checked(
+            &format!("{base}/.well-known/openid-configuration"),
+            self.insecure_http,
+        )?;
+        let doc = fetch::get(http, &url, self.insecure_http).await?;
+        let shape = |what| FetchError::Shape {
+            url: url.to_string(),
+            what,
+        };
+        let doc: Value = serde_json::from_slice(&doc.body).map_err(|_| shape("not JSON"))?;
+        if doc.get("issuer").and_then(Value::as_str) != Some(self.issuer.as_str()) {
+            return Err(shape("the discovery document names another issuer"));
+        }
+        let jwks_uri = doc
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .ok_or_else(|| shape("the discovery document has no jwks_uri"))?;
+        let jwks_url = checked(jwks_uri, self.insecure_http)?;
+        if jwks_url.scheme() != url.scheme() {
+            return Err(FetchError::Refused {
+                url: jwks_url.to_string(),
+                reason: format!("jwks_uri must use the issuer's scheme ({})", url.scheme()),
+            });
+        }
+        Ok(jwks_url)
     }
 }
 
-fn parse_jwks(jwks: &Jwks) -> Result<Vec<VerifyingKey>, String> {
-    let mut keys = Vec::with_capacity(jwks.keys.len());
-    for jwk in &jwks.keys {
-        // Skip keys we cannot use (e.g. encryption keys) rather than failing
-        // the whole set; a token naming one then fails as unknown kid.
+fn checked(url: &str, insecure_http: bool) -> Result<Url, FetchError> {
+    check_url(url, insecure_http).map_err(|reason| FetchError::Refused {
+        url: crate::config::shown(url),
+        reason,
+    })
+}
+
+/// The usable signing keys of a fetched JWKS. Keys for other uses, other
+/// algorithms or of unreadable shape are skipped (issuers publish such);
+/// a set with none left is an error.
+pub(crate) fn parse_remote_jwks(body: &[u8]) -> Result<Vec<VerifyingKey>, &'static str> {
+    let doc: Value = serde_json::from_slice(body).map_err(|_| "not JSON")?;
+    let entries = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("not a JWKS (no keys array)")?;
+    let mut keys = Vec::new();
+    for entry in entries {
+        if keys.len() >= MAX_KEYS {
+            tracing::warn!(
+                limit = MAX_KEYS,
+                "JWKS has more keys than the limit; ignoring the rest"
+            );
+            break;
+        }
+        let Ok(jwk) = serde_json::from_value::<Jwk>(entry.clone()) else {
+            continue;
+        };
         if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
             continue;
         }
-        match VerifyingKey::from_jwk(jwk) {
+        match VerifyingKey::from_jwk(&jwk) {
             Ok(k) => keys.push(k),
-            Err(e) => tracing::debug!(kid = ?jwk.kid, error = %e, "skipping unusable JWK"),
+            Err(e) => tracing::debug!(kid = ?jwk.kid, error = %e, "skipping an unusable JWK"),
         }
     }
     if keys.is_empty() {
-        return Err("no usable signing keys in the JWKS".into());
+        return Err("no usable signing key (ES256 P-256 or RS256 of 2048+ bits, with a kid)");
     }
     Ok(keys)
-}
-
-fn url_allowed(url: &str, insecure_http: bool) -> bool {
-    url.starts_with("https://") || (insecure_http && url.starts_with("http://"))
-}
-
-async fn get_json(
-    http: &reqwest::Client,
-    url: &str,
-    insecure_http: bool,
-) -> Result<(Value, i64), String> {
-    if !url_allowed(url, insecure_http) {
-        return Err(format!("{url} is not https"));
-    }
-    let resp = http
-        .get(url)
-        .timeout(FETCH_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("GET {url}: HTTP {}", resp.status().as_u16()));
-    }
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_DOCUMENT as u64)
-    {
-        return Err(format!(
-            "GET {url}: document larger than {MAX_DOCUMENT} bytes"
-        ));
-    }
-    let max_age = resp
-        .headers()
-        .get(reqwest::header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.split(',').find_map(|d| {
-                d.trim()
-                    .strip_prefix("max-age=")
-                    .and_then(|n| n.parse::<i64>().ok())
-            })
-        })
-        .unwrap_or(DEFAULT_MAX_AGE_SECS)
-        .clamp(30, 3600);
-    let body = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
-    if body.len() > MAX_DOCUMENT {
-        return Err(format!(
-            "GET {url}: document larger than {MAX_DOCUMENT} bytes"
-        ));
-    }
-    let value = serde_json::from_slice(&body).map_err(|_| format!("GET {url}: not JSON"))?;
-    Ok((value, max_age))
-}
-
-async fn fetch(
-    http: &reqwest::Client,
-    issuer: &str,
-    jwks_url: Option<&str>,
-    insecure_http: bool,
-) -> Result<(Vec<VerifyingKey>, i64), String> {
-    let url = match jwks_url {
-        Some(u) => u.to_owned(),
-        None => {
-            let (doc, _) = get_json(
-                http,
-                &format!(
-                    "{}/.well-known/openid-configuration",
-                    issuer.trim_end_matches('/')
-                ),
-                insecure_http,
-            )
-            .await?;
-            if doc.get("issuer").and_then(Value::as_str) != Some(issuer) {
-                return Err("discovery document names another issuer".into());
-            }
-            doc.get("jwks_uri")
-                .and_then(Value::as_str)
-                .ok_or("discovery document has no jwks_uri")?
-                .to_owned()
-        }
-    };
-    let (doc, max_age) = get_json(http, &url, insecure_http).await?;
-    let jwks: Jwks = serde_json::from_value(doc).map_err(|_| format!("{url} is not a JWKS"))?;
-    Ok((parse_jwks(&jwks)?, max_age))
 }

@@ -1,10 +1,13 @@
 //! Test support for Lanyard's crates: a fake clock, throwaway TLS
-//! certificates and fresh PostgreSQL databases. A dev-dependency only.
+//! certificates, fresh PostgreSQL databases and minted tokens
+//! ([`tokens`]). A dev-dependency only.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use lanyard_core::Clock;
+
+pub mod tokens;
 
 /// A clock that moves only when told to.
 #[derive(Debug, Clone)]
