@@ -22,7 +22,12 @@ fn entries() -> Vec<lanyard_core::Entry> {
             selectors.sort();
             lanyard_core::Entry {
                 id: format!("e{i}"),
-                spiffe_id: SpiffeId::parse(&format!("spiffe://example.org/ns/ns{}/sa/sa{}", i / 100, i % 100)).expect("valid"),
+                spiffe_id: SpiffeId::parse(&format!(
+                    "spiffe://example.org/ns/ns{}/sa/sa{}",
+                    i / 100,
+                    i % 100
+                ))
+                .expect("valid"),
                 tenant: TenantId::parse("t").expect("valid"),
                 issuer: None,
                 selectors,

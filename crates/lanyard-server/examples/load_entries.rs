@@ -9,7 +9,9 @@ use lanyard_store::AuditDraft;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().ok_or("usage: load_entries STORE_URL COUNT TENANT")?;
+    let url = args
+        .next()
+        .ok_or("usage: load_entries STORE_URL COUNT TENANT")?;
     let count: usize = args.next().ok_or("COUNT missing")?.parse()?;
     let tenant = TenantId::parse(&args.next().ok_or("TENANT missing")?)?;
     let store = lanyard_store::open(&url).await?;
@@ -20,11 +22,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tasks.spawn(async move {
             for i in (worker..count).step_by(8) {
                 let (ns, sa) = (i / 100, i % 100);
-                let mut selectors = vec![Selector::parse(&format!("k8s:ns:bulk{ns}"))?, Selector::parse(&format!("k8s:sa:sa{sa}"))?];
+                let mut selectors = vec![
+                    Selector::parse(&format!("k8s:ns:bulk{ns}"))?,
+                    Selector::parse(&format!("k8s:sa:sa{sa}"))?,
+                ];
                 selectors.sort();
                 let entry = Entry {
                     id: format!("bulk{i:06}"),
-                    spiffe_id: SpiffeId::parse(&format!("spiffe://example.org/ns/bulk{ns}/sa/sa{sa}"))?,
+                    spiffe_id: SpiffeId::parse(&format!(
+                        "spiffe://example.org/ns/bulk{ns}/sa/sa{sa}"
+                    ))?,
                     tenant: tenant.clone(),
                     issuer: None,
                     selectors,

@@ -480,10 +480,10 @@ pub async fn decide(
         .unwrap_or(state.settings.jwt_max_ttl)
         .min(state.settings.jwt_max_ttl);
     let mut ttl = req.ttl.unwrap_or(default_ttl).min(ceiling);
+    // Never outlive the evidence: a token inside its expiry skew has no
+    // lifetime left to lend, and is refused.
     let remaining = u64::try_from(subject.evidence.expires_at.saturating_sub(now)).unwrap_or(0);
-    if remaining > 0 {
-        ttl = ttl.min(Duration::from_secs(remaining));
-    }
+    ttl = ttl.min(Duration::from_secs(remaining));
     if ttl.is_zero() {
         let d = Denial::new(DenyReason::Expired, "no lifetime left");
         trace.fail("ttl", &d);

@@ -61,14 +61,10 @@ impl Server {
             jwt_max_ttl: config.jwt_max_ttl,
             max_delegation_depth: config.max_delegation_depth,
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| ServerError::Io {
-                what: "building the HTTP client".into(),
-                source: std::io::Error::other(e),
-            })?;
+        let http = lanyard_attest::Attestor::http_client().map_err(|e| ServerError::Io {
+            what: "building the HTTP client".into(),
+            source: std::io::Error::other(e),
+        })?;
         let registry = Registry::load(store.clone(), clock.clone(), http).await?;
         let state = AppState {
             audit: AuditWriter::spawn(store.clone()),

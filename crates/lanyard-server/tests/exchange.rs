@@ -51,7 +51,8 @@ impl Env {
             listen: addr,
             tls: None,
             max_request_bytes: 64 * 1024,
-            store_url: store_url.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("lanyard.db").display())),
+            store_url: store_url
+                .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("lanyard.db").display())),
             kek: KekSource::File(dir.path().join("kek")),
             algorithms: vec![Algorithm::Es256],
             rotation: RotationPolicy::default(),
@@ -530,6 +531,11 @@ async fn fail_closed_table() -> TestResult {
         c["exp"] = json!(now + 7200);
     });
     let too_long = env.k8s_token("payments", "api", |c| c["exp"] = json!(now + 200_000));
+    let within_skew = env.k8s_token("payments", "api", |c| {
+        c["iat"] = json!(now - 600);
+        c["nbf"] = json!(now - 600);
+        c["exp"] = json!(now - 30);
+    });
     let wrong_ns = env.k8s_token("billing", "api", |_| {});
     let wrong_sa = env.k8s_token("payments", "web", |_| {});
     let no_tenant = {
@@ -584,6 +590,12 @@ async fn fail_closed_table() -> TestResult {
             form(&too_long),
             "invalid_grant",
             "lifetime_too_long",
+        ),
+        (
+            "expired within the skew: no lifetime to lend",
+            form(&within_skew),
+            "invalid_grant",
+            "expired",
         ),
         (
             "alg none",
@@ -761,6 +773,61 @@ async fn fail_closed_table() -> TestResult {
 }
 
 #[tokio::test]
+async fn issuer_sets_stay_unambiguous() -> TestResult {
+    let env = Env::start().await?;
+    let jwks = Jwks {
+        keys: vec![env.key.public_jwk()],
+    };
+    let post = |body: Value| {
+        let http = env.http.clone();
+        let url = format!("{}/admin/v1/issuers", env.base);
+        let admin = env.admin.clone();
+        async move {
+            http.post(url)
+                .bearer_auth(admin)
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    };
+    assert_eq!(
+        post(issuer_config(
+            "k8s",
+            "https://other.test",
+            json!({"fixed": "payments"}),
+            &jwks
+        ))
+        .await?,
+        409,
+        "same name"
+    );
+    assert_eq!(
+        post(issuer_config(
+            "k8s-again",
+            K8S_ISS,
+            json!({"fixed": "payments"}),
+            &jwks
+        ))
+        .await?,
+        400,
+        "same iss and audience"
+    );
+    assert_eq!(
+        post(issuer_config(
+            "k8s-ghost",
+            "https://ghost.test",
+            json!({"fixed": "no-such-tenant"}),
+            &jwks
+        ))
+        .await?,
+        400,
+        "unknown tenant"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn explain_walks_every_step_and_issues_nothing() -> TestResult {
     let env = Env::start().await?;
     let wrong_sa = env.k8s_token("payments", "web", |_| {});
@@ -805,7 +872,10 @@ async fn explain_walks_every_step_and_issues_nothing() -> TestResult {
 /// second).
 #[tokio::test]
 async fn revocation_reaches_other_replicas_within_five_seconds() -> TestResult {
-    let Some(url) = lanyard_testkit::fresh_postgres("revocation_reaches_other_replicas_within_five_seconds").await else {
+    let Some(url) =
+        lanyard_testkit::fresh_postgres("revocation_reaches_other_replicas_within_five_seconds")
+            .await
+    else {
         return Ok(());
     };
     assert!(lanyard_server::registry::POLL <= Duration::from_secs(5));
@@ -824,22 +894,48 @@ async fn revocation_reaches_other_replicas_within_five_seconds() -> TestResult {
     let exchange_b = |token: String| {
         let http = a.http.clone();
         async move {
-            let body = serde_urlencoded::to_string([("grant_type", EXCHANGE), ("subject_token", &token), ("subject_token_type", JWT), ("audience", "api://x")])?;
-            let resp = http.post(format!("http://{b_addr}/oauth2/token")).header("content-type", "application/x-www-form-urlencoded").body(body).send().await?;
+            let body = serde_urlencoded::to_string([
+                ("grant_type", EXCHANGE),
+                ("subject_token", &token),
+                ("subject_token_type", JWT),
+                ("audience", "api://x"),
+            ])?;
+            let resp = http
+                .post(format!("http://{b_addr}/oauth2/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await?;
             Ok::<_, Box<dyn std::error::Error>>(resp.status().as_u16())
         }
     };
     let token = a.k8s_token("payments", "api", |_| {});
-    assert_eq!(exchange_b(token.clone()).await?, 200, "B issues before the revocation");
-    a.admin(reqwest::Method::POST, "revocations", json!({"kind": "k8s-sa-uid", "value": "sa-uid-api", "reason": "replica test"})).await?;
-    assert_eq!(a.exchange(&base_form(&token, "api://x")).await?.0, 400, "A refuses at once");
+    assert_eq!(
+        exchange_b(token.clone()).await?,
+        200,
+        "B issues before the revocation"
+    );
+    a.admin(
+        reqwest::Method::POST,
+        "revocations",
+        json!({"kind": "k8s-sa-uid", "value": "sa-uid-api", "reason": "replica test"}),
+    )
+    .await?;
+    assert_eq!(
+        a.exchange(&base_form(&token, "api://x")).await?.0,
+        400,
+        "A refuses at once"
+    );
     // Bounded wait for B's own poller (no manual refresh): at most 5 s.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         if exchange_b(token.clone()).await? == 400 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "replica B still issues 5 s after the revocation");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica B still issues 5 s after the revocation"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = tx.send(());

@@ -6,6 +6,7 @@
 //! `audit_head`): PostgreSQL queues writers on that row, and SQLite takes its
 //! write lock up front instead of failing to upgrade a read lock later.
 
+use futures_util::TryStreamExt as _;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::Row as _;
@@ -655,12 +656,15 @@ impl Store for SqlStore {
 
     fn list_entries(&self) -> StoreFuture<'_, Vec<Entry>> {
         on_pool!(self, |pool| {
-            let rows = sqlx::query(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM entries ORDER BY created_at, id"
-            ))
-            .fetch_all(pool)
-            .await?;
-            rows.into_iter().map(|r| entry_row!(r)).collect()
+            // Streamed: with 100,000 entries, holding every raw row and every
+            // parsed entry at once would double the peak memory.
+            let sql = format!("SELECT {ENTRY_COLUMNS} FROM entries ORDER BY created_at, id");
+            let mut rows = sqlx::query(&sql).fetch(pool);
+            let mut entries = Vec::new();
+            while let Some(r) = rows.try_next().await? {
+                entries.push(entry_row!(r)?);
+            }
+            Ok(entries)
         })
     }
 

@@ -396,6 +396,28 @@ pub async fn create_issuer(
     config
         .validate()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    // Check the whole set as it would be (unique names, no two issuers with
+    // the same iss and audience) before storing anything.
+    let rows = state
+        .store
+        .list_issuers()
+        .await
+        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+    let mut set: Vec<IssuerConfig> = rows
+        .iter()
+        .filter_map(|r| serde_json::from_str(&r.config).ok())
+        .collect();
+    set.push(config.clone());
+    match lanyard_attest::validate_set(&set) {
+        Err(lanyard_attest::AttestError::DuplicateName { .. }) => {
+            return Err(ApiError::Conflict(format!(
+                "issuer {:?} already exists",
+                config.name
+            )))
+        }
+        Err(e) => return Err(ApiError::BadRequest(e.to_string())),
+        Ok(()) => {}
+    }
     if let TenantBinding::Fixed(t) = &config.tenant {
         require_tenant(&state, t.as_str(), &cid.0).await?;
     }
