@@ -101,6 +101,9 @@ pub enum Command {
     Explain(ExplainArgs),
 }
 
+// `Add` carries many flags; the enum is built once per process, so its size
+// does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum IssuerCommand {
     /// Trust an issuer's tokens as evidence.

@@ -565,7 +565,8 @@ async fn fail_closed_table() -> TestResult {
     let without = |f: Vec<(String, String)>, key: &str| {
         f.into_iter().filter(|(k, _)| k != key).collect::<Vec<_>>()
     };
-    let cases: Vec<(&str, Vec<(String, String)>, &str, &str)> = vec![
+    type Form = Vec<(String, String)>;
+    let cases: Vec<(&str, Form, &str, &str)> = vec![
         (
             "unknown issuer",
             form(&unknown_issuer),

@@ -81,14 +81,17 @@ pub async fn run(g: &Global, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             print_events(g.output, &all);
-            while follow {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let v = client.call(Method::GET, &page(after, ""), None).await?;
-                let events = v["events"].as_array().cloned().unwrap_or_default();
-                if let Some(last) = events.last() {
-                    after = last["seq"].as_i64().unwrap_or(after);
+            // Like `tail -f`: until interrupted.
+            if follow {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let v = client.call(Method::GET, &page(after, ""), None).await?;
+                    let events = v["events"].as_array().cloned().unwrap_or_default();
+                    if let Some(last) = events.last() {
+                        after = last["seq"].as_i64().unwrap_or(after);
+                    }
+                    print_events(g.output, &events);
                 }
-                print_events(g.output, &events);
             }
         }
         AuditCommand::Export { since } => {
