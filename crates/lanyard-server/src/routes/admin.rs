@@ -650,26 +650,7 @@ pub async fn create_entry(
     Body(req): Body<EntryRequest>,
 ) -> Result<Response, ApiError> {
     let entry = build_entry(&state, crate::correlation::new_id(), req, &cid.0).await?;
-    if let Some(existing) = state.registry.entries().conflict(&entry) {
-        return Err(ApiError::Conflict(format!(
-            "entry {} already has the same issuer and selectors (it grants {}); update it, or make the selectors differ",
-            existing.id, existing.spiffe_id
-        )));
-    }
-    let draft = audit(
-        &state,
-        &cid.0,
-        &admin.actor,
-        "entry.create",
-        &format!("{} {}", entry.id, entry.spiffe_id),
-        Some(entry.tenant.as_str()),
-    );
-    state
-        .store
-        .create_entry(entry.clone(), draft)
-        .await
-        .map_err(|e| ApiError::from_store(e, &cid.0))?;
-    refresh(&state).await;
+    let entry = save_entry(&state, &admin, &cid.0, entry, false).await?;
     Ok((StatusCode::CREATED, Json(entry)).into_response())
 }
 
@@ -689,27 +670,47 @@ pub async fn update_entry(
         .ok_or_else(|| ApiError::NotFound(format!("entry {id:?}")))?;
     let mut entry = build_entry(&state, id, req, &cid.0).await?;
     entry.created_at = created_at;
+    let entry = save_entry(&state, &admin, &cid.0, entry, true).await?;
+    Ok(Json(entry).into_response())
+}
+
+/// Refuses an entry that would make identities ambiguous, then stores it
+/// (create or replace) with its audit event and refreshes this replica.
+async fn save_entry(
+    state: &AppState,
+    admin: &Admin,
+    cid: &str,
+    entry: Entry,
+    replace: bool,
+) -> Result<Entry, ApiError> {
     if let Some(existing) = state.registry.entries().conflict(&entry) {
         return Err(ApiError::Conflict(format!(
-            "entry {} already has the same issuer and selectors",
-            existing.id
+            "entry {} already has the same issuer and selectors (it grants {}); update it, or make the selectors differ",
+            existing.id, existing.spiffe_id
         )));
     }
+    let action = if replace {
+        "entry.update"
+    } else {
+        "entry.create"
+    };
+    let subject = format!("{} {}", entry.id, entry.spiffe_id);
     let draft = audit(
-        &state,
-        &cid.0,
+        state,
+        cid,
         &admin.actor,
-        "entry.update",
-        &format!("{} {}", entry.id, entry.spiffe_id),
+        action,
+        &subject,
         Some(entry.tenant.as_str()),
     );
-    state
-        .store
-        .update_entry(entry.clone(), draft)
-        .await
-        .map_err(|e| ApiError::from_store(e, &cid.0))?;
-    refresh(&state).await;
-    Ok(Json(entry).into_response())
+    let stored = if replace {
+        state.store.update_entry(entry.clone(), draft).await
+    } else {
+        state.store.create_entry(entry.clone(), draft).await
+    };
+    stored.map_err(|e| ApiError::from_store(e, cid))?;
+    refresh(state).await;
+    Ok(entry)
 }
 
 /// `DELETE /admin/v1/entries/{id}`.
