@@ -12,7 +12,8 @@
 //! - [`KeyRing`]: decrypted, parsed keys ready to sign (parsed once, never per
 //!   request) plus the public JWKS, built from stored keys.
 //!
-//! The X.509 CA joins this crate with the Workload API work.
+//! - [`x509`]: the X.509 CA (root, intermediate, CSR → X.509-SVID with the
+//!   X.509-SVID specification's constraints, validated after signing).
 
 #![warn(missing_docs)]
 #![warn(clippy::indexing_slicing)]
@@ -21,6 +22,7 @@ mod error;
 mod kek;
 mod keyring;
 pub mod rotation;
+pub mod x509;
 
 pub use error::CaError;
 pub use kek::{Kek, KEK_ENV};

@@ -1,0 +1,433 @@
+//! The X.509 CA: a self-signed root and a signing intermediate for a trust
+//! domain, and CSR → X.509-SVID per the SPIFFE X.509-SVID specification.
+//!
+//! An SVID has exactly one URI SAN (the SPIFFE ID, never taken from the CSR),
+//! optional DNS SANs, a critical key usage with `digitalSignature` only,
+//! `serverAuth` + `clientAuth`, `CA:false`, a 128-bit random serial and a
+//! `notBefore` backdated by [`BACKDATE`] for clock skew. CA certificates
+//! carry `keyCertSign` + `cRLSign` and the trust domain's URI SAN. The CSR's
+//! signature is verified and weak keys (RSA under 2048 bits, curves other
+//! than P-256/P-384) are refused. After signing, the certificate is parsed
+//! back and checked against those rules (sign, then validate what was
+//! signed), so a bug in the builder cannot hand out a CA-capable SVID.
+//!
+//! Not here yet: loading an upstream CA from PEM, persisting the CA keys
+//! (sealed like the JWT keys) and rotating the intermediate.
+
+use std::time::{Duration, SystemTime};
+
+use aws_lc_rs::signature::{
+    self, UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1,
+    RSA_PKCS1_2048_8192_SHA256,
+};
+use lanyard_core::{SpiffeId, TrustDomain};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
+    PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256,
+};
+use x509_parser::prelude::{FromDer as _, GeneralName, ParsedExtension, X509Certificate};
+use x509_parser::public_key::PublicKey;
+
+/// `notBefore` is this far in the past, for peers whose clocks lag.
+pub const BACKDATE: Duration = Duration::from_secs(30);
+/// Largest CSR accepted.
+pub const MAX_CSR_LEN: usize = 16 * 1024;
+
+const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+const OID_RSA_ENCRYPTION: &str = "1.2.840.113549.1.1.1";
+const OID_P256: &str = "1.2.840.10045.3.1.7";
+const OID_P384: &str = "1.3.132.0.34";
+const OID_ECDSA_SHA256: &str = "1.2.840.10045.4.3.2";
+const OID_ECDSA_SHA384: &str = "1.2.840.10045.4.3.3";
+const OID_RSA_SHA256: &str = "1.2.840.113549.1.1.11";
+
+/// Why a CSR or certificate was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum X509Error {
+    /// The CSR is not DER, too large, or has trailing bytes.
+    #[error("the CSR is not a DER PKCS#10 request: {0}")]
+    BadCsr(&'static str),
+    /// The CSR's signature does not verify with its own key.
+    #[error("the CSR's signature does not verify")]
+    BadCsrSignature,
+    /// The key type or size is not accepted.
+    #[error("the CSR's key is not accepted: {0}")]
+    WeakKey(String),
+    /// A DNS name is not a valid DNS name.
+    #[error("DNS name {0:?} is not valid")]
+    BadDnsName(String),
+    /// The TTL is zero or beyond the CA's own validity.
+    #[error("TTL must be above zero and end before the signing CA expires")]
+    BadTtl,
+    /// Certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(String),
+    /// The signed certificate does not meet the X.509-SVID rules (a bug).
+    #[error("signed certificate breaks the X.509-SVID rules: {0}")]
+    Invariant(&'static str),
+}
+
+/// A CA certificate with its key.
+struct Signer {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    not_after: SystemTime,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A trust domain's CA: root and signing intermediate.
+#[derive(Debug)]
+pub struct Authority {
+    trust_domain: TrustDomain,
+    root: Signer,
+    intermediate: Signer,
+}
+
+/// What to sign.
+#[derive(Debug, Clone)]
+pub struct X509SvidParams<'a> {
+    /// The identity; must be in the CA's trust domain.
+    pub spiffe_id: &'a SpiffeId,
+    /// The workload's PKCS#10 request (DER); its key is certified, nothing else is taken from it.
+    pub csr_der: &'a [u8],
+    /// Extra DNS SANs from the entry.
+    pub dns_names: &'a [String],
+    /// Lifetime.
+    pub ttl: Duration,
+    /// Now.
+    pub now: SystemTime,
+}
+
+/// A signed X.509-SVID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct X509Svid {
+    /// The leaf certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// Intermediates up to (not including) the root, DER.
+    pub chain_der: Vec<Vec<u8>>,
+    /// `notAfter`.
+    pub expires_at: SystemTime,
+}
+
+impl Authority {
+    /// A new self-signed root (valid `root_ttl`) and an intermediate (valid
+    /// `intermediate_ttl`) for `trust_domain`, both P-256.
+    ///
+    /// # Errors
+    /// [`X509Error::Generate`].
+    pub fn generate(
+        trust_domain: &TrustDomain,
+        now: SystemTime,
+        root_ttl: Duration,
+        intermediate_ttl: Duration,
+    ) -> Result<Self, X509Error> {
+        let gen = |e: rcgen::Error| X509Error::Generate(e.to_string());
+        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen)?;
+        let root_params = ca_params(
+            trust_domain,
+            "root",
+            now,
+            root_ttl,
+            BasicConstraints::Unconstrained,
+        )?;
+        let root_cert = root_params.self_signed(&root_key).map_err(gen)?;
+        let root = Signer {
+            cert: root_cert,
+            key: root_key,
+            not_after: now + root_ttl,
+        };
+        let int_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen)?;
+        let int_ttl = intermediate_ttl.min(root_ttl);
+        let int_params = ca_params(
+            trust_domain,
+            "intermediate",
+            now,
+            int_ttl,
+            BasicConstraints::Constrained(0),
+        )?;
+        let int_cert = int_params
+            .signed_by(&int_key, &root.cert, &root.key)
+            .map_err(gen)?;
+        let intermediate = Signer {
+            cert: int_cert,
+            key: int_key,
+            not_after: now + int_ttl,
+        };
+        Ok(Self {
+            trust_domain: trust_domain.clone(),
+            root,
+            intermediate,
+        })
+    }
+
+    /// The trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The root certificate (the X.509 part of the trust bundle), DER.
+    pub fn root_der(&self) -> &[u8] {
+        self.root.cert.der()
+    }
+
+    /// The intermediate certificate, DER.
+    pub fn intermediate_der(&self) -> &[u8] {
+        self.intermediate.cert.der()
+    }
+
+    /// Signs an X.509-SVID for the key in `params.csr_der`.
+    ///
+    /// # Security
+    /// Only the CSR's public key is used; its subject, SANs and extensions
+    /// are ignored. The result is parsed back and checked before it is
+    /// returned.
+    ///
+    /// # Errors
+    /// [`X509Error`] for a bad or weak CSR, bad DNS names or TTL.
+    pub fn sign_svid(&self, params: &X509SvidParams<'_>) -> Result<X509Svid, X509Error> {
+        if params.spiffe_id.trust_domain() != &self.trust_domain {
+            return Err(X509Error::Invariant(
+                "SPIFFE ID is outside the CA's trust domain",
+            ));
+        }
+        let key = verified_csr_key(params.csr_der)?;
+        let not_after = params.now + params.ttl;
+        if params.ttl.is_zero() || not_after > self.intermediate.not_after {
+            return Err(X509Error::BadTtl);
+        }
+        let mut sans = vec![SanType::URI(
+            params
+                .spiffe_id
+                .to_string()
+                .try_into()
+                .map_err(|_| X509Error::Invariant("SPIFFE ID is not IA5"))?,
+        )];
+        for dns in params.dns_names {
+            let valid = !dns.is_empty()
+                && dns.len() <= 253
+                && dns.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+                });
+            if !valid {
+                return Err(X509Error::BadDnsName(dns.chars().take(64).collect()));
+            }
+            sans.push(SanType::DnsName(
+                dns.clone()
+                    .try_into()
+                    .map_err(|_| X509Error::BadDnsName(dns.clone()))?,
+            ));
+        }
+        let mut p = CertificateParams::default();
+        p.not_before = (params.now - BACKDATE).into();
+        p.not_after = not_after.into();
+        p.serial_number = Some(random_serial()?);
+        p.subject_alt_names = sans;
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name
+            .push(DnType::OrganizationName, "SPIFFE");
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.use_authority_key_identifier_extension = true;
+        let cert = p
+            .signed_by(&key, &self.intermediate.cert, &self.intermediate.key)
+            .map_err(|e| X509Error::Generate(e.to_string()))?;
+        let der = cert.der().to_vec();
+        check_svid(&der, params.spiffe_id)?;
+        Ok(X509Svid {
+            cert_der: der,
+            chain_der: vec![self.intermediate_der().to_vec()],
+            expires_at: not_after,
+        })
+    }
+}
+
+fn ca_params(
+    td: &TrustDomain,
+    role: &str,
+    now: SystemTime,
+    ttl: Duration,
+    constraints: BasicConstraints,
+) -> Result<CertificateParams, X509Error> {
+    let mut p = CertificateParams::default();
+    p.not_before = (now - BACKDATE).into();
+    p.not_after = (now + ttl).into();
+    p.serial_number = Some(random_serial()?);
+    p.is_ca = IsCa::Ca(constraints);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.subject_alt_names =
+        vec![SanType::URI(td.id_string().try_into().map_err(|_| {
+            X509Error::Invariant("trust domain is not IA5")
+        })?)];
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name
+        .push(DnType::OrganizationName, "Lanyard");
+    p.distinguished_name
+        .push(DnType::CommonName, format!("{td} {role} CA"));
+    p.use_authority_key_identifier_extension = true;
+    Ok(p)
+}
+
+/// 128 random bits, top bit clear so the DER INTEGER stays positive.
+fn random_serial() -> Result<SerialNumber, X509Error> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| X509Error::Generate("random number generator failed".into()))?;
+    if let Some(first) = bytes.first_mut() {
+        *first &= 0x7f;
+        *first |= 0x01;
+    }
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+/// A CSR's public key, after its signature verified and its strength passed.
+#[derive(Debug)]
+struct CsrKey {
+    alg: &'static SignatureAlgorithm,
+    bits: Vec<u8>,
+}
+
+impl PublicKeyData for CsrKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+
+    fn algorithm(&self) -> &SignatureAlgorithm {
+        self.alg
+    }
+}
+
+fn verified_csr_key(der: &[u8]) -> Result<CsrKey, X509Error> {
+    if der.len() > MAX_CSR_LEN {
+        return Err(X509Error::BadCsr("larger than 16 KiB"));
+    }
+    let (rest, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
+        .map_err(|_| X509Error::BadCsr("does not parse"))?;
+    if !rest.is_empty() {
+        return Err(X509Error::BadCsr("trailing bytes"));
+    }
+    let info = &csr.certification_request_info;
+    let spki = &info.subject_pki;
+    let key_bits = spki.subject_public_key.data.to_vec();
+    let key_alg = spki.algorithm.algorithm.to_id_string();
+    let (rcgen_alg, verify_alg): (
+        &'static SignatureAlgorithm,
+        &'static dyn signature::VerificationAlgorithm,
+    ) = match key_alg.as_str() {
+        OID_EC_PUBLIC_KEY => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.to_id_string())
+                .unwrap_or_default();
+            match curve.as_str() {
+                OID_P256 => (&PKCS_ECDSA_P256_SHA256, &ECDSA_P256_SHA256_ASN1),
+                OID_P384 => (&PKCS_ECDSA_P384_SHA384, &ECDSA_P384_SHA384_ASN1),
+                _ => {
+                    return Err(X509Error::WeakKey(
+                        "EC keys must be on P-256 or P-384".into(),
+                    ))
+                }
+            }
+        }
+        OID_RSA_ENCRYPTION => {
+            check_rsa_strength(spki)?;
+            (&PKCS_RSA_SHA256, &RSA_PKCS1_2048_8192_SHA256)
+        }
+        _ => {
+            return Err(X509Error::WeakKey(
+                "only EC (P-256, P-384) and RSA (>= 2048 bits) keys".into(),
+            ))
+        }
+    };
+    // The CSR's signature algorithm must match its key type.
+    let sig_alg = csr.signature_algorithm.algorithm.to_id_string();
+    let matches = match key_alg.as_str() {
+        OID_RSA_ENCRYPTION => sig_alg == OID_RSA_SHA256,
+        _ if std::ptr::eq(rcgen_alg, &PKCS_ECDSA_P256_SHA256) => sig_alg == OID_ECDSA_SHA256,
+        _ => sig_alg == OID_ECDSA_SHA384,
+    };
+    if !matches {
+        return Err(X509Error::BadCsrSignature);
+    }
+    UnparsedPublicKey::new(verify_alg, &key_bits)
+        .verify(info.raw, &csr.signature_value.data)
+        .map_err(|_| X509Error::BadCsrSignature)?;
+    Ok(CsrKey {
+        alg: rcgen_alg,
+        bits: key_bits,
+    })
+}
+
+fn check_rsa_strength(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<(), X509Error> {
+    match spki.parsed() {
+        Ok(PublicKey::RSA(rsa)) if rsa.key_size() >= 2048 => Ok(()),
+        Ok(PublicKey::RSA(rsa)) => Err(X509Error::WeakKey(format!(
+            "RSA key of {} bits; at least 2048 are required",
+            rsa.key_size()
+        ))),
+        _ => Err(X509Error::WeakKey("RSA key does not parse".into())),
+    }
+}
+
+/// Parses a signed SVID back and checks the X.509-SVID rules.
+fn check_svid(der: &[u8], spiffe_id: &SpiffeId) -> Result<(), X509Error> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|_| X509Error::Invariant("does not parse"))?;
+    let mut uris = Vec::new();
+    let mut ku_ok = false;
+    let mut eku_ok = false;
+    let mut not_ca = false;
+    for ext in cert.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::SubjectAlternativeName(san) => {
+                uris.extend(san.general_names.iter().filter_map(|g| match g {
+                    GeneralName::URI(u) => Some(u.to_string()),
+                    _ => None,
+                }));
+            }
+            ParsedExtension::KeyUsage(ku) => {
+                ku_ok =
+                    ext.critical && ku.digital_signature() && !ku.key_cert_sign() && !ku.crl_sign();
+            }
+            ParsedExtension::ExtendedKeyUsage(eku) => eku_ok = eku.server_auth && eku.client_auth,
+            ParsedExtension::BasicConstraints(bc) => not_ca = !bc.ca,
+            _ => {}
+        }
+    }
+    if uris != [spiffe_id.to_string()] {
+        return Err(X509Error::Invariant("exactly one URI SAN, the SPIFFE ID"));
+    }
+    if !ku_ok {
+        return Err(X509Error::Invariant(
+            "critical key usage with digitalSignature only",
+        ));
+    }
+    if !eku_ok {
+        return Err(X509Error::Invariant("serverAuth and clientAuth"));
+    }
+    if !not_ca {
+        return Err(X509Error::Invariant("CA:false"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
