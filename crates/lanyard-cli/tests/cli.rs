@@ -479,6 +479,11 @@ fn exchange_explain_revoke_and_audit_through_the_cli() -> TestResult {
             && shown.contains("k8s-pod-uid pod-123"),
         "{shown}"
     );
+    // ...with the steps that led to the denial.
+    assert!(
+        shown.contains("ok   attestation") && shown.contains("FAIL revocation"),
+        "{shown}"
+    );
 
     // The audit chain verifies; the export is JSON lines.
     let verify = json_of(&ok(&["--output", "json", "audit", "verify"])?)?;

@@ -258,21 +258,50 @@ pub struct Step {
     pub detail: String,
 }
 
-/// Collects steps when explaining; a no-op otherwise.
+/// Collects the decision's steps: all of them for `explain` (which never
+/// issues), the short form for the audit event of a real exchange.
 #[derive(Debug, Default)]
 pub struct Trace {
     enabled: bool,
+    /// Explaining: list every candidate entry and never sign.
+    explain: bool,
     /// The steps so far.
     pub steps: Vec<Step>,
 }
 
 impl Trace {
-    /// A trace that records.
+    /// Records every step and candidate, and makes [`decide`] a dry run.
     pub fn recording() -> Self {
         Self {
             enabled: true,
+            explain: true,
             steps: Vec::new(),
         }
+    }
+
+    /// Records the steps of a real exchange, for its audit event.
+    pub fn for_audit() -> Self {
+        Self {
+            enabled: true,
+            explain: false,
+            steps: Vec::new(),
+        }
+    }
+
+    /// The steps as text lines, `ok`/`FAIL step: detail`.
+    pub fn lines(&self) -> String {
+        self.steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} {}: {}",
+                    if s.ok { "ok  " } else { "FAIL" },
+                    s.step,
+                    s.detail
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn ok(&mut self, step: &'static str, detail: impl FnOnce() -> String) {
@@ -493,7 +522,7 @@ pub async fn decide(
 
     let jti = random_id();
     let expires_in = ttl.as_secs();
-    if trace.enabled {
+    if trace.explain {
         // Explaining never issues.
         trace.ok("issue", || {
             format!(
@@ -640,8 +669,8 @@ async fn attest(
         )
     });
     let entries = state.registry.entries();
-    let report = entries.find_with(&evidence.issuer, &evidence.selectors, trace.enabled);
-    if trace.enabled {
+    let report = entries.find_with(&evidence.issuer, &evidence.selectors, trace.explain);
+    if trace.explain {
         for (e, why) in &report.considered {
             trace.steps.push(Step {
                 step: "candidate",

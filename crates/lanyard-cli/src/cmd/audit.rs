@@ -48,7 +48,7 @@ fn line(e: &Value) -> String {
         s(e, "actor"),
         s(e, "subject"),
         e["tenant"].as_str().unwrap_or("-"),
-        s(e, "reason")
+        s(e, "reason").lines().next().unwrap_or("")
     )
 }
 
@@ -153,6 +153,10 @@ pub async fn run(g: &Global, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             output::print(g.output, &v, |_| {
                 for e in &events {
                     println!("{}", line(e));
+                    // A denied exchange records the steps that led to it.
+                    for step in s(e, "reason").lines().skip(1) {
+                        println!("       {step}");
+                    }
                     if let Some(d) = e["evidence_digest"].as_str() {
                         println!("       evidence sha256 {d}");
                     }

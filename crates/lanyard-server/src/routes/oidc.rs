@@ -93,7 +93,7 @@ pub async fn token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let mut trace = Trace::default();
+    let mut trace = Trace::for_audit();
     let mut facts = Facts::default();
     let form_type = headers
         .get(header::CONTENT_TYPE)
@@ -131,9 +131,16 @@ pub async fn token(
             format!("issued jti={} ttl={}s", issued.jti, issued.expires_in),
             issued.chain.clone(),
         ),
-        Err(d) => (
+        // A denial's audit event carries the steps up to it, so `lanyard audit
+        // show ID` explains it without the token.
+        Err(d) if trace.steps.is_empty() => (
             Decision::Deny,
             d.to_string(),
+            facts.subject.clone().unwrap_or_else(|| "-".into()),
+        ),
+        Err(d) => (
+            Decision::Deny,
+            format!("{d}\n{}", trace.lines()),
             facts.subject.clone().unwrap_or_else(|| "-".into()),
         ),
     };
