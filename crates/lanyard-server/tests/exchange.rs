@@ -943,3 +943,45 @@ async fn revocation_reaches_other_replicas_within_five_seconds() -> TestResult {
     serving.await??;
     Ok(())
 }
+
+/// The RFC 7523 client-assertion form Azure-style SDKs send:
+/// `grant_type=client_credentials` with the token as `client_assertion` and
+/// the target as `scope=<resource>/.default`.
+#[tokio::test]
+async fn client_assertion_form_is_an_exchange_too() -> TestResult {
+    let env = Env::start().await?;
+    let token = env.k8s_token("payments", "api", |_| {});
+    let form = [
+        ("grant_type", "client_credentials"),
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ),
+        ("client_assertion", token.as_str()),
+        ("client_id", "ignored"),
+        ("scope", "api://x/.default"),
+    ];
+    let (status, body, _) = env.exchange(&form).await?;
+    assert_eq!(status, 200, "{body}");
+    let claims = claims_of(body["access_token"].as_str().unwrap_or(""));
+    assert_eq!(claims["aud"], json!(["api://x"]));
+    assert_eq!(claims["sub"], "spiffe://example.org/ns/payments/sa/api");
+    // Without the assertion type it is refused, naming the parameter.
+    let (status, body, _) = env
+        .exchange(
+            &form[..3]
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != "client_assertion_type")
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+    assert_eq!(status, 400);
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("client_assertion_type")),
+        "{body}"
+    );
+    Ok(())
+}
