@@ -88,12 +88,5 @@ pub fn parse_unverified(token: &str) -> Result<UnverifiedToken, Denial> {
 
 /// Lowercase hex SHA-256 of `bytes`: what audit records instead of a token.
 pub(crate) fn digest_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    let mut out = String::with_capacity(64);
-    for b in d.as_ref() {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    lanyard_core::hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
 }

@@ -49,13 +49,8 @@ impl Kek {
         let mut ctx = digest::Context::new(&digest::SHA256);
         ctx.update(b"lanyard kek fingerprint v1\0");
         ctx.update(bytes);
-        let fingerprint = ctx
-            .finish()
-            .as_ref()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let fingerprint =
+            lanyard_core::hex::encode(ctx.finish().as_ref().get(..8).unwrap_or_default());
         Ok(Self {
             key: LessSafeKey::new(key),
             fingerprint,

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod deny;
 pub mod entry;
 pub mod evidence;
+pub mod hex;
 pub mod key;
 pub mod selector;
 pub mod spiffe;

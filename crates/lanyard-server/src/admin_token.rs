@@ -48,7 +48,7 @@ pub async fn create(
         .map_err(|_| StoreError::Planner("random number generator failed".into()))?;
     aws_lc_rs::rand::fill(&mut secret)
         .map_err(|_| StoreError::Planner("random number generator failed".into()))?;
-    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let id = lanyard_core::hex::encode(&id);
     let secret = B64.encode(secret);
     let row = AdminTokenRow {
         id: id.clone(),

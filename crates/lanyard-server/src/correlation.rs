@@ -11,7 +11,7 @@ pub fn new_id() -> String {
     // The OS RNG failing is not recoverable in any useful way; an all-zero id
     // is still a valid (if unhelpful) correlation id and never a secret.
     let _ = aws_lc_rs::rand::fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    lanyard_core::hex::encode(&bytes)
 }
 
 /// Milliseconds since the Unix epoch.

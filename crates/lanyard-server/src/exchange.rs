@@ -382,8 +382,16 @@ pub async fn decide(
     facts: &mut Facts,
 ) -> Result<Issued, Denial> {
     let now = state.clock.unix_seconds();
-    facts.digest = Some(digest_hex(req.subject_token.as_bytes()));
-    let subject = attest(state, &req.subject_token, "subject", trace).await?;
+    // The evidence carries the token's digest; compute it here only when
+    // attestation fails before producing evidence.
+    let subject = match attest(state, &req.subject_token, "subject", trace).await {
+        Ok(p) => p,
+        Err(d) => {
+            facts.digest = Some(digest_hex(req.subject_token.as_bytes()));
+            return Err(d);
+        }
+    };
+    facts.digest = Some(subject.evidence.digest.clone());
     facts.subject = Some(subject.entry.spiffe_id.to_string());
     facts.tenant = Some(subject.entry.tenant.to_string());
 
@@ -914,11 +922,7 @@ pub fn peek_issuer(token: &str) -> Option<String> {
 
 /// Lowercase hex SHA-256.
 pub fn digest_hex(bytes: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    lanyard_core::hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
 }
 
 fn random_id() -> String {

@@ -67,11 +67,7 @@ pub fn chain_hash(prev_hash: &str, seq: i64, d: &AuditDraft) -> String {
     ctx.update(prev_hash.as_bytes());
     ctx.update(b"\n");
     ctx.update(fields.to_string().as_bytes());
-    ctx.finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    lanyard_core::hex::encode(ctx.finish().as_ref())
 }
 
 /// Where a chain stops verifying.
