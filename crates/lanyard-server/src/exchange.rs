@@ -262,7 +262,6 @@ pub struct Step {
 /// issues), the short form for the audit event of a real exchange.
 #[derive(Debug, Default)]
 pub struct Trace {
-    enabled: bool,
     /// Explaining: list every candidate entry and never sign.
     explain: bool,
     /// The steps so far.
@@ -273,7 +272,6 @@ impl Trace {
     /// Records every step and candidate, and makes [`decide`] a dry run.
     pub fn recording() -> Self {
         Self {
-            enabled: true,
             explain: true,
             steps: Vec::new(),
         }
@@ -282,7 +280,6 @@ impl Trace {
     /// Records the steps of a real exchange, for its audit event.
     pub fn for_audit() -> Self {
         Self {
-            enabled: true,
             explain: false,
             steps: Vec::new(),
         }
@@ -305,23 +302,19 @@ impl Trace {
     }
 
     fn ok(&mut self, step: &'static str, detail: impl FnOnce() -> String) {
-        if self.enabled {
-            self.steps.push(Step {
-                step,
-                ok: true,
-                detail: detail(),
-            });
-        }
+        self.steps.push(Step {
+            step,
+            ok: true,
+            detail: detail(),
+        });
     }
 
     fn fail(&mut self, step: &'static str, d: &Denial) {
-        if self.enabled {
-            self.steps.push(Step {
-                step,
-                ok: false,
-                detail: d.to_string(),
-            });
-        }
+        self.steps.push(Step {
+            step,
+            ok: false,
+            detail: d.to_string(),
+        });
     }
 }
 
