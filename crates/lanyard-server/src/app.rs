@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, Uri};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use lanyard_core::{Clock, TrustDomain};
@@ -138,9 +138,3 @@ async fn correlate(mut req: Request, next: Next) -> Response {
 
 /// Shortcut for handlers that need only the state.
 pub(crate) type St = State<AppState>;
-
-impl IntoResponse for CorrelationId {
-    fn into_response(self) -> Response {
-        self.0.into_response()
-    }
-}

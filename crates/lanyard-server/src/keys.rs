@@ -123,7 +123,12 @@ impl KeyManager {
                 "signing keys rotated"
             );
         }
-        self.reload().await?;
+        // Reopen the keys only when they changed here or on another replica.
+        if !changes.is_empty()
+            || self.store.signing_keys_generation().await? != self.current().generation
+        {
+            self.reload().await?;
+        }
         Ok(changes)
     }
 
