@@ -181,6 +181,42 @@ pub fn plan(
     actions
 }
 
+/// Plans an emergency rotation of `alg` after its signing key was
+/// compromised: the active key is deleted at once (tokens it signed stop
+/// verifying as soon as relying parties refetch the JWKS), the next key
+/// signs immediately even though it may have been published for less than
+/// the lead, and a new next key is created.
+pub fn plan_compromised(
+    now: SystemTime,
+    keys: &[KeyMeta],
+    alg: Algorithm,
+    policy: &RotationPolicy,
+) -> Vec<KeyAction> {
+    let mut actions: Vec<KeyAction> = keys
+        .iter()
+        .filter(|k| k.alg == alg && k.state == KeyState::Active)
+        .map(|k| KeyAction::Delete { kid: k.kid.clone() })
+        .collect();
+    let next = keys
+        .iter()
+        .filter(|k| k.alg == alg && k.state == KeyState::Next)
+        .max_by_key(|k| (k.activate_at, k.created_at));
+    match next {
+        Some(n) => actions.push(KeyAction::Promote { kid: n.kid.clone() }),
+        None => actions.push(KeyAction::Create {
+            alg,
+            state: KeyState::Active,
+            activate_at: now,
+        }),
+    }
+    actions.push(KeyAction::Create {
+        alg,
+        state: KeyState::Next,
+        activate_at: now + policy.rotation_period.max(policy.publish_lead),
+    });
+    actions
+}
+
 /// Plans an operator-requested rotation of `alg`: the next key takes over as
 /// soon as it has been published for `publish_lead` (now, if it already has).
 /// Returns the reschedule action, if any, and when the rotation happens.
@@ -357,6 +393,21 @@ mod tests {
         let (_, when) = plan_rotate_now(t2, &keys, Algorithm::Es256, &policy)
             .unwrap_or((KeyAction::Delete { kid: String::new() }, t0));
         assert_eq!(when, t2);
+    }
+
+    #[test]
+    fn a_compromised_key_is_removed_and_the_next_key_signs_at_once() {
+        let policy = RotationPolicy::default();
+        let t0 = SystemTime::UNIX_EPOCH + HOUR * 1000;
+        let (mut keys, mut n) = (Vec::new(), 0);
+        let p = plan(t0, &keys, &[Algorithm::Es256], &policy);
+        apply(&mut keys, &p, t0, &mut n);
+        let p = plan_compromised(t0, &keys, Algorithm::Es256, &policy);
+        apply(&mut keys, &p, t0, &mut n);
+        assert!(!keys.iter().any(|k| k.kid == "k1"), "compromised key gone");
+        assert_eq!(state_of(&keys, KeyState::Active), ["k2"]);
+        assert_eq!(state_of(&keys, KeyState::Next), ["k3"]);
+        assert_eq!(plan(t0, &keys, &[Algorithm::Es256], &policy), [], "settled");
     }
 
     #[test]

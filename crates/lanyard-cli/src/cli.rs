@@ -412,6 +412,10 @@ pub enum KeysCommand {
         /// Algorithm to rotate (default: the server's first algorithm).
         #[arg(long)]
         alg: Option<String>,
+        /// The active key is compromised: remove it from the JWKS now and
+        /// sign with the next key at once. Tokens it signed stop verifying.
+        #[arg(long)]
+        compromised: bool,
     },
 }
 

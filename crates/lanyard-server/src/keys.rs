@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use lanyard_ca::rotation::{plan, plan_rotate_now};
+use lanyard_ca::rotation::{plan, plan_compromised, plan_rotate_now};
 use lanyard_ca::{Kek, KeyAction, KeyMeta, KeyRing, RotationPolicy, SealedKey};
 use lanyard_core::clock::{from_unix_seconds, unix_seconds};
 use lanyard_core::{Clock, Decision, KeyState};
@@ -176,6 +176,53 @@ impl KeyManager {
             kid,
             activates_at: unix_seconds(when),
             immediate: when <= now,
+        })
+    }
+
+    /// Emergency rotation after `alg`'s signing key was compromised: the key
+    /// is deleted from the store and the JWKS at once, and the pre-published
+    /// next key signs immediately.
+    ///
+    /// # Errors
+    /// [`ServerError::NotEnabled`]; store errors.
+    pub async fn replace_compromised(
+        &self,
+        alg: Algorithm,
+        actor: &str,
+        correlation_id: &str,
+    ) -> Result<RotationScheduled, ServerError> {
+        if !self.algorithms.contains(&alg) {
+            return Err(ServerError::NotEnabled { alg });
+        }
+        let now = self.clock.now();
+        let planner =
+            |rows: &[SigningKeyRow]| -> Result<(Vec<KeyChange>, Vec<AuditDraft>), String> {
+                let metas = rows
+                    .iter()
+                    .map(meta_from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let actions = plan_compromised(now, &metas, alg, &self.policy);
+                let (changes, mut audits) =
+                    self.materialise(&actions, now, correlation_id, actor)?;
+                for a in &mut audits {
+                    a.reason = "signing key compromised: emergency rotation".into();
+                }
+                Ok((changes, audits))
+            };
+        self.store.update_signing_keys(&planner).await?;
+        self.reload().await?;
+        tracing::warn!(%alg, actor, correlation_id, "compromised signing key removed; the next key signs now");
+        let kid = self
+            .current()
+            .ring
+            .signer(alg)
+            .map(|k| k.kid().to_owned())
+            .ok_or(ServerError::NotEnabled { alg })?;
+        Ok(RotationScheduled {
+            alg: alg.to_string(),
+            kid,
+            activates_at: unix_seconds(now),
+            immediate: true,
         })
     }
 

@@ -722,6 +722,78 @@ mod lifecycle {
     }
 
     #[tokio::test]
+    async fn a_compromised_key_leaves_the_jwks_at_once() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let clock = FakeClock::new();
+        let srv = start(dir.path(), clock.clone(), None, None).await?;
+        let before = srv.server.keys.current();
+        let old = before
+            .ring
+            .signer(Algorithm::Es256)
+            .ok_or("signer")?
+            .clone();
+        let next = before
+            .ring
+            .keys()
+            .iter()
+            .find(|k| k.alg == Algorithm::Es256 && k.state == lanyard_core::KeyState::Next)
+            .map(|k| k.kid.clone())
+            .ok_or("next")?;
+        let leaked = lanyard_jose::encode_jwt(&old, &jwt_claims(&srv.base, "x", &clock))?;
+        let (status, r, _) = srv
+            .admin(
+                reqwest::Method::POST,
+                "/admin/v1/keys/rotate",
+                Some(json!({"alg": "ES256", "compromised": true})),
+            )
+            .await?;
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(
+            (r["kid"].as_str(), r["immediate"].as_bool()),
+            (Some(next.as_str()), Some(true))
+        );
+        let served: Value = srv
+            .http
+            .get(srv.url("/.well-known/jwks.json"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let kids: Vec<&str> = served["keys"]
+            .as_array()
+            .ok_or("keys")?
+            .iter()
+            .filter_map(|k| k["kid"].as_str())
+            .collect();
+        assert!(
+            !kids.contains(&old.kid()),
+            "the compromised key is no longer published"
+        );
+        assert_eq!(
+            kids.len(),
+            4,
+            "new active and a fresh next for ES256, RS256 untouched"
+        );
+        let now = srv.server.keys.current();
+        assert!(
+            lanyard_jose::verify_compact(&leaked, now.ring.verifiers(), &[Algorithm::Es256])
+                .is_err()
+        );
+        let (_, audit, _) = srv
+            .admin(reqwest::Method::GET, "/admin/v1/audit?limit=1000", None)
+            .await?;
+        let deleted = audit["events"].as_array().ok_or("events")?.iter().any(|e| {
+            e["action"] == "key.delete"
+                && e["subject"] == old.kid()
+                && e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("compromised"))
+        });
+        assert!(deleted, "the deletion is audited as a compromise");
+        srv.stop().await
+    }
+
+    #[tokio::test]
     async fn operator_rotation_waits_for_the_publish_lead() -> TestResult {
         let dir = tempfile::tempdir()?;
         let clock = FakeClock::new();

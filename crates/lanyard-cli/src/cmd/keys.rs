@@ -36,8 +36,9 @@ pub async fn run(g: &Global, cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 }
             });
         }
-        KeysCommand::Rotate { alg } => {
-            let body = alg.map_or_else(|| json!({}), |a| json!({"alg": a}));
+        KeysCommand::Rotate { alg, compromised } => {
+            let mut body = alg.map_or_else(|| json!({}), |a| json!({"alg": a}));
+            body["compromised"] = json!(compromised);
             let v = client.call(Method::POST, "keys/rotate", Some(body)).await?;
             output::print(g.output, &v, |v| {
                 if v.get("immediate").and_then(Value::as_bool).unwrap_or(false) {

@@ -245,6 +245,9 @@ pub async fn list_keys(state: St, _admin: Admin) -> Result<Response, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct RotateKeys {
     alg: Option<String>,
+    /// The active key is compromised: delete it now, the next key signs now.
+    #[serde(default)]
+    compromised: bool,
 }
 
 /// `POST /admin/v1/keys/rotate`.
@@ -265,7 +268,15 @@ pub async fn rotate_keys(
             .copied()
             .unwrap_or(Algorithm::Es256),
     };
-    match state.keys.rotate(alg, &admin.actor, &cid.0).await {
+    let result = if req.compromised {
+        state
+            .keys
+            .replace_compromised(alg, &admin.actor, &cid.0)
+            .await
+    } else {
+        state.keys.rotate(alg, &admin.actor, &cid.0).await
+    };
+    match result {
         Ok(scheduled) => Ok(Json(scheduled).into_response()),
         Err(crate::ServerError::NotEnabled { alg }) => Err(ApiError::BadRequest(format!(
             "algorithm {alg} is not enabled on this server (keys.algorithms)"
