@@ -28,6 +28,11 @@ if ! pg_bin=$(find_pg_bin); then
     pg_bin=$(find_pg_bin)
 fi
 
+command -v openssl >/dev/null 2>&1 || {
+    log "openssl not found; installing it with apt-get (for the PostgreSQL TLS test certificates)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+}
+
 pg_dir=$(mktemp -d /tmp/lanyard-pg.XXXXXX)
 pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 # initdb refuses to run as root; run the server as the postgres user then.
@@ -54,11 +59,26 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# A throwaway CA and server certificate so the TLS tests can verify the server.
+(
+    cd "$pg_dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=lanyard-test-ca" -keyout ca.key -out ca.crt
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj "/CN=localhost" -keyout server.key -out server.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' > server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile server.ext -out server.crt
+) >/dev/null 2>&1
+chmod 600 "$pg_dir/server.key"
+[ "${#as_pg[@]}" -eq 0 ] || chown postgres "$pg_dir/server.key" "$pg_dir/server.crt"
+
 log "starting PostgreSQL ($pg_bin) on 127.0.0.1:$pg_port"
 "${as_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" --auth=trust --username=postgres -E UTF8 >"$pg_dir/initdb.log" 2>&1 \
     || { cat "$pg_dir/initdb.log" >&2; exit 1; }
 "${as_pg[@]}" "$pg_bin/postgres" -D "$pg_dir/data" -h 127.0.0.1 -p "$pg_port" -k "$pg_dir" \
-    -c fsync=off -c max_connections=300 >"$pg_dir/server.log" 2>&1 &
+    -c fsync=off -c max_connections=300 \
+    -c ssl=on -c ssl_cert_file="$pg_dir/server.crt" -c ssl_key_file="$pg_dir/server.key" >"$pg_dir/server.log" 2>&1 &
 pg_pid=$!
 for _ in $(seq 1 100); do
     if "$pg_bin/pg_isready" -h 127.0.0.1 -p "$pg_port" -q; then break; fi
@@ -67,6 +87,7 @@ for _ in $(seq 1 100); do
 done
 "$pg_bin/pg_isready" -h 127.0.0.1 -p "$pg_port" -q || { cat "$pg_dir/server.log" >&2; exit 1; }
 export LANYARD_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
+export LANYARD_TEST_POSTGRES_CA="$pg_dir/ca.crt"
 
 if cargo nextest --version >/dev/null 2>&1; then
     log "running the test suite (cargo nextest)"

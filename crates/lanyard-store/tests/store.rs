@@ -512,3 +512,41 @@ async fn audit_batches_and_queries(url: &str) -> TestResult {
     );
     Ok(())
 }
+
+/// PostgreSQL over TLS: `sslmode=verify-full` with the server's CA connects
+/// (and the session really is encrypted); with another CA it is refused.
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server() -> TestResult {
+    let Some(url) = lanyard_testkit::fresh_postgres("postgres_over_tls_verifies_the_server").await
+    else {
+        return Ok(());
+    };
+    let Ok(ca) = std::env::var("LANYARD_TEST_POSTGRES_CA") else {
+        eprintln!("SKIPPED (PostgreSQL TLS): set LANYARD_TEST_POSTGRES_CA (scripts/test.sh does)");
+        return Ok(());
+    };
+    let tls_url = format!("{url}?sslmode=verify-full&sslrootcert={ca}");
+    let store = lanyard_store::open(&tls_url).await?;
+    store
+        .create_tenant(tenant("tls")?, draft("tenant.create", "tls"))
+        .await?;
+    let pool = sqlx::PgPool::connect(&tls_url).await?;
+    let (ssl,): (bool,) =
+        sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&pool)
+            .await?;
+    assert!(ssl, "the connection is encrypted");
+    // A CA that did not sign the server's certificate: refused.
+    let dir = tempfile::tempdir()?;
+    let (other_ca, _) = lanyard_testkit::self_signed_tls();
+    let other = dir.path().join("other-ca.pem");
+    std::fs::write(&other, other_ca)?;
+    let err = lanyard_store::open(&format!(
+        "{url}?sslmode=verify-full&sslrootcert={}",
+        other.display()
+    ))
+    .await
+    .err();
+    assert!(matches!(err, Some(StoreError::Connect { .. })), "{err:?}");
+    Ok(())
+}
