@@ -985,3 +985,106 @@ async fn client_assertion_form_is_an_exchange_too() -> TestResult {
     );
     Ok(())
 }
+
+/// Admin input for entries and revocations: each bad value is refused with a
+/// message naming it, and nothing is stored.
+#[tokio::test]
+async fn entry_and_revocation_bad_input() -> TestResult {
+    let env = Env::start().await?;
+    let post = |path: &'static str, body: Value| {
+        let http = env.http.clone();
+        let url = format!("{}/admin/v1/{path}", env.base);
+        let admin = env.admin.clone();
+        async move {
+            let resp = http.post(url).bearer_auth(admin).json(&body).send().await?;
+            let status = resp.status().as_u16();
+            let v: Value = resp.json().await?;
+            Ok::<_, reqwest::Error>((
+                status,
+                v["error_description"].as_str().unwrap_or("").to_owned(),
+            ))
+        }
+    };
+    let entry = |patch: Value| {
+        let mut e = json!({"spiffe_id": "spiffe://example.org/new", "tenant": "payments", "selectors": ["k8s:ns:new"]});
+        if let (Some(obj), Some(more)) = (e.as_object_mut(), patch.as_object()) {
+            for (k, v) in more {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        e
+    };
+    let before = env
+        .admin(reqwest::Method::GET, "entries", Value::Null)
+        .await?["entries"]
+        .as_array()
+        .map(Vec::len);
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (
+            entry(json!({"spiffe_id": "spiffe://other.org/x"})),
+            400,
+            "trust domain",
+        ),
+        (entry(json!({"spiffe_id": "not-an-id"})), 400, "spiffe_id"),
+        (entry(json!({"tenant": "Bad"})), 400, "tenant"),
+        (entry(json!({"tenant": "nobody"})), 400, "does not exist"),
+        (entry(json!({"selectors": []})), 400, "selector"),
+        (
+            entry(json!({"selectors": ["k8s-ns-x"]})),
+            400,
+            "TYPE:KEY:VALUE",
+        ),
+        (
+            entry(json!({"issuer": "nope"})),
+            400,
+            "not a trusted issuer",
+        ),
+        (entry(json!({"may_act": ["agents"]})), 400, "may_act"),
+        (entry(json!({"ttl_seconds": 0})), 400, "ttl"),
+        (entry(json!({"ttl_seconds": 7200})), 400, "ttl"),
+        (
+            entry(json!({"ttl_seconds": 600, "max_ttl_seconds": 300})),
+            400,
+            "max_ttl",
+        ),
+        (entry(json!({"color": "red"})), 400, "color"),
+    ];
+    for (body, status, needle) in cases {
+        let (got, description) = post("entries", body.clone()).await?;
+        assert_eq!(got, status, "{body}: {description}");
+        assert!(description.contains(needle), "{body}: {description}");
+    }
+    let after = env
+        .admin(reqwest::Method::GET, "entries", Value::Null)
+        .await?["entries"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(before, after, "nothing stored");
+
+    let now = env.clock.unix_seconds();
+    let revocations: Vec<(Value, &str)> = vec![
+        (
+            json!({"kind": "password", "value": "x", "reason": "r"}),
+            "kind",
+        ),
+        (json!({"kind": "jti", "value": "", "reason": "r"}), "value"),
+        (
+            json!({"kind": "jti", "value": "x", "reason": " "}),
+            "reason",
+        ),
+        (
+            json!({"kind": "jti", "value": "x", "reason": "r", "until": now - 1}),
+            "past",
+        ),
+    ];
+    for (body, needle) in revocations {
+        let (status, description) = post("revocations", body.clone()).await?;
+        assert_eq!(status, 400, "{body}");
+        assert!(description.contains(needle), "{body}: {description}");
+    }
+    let listed = env
+        .admin(reqwest::Method::GET, "revocations", Value::Null)
+        .await?;
+    assert_eq!(listed["revocations"].as_array().map(Vec::len), Some(0));
+    Ok(())
+}
