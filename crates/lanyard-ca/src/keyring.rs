@@ -56,6 +56,22 @@ impl SealedKey {
         })
     }
 
+    /// The same key sealed under `new` (KEK rotation). The key is opened and
+    /// checked with `old` first, so a wrong KEK or a corrupt row is reported,
+    /// never re-sealed.
+    ///
+    /// # Errors
+    /// As [`SealedKey::open`], or [`CaError::Random`].
+    pub fn reseal(&self, old: &Kek, new: &Kek) -> Result<Self, CaError> {
+        self.open(old)?;
+        let der = old.open(&self.sealed, &self.meta.kid)?;
+        Ok(Self {
+            meta: self.meta.clone(),
+            sealed: new.seal(&der, &self.meta.kid)?,
+            kek_fingerprint: new.fingerprint().to_owned(),
+        })
+    }
+
     /// Opens and parses the key, checking that it is the key its id names.
     ///
     /// # Errors
@@ -185,6 +201,24 @@ mod tests {
             .filter_map(|k| k.kid.clone())
             .collect();
         assert_eq!(kids, [active.meta.kid.clone(), next.meta.kid.clone()]);
+        Ok(())
+    }
+
+    #[test]
+    fn reseal_moves_a_key_to_a_new_kek() -> Result<(), CaError> {
+        let (old, new) = (
+            Kek::from_bytes(&[3; 32], "old")?,
+            Kek::from_bytes(&[4; 32], "new")?,
+        );
+        let now = SystemTime::UNIX_EPOCH;
+        let key = SealedKey::generate(&old, Algorithm::Es256, KeyState::Active, now, now)?;
+        let moved = key.reseal(&old, &new)?;
+        assert_eq!(moved.open(&new)?.kid(), key.meta.kid);
+        assert!(matches!(moved.open(&old), Err(CaError::WrongKek { .. })));
+        assert!(
+            matches!(key.reseal(&new, &old), Err(CaError::WrongKek { .. })),
+            "the wrong old KEK is refused"
+        );
         Ok(())
     }
 

@@ -383,6 +383,20 @@ pub enum ServerAction {
         #[arg(long)]
         insecure_plain_http: bool,
     },
+    /// Rotate the key-encryption key: re-seal every signing key under a new
+    /// KEK (one transaction, audited). Stop the servers first, then point
+    /// keys.kek_file at the new file and start them.
+    Rekey {
+        /// TOML config file (its KEK is the current one).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The new KEK file (0600; create one with `head -c 32 /dev/urandom | base64`).
+        #[arg(long)]
+        new_kek_file: PathBuf,
+        /// Accepted like `server` so the same config validates.
+        #[arg(long)]
+        insecure_plain_http: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -290,6 +290,67 @@ fn server_config_errors_name_the_key_and_exit_1() -> TestResult {
         "token goes to the file only"
     );
     assert!(std::fs::read_to_string(&token_file)?.starts_with("lya1."));
+
+    // KEK rotation: re-seal under a new KEK, then only the new KEK opens the keys.
+    let new_kek = dir.path().join("kek.new");
+    std::fs::write(&new_kek, "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=\n")?;
+    std::fs::set_permissions(
+        &new_kek,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    let rekey = |new: &std::path::Path| {
+        Command::new(BIN)
+            .args([
+                "--output",
+                "json",
+                "server",
+                "rekey",
+                "--insecure-plain-http",
+                "--config",
+            ])
+            .arg(&cfg)
+            .arg("--new-kek-file")
+            .arg(new)
+            .output()
+    };
+    let out = rekey(&new_kek)?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout)?["resealed"],
+        2,
+        "active + next ES256"
+    );
+    let init_again = || {
+        Command::new(BIN)
+            .args(["server", "init", "--insecure-plain-http", "--config"])
+            .arg(&cfg)
+            .output()
+    };
+    let out = init_again()?;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the old KEK no longer opens the keys"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key-encryption key"));
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)?
+            .replace(&kek.display().to_string(), &new_kek.display().to_string()),
+    )?;
+    let out = init_again()?;
+    assert!(
+        out.status.success(),
+        "the new KEK opens them: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = rekey(&new_kek)?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("current key-encryption key"));
     Ok(())
 }
 

@@ -311,6 +311,58 @@ impl KeyManager {
     }
 }
 
+/// Re-seals every stored signing key under `new` (KEK rotation), in one
+/// transaction, each audited. Run it with the servers stopped (or restart
+/// them right after with the new KEK: a replica still holding the old KEK
+/// keeps its loaded keys but cannot load changed ones).
+///
+/// # Errors
+/// A wrong `old` KEK or a corrupt key stops the whole operation; nothing is
+/// changed then.
+pub async fn reseal_all(
+    store: &dyn Store,
+    old: &Kek,
+    new: &Kek,
+    actor: &str,
+    at_ms: i64,
+) -> Result<usize, ServerError> {
+    let correlation_id = crate::correlation::new_id();
+    let planner = |rows: &[SigningKeyRow]| -> Result<(Vec<KeyChange>, Vec<AuditDraft>), String> {
+        let mut changes = Vec::with_capacity(rows.len());
+        let mut audits = Vec::with_capacity(rows.len());
+        for row in rows {
+            let sealed = SealedKey {
+                meta: meta_from_row(row)?,
+                sealed: row.sealed_private.clone(),
+                kek_fingerprint: row.kek_fingerprint.clone(),
+            };
+            let moved = sealed.reseal(old, new).map_err(|e| e.to_string())?;
+            changes.push(KeyChange::Reseal {
+                kid: row.kid.clone(),
+                sealed_private: moved.sealed,
+                kek_fingerprint: moved.kek_fingerprint,
+            });
+            audits.push(AuditDraft {
+                at_ms,
+                correlation_id: correlation_id.clone(),
+                actor: actor.to_owned(),
+                action: "key.reseal".into(),
+                subject: row.kid.clone(),
+                tenant: None,
+                decision: Decision::Allow,
+                reason: format!(
+                    "key-encryption key {} -> {}",
+                    old.fingerprint(),
+                    new.fingerprint()
+                ),
+                evidence_digest: None,
+            });
+        }
+        Ok((changes, audits))
+    };
+    Ok(store.update_signing_keys(&planner).await?.len())
+}
+
 async fn load_published(store: &dyn Store, kek: &Kek) -> Result<Published, ServerError> {
     let rows = store.list_signing_keys().await?;
     let generation = store.signing_keys_generation().await?;

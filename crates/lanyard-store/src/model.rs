@@ -52,6 +52,15 @@ impl std::fmt::Debug for SigningKeyRow {
 pub enum KeyChange {
     /// Insert a new key.
     Insert(SigningKeyRow),
+    /// Replace a key's sealed private part (KEK rotation).
+    Reseal {
+        /// Key id.
+        kid: String,
+        /// The key sealed under the new KEK.
+        sealed_private: Vec<u8>,
+        /// Fingerprint of the new KEK.
+        kek_fingerprint: String,
+    },
     /// Change a key's state (and retire time).
     SetState {
         /// Key id.

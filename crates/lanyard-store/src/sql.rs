@@ -430,6 +430,18 @@ impl Store for SqlStore {
                         .execute(&mut *tx)
                         .await?;
                     }
+                    KeyChange::Reseal {
+                        kid,
+                        sealed_private,
+                        kek_fingerprint,
+                    } => {
+                        sqlx::query("UPDATE signing_keys SET sealed_private = $1, kek_fingerprint = $2 WHERE kid = $3")
+                            .bind(sealed_private)
+                            .bind(kek_fingerprint)
+                            .bind(kid)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     KeyChange::SetActivation { kid, activate_at } => {
                         sqlx::query("UPDATE signing_keys SET activate_at = $1 WHERE kid = $2")
                             .bind(*activate_at)

@@ -22,6 +22,11 @@ pub async fn run(g: &Global, args: ServerArgs) -> anyhow::Result<ExitCode> {
             token_file,
             insecure_plain_http,
         }) => init(g, &config, token_file.as_deref(), insecure_plain_http).await,
+        Some(ServerAction::Rekey {
+            config,
+            new_kek_file,
+            insecure_plain_http,
+        }) => rekey(g, &config, &new_kek_file, insecure_plain_http).await,
         None => {
             let Some(path) = args.config else {
                 bail!("`lanyard server` needs --config FILE (see the README's configuration section), or use `lanyard dev`");
@@ -102,6 +107,47 @@ async fn init(
                     .unwrap_or_default()
             ),
         }
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rekey(
+    g: &Global,
+    path: &Path,
+    new_kek_file: &Path,
+    insecure_plain_http: bool,
+) -> anyhow::Result<ExitCode> {
+    use lanyard_server::config::KekSource;
+    let config = load(path, insecure_plain_http)?;
+    let old = match &config.kek {
+        KekSource::File(p) => lanyard_ca::Kek::from_file(p)?,
+        KekSource::Env(text) => lanyard_ca::Kek::from_base64(text, lanyard_ca::KEK_ENV)?,
+    };
+    let new = lanyard_ca::Kek::from_file(new_kek_file)
+        .with_context(|| format!("reading the new KEK {}", new_kek_file.display()))?;
+    if new.fingerprint() == old.fingerprint() {
+        bail!(
+            "{} holds the current key-encryption key; generate a new one",
+            new_kek_file.display()
+        );
+    }
+    let store = lanyard_store::open(&config.store_url).await?;
+    let at_ms = SystemClock.unix_seconds().saturating_mul(1000);
+    let n = lanyard_server::keys::reseal_all(&*store, &old, &new, "system:rekey", at_ms)
+        .await
+        .context("re-sealing the signing keys (nothing was changed)")?;
+    let result =
+        json!({ "resealed": n, "old_kek": old.fingerprint(), "new_kek": new.fingerprint() });
+    output::print(g.output, &result, |_| {
+        println!(
+            "{n} signing keys re-sealed under key-encryption key {} (was {}).",
+            new.fingerprint(),
+            old.fingerprint()
+        );
+        println!(
+            "Now set keys.kek_file to {} (or LANYARD_KEK) and start the servers.",
+            new_kek_file.display()
+        );
     });
     Ok(ExitCode::SUCCESS)
 }
