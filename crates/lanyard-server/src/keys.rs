@@ -108,10 +108,7 @@ impl KeyManager {
         let correlation_id = crate::correlation::new_id();
         let planner =
             |rows: &[SigningKeyRow]| -> Result<(Vec<KeyChange>, Vec<AuditDraft>), String> {
-                let metas = rows
-                    .iter()
-                    .map(meta_from_row)
-                    .collect::<Result<Vec<_>, _>>()?;
+                let metas = metas_of(rows)?;
                 let actions = plan(now, &metas, &self.algorithms, &self.policy);
                 self.materialise(&actions, now, &correlation_id, "system")
             };
@@ -150,10 +147,7 @@ impl KeyManager {
         let scheduled = std::sync::Mutex::new(None);
         let planner =
             |rows: &[SigningKeyRow]| -> Result<(Vec<KeyChange>, Vec<AuditDraft>), String> {
-                let metas = rows
-                    .iter()
-                    .map(meta_from_row)
-                    .collect::<Result<Vec<_>, _>>()?;
+                let metas = metas_of(rows)?;
                 let Some((action, when)) = plan_rotate_now(now, &metas, alg, &self.policy) else {
                     return Ok((vec![], vec![]));
                 };
@@ -197,10 +191,7 @@ impl KeyManager {
         let now = self.clock.now();
         let planner =
             |rows: &[SigningKeyRow]| -> Result<(Vec<KeyChange>, Vec<AuditDraft>), String> {
-                let metas = rows
-                    .iter()
-                    .map(meta_from_row)
-                    .collect::<Result<Vec<_>, _>>()?;
+                let metas = metas_of(rows)?;
                 let actions = plan_compromised(now, &metas, alg, &self.policy);
                 let (changes, mut audits) =
                     self.materialise(&actions, now, correlation_id, actor)?;
@@ -403,6 +394,10 @@ async fn load_published(store: &dyn Store, kek: &Kek) -> Result<Published, Serve
         bundle_json,
         generation,
     })
+}
+
+fn metas_of(rows: &[SigningKeyRow]) -> Result<Vec<KeyMeta>, String> {
+    rows.iter().map(meta_from_row).collect()
 }
 
 fn meta_from_row(r: &SigningKeyRow) -> Result<KeyMeta, String> {
