@@ -38,36 +38,58 @@ macro_rules! on_pool {
     };
 }
 
-/// Appends `$draft` to the audit chain inside transaction `$tx`; evaluates to the event.
-macro_rules! append_audit {
-    ($tx:ident, $draft:expr) => {{
-        let draft: AuditDraft = $draft;
-        let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
+/// Appends `$drafts` (a non-empty `Vec<AuditDraft>`) to the audit chain
+/// inside transaction `$tx`; evaluates to the events. Three statements
+/// whatever the count: claim a range of sequence numbers (this also takes the
+/// chain's lock), multi-row INSERTs, move the head hash.
+macro_rules! append_audit_events {
+    ($tx:ident, $drafts:expr) => {{
+        let drafts: Vec<AuditDraft> = $drafts;
+        let n = i64::try_from(drafts.len()).unwrap_or(i64::MAX);
+        let head = sqlx::query("UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash")
+            .bind(n)
             .fetch_one(&mut *$tx)
             .await?;
-        let seq: i64 = head.try_get("seq")?;
-        let prev_hash: String = head.try_get("hash")?;
-        let hash = chain_hash(&prev_hash, seq, &draft);
-        sqlx::query(
-            "INSERT INTO audit_events (seq, at_ms, correlation_id, actor, action, subject, tenant, decision, reason, evidence_digest, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(seq)
-        .bind(draft.at_ms)
-        .bind(&draft.correlation_id)
-        .bind(&draft.actor)
-        .bind(&draft.action)
-        .bind(&draft.subject)
-        .bind(&draft.tenant)
-        .bind(draft.decision.as_str())
-        .bind(&draft.reason)
-        .bind(&draft.evidence_digest)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut *$tx)
-        .await?;
-        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *$tx).await?;
-        AuditEvent { seq, draft, prev_hash, hash }
+        let last_seq: i64 = head.try_get("seq")?;
+        let mut prev: String = head.try_get("hash")?;
+        let mut events = Vec::with_capacity(drafts.len());
+        for (seq, draft) in (last_seq - n + 1..).zip(drafts) {
+            let hash = chain_hash(&prev, seq, &draft);
+            events.push(AuditEvent { seq, draft, prev_hash: std::mem::replace(&mut prev, hash.clone()), hash });
+        }
+        for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO audit_events (seq, at_ms, correlation_id, actor, action, subject, tenant, decision, reason, evidence_digest, prev_hash, hash) ",
+            );
+            insert.push_values(chunk, |mut row, e| {
+                row.push_bind(e.seq)
+                    .push_bind(e.draft.at_ms)
+                    .push_bind(e.draft.correlation_id.clone())
+                    .push_bind(e.draft.actor.clone())
+                    .push_bind(e.draft.action.clone())
+                    .push_bind(e.draft.subject.clone())
+                    .push_bind(e.draft.tenant.clone())
+                    .push_bind(e.draft.decision.as_str())
+                    .push_bind(e.draft.reason.clone())
+                    .push_bind(e.draft.evidence_digest.clone())
+                    .push_bind(e.prev_hash.clone())
+                    .push_bind(e.hash.clone());
+            });
+            insert.build().execute(&mut *$tx).await?;
+        }
+        sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&prev).execute(&mut *$tx).await?;
+        events
+    }};
+}
+
+/// Appends one event inside `$tx`; evaluates to it.
+macro_rules! append_audit {
+    ($tx:ident, $draft:expr) => {{
+        let mut events = append_audit_events!($tx, vec![$draft]);
+        events.pop().ok_or(StoreError::Invalid {
+            what: "audit append",
+            detail: "no event returned".into(),
+        })?
     }};
 }
 
@@ -760,53 +782,8 @@ impl Store for SqlStore {
             if drafts.is_empty() {
                 return Ok(Vec::new());
             }
-            // Three statements for the whole batch: claim a range of sequence
-            // numbers (this also takes the chain's lock), insert every event
-            // with multi-row INSERTs, move the head hash.
-            let n = i64::try_from(drafts.len()).unwrap_or(i64::MAX);
             let mut tx = pool.begin().await?;
-            let head = sqlx::query(
-                "UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash",
-            )
-            .bind(n)
-            .fetch_one(&mut *tx)
-            .await?;
-            let last_seq: i64 = head.try_get("seq")?;
-            let mut prev: String = head.try_get("hash")?;
-            let mut events = Vec::with_capacity(drafts.len());
-            for (seq, draft) in (last_seq - n + 1..).zip(drafts) {
-                let hash = chain_hash(&prev, seq, &draft);
-                events.push(AuditEvent {
-                    seq,
-                    draft,
-                    prev_hash: std::mem::replace(&mut prev, hash.clone()),
-                    hash,
-                });
-            }
-            for chunk in events.chunks(AUDIT_ROWS_PER_INSERT) {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO audit_events (seq, at_ms, correlation_id, actor, action, subject, tenant, decision, reason, evidence_digest, prev_hash, hash) ",
-                );
-                insert.push_values(chunk, |mut row, e| {
-                    row.push_bind(e.seq)
-                        .push_bind(e.draft.at_ms)
-                        .push_bind(e.draft.correlation_id.clone())
-                        .push_bind(e.draft.actor.clone())
-                        .push_bind(e.draft.action.clone())
-                        .push_bind(e.draft.subject.clone())
-                        .push_bind(e.draft.tenant.clone())
-                        .push_bind(e.draft.decision.as_str())
-                        .push_bind(e.draft.reason.clone())
-                        .push_bind(e.draft.evidence_digest.clone())
-                        .push_bind(e.prev_hash.clone())
-                        .push_bind(e.hash.clone());
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
-            sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-                .bind(&prev)
-                .execute(&mut *tx)
-                .await?;
+            let events = append_audit_events!(tx, drafts);
             tx.commit().await?;
             Ok(events)
         })
