@@ -60,7 +60,7 @@ pub use config::{
 pub use fetch::{DEFAULT_MAX_AGE_SECS, FETCH_TIMEOUT, MAX_AGE_BOUNDS_SECS, MAX_DOCUMENT_BYTES};
 pub use keys::{MAX_KEYS, REFRESH_INTERVAL_SECS, STALE_GRACE_SECS};
 pub use kinds::{GITHUB_ACTIONS_CLAIMS, GITLAB_CLAIMS};
-pub use token::{parse_unverified, UnverifiedToken};
+pub use token::{digest_hex, parse_unverified, UnverifiedToken};
 
 use crate::keys::{KeySet, RemoteKeys};
 use crate::token_review::Reviewer;

@@ -87,6 +87,6 @@ pub fn parse_unverified(token: &str) -> Result<UnverifiedToken, Denial> {
 }
 
 /// Lowercase hex SHA-256 of `bytes`: what audit records instead of a token.
-pub(crate) fn digest_hex(bytes: &[u8]) -> String {
+pub fn digest_hex(bytes: &[u8]) -> String {
     lanyard_core::hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
 }

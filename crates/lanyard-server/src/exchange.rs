@@ -380,7 +380,7 @@ pub async fn decide(
     let subject = match attest(state, &req.subject_token, "subject", trace).await {
         Ok(p) => p,
         Err(d) => {
-            facts.digest = Some(digest_hex(req.subject_token.as_bytes()));
+            facts.digest = Some(lanyard_attest::digest_hex(req.subject_token.as_bytes()));
             return Err(d);
         }
     };
@@ -521,7 +521,7 @@ pub async fn decide(
     }
     trace.ok("ttl", || format!("{}s", ttl.as_secs()));
 
-    let jti = random_id();
+    let jti = crate::correlation::new_id();
     let expires_in = ttl.as_secs();
     if trace.explain {
         // Explaining never issues.
@@ -766,7 +766,7 @@ fn attest_own(state: &AppState, token: &str) -> Result<Principal, Denial> {
         selectors,
         jti: Some(claims.jti.clone()),
         expires_at: claims.exp,
-        digest: digest_hex(token.as_bytes()),
+        digest: lanyard_attest::digest_hex(token.as_bytes()),
         revocation_keys,
     };
     let scopes = claims.scope.as_deref().map(|s| {
@@ -911,15 +911,6 @@ pub fn peek_issuer(token: &str) -> Option<String> {
         iss: Option<String>,
     }
     serde_json::from_slice::<Iss>(&bytes).ok()?.iss
-}
-
-/// Lowercase hex SHA-256.
-pub fn digest_hex(bytes: &[u8]) -> String {
-    lanyard_core::hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
-}
-
-fn random_id() -> String {
-    crate::correlation::new_id()
 }
 
 #[cfg(test)]
