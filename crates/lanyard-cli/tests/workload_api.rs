@@ -66,6 +66,10 @@ fn dev(dir: &Path, extra: &[&str]) -> Result<(Proc, Value), Box<dyn std::error::
     }
 }
 
+fn dev_start_again(dir: &Path) -> Result<(Proc, Value), Box<dyn std::error::Error>> {
+    dev(dir, &["--svid-ttl", "8s"])
+}
+
 fn lanyard(dir: &Path, args: &[&str]) -> Result<Output, std::io::Error> {
     Command::new(BIN)
         .arg("--data-dir")
@@ -308,10 +312,22 @@ async fn spiffe_clients_get_svids_from_lanyard_dev() -> TestResult {
         }
     })
     .await;
-    assert!(
-        rotated.is_some(),
-        "the X509Source saw a rotated SVID within 20s"
-    );
+    let rotated = rotated.ok_or("the X509Source saw no rotated SVID within 20s")?;
+
+    // A restart mid-stream: the source keeps its last SVID meanwhile, then
+    // reconnects to the restarted agent (same socket, stored node SVID) and
+    // receives the next one.
+    assert!(dev.stop()?.success());
+    let before_restart = rotated.cert_chain().first().ok_or("leaf")?.as_ref().to_vec();
+    assert!(source.svid().is_ok(), "the cached SVID is still there while the agent is down");
+    let (dev, _) = dev_start_again(d)?;
+    let after = eventually(Duration::from_secs(30), || {
+        let s = source.svid().ok();
+        let old = before_restart.clone();
+        async move { s.filter(|s| s.cert_chain().first().is_some_and(|c| c.as_ref() != old.as_slice())) }
+    })
+    .await;
+    assert!(after.is_some(), "the source got a new SVID after the restart");
 
     // `lanyard svid fetch --write` writes usable files.
     let out_dir = d.join("files");
