@@ -168,10 +168,7 @@ mod tests {
     #[test]
     fn display_says_what_is_allowed() {
         let both = Authorizer::one_of([
-            Authorizer::exact([
-                id("spiffe://example.org/b"),
-                id("spiffe://example.org/a"),
-            ]),
+            Authorizer::exact([id("spiffe://example.org/b"), id("spiffe://example.org/a")]),
             Authorizer::any_in_trust_domain(td("other.org")),
             Authorizer::predicate("payments", |_| true),
         ]);

@@ -41,7 +41,11 @@ pub enum Error {
 
 /// A peer certificate refused during a handshake. It travels inside
 /// `rustls::Error::InvalidCertificate(CertificateError::Other(..))`.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` is its `Display` text, because rustls shows `Other` errors
+/// with `Debug`: the operator then reads "invalid peer certificate:
+/// Other(OtherError(peer spiffe://… refused: …))".
+#[derive(Clone)]
 pub struct PeerRejected {
     /// The SPIFFE ID the peer's certificate claims, if it has a valid one.
     /// Before the chain verifies this is only a claim.
@@ -81,9 +85,10 @@ pub enum RejectReason {
     /// The certificate's validity has not begun.
     #[error("the certificate is not valid yet")]
     NotYetValid,
-    /// The chain does not lead to a root of the peer's trust bundle.
+    /// The chain does not lead to a root of the peer's trust bundle (no
+    /// issuer found, or a same-named issuer whose key did not sign it).
     #[error("the chain is not signed by the trust bundle of its trust domain")]
-    UnknownIssuer,
+    NotSignedByBundle,
     /// Any other chain verification failure.
     #[error("the certificate chain does not verify: {0}")]
     Chain(String),
@@ -110,7 +115,10 @@ impl PeerRejected {
             {
                 return other.0.downcast_ref::<PeerRejected>();
             }
-            next = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            next = match e
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
                 Some(inner) => Some(inner as &(dyn StdError + 'static)),
                 None => e.source(),
             };
@@ -131,6 +139,12 @@ impl fmt::Display for PeerRejected {
             Some(id) => write!(f, "peer {id} refused: {}", self.reason),
             None => write!(f, "peer refused: {}", self.reason),
         }
+    }
+}
+
+impl fmt::Debug for PeerRejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

@@ -33,7 +33,7 @@
 //!   `rustls::Error::InvalidCertificate(CertificateError::Other(..))` holding
 //!   a [`PeerRejected`], whose message names the refused SPIFFE ID (an ID is
 //!   not a secret) and the reason; [`PeerRejected::find`] digs it out of an
-//!   I/O error. The peer only sees a `bad_certificate` alert.
+//!   I/O error. The peer only sees a `certificate_unknown` alert.
 //!
 //! # Not here
 //! JWT-SVIDs, revocation lists (SVIDs are short-lived instead), TLS 1.2.

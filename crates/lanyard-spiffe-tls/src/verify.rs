@@ -65,7 +65,11 @@ impl SpiffeVerifier {
             .source
             .bundle(peer.trust_domain())
             .map_err(|e| reject(RejectReason::BundleUnavailable(e.to_string())))?
-            .ok_or_else(|| reject(RejectReason::UnknownTrustDomain(peer.trust_domain().clone())))?;
+            .ok_or_else(|| {
+                reject(RejectReason::UnknownTrustDomain(
+                    peer.trust_domain().clone(),
+                ))
+            })?;
         let anchors = bundle
             .roots()
             .iter()
@@ -252,7 +256,12 @@ fn chain_reason(e: &webpki::Error) -> RejectReason {
     match e {
         webpki::Error::CertExpired { .. } => RejectReason::Expired,
         webpki::Error::CertNotValidYet { .. } => RejectReason::NotYetValid,
-        webpki::Error::UnknownIssuer => RejectReason::UnknownIssuer,
+        // A CA of the same name but another key (a rogue or rotated-away
+        // root) shows up as a bad signature: to the operator, both mean the
+        // bundle did not sign this chain.
+        webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
+            RejectReason::NotSignedByBundle
+        }
         webpki::Error::CaUsedAsEndEntity => RejectReason::LeafIsCa,
         other => RejectReason::Chain(other.to_string()),
     }

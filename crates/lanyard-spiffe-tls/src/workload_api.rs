@@ -14,8 +14,8 @@ impl X509Material for spiffe::X509Source {
     /// The source's default SVID (the first the agent sends, or the one
     /// the source's picker chooses).
     fn svid(&self) -> Result<Arc<Svid>, Error> {
-        let svid = spiffe::X509Source::svid(self)
-            .map_err(|e| Error::SourceUnavailable(e.to_string()))?;
+        let svid =
+            spiffe::X509Source::svid(self).map_err(|e| Error::SourceUnavailable(e.to_string()))?;
         let chain = svid
             .cert_chain()
             .iter()
