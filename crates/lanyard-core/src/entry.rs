@@ -34,6 +34,14 @@ pub struct Entry {
     pub tenant: TenantId,
     /// Only evidence from this trusted issuer matches; any issuer when `None`.
     pub issuer: Option<String>,
+    /// The node whose agent serves this identity over the Workload API; such
+    /// entries match the kernel-attested selectors of that node's callers and
+    /// never token-exchange evidence. `None` for token-exchange entries.
+    #[serde(default, serialize_with = "ser_opt_display")]
+    pub parent: Option<SpiffeId>,
+    /// DNS SANs for X.509-SVIDs.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
     /// All must be present in the evidence. Sorted, deduplicated, non-empty.
     pub selectors: Vec<Selector>,
     /// Audiences tokens may be issued for; any when empty.
@@ -52,6 +60,16 @@ pub struct Entry {
     pub admin: bool,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+fn ser_opt_display<S: serde::Serializer, T: std::fmt::Display>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
 }
 
 fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -196,6 +214,7 @@ impl EntryIndex {
         self.candidates(&candidate.selectors).find(|e| {
             e.id != candidate.id
                 && e.issuer == candidate.issuer
+                && e.parent == candidate.parent
                 && e.selectors == candidate.selectors
         })
     }
@@ -293,6 +312,8 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}")),
             tenant: TenantId::parse("dev").unwrap_or_else(|e| panic!("{e}")),
             issuer: issuer.map(str::to_owned),
+            parent: None,
+            dns_names: Vec::new(),
             selectors,
             audiences: vec![],
             ttl: None,
