@@ -4,3 +4,4 @@
 mod handshake;
 mod rotation;
 mod support;
+mod workload_api;
