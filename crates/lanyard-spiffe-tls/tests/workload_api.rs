@@ -100,14 +100,14 @@ impl SpiffeWorkloadApi for TestAgent {
 }
 
 /// A test agent on a Unix socket; `rotate` streams a new response.
-struct Agent {
+pub struct Agent {
     socket: PathBuf,
     tx: watch::Sender<X509svidResponse>,
     task: JoinHandle<()>,
 }
 
 impl Agent {
-    async fn start(dir: &Path, name: &str, first: X509svidResponse) -> anyhow::Result<Self> {
+    pub async fn start(dir: &Path, name: &str, first: X509svidResponse) -> anyhow::Result<Self> {
         let socket = dir.join(name);
         let listener = UnixListener::bind(&socket)?;
         let (tx, current) = watch::channel(first);
@@ -125,11 +125,11 @@ impl Agent {
         Ok(Self { socket, tx, task })
     }
 
-    fn endpoint(&self) -> String {
+    pub fn endpoint(&self) -> String {
         format!("unix:{}", self.socket.display())
     }
 
-    fn rotate(&self, next: X509svidResponse) {
+    pub fn rotate(&self, next: X509svidResponse) {
         self.tx.send_replace(next);
     }
 }
@@ -140,7 +140,7 @@ impl Drop for Agent {
     }
 }
 
-fn response(svid: &Svid, ca: &Ca, federated: &[(&TrustDomain, &Ca)]) -> X509svidResponse {
+pub fn response(svid: &Svid, ca: &Ca, federated: &[(&TrustDomain, &Ca)]) -> X509svidResponse {
     X509svidResponse {
         svids: vec![X509svid {
             spiffe_id: svid.spiffe_id().to_string(),
@@ -157,7 +157,7 @@ fn response(svid: &Svid, ca: &Ca, federated: &[(&TrustDomain, &Ca)]) -> X509svid
     }
 }
 
-fn leaf(svid: &Svid) -> Vec<u8> {
+pub fn leaf(svid: &Svid) -> Vec<u8> {
     svid.cert_chain()
         .first()
         .map(|c| c.to_vec())
