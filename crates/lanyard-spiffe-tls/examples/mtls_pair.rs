@@ -27,7 +27,8 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use lanyard_spiffe_tls::{
-    client_config, peer_spiffe_id, server_config, Authorizer, SpiffeId, TrustDomain, X509Material,
+    client_config, peer_spiffe_id, server_config, Authorizer, SpiffeId, SpiffeIdPicker,
+    TrustDomain, X509Material,
 };
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -43,6 +44,10 @@ struct Args {
     /// Workload API socket, `unix:/path` (default: SPIFFE_ENDPOINT_SOCKET).
     #[arg(long, global = true)]
     socket: Option<String>,
+    /// Use the SVID with this SPIFFE ID when the Workload API returns several
+    /// (default: the first, which the agent marks as default).
+    #[arg(long, global = true, value_name = "SPIFFE_ID")]
+    spiffe_id: Option<SpiffeId>,
     /// How long to wait for the first SVID from the Workload API.
     #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
     sync_timeout: Duration,
@@ -138,6 +143,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut builder = spiffe::X509Source::builder().initial_sync_timeout(args.sync_timeout);
     if let Some(socket) = &args.socket {
         builder = builder.endpoint(socket);
+    }
+    if let Some(id) = &args.spiffe_id {
+        builder = builder.picker(SpiffeIdPicker::new(id.clone()));
     }
     let source = Arc::new(
         builder

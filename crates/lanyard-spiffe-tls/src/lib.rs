@@ -8,6 +8,7 @@
 //!   client, which follows `SPIFFE_ENDPOINT_SOCKET` and keeps the latest SVID
 //!   and bundles), and so does [`StaticSource`] (in memory, with
 //!   [`StaticSource::swap_svid`] for callers that manage files, and tests);
+//!   [`SpiffeIdPicker`] chooses one SVID when the agent hands out several;
 //! - an [`Authorizer`]: which peer SPIFFE IDs are allowed
 //!   ([`Authorizer::any_in_trust_domain`], [`Authorizer::exact`],
 //!   [`Authorizer::one_of`], [`Authorizer::predicate`]).
@@ -59,6 +60,7 @@ pub use authorize::Authorizer;
 pub use error::{Error, PeerRejected, RejectReason};
 pub use lanyard_core::{SpiffeId, TrustDomain};
 pub use source::{Bundle, StaticSource, Svid, X509Material};
+pub use workload_api::SpiffeIdPicker;
 
 use resolve::SvidResolver;
 use verify::SpiffeVerifier;

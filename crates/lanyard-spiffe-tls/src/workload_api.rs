@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use lanyard_core::TrustDomain;
+use lanyard_core::{SpiffeId, TrustDomain};
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 use crate::error::Error;
@@ -41,5 +41,42 @@ impl X509Material for spiffe::X509Source {
             .map(|c| CertificateDer::from(c.as_bytes().to_vec()))
             .collect();
         Bundle::new(trust_domain.clone(), roots).map(|b| Some(Arc::new(b)))
+    }
+}
+
+/// An `X509Source` SVID picker that chooses the SVID with one SPIFFE ID,
+/// for workloads that the agent gives several (e.g. two processes of one
+/// Unix user both matching `unix:uid:<uid>` entries). With no such SVID the
+/// source reports "no suitable SVID" instead of presenting another.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use lanyard_spiffe_tls::{SpiffeId, SpiffeIdPicker};
+/// let id = SpiffeId::parse("spiffe://example.org/server")?;
+/// let source = spiffe::X509Source::builder()
+///     .picker(SpiffeIdPicker::new(id))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SpiffeIdPicker {
+    spiffe_id: String,
+}
+
+impl SpiffeIdPicker {
+    /// Picks the SVID whose SPIFFE ID is `spiffe_id`.
+    pub fn new(spiffe_id: SpiffeId) -> Self {
+        Self {
+            spiffe_id: spiffe_id.to_string(),
+        }
+    }
+}
+
+impl spiffe::x509_source::SvidPicker for SpiffeIdPicker {
+    fn pick_svid(&self, svids: &[Arc<spiffe::X509Svid>]) -> Option<usize> {
+        svids
+            .iter()
+            .position(|svid| svid.spiffe_id().to_string() == self.spiffe_id)
     }
 }

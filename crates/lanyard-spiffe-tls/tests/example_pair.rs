@@ -1,6 +1,9 @@
-//! The `mtls_pair` example as two real processes, each fetching its SVID
-//! from a Workload API socket (the test agent from `workload_api`), with the
+//! The `mtls_pair` example as two real processes fetching their SVIDs from
+//! one Workload API socket (the test agent from `workload_api`), with the
 //! server's SVID rotated while the client's long-lived connection is open.
+//!
+//! Like two processes of one Unix user under `lanyard dev`, both are
+//! entitled to both SVIDs; each picks its own with `--spiffe-id`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -91,15 +94,19 @@ async fn two_processes_talk_mtls_through_a_rotation() -> anyhow::Result<()> {
     let ca = Ca::new("example.org");
     let server_svid = ca.svid(SERVER);
     let client_svid = ca.svid(CLIENT);
-    let server_agent =
-        Agent::start(dir.path(), "server.sock", response(&server_svid, &ca, &[])).await?;
-    let client_agent =
-        Agent::start(dir.path(), "client.sock", response(&client_svid, &ca, &[])).await?;
+    let agent = Agent::start(
+        dir.path(),
+        "agent.sock",
+        response(&[&client_svid, &server_svid], &ca, &[]),
+    )
+    .await?;
+    let socket = agent.endpoint();
 
-    let server_socket = server_agent.endpoint();
     let mut server = Proc::spawn(&[
         "--socket",
-        &server_socket,
+        &socket,
+        "--spiffe-id",
+        SERVER,
         "--output",
         "json",
         "server",
@@ -114,10 +121,11 @@ async fn two_processes_talk_mtls_through_a_rotation() -> anyhow::Result<()> {
         .as_str()
         .context("no addr")?
         .to_owned();
-    let client_socket = client_agent.endpoint();
     let mut client = Proc::spawn(&[
         "--socket",
-        &client_socket,
+        &socket,
+        "--spiffe-id",
+        CLIENT,
         "--output",
         "json",
         "client",
@@ -150,7 +158,7 @@ async fn two_processes_talk_mtls_through_a_rotation() -> anyhow::Result<()> {
     assert_eq!(first_fresh["peer_serial"], old_serial.as_str());
     let rotated = ca.svid(SERVER);
     let new_serial = serial_hex(&leaf(&rotated));
-    server_agent.rotate(response(&rotated, &ca, &[]));
+    agent.rotate(response(&[&client_svid, &rotated], &ca, &[]));
 
     // Fresh connections switch to the new serial (within the bounded run);
     // the long-lived connection keeps echoing to the end.

@@ -140,15 +140,20 @@ impl Drop for Agent {
     }
 }
 
-pub fn response(svid: &Svid, ca: &Ca, federated: &[(&TrustDomain, &Ca)]) -> X509svidResponse {
+/// The agent's answer: `svids` (the first is the default) with `ca`'s
+/// bundle, plus federated bundles.
+pub fn response(svids: &[&Svid], ca: &Ca, federated: &[(&TrustDomain, &Ca)]) -> X509svidResponse {
     X509svidResponse {
-        svids: vec![X509svid {
-            spiffe_id: svid.spiffe_id().to_string(),
-            x509_svid: svid.cert_chain().iter().flat_map(|c| c.to_vec()).collect(),
-            x509_svid_key: svid.private_key().secret_pkcs8_der().to_vec(),
-            bundle: ca.root_der(),
-            hint: String::new(),
-        }],
+        svids: svids
+            .iter()
+            .map(|svid| X509svid {
+                spiffe_id: svid.spiffe_id().to_string(),
+                x509_svid: svid.cert_chain().iter().flat_map(|c| c.to_vec()).collect(),
+                x509_svid_key: svid.private_key().secret_pkcs8_der().to_vec(),
+                bundle: ca.root_der(),
+                hint: String::new(),
+            })
+            .collect(),
         crl: Vec::new(),
         federated_bundles: federated
             .iter()
@@ -201,11 +206,15 @@ async fn x509_source_feeds_mtls_and_rotation() -> anyhow::Result<()> {
     let server_agent = Agent::start(
         dir.path(),
         "server.sock",
-        response(&server_svid, &ca, &[(&partner_td, &partner)]),
+        response(&[&server_svid], &ca, &[(&partner_td, &partner)]),
     )
     .await?;
-    let client_agent =
-        Agent::start(dir.path(), "client.sock", response(&client_svid, &ca, &[])).await?;
+    let client_agent = Agent::start(
+        dir.path(),
+        "client.sock",
+        response(&[&client_svid], &ca, &[]),
+    )
+    .await?;
     let server_source = source(&server_agent).await?;
     let client_source = source(&client_agent).await?;
 
@@ -232,8 +241,8 @@ async fn x509_source_feeds_mtls_and_rotation() -> anyhow::Result<()> {
     // The agent rotates both SVIDs; the sources follow the stream.
     let server_svid2 = ca.svid(SERVER);
     let client_svid2 = ca.svid(CLIENT);
-    server_agent.rotate(response(&server_svid2, &ca, &[(&partner_td, &partner)]));
-    client_agent.rotate(response(&client_svid2, &ca, &[]));
+    server_agent.rotate(response(&[&server_svid2], &ca, &[(&partner_td, &partner)]));
+    client_agent.rotate(response(&[&client_svid2], &ca, &[]));
     wait_for_leaf(&server_source, &leaf(&server_svid2)).await?;
     wait_for_leaf(&client_source, &leaf(&client_svid2)).await?;
     long.echo("after rotation").await?;
@@ -248,5 +257,29 @@ async fn x509_source_feeds_mtls_and_rotation() -> anyhow::Result<()> {
 
     server_source.shutdown().await;
     client_source.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn picker_chooses_by_spiffe_id_and_fails_closed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = Ca::new("example.org");
+    let (a, b) = (ca.svid(CLIENT), ca.svid(SERVER));
+    let agent = Agent::start(dir.path(), "agent.sock", response(&[&a, &b], &ca, &[])).await?;
+    let build = |want: &str| {
+        spiffe::X509Source::builder()
+            .endpoint(agent.endpoint())
+            .initial_sync_timeout(Duration::from_secs(3))
+            .picker(lanyard_spiffe_tls::SpiffeIdPicker::new(id(want)))
+            .build()
+    };
+    let picked = build(SERVER).await?;
+    let svid = X509Material::svid(&picked)?;
+    assert_eq!(leaf(&svid), leaf(&b));
+    picked.shutdown().await;
+    assert!(
+        build("spiffe://example.org/nobody").await.is_err(),
+        "a source without the wanted SVID must not start"
+    );
     Ok(())
 }
