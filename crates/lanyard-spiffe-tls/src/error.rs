@@ -100,6 +100,25 @@ pub enum RejectReason {
     },
 }
 
+impl RejectReason {
+    /// A stable code for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Unparseable => "unparseable",
+            Self::UriSanCount { .. } => "uri_san_count",
+            Self::BadSpiffeId(_) => "bad_spiffe_id",
+            Self::LeafIsCa => "leaf_is_ca",
+            Self::UnknownTrustDomain(_) => "unknown_trust_domain",
+            Self::BundleUnavailable(_) => "bundle_unavailable",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::NotSignedByBundle => "not_signed_by_bundle",
+            Self::Chain(_) => "chain",
+            Self::NotAuthorized { .. } => "not_authorized",
+        }
+    }
+}
+
 impl PeerRejected {
     /// Finds a [`PeerRejected`] in an error from a handshake: a
     /// `rustls::Error`, an `std::io::Error` wrapping one (as tokio-rustls

@@ -116,7 +116,8 @@ impl SpiffeVerifier {
                 tracing::warn!(
                     peer = rejected.peer.as_ref().map(|p| p.to_string()),
                     role = ?role,
-                    reason = %rejected.reason,
+                    reason = rejected.reason.as_str(),
+                    detail = %rejected.reason,
                     "spiffe peer refused"
                 );
                 Err(rejected.into_rustls())
