@@ -27,6 +27,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// PEM input does not parse.
+    #[error("{what} is not valid PEM: {reason}")]
+    Pem {
+        /// Which input.
+        what: &'static str,
+        /// Why (from the PEM parser; never the content).
+        reason: String,
+    },
     /// A leaf's SPIFFE ID is missing or malformed.
     #[error("the SVID's leaf certificate: {0}")]
     BadLeaf(#[source] RejectReason),

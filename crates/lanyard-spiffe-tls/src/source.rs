@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use lanyard_core::{SpiffeId, TrustDomain};
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 
 use crate::error::Error;
@@ -70,6 +71,32 @@ impl Svid {
         )
     }
 
+    /// The SVID from PEM files as SPIFFE tooling writes them: the
+    /// certificates (`CERTIFICATE` blocks, leaf first) and the key (one
+    /// PKCS#8 `PRIVATE KEY` block).
+    ///
+    /// # Errors
+    /// [`Error::Pem`] naming which input is bad (never its content); then
+    /// as [`Svid::new`].
+    pub fn from_pem(cert_chain_pem: &[u8], private_key_pem: &[u8]) -> Result<Self, Error> {
+        let chain = CertificateDer::pem_slice_iter(cert_chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Pem {
+                what: "the SVID certificates",
+                reason: e.to_string(),
+            })?;
+        // The parser's message may quote bytes of the input: not for a key.
+        let key = PrivatePkcs8KeyDer::from_pem_slice(private_key_pem).map_err(|e| Error::Pem {
+            what: "the SVID private key",
+            reason: match e {
+                rustls::pki_types::pem::Error::NoItemsFound => "no PKCS#8 \"PRIVATE KEY\" block",
+                _ => "the PKCS#8 \"PRIVATE KEY\" block does not decode",
+            }
+            .to_owned(),
+        })?;
+        Self::new(chain, key)
+    }
+
     /// The SPIFFE ID (the leaf's URI SAN).
     pub fn spiffe_id(&self) -> &SpiffeId {
         &self.spiffe_id
@@ -127,6 +154,20 @@ impl Bundle {
             trust_domain,
             roots,
         })
+    }
+
+    /// A bundle from PEM (`CERTIFICATE` blocks), e.g. a `bundle.pem` file.
+    ///
+    /// # Errors
+    /// [`Error::Pem`]; then as [`Bundle::new`].
+    pub fn from_pem(trust_domain: TrustDomain, roots_pem: &[u8]) -> Result<Self, Error> {
+        let roots = CertificateDer::pem_slice_iter(roots_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Pem {
+                what: "the trust bundle",
+                reason: e.to_string(),
+            })?;
+        Self::new(trust_domain, roots)
     }
 
     /// The trust domain.

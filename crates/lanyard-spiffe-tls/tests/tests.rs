@@ -3,6 +3,7 @@
 
 mod example_pair;
 mod handshake;
+mod pem;
 mod rotation;
 mod support;
 mod workload_api;
