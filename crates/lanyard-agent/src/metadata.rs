@@ -49,7 +49,10 @@ fn guard(headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if !ok {
-        return Err(error(StatusCode::BAD_REQUEST, "the header `Metadata: true` is required"));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the header `Metadata: true` is required",
+        ));
     }
     Ok(())
 }
@@ -57,13 +60,21 @@ fn guard(headers: &HeaderMap) -> Result<(), Response> {
 fn identity(m: &Meta) -> Result<Arc<crate::Identity>, Response> {
     let view = m.agent.view();
     if !view.serving {
-        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "this node has no identity (not attested or revoked)"));
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node has no identity (not attested or revoked)",
+        ));
     }
     view.identities
         .values()
         .find(|i| i.entry.spiffe_id.to_string() == m.spiffe_id && i.expires_at > m.agent.now())
         .cloned()
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "no identity for this node's metadata entry yet"))
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                "no identity for this node's metadata entry yet",
+            )
+        })
 }
 
 async fn x509(State(m): State<Meta>, headers: HeaderMap) -> Response {
@@ -103,8 +114,11 @@ async fn jwt(State(m): State<Meta>, headers: HeaderMap, Query(q): Query<JwtQuery
     };
     match m.agent.jwt_svid(&id.entry, &[audience]).await {
         Ok(token) => {
-            let exp = crate::unverified_claims(&token).and_then(|c| c.get("exp").and_then(serde_json::Value::as_i64)).unwrap_or(0);
-            Json(serde_json::json!({ "spiffe_id": m.spiffe_id, "token": token, "expires_at": exp })).into_response()
+            let exp = crate::unverified_claims(&token)
+                .and_then(|c| c.get("exp").and_then(serde_json::Value::as_i64))
+                .unwrap_or(0);
+            Json(serde_json::json!({ "spiffe_id": m.spiffe_id, "token": token, "expires_at": exp }))
+                .into_response()
         }
         Err(crate::AgentError::Refused(reason)) => error(StatusCode::FORBIDDEN, &reason),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the server is unreachable"),
