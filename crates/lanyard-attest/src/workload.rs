@@ -71,8 +71,8 @@ pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A caller's credentials as the kernel reported them (`SO_PEERCRED`).
 ///
-/// Plain data: the agent fills it from tokio's `UCred` (`pid()`, `uid()`,
-/// `gid()`).
+/// Plain data: the agent fills it from tokio's `UCred` with
+/// `PeerCred::from(stream.peer_cred()?)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerCred {
     /// The caller's pid at `connect()`, when the platform reports it.
@@ -81,6 +81,16 @@ pub struct PeerCred {
     pub uid: u32,
     /// The caller's effective gid at `connect()`.
     pub gid: u32,
+}
+
+impl From<tokio::net::unix::UCred> for PeerCred {
+    fn from(c: tokio::net::unix::UCred) -> Self {
+        Self {
+            pid: c.pid(),
+            uid: c.uid(),
+            gid: c.gid(),
+        }
+    }
 }
 
 /// Configuration of a [`WorkloadAttestor`]. [`Default`] is the host's
@@ -277,15 +287,22 @@ impl WorkloadAttestor {
             Ok::<_, WorkloadAttestError>((selectors, notes, pod))
         })
         .await
-        .map_err(|_| WorkloadAttestError::TaskFailed)??;
+        .map_err(|_| WorkloadAttestError::TaskFailed)?
+        .inspect_err(|e| tracing::debug!(pid = ?cred.pid, uid = cred.uid, code = e.code(), error = %e, "workload attestation refused"))?;
         if let Some(kubelet) = &self.inner.kubelet {
             match pod {
-                Some(pod) => selectors.extend(kubelet.attest(&pod, &mut notes).await?),
+                Some(pod) => selectors.extend(
+                    kubelet
+                        .attest(&pod, &mut notes)
+                        .await
+                        .inspect_err(|e| tracing::debug!(pid = ?cred.pid, code = e.code(), error = %e, "workload pod not resolved"))?,
+                ),
                 None => notes.info("k8s", "not in a Kubernetes pod: no k8s selectors"),
             }
         }
         selectors.sort();
         selectors.dedup();
+        tracing::debug!(pid = ?cred.pid, uid = cred.uid, selectors = selectors.len(), "workload attested");
         Ok(WorkloadAttestation {
             selectors,
             diagnostics: notes.0,

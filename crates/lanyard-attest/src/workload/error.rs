@@ -118,6 +118,24 @@ impl WorkloadAttestError {
         )
     }
 
+    /// A stable code for logs, metrics and audit events, e.g.
+    /// `pid_reused`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ProcessGone { .. } => "process_gone",
+            Self::PidReused { .. } => "pid_reused",
+            Self::UidMismatch { .. } => "uid_mismatch",
+            Self::ProcRead { .. } => "proc_unreadable",
+            Self::ProcParse { .. } => "proc_malformed",
+            Self::AmbiguousCgroup { .. } => "ambiguous_cgroup",
+            Self::KubeletUnavailable { .. } => "kubelet_unavailable",
+            Self::PodNotFound { .. } => "pod_not_found",
+            Self::ContainerNotFound { .. } => "container_not_found",
+            Self::Config { .. } => "config",
+            Self::TaskFailed => "task_failed",
+        }
+    }
+
     /// A message safe to return to the caller: no paths, pids or
     /// internals.
     pub fn caller_message(&self) -> &'static str {

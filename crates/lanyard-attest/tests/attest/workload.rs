@@ -148,6 +148,20 @@ async fn this_process_through_the_real_proc() -> TestResult {
 }
 
 #[tokio::test]
+async fn peer_credentials_of_a_real_unix_socket() -> TestResult {
+    // Both ends are this process: what the agent does on accept().
+    let (ours, _theirs) = tokio::net::UnixStream::pair()?;
+    let cred = PeerCred::from(ours.peer_cred()?);
+    assert_eq!(cred.pid, Some(i32::try_from(std::process::id())?));
+    let a = WorkloadAttestor::new(WorkloadAttestConfig::default())?;
+    let got = strings(&a.attest(&cred).await?.selectors);
+    let exe = std::fs::canonicalize(std::env::current_exe()?)?;
+    assert!(got.contains(&format!("unix:uid:{}", cred.uid)), "{got:?}");
+    assert!(got.contains(&format!("unix:path:{}", exe.display())), "{got:?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn fake_proc_gives_every_unix_selector() -> TestResult {
     let fake = FakeProc::new(1000, "0::/user.slice/user-1000.slice/session-3.scope\n")?;
     let digest = sha256sum(&fake.exe)?;
@@ -661,5 +675,68 @@ proptest::proptest! {
             proptest::prop_assert!(p.pod_uid.len() == 36 || p.pod_uid.len() == 32);
             proptest::prop_assert!(p.container_id.is_none_or(|c| c.len() == 64));
         }
+    }
+}
+
+#[test]
+fn error_codes_retryability_and_caller_messages() {
+    let table = [
+        (
+            WorkloadAttestError::ProcessGone { pid: 1 },
+            "process_gone",
+            false,
+        ),
+        (
+            WorkloadAttestError::PidReused {
+                pid: 1,
+                before: 1,
+                after: 2,
+            },
+            "pid_reused",
+            false,
+        ),
+        (
+            WorkloadAttestError::UidMismatch {
+                pid: 1,
+                peer_uid: 1,
+                proc_uid: 0,
+            },
+            "uid_mismatch",
+            false,
+        ),
+        (
+            WorkloadAttestError::KubeletUnavailable {
+                url: "https://127.0.0.1:10250/pods".into(),
+                reason: "HTTP 401".into(),
+            },
+            "kubelet_unavailable",
+            true,
+        ),
+        (
+            WorkloadAttestError::PodNotFound {
+                pod_uid: POD_API.into(),
+            },
+            "pod_not_found",
+            true,
+        ),
+        (
+            WorkloadAttestError::ContainerNotFound {
+                namespace: "batch".into(),
+                pod_name: "worker-0".into(),
+                container_id: CID_WORKER.into(),
+            },
+            "container_not_found",
+            true,
+        ),
+    ];
+    for (err, code, retryable) in table {
+        assert_eq!(err.code(), code);
+        assert_eq!(err.is_retryable(), retryable, "{code}");
+        // The caller learns nothing about pids, paths or pods.
+        let msg = err.caller_message();
+        assert!(
+            !msg.contains('/') && !msg.chars().any(|c| c.is_ascii_digit()),
+            "{msg}"
+        );
     }
 }
