@@ -45,6 +45,7 @@ mod keys;
 mod kinds;
 mod token;
 mod token_review;
+pub mod workload;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
