@@ -9,7 +9,9 @@
 use lanyard_attest::workload::{WorkloadAttestError, WorkloadAttestor as Inner};
 use lanyard_core::Selector;
 
-pub use lanyard_attest::workload::{KubeletConfig, PeerCred, WorkloadAttestConfig as AttestConfig, WorkloadAttestation};
+pub use lanyard_attest::workload::{
+    KubeletConfig, PeerCred, WorkloadAttestConfig as AttestConfig, WorkloadAttestation,
+};
 
 /// Why a caller could not be attested: the operator's reason (logged), the
 /// stable code, and whether trying again may help.
@@ -47,8 +49,14 @@ impl WorkloadAttestor {
     /// A new attestor; a bad configuration makes every call fail closed.
     pub fn new(config: AttestConfig) -> Self {
         match Inner::new(config) {
-            Ok(inner) => Self { inner: Some(inner), config_error: None },
-            Err(e) => Self { inner: None, config_error: Some(e.to_string()) },
+            Ok(inner) => Self {
+                inner: Some(inner),
+                config_error: None,
+            },
+            Err(e) => Self {
+                inner: None,
+                config_error: Some(e.to_string()),
+            },
         }
     }
 
@@ -61,7 +69,10 @@ impl WorkloadAttestor {
         match &self.inner {
             Some(inner) => Ok(inner.attest(&cred).await?),
             None => Err(AttestFailure {
-                reason: format!("workload attestation is misconfigured: {}", self.config_error.as_deref().unwrap_or("?")),
+                reason: format!(
+                    "workload attestation is misconfigured: {}",
+                    self.config_error.as_deref().unwrap_or("?")
+                ),
                 code: "misconfigured",
                 caller_message: "workload attestation is unavailable",
                 retryable: false,

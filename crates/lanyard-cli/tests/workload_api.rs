@@ -318,16 +318,33 @@ async fn spiffe_clients_get_svids_from_lanyard_dev() -> TestResult {
     // reconnects to the restarted agent (same socket, stored node SVID) and
     // receives the next one.
     assert!(dev.stop()?.success());
-    let before_restart = rotated.cert_chain().first().ok_or("leaf")?.as_ref().to_vec();
-    assert!(source.svid().is_ok(), "the cached SVID is still there while the agent is down");
+    let before_restart = rotated
+        .cert_chain()
+        .first()
+        .ok_or("leaf")?
+        .as_ref()
+        .to_vec();
+    assert!(
+        source.svid().is_ok(),
+        "the cached SVID is still there while the agent is down"
+    );
     let (dev, _) = dev_start_again(d)?;
     let after = eventually(Duration::from_secs(30), || {
         let s = source.svid().ok();
         let old = before_restart.clone();
-        async move { s.filter(|s| s.cert_chain().first().is_some_and(|c| c.as_ref() != old.as_slice())) }
+        async move {
+            s.filter(|s| {
+                s.cert_chain()
+                    .first()
+                    .is_some_and(|c| c.as_ref() != old.as_slice())
+            })
+        }
     })
     .await;
-    assert!(after.is_some(), "the source got a new SVID after the restart");
+    assert!(
+        after.is_some(),
+        "the source got a new SVID after the restart"
+    );
 
     // `lanyard svid fetch --write` writes usable files.
     let out_dir = d.join("files");
@@ -573,7 +590,10 @@ async fn a_vm_agent_joins_once_with_its_token() -> TestResult {
     assert!(dev.stop()?.success());
     let c = client(&socket_s).await?;
     let cached = c.fetch_x509_svid().await?;
-    assert_eq!(cached.spiffe_id().to_string(), "spiffe://example.org/vm-1/app");
+    assert_eq!(
+        cached.spiffe_id().to_string(),
+        "spiffe://example.org/vm-1/app"
+    );
     agent.stop()?;
     Ok(())
 }
@@ -584,7 +604,9 @@ async fn a_vm_agent_joins_once_with_its_token() -> TestResult {
 /// new handshakes present the new SVID.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workloads_talk_mtls_through_a_rotation() -> TestResult {
-    use lanyard_spiffe_tls::{client_config, server_config, Authorizer, SpiffeId, SpiffeIdPicker, X509Material};
+    use lanyard_spiffe_tls::{
+        client_config, server_config, Authorizer, SpiffeId, SpiffeIdPicker, X509Material,
+    };
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -598,9 +620,38 @@ async fn workloads_talk_mtls_through_a_rotation() -> TestResult {
     let exe = std::fs::read_link("/proc/self/exe")?.display().to_string();
     let server_id = "spiffe://example.org/demo/server";
     let client_id = "spiffe://example.org/demo/client";
-    ok_json(&lanyard(d, &["--output", "json", "entry", "create", "--spiffe-id", server_id, "--tenant", "dev", "--selector", &format!("unix:uid:{me}")])?)?;
-    ok_json(&lanyard(d, &["--output", "json", "entry", "create", "--spiffe-id", client_id, "--tenant", "dev",
-        "--selector", &format!("unix:uid:{me}"), "--selector", &format!("unix:path:{exe}")])?)?;
+    ok_json(&lanyard(
+        d,
+        &[
+            "--output",
+            "json",
+            "entry",
+            "create",
+            "--spiffe-id",
+            server_id,
+            "--tenant",
+            "dev",
+            "--selector",
+            &format!("unix:uid:{me}"),
+        ],
+    )?)?;
+    ok_json(&lanyard(
+        d,
+        &[
+            "--output",
+            "json",
+            "entry",
+            "create",
+            "--spiffe-id",
+            client_id,
+            "--tenant",
+            "dev",
+            "--selector",
+            &format!("unix:uid:{me}"),
+            "--selector",
+            &format!("unix:path:{exe}"),
+        ],
+    )?)?;
     let source = |id: &'static str| {
         let socket = socket.clone();
         async move {
@@ -612,8 +663,12 @@ async fn workloads_talk_mtls_through_a_rotation() -> TestResult {
                     .build()
                     .await;
                 match built {
-                    Ok(s) => return Ok::<Arc<dyn X509Material>, Box<dyn std::error::Error>>(Arc::new(s)),
-                    Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Ok(s) => {
+                        return Ok::<Arc<dyn X509Material>, Box<dyn std::error::Error>>(Arc::new(s))
+                    }
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -635,10 +690,17 @@ async fn workloads_talk_mtls_through_a_rotation() -> TestResult {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let mut buf = [0u8; 16];
                 while let Ok(n) = tls.read(&mut buf).await {
-                    if n == 0 || tls.write_all(buf.get(..n).unwrap_or_default()).await.is_err() {
+                    if n == 0
+                        || tls
+                            .write_all(buf.get(..n).unwrap_or_default())
+                            .await
+                            .is_err()
+                    {
                         return;
                     }
                 }
@@ -651,7 +713,13 @@ async fn workloads_talk_mtls_through_a_rotation() -> TestResult {
             let tcp = tokio::net::TcpStream::connect(addr).await?;
             let name = rustls::pki_types::ServerName::try_from("ignored.invalid")?;
             let tls = connector.connect(name, tcp).await?;
-            let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec()).ok_or("no peer certificate")?;
+            let leaf = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec())
+                .ok_or("no peer certificate")?;
             let peer = lanyard_spiffe_tls::peer_spiffe_id(tls.get_ref().1).map(|id| id.to_string());
             Ok::<_, Box<dyn std::error::Error>>((tls, leaf, peer))
         }
@@ -665,15 +733,24 @@ async fn workloads_talk_mtls_through_a_rotation() -> TestResult {
     let mut rotated = false;
     let mut round = 1u8;
     while Instant::now() < deadline && !rotated {
-        assert!(echo(&mut long, round).await?, "the long-lived connection broke");
+        assert!(
+            echo(&mut long, round).await?,
+            "the long-lived connection broke"
+        );
         let (_, leaf, peer) = connect().await?;
         assert_eq!(peer.as_deref(), Some(server_id));
         rotated = leaf != first_leaf;
         round = round.wrapping_add(1);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(rotated, "no new handshake presented a rotated SVID within 20s");
-    assert!(echo(&mut long, 200).await?, "the connection made before the rotation still works");
+    assert!(
+        rotated,
+        "no new handshake presented a rotated SVID within 20s"
+    );
+    assert!(
+        echo(&mut long, 200).await?,
+        "the connection made before the rotation still works"
+    );
     assert!(dev.stop()?.success());
     Ok(())
 }

@@ -157,7 +157,10 @@ async fn peer_credentials_of_a_real_unix_socket() -> TestResult {
     let got = strings(&a.attest(&cred).await?.selectors);
     let exe = std::fs::canonicalize(std::env::current_exe()?)?;
     assert!(got.contains(&format!("unix:uid:{}", cred.uid)), "{got:?}");
-    assert!(got.contains(&format!("unix:path:{}", exe.display())), "{got:?}");
+    assert!(
+        got.contains(&format!("unix:path:{}", exe.display())),
+        "{got:?}"
+    );
     Ok(())
 }
 

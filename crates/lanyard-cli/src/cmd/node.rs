@@ -60,11 +60,19 @@ pub async fn explain_pid(g: &Global, a: ExplainArgs) -> anyhow::Result<ExitCode>
         lanyard_agent::attest::AttestConfig::default(),
     );
     let attested = attestor
-        .attest_full(lanyard_agent::attest::PeerCred { pid: Some(pid), uid, gid })
+        .attest_full(lanyard_agent::attest::PeerCred {
+            pid: Some(pid),
+            uid,
+            gid,
+        })
         .await
         .map_err(|e| anyhow::anyhow!("attesting process {pid}: {} ({})", e.reason, e.code))?;
     let have: BTreeSet<String> = attested.selectors.iter().map(ToString::to_string).collect();
-    let diagnostics: Vec<String> = attested.diagnostics.iter().map(|d| format!("{}: {}", d.plugin, d.message)).collect();
+    let diagnostics: Vec<String> = attested
+        .diagnostics
+        .iter()
+        .map(|d| format!("{}: {}", d.plugin, d.message))
+        .collect();
     let node = match a.node {
         Some(n) if n.starts_with("spiffe://") => n,
         Some(n) => anyhow::bail!("--node takes the node's SPIFFE ID (spiffe://TD/lanyard/node/{n}), see `lanyard node list`"),
