@@ -40,6 +40,8 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+// The error is the ready HTTP answer; these run once per request.
+#[allow(clippy::result_large_err)]
 fn guard(headers: &HeaderMap) -> Result<(), Response> {
     if headers.contains_key("x-forwarded-for") || headers.contains_key("forwarded") {
         return Err(error(StatusCode::FORBIDDEN, "proxied requests are refused"));
@@ -57,6 +59,7 @@ fn guard(headers: &HeaderMap) -> Result<(), Response> {
     Ok(())
 }
 
+#[allow(clippy::result_large_err)]
 fn identity(m: &Meta) -> Result<Arc<crate::Identity>, Response> {
     let view = m.agent.view();
     if !view.serving {

@@ -564,8 +564,11 @@ mod tests {
             "most specific first; other nodes and exchange entries excluded"
         );
         assert_eq!(m.near.len(), 1);
-        assert_eq!(m.near[0].0.id, "root-only");
-        assert_eq!(m.near[0].1, vec![sel("unix:uid:0")]);
+        let near = m
+            .near
+            .first()
+            .map(|(e, missing)| (e.id.as_str(), missing.clone()));
+        assert_eq!(near, Some(("root-only", vec![sel("unix:uid:0")])));
         assert_eq!(index.for_parent(&node("n2").to_string()).len(), 1);
         // Token exchange never picks an agent entry.
         let chosen = index
