@@ -804,7 +804,7 @@ impl Store for SqlStore {
                     let prefix: String = row.try_get("subject_prefix")?;
                     return Err(StoreError::Conflict {
                         what: format!(
-                            "profile {id} for audience {:?} puts {{tenant}} after {prefix:?}; every subject template of one audience must start with the same text before {{tenant}}, so two tenants can never share a subject",
+                            "a subject template for audience {:?} that puts {{tenant}} after {prefix:?} (profile {id}; all templates of one audience must share the text before {{tenant}}, so two tenants never share a subject)",
                             profile.audience
                         ),
                     });

@@ -633,7 +633,7 @@ async fn audience_profiles_are_scoped_unique_and_audited(url: &str) -> TestResul
         )
         .await;
     assert!(
-        matches!(&moved, Err(StoreError::Conflict { what }) if what.contains("same text before {tenant}")),
+        matches!(&moved, Err(StoreError::Conflict { what }) if what.contains("share the text before {tenant}")),
         "{moved:?}"
     );
     store
