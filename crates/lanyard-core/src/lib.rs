@@ -29,7 +29,7 @@ pub use audience::{AudienceProfile, ProfileSet, SubjectTemplate};
 pub use audit::Decision;
 pub use clock::{Clock, SystemClock};
 pub use deny::{Denial, DenyReason};
-pub use entry::{Entry, EntryIndex};
+pub use entry::{Entry, EntryIndex, WorkloadMatch};
 pub use evidence::Evidence;
 pub use key::KeyState;
 pub use selector::{Selector, SelectorError};

@@ -16,12 +16,14 @@
 pub mod admin_token;
 pub mod app;
 pub mod audit_writer;
+pub mod ca;
 pub mod config;
 pub mod correlation;
 pub mod error;
 pub mod exchange;
 pub mod keys;
 pub mod metrics;
+pub mod node_api;
 pub mod registry;
 pub mod routes;
 mod serve;

@@ -66,6 +66,7 @@ pub struct Registry {
     attestor: ArcSwap<Attestor>,
     profiles: ArcSwap<ProfileSet>,
     seen: Mutex<Option<Seen>>,
+    generations: std::sync::atomic::AtomicI64,
 }
 
 impl Registry {
@@ -91,6 +92,7 @@ impl Registry {
             attestor: ArcSwap::from_pointee(attestor),
             profiles: ArcSwap::from_pointee(ProfileSet::default()),
             seen: Mutex::new(None),
+            generations: std::sync::atomic::AtomicI64::new(0),
         };
         registry.refresh().await?;
         Ok(registry)
@@ -104,6 +106,12 @@ impl Registry {
     /// Revocations in force.
     pub fn revocations(&self) -> Arc<RevocationSet> {
         self.revocations.load_full()
+    }
+
+    /// The sum of the entry, revocation and issuer generations last loaded
+    /// (grows on every change; part of the node API's sync revision).
+    pub fn generation_sum(&self) -> i64 {
+        self.generations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The attestor for trusted issuers.
@@ -167,6 +175,10 @@ impl Registry {
             self.profiles.store(Arc::new(ProfileSet::new(profiles)));
         }
         *seen = Some(now);
+        self.generations.store(
+            now.entries + now.revocations + now.issuers,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(())
     }
 }
