@@ -1,13 +1,17 @@
 //! Command implementations.
 
+pub mod agent;
 mod audience_profile;
 pub mod audit;
-mod dev;
+pub mod dev;
 mod entry;
 mod issuer;
+mod jointoken;
 mod keys;
+mod node;
 mod revoke;
 mod server;
+pub mod svid;
 mod tenant;
 mod token;
 
@@ -27,6 +31,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(c) => token::run(&cli.global, c).await,
         Command::Revoke(a) => revoke::run(&cli.global, a).await,
         Command::Audit(c) => audit::run(&cli.global, c).await,
+        Command::Explain(a) if a.pid.is_some() => node::explain_pid(&cli.global, a).await,
         Command::Explain(a) => token::explain(&cli.global, a).await,
+        Command::Agent(a) => agent::run(&cli.global, a).await,
+        Command::Jointoken(c) => jointoken::run(&cli.global, c).await,
+        Command::Svid(crate::cli::SvidCommand::Fetch(a)) => svid::fetch(&cli.global, a).await,
+        Command::Node(c) => node::run(&cli.global, c).await,
     }
 }

@@ -595,11 +595,11 @@ pub async fn decide(
 
 /// How the token for these audiences is signed and whom it names.
 #[derive(Debug)]
-struct Shape {
-    alg: Algorithm,
-    sub: String,
+pub(crate) struct Shape {
+    pub(crate) alg: Algorithm,
+    pub(crate) sub: String,
     /// The audience profile applied.
-    profile: Option<String>,
+    pub(crate) profile: Option<String>,
 }
 
 /// Applies the audience profile of the requested audience, if it has one:
@@ -611,7 +611,11 @@ struct Shape {
 /// a cloud-specific subject to another audience. A subject template renders
 /// only from the entry's own tenant, role and SPIFFE ID, and the rendered
 /// subject is checked to carry the tenant where the template says.
-fn token_shape(state: &AppState, audiences: &[String], entry: &Entry) -> Result<Shape, Denial> {
+pub(crate) fn token_shape(
+    state: &AppState,
+    audiences: &[String],
+    entry: &Entry,
+) -> Result<Shape, Denial> {
     let algorithms = state.keys.algorithms();
     let default_alg = algorithms.first().copied().unwrap_or(Algorithm::Es256);
     let profiles = state.registry.profiles();
