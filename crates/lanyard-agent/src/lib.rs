@@ -463,6 +463,7 @@ fn entry_from_pb(e: &lanyard_proto::node::Entry, node: &SpiffeId) -> Option<Entr
         scopes: Vec::new(),
         may_act: Vec::new(),
         admin: false,
+        role: None,
         created_at: 0,
     })
 }

@@ -87,6 +87,14 @@ pub enum Command {
     /// Registration entries: selectors -> SPIFFE ID, per tenant.
     #[command(subcommand)]
     Entry(EntryCommand),
+    /// How tokens for one audience (a cloud, OpenBao) are issued: signing
+    /// algorithm and a subject template, per tenant or per entry.
+    ///
+    /// Azure Entra allows 20 federated credentials per identity and matches
+    /// `sub` exactly; a template such as tenant/{tenant}/role/{role} lets one
+    /// credential cover every workload of a role. Recipes: docs/federation/.
+    #[command(subcommand)]
+    AudienceProfile(AudienceProfileCommand),
     /// RFC 8693 token exchange client.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -320,6 +328,52 @@ pub struct EntryArgs {
     /// May call the admin API with its SVID.
     #[arg(long)]
     pub admin: bool,
+    /// Role for audience profiles' {role} (letters, digits, '.', '_', '-'):
+    /// workloads sharing a role share one cloud federated credential.
+    #[arg(long)]
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AudienceProfileCommand {
+    /// Add a profile. Examples:
+    ///
+    /// lanyard audience-profile add --audience api://AzureADTokenExchange --tenant payments
+    ///   --algorithm RS256 --subject-template 'tenant/{tenant}/role/{role}'
+    ///
+    /// lanyard audience-profile add --audience sts.amazonaws.com --algorithm ES256
+    Add(AudienceProfileArgs),
+    /// List profiles (with --tenant: that tenant's and those for every tenant).
+    List {
+        /// Only profiles that apply to this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Delete a profile; tokens for its audience go back to the defaults.
+    Delete { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AudienceProfileArgs {
+    /// The audience, matched exactly (e.g. api://AzureADTokenExchange,
+    /// sts.amazonaws.com, //iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/R).
+    #[arg(long)]
+    pub audience: String,
+    /// Apply to this tenant's entries only (required with --subject-template
+    /// unless --entry is given). Without --tenant and --entry: every tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Apply to this entry only (its tenant is implied); wins over a tenant's profile.
+    #[arg(long)]
+    pub entry: Option<String>,
+    /// Sign with ES256 or RS256 (Azure Entra: RS256). Default: the server's first algorithm.
+    #[arg(long)]
+    pub algorithm: Option<String>,
+    /// The token's `sub` instead of the SPIFFE ID. Variables: {tenant} (required,
+    /// exactly once, as a whole segment), {role} (the entry's --role),
+    /// {trust_domain}, {spiffe_path}, {entry}.
+    #[arg(long)]
+    pub subject_template: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! Command implementations.
 
 pub mod agent;
+mod audience_profile;
 pub mod audit;
 pub mod dev;
 mod entry;
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(c) => keys::run(&cli.global, c).await,
         Command::Issuer(c) => issuer::run(&cli.global, c).await,
         Command::Entry(c) => entry::run(&cli.global, c).await,
+        Command::AudienceProfile(c) => audience_profile::run(&cli.global, c).await,
         Command::Token(c) => token::run(&cli.global, c).await,
         Command::Revoke(a) => revoke::run(&cli.global, a).await,
         Command::Audit(c) => audit::run(&cli.global, c).await,

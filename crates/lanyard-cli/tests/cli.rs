@@ -560,3 +560,176 @@ fn exchange_explain_revoke_and_audit_through_the_cli() -> TestResult {
     assert!(lines.iter().any(|e| e["action"] == "revoke"));
     dev.stop()
 }
+
+#[test]
+fn audience_profiles_through_the_cli() -> TestResult {
+    use base64::Engine as _;
+    use lanyard_jose::{Algorithm, Jwks, SigningKey};
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let _dev = Dev::start(d)?;
+    let ok = |args: &[&str]| -> Result<Output, Box<dyn std::error::Error>> {
+        let out = lanyard(d, args)?;
+        if !out.status.success() {
+            return Err(format!(
+                "lanyard {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(out)
+    };
+    let (key, _) = SigningKey::generate(Algorithm::Es256)?;
+    let jwks_path = d.join("cluster-jwks.json");
+    std::fs::write(
+        &jwks_path,
+        serde_json::to_vec(&Jwks {
+            keys: vec![key.public_jwk()],
+        })?,
+    )?;
+    ok(&["tenant", "create", "payments"])?;
+    let k8s = "https://kubernetes.default.svc.cluster.local";
+    ok(&[
+        "issuer",
+        "add",
+        "--name",
+        "prod",
+        "--kind",
+        "kubernetes",
+        "--issuer",
+        k8s,
+        "--jwks-file",
+        &jwks_path.display().to_string(),
+        "--audience",
+        "lanyard",
+        "--tenant",
+        "payments",
+    ])?;
+    ok(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/ns/payments/sa/api",
+        "--tenant",
+        "payments",
+        "--issuer",
+        "prod",
+        "--selector",
+        "k8s:ns:payments",
+        "--role",
+        "reader",
+    ])?;
+    let azure = "api://AzureADTokenExchange";
+    // A bad template is refused before any request, naming the rule.
+    let bad = lanyard(
+        d,
+        &[
+            "audience-profile",
+            "add",
+            "--audience",
+            azure,
+            "--tenant",
+            "payments",
+            "--algorithm",
+            "RS256",
+            "--subject-template",
+            "role/{role}",
+        ],
+    )?;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("{tenant}"));
+    // The server refuses ES256 for Entra, naming the fix.
+    let es = lanyard(
+        d,
+        &[
+            "audience-profile",
+            "add",
+            "--audience",
+            azure,
+            "--algorithm",
+            "ES256",
+        ],
+    )?;
+    assert_eq!(es.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&es.stderr).contains("--algorithm RS256"));
+
+    let created = json_of(&ok(&[
+        "--output",
+        "json",
+        "audience-profile",
+        "add",
+        "--audience",
+        azure,
+        "--tenant",
+        "payments",
+        "--algorithm",
+        "RS256",
+        "--subject-template",
+        "tenant/{tenant}/role/{role}",
+    ])?)?;
+    let id = created["id"].as_str().ok_or("no id")?.to_owned();
+    assert_eq!(created["subject_template"], "tenant/{tenant}/role/{role}");
+    assert_eq!(created["algorithm"], "RS256");
+    let listed = json_of(&ok(&[
+        "--output",
+        "json",
+        "audience-profile",
+        "list",
+        "--tenant",
+        "payments",
+    ])?)?;
+    assert_eq!(listed["audience_profiles"][0]["id"], id.as_str());
+    let text = String::from_utf8(ok(&["audience-profile", "list"])?.stdout)?;
+    assert!(
+        text.contains("tenant payments") && text.contains("RS256"),
+        "{text}"
+    );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let token = lanyard_jose::encode_jwt(
+        &key,
+        &serde_json::json!({
+            "iss": k8s, "aud": ["lanyard"], "sub": "system:serviceaccount:payments:api",
+            "iat": now, "exp": now + 600,
+            "kubernetes.io": {"namespace": "payments", "serviceaccount": {"name": "api", "uid": "uid-api"}},
+        }),
+    )?;
+    let token_file = d.join("token.jwt");
+    std::fs::write(&token_file, token)?;
+    let exchange = || -> Result<(Value, Value), Box<dyn std::error::Error>> {
+        let out = ok(&[
+            "token",
+            "exchange",
+            "--subject-token",
+            &token_file.display().to_string(),
+            "--audience",
+            azure,
+        ])?;
+        let jwt = String::from_utf8(out.stdout)?.trim().to_owned();
+        let part = |i: usize| -> Result<Value, Box<dyn std::error::Error>> {
+            let p = jwt.split('.').nth(i).ok_or("not a JWT")?;
+            Ok(serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p)?,
+            )?)
+        };
+        Ok((part(0)?, part(1)?))
+    };
+    let (header, claims) = exchange()?;
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(claims["sub"], "tenant/payments/role/reader");
+    assert_eq!(claims["aud"], serde_json::json!([azure]));
+
+    let deleted = json_of(&ok(&[
+        "--output",
+        "json",
+        "audience-profile",
+        "delete",
+        &id,
+    ])?)?;
+    assert_eq!(deleted["deleted"], id.as_str());
+    let (_, claims) = exchange()?;
+    assert_eq!(claims["sub"], "spiffe://example.org/ns/payments/sa/api");
+    Ok(())
+}

@@ -39,6 +39,7 @@ fn entries() -> Vec<lanyard_core::Entry> {
                 scopes: vec![],
                 may_act: vec![],
                 admin: false,
+                role: None,
                 created_at: 0,
             }
         })

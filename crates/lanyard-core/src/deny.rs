@@ -56,6 +56,9 @@ pub enum DenyReason {
     InvalidRequest,
     /// The requested token type is not supported.
     UnsupportedTokenType,
+    /// The audience profile cannot issue for this identity (subject template
+    /// needs a role the entry lacks, algorithm without a key, audience not alone).
+    AudienceProfile,
 }
 
 impl DenyReason {
@@ -86,6 +89,7 @@ impl DenyReason {
             Self::ScopeWidening => "scope_widening",
             Self::InvalidRequest => "invalid_request",
             Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::AudienceProfile => "audience_profile",
         }
     }
 }

@@ -58,6 +58,9 @@ pub struct Entry {
     pub may_act: Vec<String>,
     /// Whether this identity may call the admin API.
     pub admin: bool,
+    /// Role name for audience profiles' `{role}` (one cloud credential per
+    /// role instead of per workload); see [`crate::audience`].
+    pub role: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -398,6 +401,7 @@ mod tests {
             scopes: vec![],
             may_act: vec![],
             admin: false,
+            role: None,
             created_at: 0,
         }
     }

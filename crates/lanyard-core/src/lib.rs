@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::indexing_slicing)]
 
+pub mod audience;
 pub mod audit;
 pub mod clock;
 pub mod deny;
@@ -24,6 +25,7 @@ pub mod spiffe;
 pub mod tenant;
 pub mod ttl;
 
+pub use audience::{AudienceProfile, ProfileSet, SubjectTemplate};
 pub use audit::Decision;
 pub use clock::{Clock, SystemClock};
 pub use deny::{Denial, DenyReason};

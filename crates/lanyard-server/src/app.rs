@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 use crate::error::ApiError;
 use crate::keys::KeyManager;
 use crate::metrics::Metrics;
-use crate::routes::{admin, health, oidc};
+use crate::routes::{admin, health, oidc, profiles};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -112,6 +112,14 @@ pub fn router(state: AppState) -> Router {
             get(admin::list_revocations).post(admin::create_revocation),
         )
         .route("/admin/v1/explain", post(admin::explain))
+        .route(
+            "/admin/v1/audience-profiles",
+            get(profiles::list_profiles).post(profiles::create_profile),
+        )
+        .route(
+            "/admin/v1/audience-profiles/{id}",
+            axum::routing::delete(profiles::delete_profile),
+        )
         .route(
             "/admin/v1/jointokens",
             get(admin::list_join_tokens).post(admin::create_join_token),

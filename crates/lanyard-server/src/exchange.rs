@@ -2,7 +2,8 @@
 //!
 //! attest the subject token → match its entry → check tenant → check
 //! revocation → (delegation: attest the actor, check `may_act`, depth,
-//! tenant) → check audience and scope → choose the TTL → sign a JWT-SVID →
+//! tenant) → check audience and scope → choose the TTL → apply the
+//! audience's profile (algorithm, subject template) → sign a JWT-SVID →
 //! audit. Every step can deny with a [`Denial`]; nothing falls through to a
 //! default identity. [`decide`] records each step in a [`Trace`] when asked,
 //! which is what `lanyard explain` prints.
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
+use lanyard_core::audience::SubjectVars;
 use lanyard_core::{Denial, DenyReason, Entry, Evidence, Selector, TenantId};
 use lanyard_jose::Algorithm;
 use serde::{Deserialize, Serialize};
@@ -351,6 +353,8 @@ pub struct Issued {
     pub jti: String,
     /// `subject <- actor <- earlier actors`, for audit.
     pub chain: String,
+    /// The audience profile applied, if any, and the `sub` it produced.
+    pub profile: Option<(String, String)>,
 }
 
 /// What audit records about a decision, allow or deny.
@@ -521,6 +525,16 @@ pub async fn decide(
     }
     trace.ok("ttl", || format!("{}s", ttl.as_secs()));
 
+    let shape = token_shape(state, &req.audiences, &subject.entry)
+        .inspect_err(|d| trace.fail("profile", d))?;
+    trace.ok("profile", || match &shape.profile {
+        Some(id) => format!(
+            "audience profile {id}: {} with sub {}",
+            shape.alg, shape.sub
+        ),
+        None => format!("no audience profile: {} with sub = SPIFFE ID", shape.alg),
+    });
+
     let jti = crate::correlation::new_id();
     let expires_in = ttl.as_secs();
     if trace.explain {
@@ -540,22 +554,18 @@ pub async fn decide(
             tenant: tenant.to_string(),
             jti,
             chain,
+            profile: shape.profile.map(|id| (id, shape.sub)),
         });
     }
     let published = state.keys.current();
-    let alg = state
-        .keys
-        .algorithms()
-        .first()
-        .copied()
-        .unwrap_or(Algorithm::Es256);
+    let alg = shape.alg;
     let signer = published
         .ring
         .signer(alg)
         .ok_or_else(|| Denial::new(DenyReason::IssuerUnavailable, "no signing key loaded"))?;
     let claims = SvidClaims {
         iss: state.settings.issuer.clone(),
-        sub: subject.entry.spiffe_id.to_string(),
+        sub: shape.sub.clone(),
         aud: req.audiences.clone(),
         exp: now + i64::try_from(expires_in).unwrap_or(0),
         iat: now,
@@ -575,10 +585,102 @@ pub async fn decide(
         expires_in,
         scope,
         as_access_token: req.as_access_token,
-        spiffe_id: claims.sub,
+        spiffe_id: subject.entry.spiffe_id.to_string(),
         tenant: claims.tenant,
         jti,
         chain,
+        profile: shape.profile.map(|id| (id, claims.sub)),
+    })
+}
+
+/// How the token for these audiences is signed and whom it names.
+#[derive(Debug)]
+pub(crate) struct Shape {
+    pub(crate) alg: Algorithm,
+    pub(crate) sub: String,
+    /// The audience profile applied.
+    pub(crate) profile: Option<String>,
+}
+
+/// Applies the audience profile of the requested audience, if it has one:
+/// the most specific of entry, tenant and every-tenant profiles
+/// ([`lanyard_core::ProfileSet::find`]).
+///
+/// # Security
+/// A profiled audience must be requested alone, so one token never carries
+/// a cloud-specific subject to another audience. A subject template renders
+/// only from the entry's own tenant, role and SPIFFE ID, and the rendered
+/// subject is checked to carry the tenant where the template says.
+pub(crate) fn token_shape(
+    state: &AppState,
+    audiences: &[String],
+    entry: &Entry,
+) -> Result<Shape, Denial> {
+    let algorithms = state.keys.algorithms();
+    let default_alg = algorithms.first().copied().unwrap_or(Algorithm::Es256);
+    let profiles = state.registry.profiles();
+    let found = audiences
+        .iter()
+        .find_map(|a| profiles.find(a, &entry.tenant, &entry.id).map(|p| (a, p)));
+    let Some((aud, profile)) = found else {
+        return Ok(Shape {
+            alg: default_alg,
+            sub: entry.spiffe_id.to_string(),
+            profile: None,
+        });
+    };
+    if audiences.len() > 1 {
+        return Err(Denial::new(
+            DenyReason::AudienceProfile,
+            format!(
+                "audience {} has audience profile {}; request it alone",
+                short(aud),
+                profile.id
+            ),
+        ));
+    }
+    let alg = match profile.algorithm.as_deref() {
+        None => default_alg,
+        Some(name) => name.parse::<Algorithm>().map_err(|_| {
+            Denial::new(
+                DenyReason::AudienceProfile,
+                format!(
+                    "profile {} names unknown algorithm {}",
+                    profile.id,
+                    short(name)
+                ),
+            )
+        })?,
+    };
+    if !algorithms.contains(&alg) {
+        return Err(Denial::new(
+            DenyReason::AudienceProfile,
+            format!(
+                "profile {} signs with {alg}, which this server has no key for; add it to keys.algorithms",
+                profile.id
+            ),
+        ));
+    }
+    let sub = match &profile.subject_template {
+        None => entry.spiffe_id.to_string(),
+        Some(template) => template
+            .render(&SubjectVars {
+                tenant: &entry.tenant,
+                role: entry.role.as_deref(),
+                spiffe_id: &entry.spiffe_id,
+                entry: &entry.id,
+            })
+            .map_err(|e| {
+                Denial::new(
+                    DenyReason::AudienceProfile,
+                    format!("profile {}: {e}", profile.id),
+                )
+            })?,
+    };
+    Ok(Shape {
+        alg,
+        sub,
+        profile: Some(profile.id.clone()),
     })
 }
 

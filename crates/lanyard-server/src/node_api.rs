@@ -849,14 +849,17 @@ impl Node for NodeService {
             }
         }
         let ttl = entry.ttl.unwrap_or(self.state.settings.jwt_default_ttl);
+        // Audience profiles apply to Workload API tokens too (a file for
+        // AZURE_FEDERATED_TOKEN_FILE must be RS256 with the profile's sub).
+        let shape = match crate::exchange::token_shape(&self.state, &r.audiences, entry) {
+            Ok(s) => s,
+            Err(d) => {
+                let reason = d.to_string();
+                return Err(self.deny("svid.jwt.mint", &entry.spiffe_id.to_string(), &reason, Status::permission_denied(d.detail)).await);
+            }
+        };
         let published = self.state.keys.current();
-        let alg = self
-            .state
-            .keys
-            .algorithms()
-            .first()
-            .copied()
-            .unwrap_or(lanyard_jose::Algorithm::Es256);
+        let alg = shape.alg;
         let signer = published
             .ring
             .signer(alg)
@@ -864,7 +867,7 @@ impl Node for NodeService {
         let exp = now + i64::try_from(ttl.as_secs()).unwrap_or(300);
         let claims = crate::exchange::SvidClaims {
             iss: self.state.settings.issuer.clone(),
-            sub: entry.spiffe_id.to_string(),
+            sub: shape.sub,
             aud: r.audiences,
             exp,
             iat: now,

@@ -1,5 +1,6 @@
 //! What the token path reads on every request, kept in memory and swapped
-//! atomically: the entry index, revocations and trusted issuers.
+//! atomically: the entry index, revocations, trusted issuers and audience
+//! profiles.
 //!
 //! Each part is rebuilt from the store when its generation counter moves.
 //! The replica that made a change refreshes at once; the others poll every
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use lanyard_attest::{Attestor, IssuerConfig};
-use lanyard_core::{Clock, EntryIndex};
+use lanyard_core::{Clock, EntryIndex, ProfileSet};
 use lanyard_store::{Store, StoreError};
 use tokio::sync::Mutex;
 
@@ -52,6 +53,7 @@ struct Seen {
     entries: i64,
     revocations: i64,
     issuers: i64,
+    profiles: i64,
 }
 
 /// The in-memory view of entries, revocations and issuers.
@@ -62,6 +64,7 @@ pub struct Registry {
     entries: ArcSwap<EntryIndex>,
     revocations: ArcSwap<RevocationSet>,
     attestor: ArcSwap<Attestor>,
+    profiles: ArcSwap<ProfileSet>,
     seen: Mutex<Option<Seen>>,
     generations: std::sync::atomic::AtomicI64,
 }
@@ -87,6 +90,7 @@ impl Registry {
             entries: ArcSwap::from_pointee(EntryIndex::default()),
             revocations: ArcSwap::from_pointee(RevocationSet::default()),
             attestor: ArcSwap::from_pointee(attestor),
+            profiles: ArcSwap::from_pointee(ProfileSet::default()),
             seen: Mutex::new(None),
             generations: std::sync::atomic::AtomicI64::new(0),
         };
@@ -115,6 +119,11 @@ impl Registry {
         self.attestor.load_full()
     }
 
+    /// Audience profiles.
+    pub fn profiles(&self) -> Arc<ProfileSet> {
+        self.profiles.load_full()
+    }
+
     /// Reloads whatever changed since the last refresh.
     ///
     /// # Errors
@@ -125,6 +134,7 @@ impl Registry {
             entries: self.store.generation("entries").await?,
             revocations: self.store.generation("revocations").await?,
             issuers: self.store.generation("issuers").await?,
+            profiles: self.store.generation("audience_profiles").await?,
         };
         let before = *seen;
         if before.is_none_or(|b| b.entries != now.entries) {
@@ -159,6 +169,10 @@ impl Registry {
                     tracing::error!(error = %e, "issuer set rejected; keeping the previous one")
                 }
             }
+        }
+        if before.is_none_or(|b| b.profiles != now.profiles) {
+            let profiles = self.store.list_audience_profiles().await?;
+            self.profiles.store(Arc::new(ProfileSet::new(profiles)));
         }
         *seen = Some(now);
         self.generations.store(

@@ -3,3 +3,4 @@
 pub mod admin;
 pub mod health;
 pub mod oidc;
+pub mod profiles;

@@ -16,14 +16,40 @@ use lanyard_server::{admin_token, Server};
 use lanyard_testkit::FakeClock;
 use serde_json::{json, Value};
 
+/// Audience profiles and cloud token shapes; OpenBao as a consumer.
+#[path = "exchange/federation.rs"]
+mod federation;
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const K8S_ISS: &str = "https://k8s.test";
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
+/// How a test server differs from the default one.
+struct Options {
+    store_url: Option<String>,
+    algorithms: Vec<Algorithm>,
+    clock: FakeClock,
+    /// Serve HTTPS with a self-signed certificate (its PEM is in `Env::ca_pem`).
+    tls: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            store_url: None,
+            algorithms: vec![Algorithm::Es256],
+            clock: FakeClock::new(),
+            tls: false,
+        }
+    }
+}
+
 struct Env {
     config: ServerConfig,
+    /// The server certificate, when serving HTTPS.
+    ca_pem: Option<String>,
     base: String,
     admin: String,
     http: reqwest::Client,
@@ -41,21 +67,47 @@ impl Env {
 
     /// A server on `store_url` (a fresh SQLite file when `None`).
     async fn start_on(store_url: Option<String>) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::start_with(Options {
+            store_url,
+            ..Options::default()
+        })
+        .await
+    }
+
+    async fn start_with(opts: Options) -> Result<Self, Box<dyn std::error::Error>> {
+        let Options {
+            store_url,
+            algorithms,
+            clock,
+            tls,
+        } = opts;
         let dir = tempfile::tempdir()?;
         Kek::generate_file(&dir.path().join("kek"))?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
-        let clock = FakeClock::new();
+        let (tls, ca_pem) = if tls {
+            let (cert, key) = lanyard_testkit::self_signed_tls();
+            std::fs::write(dir.path().join("tls.crt"), &cert)?;
+            std::fs::write(dir.path().join("tls.key"), key)?;
+            let files = lanyard_server::config::TlsFiles {
+                cert: dir.path().join("tls.crt"),
+                key: dir.path().join("tls.key"),
+            };
+            (Some(files), Some(cert))
+        } else {
+            (None, None)
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let cfg = ServerConfig {
             trust_domain: TrustDomain::parse("example.org")?,
-            issuer: format!("http://{addr}"),
+            issuer: format!("{scheme}://{addr}"),
             listen: addr,
-            tls: None,
+            tls,
             max_request_bytes: 64 * 1024,
             store_url: store_url
                 .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("lanyard.db").display())),
             kek: KekSource::File(dir.path().join("kek")),
-            algorithms: vec![Algorithm::Es256],
+            algorithms,
             rotation: RotationPolicy::default(),
             jwt_default_ttl: Duration::from_secs(300),
             jwt_max_ttl: Duration::from_secs(3600),
@@ -74,13 +126,16 @@ impl Env {
             let _ = rx.await;
         }));
         let (key, _) = SigningKey::generate(Algorithm::Es256)?;
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        if let Some(pem) = &ca_pem {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes())?);
+        }
         let env = Self {
             config: cfg,
-            base: format!("http://{addr}"),
+            ca_pem,
+            base: format!("{scheme}://{addr}"),
             admin,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
+            http: http.build()?,
             clock,
             state,
             key,

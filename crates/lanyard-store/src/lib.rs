@@ -25,7 +25,7 @@ mod sql;
 use std::future::Future;
 use std::pin::Pin;
 
-use lanyard_core::Entry;
+use lanyard_core::{AudienceProfile, Entry};
 
 pub use audit::{AuditDraft, AuditEvent};
 pub use error::StoreError;
@@ -147,8 +147,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Revocations still in force at `now` (Unix seconds).
     fn list_revocations(&self, now: i64) -> StoreFuture<'_, Vec<Revocation>>;
 
+    /// Stores an audience profile. [`StoreError::Conflict`] if one exists
+    /// for the same audience and scope, or if another templated profile of
+    /// the same audience puts `{tenant}` after a different prefix (which
+    /// could let two tenants share a subject).
+    fn create_audience_profile(
+        &self,
+        profile: AudienceProfile,
+        audit: AuditDraft,
+    ) -> StoreFuture<'_, ()>;
+
+    /// All audience profiles, oldest first.
+    fn list_audience_profiles(&self) -> StoreFuture<'_, Vec<AudienceProfile>>;
+
+    /// Deletes an audience profile. [`StoreError::NotFound`] if absent.
+    fn delete_audience_profile<'a>(&'a self, id: &'a str, audit: AuditDraft)
+        -> StoreFuture<'a, ()>;
+
     /// A counter that increases whenever the named table set changes:
-    /// `signing_keys`, `issuers`, `entries`, `revocations`. Replicas poll it.
+    /// `signing_keys`, `issuers`, `entries`, `revocations`,
+    /// `audience_profiles`. Replicas poll it.
     fn generation<'a>(&'a self, name: &'a str) -> StoreFuture<'a, i64>;
 
     /// Appends many audit events in one transaction (group commit).

@@ -11,7 +11,9 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 use sqlx::Row as _;
 
-use lanyard_core::{Decision, Entry, Selector, SpiffeId, TenantId};
+use lanyard_core::{
+    AudienceProfile, Decision, Entry, Selector, SpiffeId, SubjectTemplate, TenantId,
+};
 
 use crate::audit::chain_hash;
 use crate::{
@@ -185,7 +187,16 @@ macro_rules! delete_audited {
         ))
         .execute(&mut *tx)
         .await?;
-        let done = sqlx::query($sql).bind($key).execute(&mut *tx).await?;
+        let done = sqlx::query($sql)
+            .bind($key)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::InUse {
+                    what: format!("{} is still named by an audience profile; delete the profile first", $what),
+                },
+                _ => StoreError::Database(e),
+            })?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound { what: $what });
         }
@@ -237,6 +248,7 @@ macro_rules! entry_row {
             scopes: r.try_get("scopes")?,
             may_act: r.try_get("may_act")?,
             admin: r.try_get("admin")?,
+            role: r.try_get("role")?,
             created_at: r.try_get("created_at")?,
         }
         .into_entry()
@@ -244,7 +256,7 @@ macro_rules! entry_row {
 }
 
 const ENTRY_COLUMNS: &str =
-    "id, tenant, spiffe_id, issuer, parent, dns_names, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at";
+    "id, tenant, spiffe_id, issuer, parent, dns_names, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, role, created_at";
 
 struct RawEntry {
     id: String,
@@ -260,6 +272,7 @@ struct RawEntry {
     scopes: String,
     may_act: String,
     admin: bool,
+    role: Option<String>,
     created_at: i64,
 }
 
@@ -298,6 +311,7 @@ impl RawEntry {
             scopes: list("entry scopes", &self.scopes)?,
             may_act: list("entry may_act", &self.may_act)?,
             admin: self.admin,
+            role: self.role,
             created_at: self.created_at,
             id: self.id,
         })
@@ -461,7 +475,7 @@ impl Store for SqlStore {
                 .map_err(|e| match &e {
                     sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
                         StoreError::InUse {
-                            what: format!("tenant {id:?} still has entries; delete them first"),
+                            what: format!("tenant {id:?} still has entries or audience profiles; delete them first"),
                         }
                     }
                     _ => StoreError::Database(e),
@@ -909,8 +923,8 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(
-                "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at, parent, dns_names) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15)",
+                "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at, parent, dns_names, role) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16)",
             )
             .bind(&entry.id)
             .bind(entry.tenant.as_str())
@@ -927,6 +941,7 @@ impl Store for SqlStore {
             .bind(entry.created_at)
             .bind(&c.parent)
             .bind(&c.dns_names)
+            .bind(entry.role.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(|e| entry_conflict(e, &entry))?;
@@ -945,7 +960,7 @@ impl Store for SqlStore {
                 .await?;
             let done = sqlx::query(
                 "UPDATE entries SET tenant = $2, spiffe_id = $3, issuer = $4, selectors = $5, selector_key = $6, audiences = $7, \
-                 ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13, parent = $14, dns_names = $15 WHERE id = $1",
+                 ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13, parent = $14, dns_names = $15, role = $16 WHERE id = $1",
             )
             .bind(&entry.id)
             .bind(entry.tenant.as_str())
@@ -962,6 +977,7 @@ impl Store for SqlStore {
             .bind(audit.at_ms / 1000)
             .bind(&c.parent)
             .bind(&c.dns_names)
+            .bind(entry.role.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(|e| entry_conflict(e, &entry))?;
@@ -1048,6 +1064,117 @@ impl Store for SqlStore {
                 })
                 .collect()
         })
+    }
+
+    fn create_audience_profile(
+        &self,
+        profile: AudienceProfile,
+        audit: AuditDraft,
+    ) -> StoreFuture<'_, ()> {
+        on_pool!(self, |pool| {
+            let template = profile.subject_template.as_ref();
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'audience_profiles'")
+                .execute(&mut *tx)
+                .await?;
+            // Checked under the lock, so two replicas cannot race past it.
+            if let Some(t) = template {
+                let other = sqlx::query(
+                    "SELECT id, subject_prefix FROM audience_profiles \
+                     WHERE audience = $1 AND subject_prefix IS NOT NULL AND subject_prefix <> $2 LIMIT 1",
+                )
+                .bind(&profile.audience)
+                .bind(t.tenant_prefix())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = other {
+                    let id: String = row.try_get("id")?;
+                    let prefix: String = row.try_get("subject_prefix")?;
+                    return Err(StoreError::Conflict {
+                        what: format!(
+                            "a subject template for audience {:?} that puts {{tenant}} after {prefix:?} (profile {id}; all templates of one audience must share the text before {{tenant}}, so two tenants never share a subject)",
+                            profile.audience
+                        ),
+                    });
+                }
+            }
+            sqlx::query(
+                "INSERT INTO audience_profiles (id, audience, tenant, entry_id, algorithm, subject_template, subject_prefix, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&profile.id)
+            .bind(&profile.audience)
+            .bind(profile.tenant.as_ref().map(TenantId::as_str))
+            .bind(profile.entry.as_deref())
+            .bind(profile.algorithm.as_deref())
+            .bind(template.map(SubjectTemplate::as_str))
+            .bind(template.map(SubjectTemplate::tenant_prefix))
+            .bind(profile.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                conflict(e, || {
+                    format!(
+                        "an audience profile for {:?} and {}",
+                        profile.audience,
+                        profile.scope()
+                    )
+                })
+            })?;
+            append_audit!(tx, audit);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn list_audience_profiles(&self) -> StoreFuture<'_, Vec<AudienceProfile>> {
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT id, audience, tenant, entry_id, algorithm, subject_template, created_at \
+                 FROM audience_profiles ORDER BY created_at, id",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter()
+                .map(|r| {
+                    let invalid = |what: &'static str| {
+                        move |e: String| StoreError::Invalid { what, detail: e }
+                    };
+                    let tenant: Option<String> = r.try_get("tenant")?;
+                    let template: Option<String> = r.try_get("subject_template")?;
+                    Ok(AudienceProfile {
+                        id: r.try_get("id")?,
+                        audience: r.try_get("audience")?,
+                        tenant: tenant
+                            .map(|t| TenantId::parse(&t))
+                            .transpose()
+                            .map_err(|e| invalid("profile tenant")(e.to_string()))?,
+                        entry: r.try_get("entry_id")?,
+                        algorithm: r.try_get("algorithm")?,
+                        subject_template: template
+                            .map(|t| SubjectTemplate::parse(&t))
+                            .transpose()
+                            .map_err(|e| invalid("profile subject template")(e.to_string()))?,
+                        created_at: r.try_get("created_at")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn delete_audience_profile<'a>(
+        &'a self,
+        id: &'a str,
+        audit: AuditDraft,
+    ) -> StoreFuture<'a, ()> {
+        on_pool!(self, |pool| delete_audited!(
+            pool,
+            "audience_profiles",
+            "DELETE FROM audience_profiles WHERE id = $1",
+            id,
+            format!("audience profile {id}"),
+            audit
+        ))
     }
 
     fn generation<'a>(&'a self, name: &'a str) -> StoreFuture<'a, i64> {

@@ -357,6 +357,7 @@ fn entry(id: &str, selectors: &[&str]) -> Result<lanyard_core::Entry, Box<dyn st
         scopes: vec!["read".into(), "write".into()],
         may_act: vec!["spiffe://example.org/agents/*".into()],
         admin: true,
+        role: Some("reader".into()),
         created_at: 7,
     })
 }
@@ -391,6 +392,7 @@ async fn entries_round_trip_conflict_and_tenant_binding(url: &str) -> TestResult
     let mut changed = e.clone();
     changed.audiences = vec!["api://y".into()];
     changed.admin = false;
+    changed.role = None;
     store
         .update_entry(changed.clone(), draft("entry.update", "e1"))
         .await?;
@@ -724,5 +726,151 @@ async fn postgres_over_tls_verifies_the_server() -> TestResult {
     .await
     .err();
     assert!(matches!(err, Some(StoreError::Connect { .. })), "{err:?}");
+    Ok(())
+}
+
+fn profile(
+    id: &str,
+    aud: &str,
+    tenant: Option<&str>,
+    entry: Option<&str>,
+    template: Option<&str>,
+) -> Result<lanyard_core::AudienceProfile, Box<dyn std::error::Error>> {
+    Ok(lanyard_core::AudienceProfile {
+        id: id.into(),
+        audience: aud.into(),
+        tenant: tenant.map(TenantId::parse).transpose()?,
+        entry: entry.map(str::to_owned),
+        algorithm: Some("RS256".into()),
+        subject_template: template
+            .map(lanyard_core::SubjectTemplate::parse)
+            .transpose()?,
+        created_at: 9,
+    })
+}
+
+conformance!(audience_profiles_are_scoped_unique_and_audited);
+async fn audience_profiles_are_scoped_unique_and_audited(url: &str) -> TestResult {
+    let store = lanyard_store::open(url).await?;
+    for t in ["payments", "shop"] {
+        store
+            .create_tenant(tenant(t)?, draft("tenant.create", t))
+            .await?;
+    }
+    store
+        .create_entry(
+            entry("e1", &["k8s:ns:payments"])?,
+            draft("entry.create", "e1"),
+        )
+        .await?;
+    let azure = "api://AzureADTokenExchange";
+    let global = profile("p1", azure, None, None, None)?;
+    let per_tenant = profile(
+        "p2",
+        azure,
+        Some("payments"),
+        None,
+        Some("tenant/{tenant}/role/{role}"),
+    )?;
+    let per_entry = profile(
+        "p3",
+        azure,
+        Some("payments"),
+        Some("e1"),
+        Some("tenant/{tenant}/entry/{entry}"),
+    )?;
+    let g0 = store.generation("audience_profiles").await?;
+    for p in [&global, &per_tenant, &per_entry] {
+        store
+            .create_audience_profile(p.clone(), draft("audience_profile.create", &p.id))
+            .await?;
+    }
+    assert!(store.generation("audience_profiles").await? > g0);
+    assert_eq!(
+        store.list_audience_profiles().await?,
+        vec![global.clone(), per_tenant.clone(), per_entry.clone()]
+    );
+    // One profile per audience and scope (NULL scopes included).
+    for dup in [
+        profile("p4", azure, None, None, None)?,
+        profile("p5", azure, Some("payments"), None, Some("tenant/{tenant}"))?,
+    ] {
+        let got = store
+            .create_audience_profile(dup, draft("audience_profile.create", "dup"))
+            .await;
+        assert!(matches!(got, Err(StoreError::Conflict { .. })), "{got:?}");
+    }
+    // Another tenant's template for the same audience must put {tenant} at
+    // the same place, or subjects of two tenants could collide.
+    let moved = store
+        .create_audience_profile(
+            profile("p6", azure, Some("shop"), None, Some("t/{tenant}/x"))?,
+            draft("audience_profile.create", "p6"),
+        )
+        .await;
+    assert!(
+        matches!(&moved, Err(StoreError::Conflict { what }) if what.contains("share the text before {tenant}")),
+        "{moved:?}"
+    );
+    store
+        .create_audience_profile(
+            profile(
+                "p7",
+                azure,
+                Some("shop"),
+                None,
+                Some("tenant/{tenant}/shop"),
+            )?,
+            draft("audience_profile.create", "p7"),
+        )
+        .await?;
+    // A different audience may use a different prefix.
+    store
+        .create_audience_profile(
+            profile(
+                "p8",
+                "sts.amazonaws.com",
+                Some("shop"),
+                None,
+                Some("{tenant}:x"),
+            )?,
+            draft("audience_profile.create", "p8"),
+        )
+        .await?;
+    // A profile keeps its tenant and entry from being deleted under it.
+    let entry_in_use = store.delete_entry("e1", draft("entry.delete", "e1")).await;
+    assert!(
+        matches!(entry_in_use, Err(StoreError::InUse { .. })),
+        "{entry_in_use:?}"
+    );
+    let unknown_tenant = store
+        .create_audience_profile(
+            profile("p9", azure, Some("nobody"), None, None)?,
+            draft("audience_profile.create", "p9"),
+        )
+        .await;
+    assert!(unknown_tenant.is_err(), "{unknown_tenant:?}");
+    store
+        .delete_audience_profile("p3", draft("audience_profile.delete", "p3"))
+        .await?;
+    store
+        .delete_entry("e1", draft("entry.delete", "e1"))
+        .await?;
+    assert!(matches!(
+        store
+            .delete_audience_profile("p3", draft("audience_profile.delete", "p3"))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.list_audience_profiles().await?.len(), 4);
+    let events = store.list_audit(0, 100).await?;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.draft.action.starts_with("audience_profile."))
+            .count(),
+        6
+    );
+    verify_all(&store).await?;
     Ok(())
 }

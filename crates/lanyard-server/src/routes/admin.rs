@@ -82,7 +82,7 @@ fn reject(r: &JsonRejection, limit: usize) -> ApiError {
     ApiError::BadRequest(r.body_text())
 }
 
-fn audit(
+pub(crate) fn audit(
     state: &AppState,
     cid: &str,
     actor: &str,
@@ -473,7 +473,11 @@ pub async fn delete_issuer(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn require_tenant(state: &AppState, tenant: &str, cid: &str) -> Result<(), ApiError> {
+pub(crate) async fn require_tenant(
+    state: &AppState,
+    tenant: &str,
+    cid: &str,
+) -> Result<(), ApiError> {
     match state
         .store
         .fetch_tenant(tenant)
@@ -488,7 +492,7 @@ async fn require_tenant(state: &AppState, tenant: &str, cid: &str) -> Result<(),
 }
 
 /// Makes this replica see a change at once (others poll).
-async fn refresh(state: &AppState) {
+pub(crate) async fn refresh(state: &AppState) {
     if let Err(e) = state.registry.refresh().await {
         tracing::warn!(error = %e, "registry refresh after change failed; the poller will retry");
     }
@@ -521,6 +525,9 @@ pub struct EntryRequest {
     may_act: Vec<String>,
     #[serde(default)]
     admin: bool,
+    /// `{role}` for audience profiles' subject templates.
+    #[serde(default)]
+    role: Option<String>,
 }
 
 const MAX_LIST: usize = 64;
@@ -639,6 +646,9 @@ async fn build_entry(
             return Err(bad(format!("dns_names: {dns:?} is not a DNS name")));
         }
     }
+    if let Some(role) = &req.role {
+        lanyard_core::audience::validate_role(role).map_err(|e| bad(e.to_string()))?;
+    }
     let mut scopes = req.scopes;
     scopes.sort();
     scopes.dedup();
@@ -656,6 +666,7 @@ async fn build_entry(
         scopes,
         may_act: req.may_act,
         admin: req.admin,
+        role: req.role,
         created_at: state.clock.unix_seconds(),
     })
 }

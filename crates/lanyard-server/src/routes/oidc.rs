@@ -138,7 +138,13 @@ pub async fn token(
     let (decision, reason, subject) = match &result {
         Ok(issued) => (
             Decision::Allow,
-            format!("issued jti={} ttl={}s", issued.jti, issued.expires_in),
+            match &issued.profile {
+                None => format!("issued jti={} ttl={}s", issued.jti, issued.expires_in),
+                Some((id, sub)) => format!(
+                    "issued jti={} ttl={}s profile={id} sub={sub}",
+                    issued.jti, issued.expires_in
+                ),
+            },
             issued.chain.clone(),
         ),
         // A denial's audit event carries the steps up to it, so `lanyard audit
@@ -216,7 +222,7 @@ pub fn oauth_denial(d: &Denial) -> (StatusCode, &'static str, String) {
     let (status, code) = match d.reason {
         R::InvalidRequest | R::TooLarge => (StatusCode::BAD_REQUEST, "invalid_request"),
         R::UnsupportedTokenType => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
-        R::AudienceNotAllowed => (StatusCode::BAD_REQUEST, "invalid_target"),
+        R::AudienceNotAllowed | R::AudienceProfile => (StatusCode::BAD_REQUEST, "invalid_target"),
         R::ScopeWidening => (StatusCode::BAD_REQUEST, "invalid_scope"),
         R::ActorNotAllowed => (StatusCode::BAD_REQUEST, "unauthorized_client"),
         R::IssuerUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
@@ -253,6 +259,7 @@ fn safe_text(r: DenyReason) -> &'static str {
         R::ChainTooDeep => "the delegation chain is too deep",
         R::ScopeWidening => "the requested scope exceeds what is granted",
         R::IssuerUnavailable => "the token's issuer cannot be checked right now",
+        R::AudienceProfile => "the audience's profile cannot issue a token for this identity",
         _ => "the request was refused",
     }
 }
