@@ -37,6 +37,7 @@ fn entries() -> Vec<lanyard_core::Entry> {
                 scopes: vec![],
                 may_act: vec![],
                 admin: false,
+                grants: Vec::new(),
                 created_at: 0,
             }
         })

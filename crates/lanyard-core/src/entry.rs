@@ -50,6 +50,9 @@ pub struct Entry {
     pub may_act: Vec<String>,
     /// Whether this identity may call the admin API.
     pub admin: bool,
+    /// Broker roles (`backend/role`) this identity may get credentials for.
+    #[serde(default)]
+    pub grants: Vec<String>,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -300,6 +303,7 @@ mod tests {
             scopes: vec![],
             may_act: vec![],
             admin: false,
+            grants: Vec::new(),
             created_at: 0,
         }
     }

@@ -41,6 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     scopes: vec![],
                     may_act: vec![],
                     admin: false,
+                    grants: Vec::new(),
                     created_at: 0,
                 };
                 let audit = AuditDraft {

@@ -182,6 +182,7 @@ macro_rules! entry_row {
             scopes: r.try_get("scopes")?,
             may_act: r.try_get("may_act")?,
             admin: r.try_get("admin")?,
+            grants: r.try_get("grants")?,
             created_at: r.try_get("created_at")?,
         }
         .into_entry()
@@ -189,7 +190,7 @@ macro_rules! entry_row {
 }
 
 const ENTRY_COLUMNS: &str =
-    "id, tenant, spiffe_id, issuer, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at";
+    "id, tenant, spiffe_id, issuer, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, grants, created_at";
 
 struct RawEntry {
     id: String,
@@ -203,6 +204,7 @@ struct RawEntry {
     scopes: String,
     may_act: String,
     admin: bool,
+    grants: String,
     created_at: i64,
 }
 
@@ -232,6 +234,7 @@ impl RawEntry {
             scopes: list("entry scopes", &self.scopes)?,
             may_act: list("entry may_act", &self.may_act)?,
             admin: self.admin,
+            grants: list("entry grants", &self.grants)?,
             created_at: self.created_at,
             id: self.id,
         })
@@ -245,6 +248,7 @@ struct EntryCols {
     audiences: String,
     scopes: String,
     may_act: String,
+    grants: String,
     ttl: Option<i64>,
     max_ttl: Option<i64>,
 }
@@ -260,6 +264,7 @@ fn entry_cols(e: &Entry) -> EntryCols {
         audiences: json(&e.audiences),
         scopes: json(&e.scopes),
         may_act: json(&e.may_act),
+        grants: json(&e.grants),
         ttl: secs(e.ttl),
         max_ttl: secs(e.max_ttl),
     }
@@ -625,8 +630,8 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(
-                "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+                "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at, grants) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
             )
             .bind(&entry.id)
             .bind(entry.tenant.as_str())
@@ -641,6 +646,7 @@ impl Store for SqlStore {
             .bind(&c.may_act)
             .bind(entry.admin)
             .bind(entry.created_at)
+            .bind(&c.grants)
             .execute(&mut *tx)
             .await
             .map_err(|e| entry_conflict(e, &entry))?;
@@ -659,7 +665,7 @@ impl Store for SqlStore {
                 .await?;
             let done = sqlx::query(
                 "UPDATE entries SET tenant = $2, spiffe_id = $3, issuer = $4, selectors = $5, selector_key = $6, audiences = $7, \
-                 ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13 WHERE id = $1",
+                 ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13, grants = $14 WHERE id = $1",
             )
             .bind(&entry.id)
             .bind(entry.tenant.as_str())
@@ -674,6 +680,7 @@ impl Store for SqlStore {
             .bind(&c.may_act)
             .bind(entry.admin)
             .bind(audit.at_ms / 1000)
+            .bind(&c.grants)
             .execute(&mut *tx)
             .await
             .map_err(|e| entry_conflict(e, &entry))?;
@@ -805,3 +812,5 @@ impl Store for SqlStore {
         })
     }
 }
+
+mod broker;
