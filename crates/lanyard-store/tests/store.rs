@@ -6,8 +6,8 @@ use std::sync::Arc;
 use lanyard_core::{Decision, KeyState, TenantId};
 use lanyard_store::audit::{verify_chain, GENESIS_HASH};
 use lanyard_store::{
-    AdminTokenRow, AuditDraft, BrokerBackendRow, BrokerRoleRow, BrokerStore as _, KeyChange,
-    LeaseQuery, LeaseRow, LeaseState, SigningKeyRow, Store, StoreError, Tenant,
+    AdminTokenRow, AuditDraft, BrokerBackendRow, BrokerRoleRow, KeyChange, LeaseQuery, LeaseRow,
+    LeaseState, SigningKeyRow, Store, StoreError, Tenant,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
