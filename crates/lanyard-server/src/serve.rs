@@ -66,10 +66,19 @@ impl Server {
             source: std::io::Error::other(e),
         })?;
         let registry = Registry::load(store.clone(), clock.clone(), http).await?;
+        let keys = Arc::new(keys);
+        let broker = crate::broker::BrokerService::load(
+            store.clone(),
+            keys.clone(),
+            clock.clone(),
+            format!("{}/broker", config.issuer),
+        )
+        .await?;
         let state = AppState {
             audit: AuditWriter::spawn(store.clone()),
             store,
-            keys: Arc::new(keys),
+            keys,
+            broker: Arc::new(broker),
             metrics: Arc::new(Metrics::default()),
             clock,
             settings: Arc::new(settings),
@@ -117,6 +126,19 @@ impl Server {
                 every.tick().await;
                 if let Err(e) = registry.refresh().await {
                     tracing::warn!(error = %e, "registry refresh failed; serving the previous view");
+                }
+            }
+        });
+        let reaper_state = self.state.clone();
+        let reaper = tokio::spawn(async move {
+            let broker = reaper_state.broker.clone();
+            loop {
+                broker.sleep(crate::broker::REAP_EVERY).await;
+                if let Err(e) = broker.refresh().await {
+                    tracing::warn!(error = %e, "broker refresh failed; using the previous view");
+                }
+                if let Err(e) = broker.tick(&reaper_state.registry).await {
+                    tracing::warn!(error = %e, "broker reaper tick failed; retrying");
                 }
             }
         });
@@ -170,6 +192,7 @@ impl Server {
         };
         job.abort();
         poll.abort();
+        reaper.abort();
         tracing::info!("server stopped");
         result
     }

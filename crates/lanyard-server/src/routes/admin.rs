@@ -82,7 +82,7 @@ fn reject(r: &JsonRejection, limit: usize) -> ApiError {
     ApiError::BadRequest(r.body_text())
 }
 
-fn audit(
+pub(crate) fn audit(
     state: &AppState,
     cid: &str,
     actor: &str,
@@ -488,7 +488,7 @@ async fn require_tenant(state: &AppState, tenant: &str, cid: &str) -> Result<(),
 }
 
 /// Makes this replica see a change at once (others poll).
-async fn refresh(state: &AppState) {
+pub(crate) async fn refresh(state: &AppState) {
     if let Err(e) = state.registry.refresh().await {
         tracing::warn!(error = %e, "registry refresh after change failed; the poller will retry");
     }
@@ -517,6 +517,9 @@ pub struct EntryRequest {
     may_act: Vec<String>,
     #[serde(default)]
     admin: bool,
+    /// Broker roles (`backend/role`) this identity may get credentials for.
+    #[serde(default)]
+    grants: Vec<String>,
 }
 
 const MAX_LIST: usize = 64;
@@ -559,6 +562,7 @@ async fn build_entry(
         ("audiences", &req.audiences),
         ("scopes", &req.scopes),
         ("may_act", &req.may_act),
+        ("grants", &req.grants),
     ] {
         if list.len() > MAX_LIST || list.iter().any(|v| v.is_empty() || v.len() > 512) {
             return Err(bad(format!(
@@ -602,6 +606,15 @@ async fn build_entry(
     let mut scopes = req.scopes;
     scopes.sort();
     scopes.dedup();
+    let mut grants = req.grants;
+    grants.sort();
+    grants.dedup();
+    for grant in &grants {
+        state
+            .broker
+            .check_grant(grant)
+            .map_err(ApiError::BadRequest)?;
+    }
     Ok(Entry {
         id,
         spiffe_id,
@@ -614,6 +627,7 @@ async fn build_entry(
         scopes,
         may_act: req.may_act,
         admin: req.admin,
+        grants,
         created_at: state.clock.unix_seconds(),
     })
 }
@@ -834,6 +848,8 @@ pub async fn create_revocation(
         .await
         .map_err(|e| ApiError::from_store(e, &cid.0))?;
     refresh(&state).await;
+    // Leases of the revoked identity go now, not at the next reaper tick.
+    state.broker.wake();
     tracing::info!(kind = %rev.kind, actor = %admin.actor, "revocation recorded");
     Ok((StatusCode::CREATED, Json(rev)).into_response())
 }
@@ -893,6 +909,7 @@ pub async fn explain(
         as_access_token: false,
         tenant: req.tenant,
         ttl: None,
+        broker_role: None,
     };
     let mut trace = Trace::recording();
     let mut facts = Facts::default();
