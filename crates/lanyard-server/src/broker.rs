@@ -271,10 +271,7 @@ impl BrokerService {
             }
         }
         for (name, b) in &old.backends {
-            let replaced = view
-                .backends
-                .get(name)
-                .is_none_or(|n| !Arc::ptr_eq(n, b));
+            let replaced = view.backends.get(name).is_none_or(|n| !Arc::ptr_eq(n, b));
             if replaced {
                 if let Some(pg) = &b.pg {
                     pg.close().await;
@@ -377,8 +374,7 @@ impl BrokerService {
                 name.chars().take(64).collect::<String>()
             )));
         }
-        let target =
-            PostgresTarget::parse(url).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        let target = PostgresTarget::parse(url).map_err(|e| Refusal::BadRequest(e.to_string()))?;
         let pg = PostgresBroker::new(&target, 1).map_err(|e| Refusal::BadRequest(e.to_string()))?;
         let checked = pg.check().await;
         pg.close().await;
@@ -681,11 +677,9 @@ impl BrokerService {
         request_id: &str,
     ) -> Result<LeaseRow, Refusal> {
         let _one = self.reaping.lock().await;
-        let lease = self
-            .store
-            .fetch_lease(id)
-            .await?
-            .ok_or_else(|| Refusal::NotFound(format!("lease {}", id.chars().take(64).collect::<String>())))?;
+        let lease = self.store.fetch_lease(id).await?.ok_or_else(|| {
+            Refusal::NotFound(format!("lease {}", id.chars().take(64).collect::<String>()))
+        })?;
         let lease = match lease.state {
             LeaseState::Revoked => return Ok(lease),
             LeaseState::Active => {
@@ -765,7 +759,11 @@ impl BrokerService {
         Ok(())
     }
 
-    async fn start_revoking(&self, mut lease: LeaseRow, reason: &str) -> Result<LeaseRow, StoreError> {
+    async fn start_revoking(
+        &self,
+        mut lease: LeaseRow,
+        reason: &str,
+    ) -> Result<LeaseRow, StoreError> {
         lease.state = LeaseState::Revoking;
         lease.revoke_reason = reason.chars().take(1024).collect();
         lease.next_attempt_at = self.clock.unix_seconds();

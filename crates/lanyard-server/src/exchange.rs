@@ -637,7 +637,11 @@ pub(crate) fn verify_bearer(
         ));
     }
     let p = attest_own(state, token, audience)?;
-    check_revoked(&state.registry.revocations(), &p, state.clock.unix_seconds())?;
+    check_revoked(
+        &state.registry.revocations(),
+        &p,
+        state.clock.unix_seconds(),
+    )?;
     Ok(p)
 }
 
@@ -702,7 +706,8 @@ async fn attest(
         "entry"
     };
     if peek_issuer(token).as_deref() == Some(state.settings.issuer.as_str()) {
-        let p = attest_own(state, token, &state.settings.issuer).inspect_err(|d| trace.fail(step_attest, d))?;
+        let p = attest_own(state, token, &state.settings.issuer)
+            .inspect_err(|d| trace.fail(step_attest, d))?;
         trace.ok(step_attest, || {
             format!("Lanyard JWT-SVID for {}", p.evidence.subject)
         });

@@ -58,7 +58,9 @@ pub async fn creds(
         Ok(c) => c,
         Err(d) => return deny_bearer(&state, &cid.0, &grant, &d).await,
     };
-    let ttl = body.and_then(|Json(b)| b.ttl_seconds).map(Duration::from_secs);
+    let ttl = body
+        .and_then(|Json(b)| b.ttl_seconds)
+        .map(Duration::from_secs);
     match state.broker.issue(&caller, &grant, ttl, &cid.0).await {
         Ok(issued) => credential_response(&state, &issued),
         Err(r) => refused(&state, &cid.0, &caller, &grant, r).await,
@@ -139,11 +141,7 @@ pub async fn exchange(state: &AppState, cid: &str, req: &ExchangeRequest) -> Res
         }
     };
     let caller = caller_of(&principal);
-    match state
-        .broker
-        .issue(&caller, &grant, req.ttl, cid)
-        .await
-    {
+    match state.broker.issue(&caller, &grant, req.ttl, cid).await {
         Ok(issued) => {
             let Issued { lease, credential } = issued;
             let now = state.clock.unix_seconds();
@@ -256,9 +254,8 @@ pub async fn add_role(
             req.role.chars().take(64).collect::<String>()
         )));
     };
-    let secs = |v: Option<u64>, d: Duration| {
-        i64::try_from(v.unwrap_or(d.as_secs())).unwrap_or(i64::MAX)
-    };
+    let secs =
+        |v: Option<u64>, d: Duration| i64::try_from(v.unwrap_or(d.as_secs())).unwrap_or(i64::MAX);
     let row = BrokerRoleRow {
         backend: backend.to_owned(),
         name: name.to_owned(),
@@ -430,7 +427,14 @@ async fn deny_bearer(state: &AppState, cid: &str, subject: &str, d: &Denial) -> 
     let (status, code) = if d.reason == DenyReason::InvalidRequest {
         (StatusCode::UNAUTHORIZED, "invalid_request")
     } else {
-        (StatusCode::UNAUTHORIZED, if code == "invalid_grant" { "invalid_token" } else { code })
+        (
+            StatusCode::UNAUTHORIZED,
+            if code == "invalid_grant" {
+                "invalid_token"
+            } else {
+                code
+            },
+        )
     };
     let mut resp = error_body(status, code, &description, cid);
     resp.headers_mut().insert(
@@ -454,7 +458,11 @@ async fn refused(
             "access_denied",
             "the identity's entry does not grant this broker role".to_owned(),
         ),
-        Refusal::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", format!("{m} does not exist")),
+        Refusal::NotFound(m) => (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{m} does not exist"),
+        ),
         Refusal::Conflict(m) => (StatusCode::CONFLICT, "conflict", m.clone()),
         Refusal::Backend { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
