@@ -3,7 +3,8 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/workload.proto");
-    let descriptors = protox::compile(["workload.proto"], ["proto"])?;
+    println!("cargo:rerun-if-changed=proto/node.proto");
+    let descriptors = protox::compile(["workload.proto", "node.proto"], ["proto"])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -11,8 +11,9 @@
 //! back and checked against those rules (sign, then validate what was
 //! signed), so a bug in the builder cannot hand out a CA-capable SVID.
 //!
-//! Not here yet: loading an upstream CA from PEM, persisting the CA keys
-//! (sealed like the JWT keys) and rotating the intermediate.
+//! [`CaMaterial`] is a CA certificate with its key, as generated or loaded
+//! from the store (sealed like the JWT keys) or from an upstream CA's PEM
+//! files; [`Authority`] signs with one intermediate.
 
 use std::time::{Duration, SystemTime};
 
@@ -23,7 +24,7 @@ use aws_lc_rs::signature::{
 use lanyard_core::{SpiffeId, TrustDomain};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
     PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_RSA_SHA256,
 };
 use x509_parser::prelude::{FromDer as _, GeneralName, ParsedExtension, X509Certificate};
@@ -64,32 +65,229 @@ pub enum X509Error {
     /// Certificate generation failed.
     #[error("certificate generation failed: {0}")]
     Generate(String),
+    /// A CA certificate or key (stored or configured) is unusable.
+    #[error("CA certificate or key: {0}")]
+    BadCa(&'static str),
     /// The signed certificate does not meet the X.509-SVID rules (a bug).
     #[error("signed certificate breaks the X.509-SVID rules: {0}")]
     Invariant(&'static str),
 }
 
-/// A CA certificate with its key.
-struct Signer {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-    not_after: SystemTime,
+/// A CA certificate and its private key, as generated or stored.
+#[derive(Clone)]
+pub struct CaMaterial {
+    /// The CA certificate, DER.
+    pub cert_der: Vec<u8>,
+    key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
+    /// `notAfter`.
+    pub not_after: SystemTime,
 }
 
-impl std::fmt::Debug for Signer {
+impl std::fmt::Debug for CaMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer")
+        f.debug_struct("CaMaterial")
             .field("not_after", &self.not_after)
             .finish_non_exhaustive()
     }
 }
 
-/// A trust domain's CA: root and signing intermediate.
-#[derive(Debug)]
-pub struct Authority {
-    trust_domain: TrustDomain,
-    root: Signer,
-    intermediate: Signer,
+impl CaMaterial {
+    /// From a stored certificate and its PKCS#8 key (checked to belong together).
+    ///
+    /// # Errors
+    /// [`X509Error::BadCa`] if either does not parse or they do not match.
+    pub fn from_parts(cert_der: Vec<u8>, key_pkcs8: Vec<u8>) -> Result<Self, X509Error> {
+        let key_pkcs8 = zeroize::Zeroizing::new(key_pkcs8);
+        let key = KeyPair::try_from(key_pkcs8.as_slice())
+            .map_err(|_| X509Error::BadCa("the private key is not a PKCS#8 P-256/P-384/RSA key"))?;
+        let (_, cert) = X509Certificate::from_der(&cert_der)
+            .map_err(|_| X509Error::BadCa("the certificate does not parse"))?;
+        if cert.public_key().raw != key.subject_public_key_info().as_slice() {
+            return Err(X509Error::BadCa(
+                "the private key does not match the certificate",
+            ));
+        }
+        if !cert.is_ca() {
+            return Err(X509Error::BadCa(
+                "the certificate is not a CA (basicConstraints CA:false)",
+            ));
+        }
+        let not_after = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(
+                u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0),
+            );
+        Ok(Self {
+            cert_der,
+            key_pkcs8,
+            not_after,
+        })
+    }
+
+    /// The private key, PKCS#8 DER (to be sealed before storing).
+    pub fn key_pkcs8(&self) -> &[u8] {
+        &self.key_pkcs8
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, X509Error> {
+        let key = KeyPair::try_from(self.key_pkcs8.as_slice())
+            .map_err(|_| X509Error::BadCa("the private key does not parse"))?;
+        Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), key)
+            .map_err(|_| X509Error::BadCa("the certificate does not parse"))
+    }
+}
+
+/// A new self-signed P-256 root for `trust_domain`, valid for `ttl`.
+///
+/// # Errors
+/// [`X509Error::Generate`].
+pub fn generate_root(
+    trust_domain: &TrustDomain,
+    now: SystemTime,
+    ttl: Duration,
+) -> Result<CaMaterial, X509Error> {
+    let gen = |e: rcgen::Error| X509Error::Generate(e.to_string());
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen)?;
+    let params = ca_params(
+        trust_domain,
+        "root",
+        now,
+        ttl,
+        BasicConstraints::Unconstrained,
+    )?;
+    let cert = params.self_signed(&key).map_err(gen)?;
+    Ok(CaMaterial {
+        cert_der: cert.der().to_vec(),
+        key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
+        not_after: now + ttl,
+    })
+}
+
+/// A new P-256 signing intermediate for `trust_domain`, signed by `parent`,
+/// valid for `ttl` (never beyond the parent).
+///
+/// # Errors
+/// [`X509Error::Generate`], [`X509Error::BadCa`] if `parent` does not load.
+pub fn generate_intermediate(
+    trust_domain: &TrustDomain,
+    parent: &CaMaterial,
+    now: SystemTime,
+    ttl: Duration,
+) -> Result<CaMaterial, X509Error> {
+    let gen = |e: rcgen::Error| X509Error::Generate(e.to_string());
+    let issuer = parent.issuer()?;
+    let not_after = (now + ttl).min(parent.not_after);
+    if not_after <= now {
+        return Err(X509Error::BadTtl);
+    }
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen)?;
+    let params = ca_params(
+        trust_domain,
+        "intermediate",
+        now,
+        not_after.duration_since(now).unwrap_or_default(),
+        BasicConstraints::Constrained(0),
+    )?;
+    let cert = params.signed_by(&key, &issuer).map_err(gen)?;
+    Ok(CaMaterial {
+        cert_der: cert.der().to_vec(),
+        key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
+        not_after,
+    })
+}
+
+/// An upstream CA loaded from PEM files, so an enterprise PKI sits above
+/// Lanyard: Lanyard's rotating intermediates are signed by `signer`.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// The upstream certificate (and key) that signs Lanyard's intermediates.
+    pub signer: CaMaterial,
+    /// Certificates between `signer` and a root, sent with every SVID.
+    pub chain_above: Vec<Vec<u8>>,
+    /// The roots relying parties trust (the X.509 part of the bundle).
+    pub roots: Vec<Vec<u8>>,
+}
+
+/// Loads an upstream CA: `chain_pem` holds the signing CA certificate first,
+/// then any intermediates up to a root; `key_pem` its PKCS#8 key;
+/// `roots_pem` the trusted roots. The chain must verify up to one of them.
+///
+/// # Errors
+/// [`X509Error::BadCa`] naming what is wrong.
+pub fn load_upstream(
+    chain_pem: &str,
+    key_pem: &str,
+    roots_pem: &str,
+) -> Result<Upstream, X509Error> {
+    let chain = pem_certs(chain_pem)?;
+    let roots = pem_certs(roots_pem)?;
+    let Some((signer_der, above)) = chain.split_first() else {
+        return Err(X509Error::BadCa(
+            "the upstream certificate file holds no CERTIFICATE",
+        ));
+    };
+    if roots.is_empty() {
+        return Err(X509Error::BadCa(
+            "the upstream bundle file holds no CERTIFICATE",
+        ));
+    }
+    let key = x509_parser::pem::Pem::iter_from_buffer(key_pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .filter(|p| p.label == "PRIVATE KEY")
+        .ok_or(X509Error::BadCa(
+            "the upstream key file must hold one PKCS#8 'PRIVATE KEY' (convert with `openssl pkcs8 -topk8 -nocrypt`)",
+        ))?;
+    let signer = CaMaterial::from_parts(signer_der.clone(), key.contents)?;
+    // signer -> above... -> some root.
+    let mut path: Vec<&Vec<u8>> = vec![signer_der];
+    path.extend(above.iter());
+    for pair in path.windows(2) {
+        if let [child, parent] = pair {
+            if !signed_by(child, parent) {
+                return Err(X509Error::BadCa(
+                    "the upstream chain is out of order or broken",
+                ));
+            }
+        }
+    }
+    let top = path.last().copied().unwrap_or(signer_der);
+    if !roots.iter().any(|r| r == top || signed_by(top, r)) {
+        return Err(X509Error::BadCa(
+            "the upstream chain does not lead to a root in the bundle file",
+        ));
+    }
+    let chain_above = above
+        .iter()
+        .filter(|c| !roots.contains(c))
+        .cloned()
+        .collect();
+    Ok(Upstream {
+        signer,
+        chain_above,
+        roots,
+    })
+}
+
+fn pem_certs(pem: &str) -> Result<Vec<Vec<u8>>, X509Error> {
+    let mut out = Vec::new();
+    for p in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
+        let p = p.map_err(|_| X509Error::BadCa("a PEM block does not parse"))?;
+        if p.label == "CERTIFICATE" {
+            out.push(p.contents);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `child`'s signature verifies with `parent`'s key.
+pub fn signed_by(child: &[u8], parent: &[u8]) -> bool {
+    let (Ok((_, c)), Ok((_, p))) = (
+        X509Certificate::from_der(child),
+        X509Certificate::from_der(parent),
+    ) else {
+        return false;
+    };
+    c.verify_signature(Some(p.public_key())).is_ok()
 }
 
 /// What to sign.
@@ -118,9 +316,54 @@ pub struct X509Svid {
     pub expires_at: SystemTime,
 }
 
+/// A trust domain's CA as it signs: the signing intermediate, the chain
+/// above it (up to, not including, a root) and the roots relying parties
+/// trust (the X.509 part of the bundle).
+pub struct Authority {
+    trust_domain: TrustDomain,
+    signer: Issuer<'static, KeyPair>,
+    signer_not_after: SystemTime,
+    chain: Vec<Vec<u8>>,
+    roots: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("trust_domain", &self.trust_domain)
+            .field("signer_not_after", &self.signer_not_after)
+            .field("chain", &self.chain.len())
+            .field("roots", &self.roots.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Authority {
+    /// An authority signing with `intermediate`, whose certificate is sent
+    /// with every SVID followed by `chain_above` (certificates between it and
+    /// a root, e.g. an upstream intermediate); `roots` is the bundle.
+    ///
+    /// # Errors
+    /// [`X509Error::BadCa`] if `intermediate` does not load.
+    pub fn new(
+        trust_domain: &TrustDomain,
+        intermediate: &CaMaterial,
+        chain_above: Vec<Vec<u8>>,
+        roots: Vec<Vec<u8>>,
+    ) -> Result<Self, X509Error> {
+        let mut chain = vec![intermediate.cert_der.clone()];
+        chain.extend(chain_above);
+        Ok(Self {
+            trust_domain: trust_domain.clone(),
+            signer: intermediate.issuer()?,
+            signer_not_after: intermediate.not_after,
+            chain,
+            roots,
+        })
+    }
+
     /// A new self-signed root (valid `root_ttl`) and an intermediate (valid
-    /// `intermediate_ttl`) for `trust_domain`, both P-256.
+    /// `intermediate_ttl`) for `trust_domain`, both P-256 and in memory only.
     ///
     /// # Errors
     /// [`X509Error::Generate`].
@@ -130,43 +373,9 @@ impl Authority {
         root_ttl: Duration,
         intermediate_ttl: Duration,
     ) -> Result<Self, X509Error> {
-        let gen = |e: rcgen::Error| X509Error::Generate(e.to_string());
-        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen)?;
-        let root_params = ca_params(
-            trust_domain,
-            "root",
-            now,
-            root_ttl,
-            BasicConstraints::Unconstrained,
-        )?;
-        let root_cert = root_params.self_signed(&root_key).map_err(gen)?;
-        let root = Signer {
-            cert: root_cert,
-            key: root_key,
-            not_after: now + root_ttl,
-        };
-        let int_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen)?;
-        let int_ttl = intermediate_ttl.min(root_ttl);
-        let int_params = ca_params(
-            trust_domain,
-            "intermediate",
-            now,
-            int_ttl,
-            BasicConstraints::Constrained(0),
-        )?;
-        let int_cert = int_params
-            .signed_by(&int_key, &root.cert, &root.key)
-            .map_err(gen)?;
-        let intermediate = Signer {
-            cert: int_cert,
-            key: int_key,
-            not_after: now + int_ttl,
-        };
-        Ok(Self {
-            trust_domain: trust_domain.clone(),
-            root,
-            intermediate,
-        })
+        let root = generate_root(trust_domain, now, root_ttl)?;
+        let int = generate_intermediate(trust_domain, &root, now, intermediate_ttl)?;
+        Self::new(trust_domain, &int, Vec::new(), vec![root.cert_der])
     }
 
     /// The trust domain.
@@ -174,14 +383,24 @@ impl Authority {
         &self.trust_domain
     }
 
-    /// The root certificate (the X.509 part of the trust bundle), DER.
+    /// The first root certificate, DER.
     pub fn root_der(&self) -> &[u8] {
-        self.root.cert.der()
+        self.roots.first().map(Vec::as_slice).unwrap_or_default()
     }
 
-    /// The intermediate certificate, DER.
+    /// Every root in the bundle, DER.
+    pub fn roots(&self) -> &[Vec<u8>] {
+        &self.roots
+    }
+
+    /// The signing intermediate's certificate, DER.
     pub fn intermediate_der(&self) -> &[u8] {
-        self.intermediate.cert.der()
+        self.chain.first().map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// When the signing intermediate expires; SVIDs never outlive it.
+    pub fn not_after(&self) -> SystemTime {
+        self.signer_not_after
     }
 
     /// Signs an X.509-SVID for the key in `params.csr_der`.
@@ -201,7 +420,7 @@ impl Authority {
         }
         let key = verified_csr_key(params.csr_der)?;
         let not_after = params.now + params.ttl;
-        if params.ttl.is_zero() || not_after > self.intermediate.not_after {
+        if params.ttl.is_zero() || not_after > self.signer_not_after {
             return Err(X509Error::BadTtl);
         }
         let mut sans = vec![SanType::URI(
@@ -245,13 +464,13 @@ impl Authority {
         ];
         p.use_authority_key_identifier_extension = true;
         let cert = p
-            .signed_by(&key, &self.intermediate.cert, &self.intermediate.key)
+            .signed_by(&key, &self.signer)
             .map_err(|e| X509Error::Generate(e.to_string()))?;
         let der = cert.der().to_vec();
         check_svid(&der, params.spiffe_id)?;
         Ok(X509Svid {
             cert_der: der,
-            chain_der: vec![self.intermediate_der().to_vec()],
+            chain_der: self.chain.clone(),
             expires_at: not_after,
         })
     }
@@ -307,7 +526,7 @@ impl PublicKeyData for CsrKey {
         &self.bits
     }
 
-    fn algorithm(&self) -> &SignatureAlgorithm {
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
         self.alg
     }
 }

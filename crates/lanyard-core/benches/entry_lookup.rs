@@ -30,6 +30,8 @@ fn entries() -> Vec<lanyard_core::Entry> {
                 .expect("valid"),
                 tenant: TenantId::parse("t").expect("valid"),
                 issuer: None,
+                parent: None,
+                dns_names: Vec::new(),
                 selectors,
                 audiences: vec![],
                 ttl: None,

@@ -34,6 +34,14 @@ pub struct Entry {
     pub tenant: TenantId,
     /// Only evidence from this trusted issuer matches; any issuer when `None`.
     pub issuer: Option<String>,
+    /// The node whose agent serves this identity over the Workload API; such
+    /// entries match the kernel-attested selectors of that node's callers and
+    /// never token-exchange evidence. `None` for token-exchange entries.
+    #[serde(default, serialize_with = "ser_opt_display")]
+    pub parent: Option<SpiffeId>,
+    /// DNS SANs for X.509-SVIDs.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
     /// All must be present in the evidence. Sorted, deduplicated, non-empty.
     pub selectors: Vec<Selector>,
     /// Audiences tokens may be issued for; any when empty.
@@ -55,6 +63,16 @@ pub struct Entry {
     pub grants: Vec<String>,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+fn ser_opt_display<S: serde::Serializer, T: std::fmt::Display>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
 }
 
 fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -114,6 +132,18 @@ pub struct EntryIndex {
     by_selector: HashMap<Selector, Vec<u32>>,
     by_id: HashMap<String, u32>,
     by_spiffe_id: HashMap<String, Vec<u32>>,
+    by_parent: HashMap<String, Vec<u32>>,
+}
+
+/// What a node agent's caller matched (Workload API semantics: every entry
+/// whose selectors are all present, most specific first).
+#[derive(Debug, Default)]
+pub struct WorkloadMatch {
+    /// Matching entries, most selectors first, then by SPIFFE ID.
+    pub matched: Vec<Arc<Entry>>,
+    /// Entries of the same parent sharing a selector with the caller, with
+    /// the selectors the caller lacks (for "why no identity?").
+    pub near: Vec<(Arc<Entry>, Vec<Selector>)>,
 }
 
 impl EntryIndex {
@@ -139,8 +169,12 @@ impl EntryIndex {
         let entries: Vec<Arc<Entry>> = entries.into_iter().map(Arc::new).collect();
         let mut by_id = HashMap::with_capacity(entries.len());
         let mut by_spiffe_id: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut by_parent: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, (e, key)) in entries.iter().zip(keys).enumerate() {
             let Ok(i) = u32::try_from(i) else { break };
+            if let Some(parent) = &e.parent {
+                by_parent.entry(parent.to_string()).or_default().push(i);
+            }
             by_id.insert(e.id.clone(), i);
             by_spiffe_id
                 .entry(e.spiffe_id.to_string())
@@ -155,7 +189,64 @@ impl EntryIndex {
             by_selector,
             by_id,
             by_spiffe_id,
+            by_parent,
         }
+    }
+
+    /// Entries served by the agent of node `parent`.
+    pub fn for_parent(&self, parent: &str) -> Vec<Arc<Entry>> {
+        self.by_parent
+            .get(parent)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|i| self.entries.get(*i as usize))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every entry of node `parent` whose selectors the caller has
+    /// (`selectors` sorted), plus near misses.
+    pub fn find_workload(&self, parent: &SpiffeId, selectors: &[Selector]) -> WorkloadMatch {
+        let mut out = WorkloadMatch::default();
+        let mut seen = std::collections::HashSet::new();
+        for s in selectors {
+            for i in self.by_selector.get(s).into_iter().flatten() {
+                let Some(e) = self.entries.get(*i as usize) else {
+                    continue;
+                };
+                if e.parent.as_ref() != Some(parent) || !seen.insert(*i) {
+                    continue;
+                }
+                if e.matches("", selectors) {
+                    out.matched.push(Arc::clone(e));
+                }
+            }
+        }
+        // Near misses: same parent, at least one selector in common.
+        for e in self.for_parent(&parent.to_string()) {
+            if out.matched.iter().any(|m| m.id == e.id) {
+                continue;
+            }
+            let missing: Vec<Selector> = e
+                .selectors
+                .iter()
+                .filter(|s| selectors.binary_search(s).is_err())
+                .cloned()
+                .collect();
+            if missing.len() < e.selectors.len() {
+                out.near.push((e, missing));
+            }
+        }
+        out.matched.sort_by(|a, b| {
+            b.selectors
+                .len()
+                .cmp(&a.selectors.len())
+                .then_with(|| a.spiffe_id.to_string().cmp(&b.spiffe_id.to_string()))
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        out
     }
 
     /// Entries granting `spiffe_id` (for tokens Lanyard itself issued).
@@ -199,6 +290,7 @@ impl EntryIndex {
         self.candidates(&candidate.selectors).find(|e| {
             e.id != candidate.id
                 && e.issuer == candidate.issuer
+                && e.parent == candidate.parent
                 && e.selectors == candidate.selectors
         })
     }
@@ -226,6 +318,10 @@ impl EntryIndex {
         let mut best: Vec<&Arc<Entry>> = Vec::new();
         let mut considered = Vec::new();
         for e in self.candidates(selectors) {
+            // Agent entries answer the Workload API, never token exchange.
+            if e.parent.is_some() {
+                continue;
+            }
             let ok = e.matches(issuer, selectors);
             if report {
                 let why = if ok {
@@ -296,6 +392,8 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}")),
             tenant: TenantId::parse("dev").unwrap_or_else(|e| panic!("{e}")),
             issuer: issuer.map(str::to_owned),
+            parent: None,
+            dns_names: Vec::new(),
             selectors,
             audiences: vec![],
             ttl: None,
@@ -436,5 +534,49 @@ mod tests {
         assert_eq!(found.map(|e| e.id.clone()).ok().as_deref(), Some("e1207"));
         // The common selector is nobody's index key.
         assert!(!idx.by_selector.contains_key(&sel("k8s:cluster:prod")));
+    }
+
+    #[test]
+    fn workload_matching_is_per_node_and_reports_near_misses() {
+        let node = |n: &str| {
+            SpiffeId::parse(&format!("spiffe://example.org/lanyard/node/{n}"))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let with_parent = |id: &str, n: &str, s: &[&str]| {
+            let mut e = entry(id, None, s);
+            e.parent = Some(node(n));
+            e
+        };
+        let index = EntryIndex::new(vec![
+            with_parent("broad", "n1", &["unix:uid:1000"]),
+            with_parent("narrow", "n1", &["unix:uid:1000", "unix:path:/usr/bin/app"]),
+            with_parent("other-node", "n2", &["unix:uid:1000"]),
+            with_parent("root-only", "n1", &["unix:uid:0", "unix:path:/usr/bin/app"]),
+            entry("exchange", None, &["unix:uid:1000"]),
+        ]);
+        let mut caller = vec![
+            sel("unix:uid:1000"),
+            sel("unix:path:/usr/bin/app"),
+            sel("unix:gid:1000"),
+        ];
+        caller.sort();
+        let m = index.find_workload(&node("n1"), &caller);
+        let ids: Vec<&str> = m.matched.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["narrow", "broad"],
+            "most specific first; other nodes and exchange entries excluded"
+        );
+        assert_eq!(m.near.len(), 1);
+        assert_eq!(m.near[0].0.id, "root-only");
+        assert_eq!(m.near[0].1, vec![sel("unix:uid:0")]);
+        assert_eq!(index.for_parent(&node("n2").to_string()).len(), 1);
+        // Token exchange never picks an agent entry.
+        let chosen = index
+            .find(&ev("k8s", &["unix:uid:1000"]))
+            .map(|e| e.id.clone());
+        assert_eq!(chosen.ok().as_deref(), Some("exchange"));
+        let only_agent = EntryIndex::new(vec![with_parent("a", "n1", &["k8s:ns:x"])]);
+        assert!(only_agent.find(&ev("k8s", &["k8s:ns:x"])).is_err());
     }
 }

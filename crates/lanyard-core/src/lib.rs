@@ -27,7 +27,7 @@ pub mod ttl;
 pub use audit::Decision;
 pub use clock::{Clock, SystemClock};
 pub use deny::{Denial, DenyReason};
-pub use entry::{Entry, EntryIndex};
+pub use entry::{Entry, EntryIndex, WorkloadMatch};
 pub use evidence::Evidence;
 pub use key::KeyState;
 pub use selector::{Selector, SelectorError};

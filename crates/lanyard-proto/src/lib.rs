@@ -11,3 +11,8 @@
 pub mod workload {
     include!(concat!(env!("OUT_DIR"), "/_.rs"));
 }
+
+/// Lanyard's node API (`proto/node.proto`): agent ↔ server.
+pub mod node {
+    include!(concat!(env!("OUT_DIR"), "/lanyard.node.v1.rs"));
+}

@@ -34,6 +34,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ))?,
                     tenant: tenant.clone(),
                     issuer: None,
+                    parent: None,
+                    dns_names: Vec::new(),
                     selectors,
                     audiences: vec!["api://bench".into()],
                     ttl: None,

@@ -25,6 +25,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Signing keys.
     pub keys: Arc<KeyManager>,
+    /// The X.509 CA.
+    pub ca: Arc<crate::ca::CaManager>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Time.
@@ -56,6 +58,8 @@ pub struct Settings {
     pub jwt_max_ttl: Duration,
     /// Longest delegation chain (number of actors).
     pub max_delegation_depth: usize,
+    /// Parent node of agent entries created without one (`lanyard dev`).
+    pub default_parent: Option<lanyard_core::SpiffeId>,
 }
 
 /// The correlation id of the current request, set by middleware.

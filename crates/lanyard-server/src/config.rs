@@ -73,6 +73,52 @@ pub struct RawConfig {
     /// `[tokens]`.
     #[serde(default)]
     pub tokens: RawTokens,
+    /// `[ca]`.
+    #[serde(default)]
+    pub ca: RawCa,
+    /// `[node_api]`.
+    #[serde(default)]
+    pub node_api: RawNodeApi,
+}
+
+/// `[ca]`: the X.509 CA.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCa {
+    /// Default X.509-SVID lifetime (1h).
+    pub svid_ttl: Option<String>,
+    /// Longest X.509-SVID lifetime (24h).
+    pub svid_max_ttl: Option<String>,
+    /// Lifetime of a self-signed root (1 year).
+    pub root_ttl: Option<String>,
+    /// How long each signing intermediate signs before the next takes over (24h).
+    pub intermediate_rotation: Option<String>,
+    /// How long the next intermediate exists before it signs (1h).
+    pub intermediate_publish_lead: Option<String>,
+    /// Upstream CA: PEM with the issuing CA certificate first, then any intermediates.
+    pub upstream_cert: Option<PathBuf>,
+    /// Upstream CA: its PKCS#8 PEM key (0600).
+    pub upstream_key: Option<PathBuf>,
+    /// Upstream CA: the PEM roots relying parties trust.
+    pub upstream_bundle: Option<PathBuf>,
+}
+
+/// `[node_api]`: the gRPC API node agents use.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNodeApi {
+    /// Listen address (TLS, always); `""` disables it. Default 127.0.0.1:8081.
+    pub listen: Option<String>,
+    /// DNS names on the server's node-API certificate (default `localhost`).
+    pub dns_names: Option<Vec<String>>,
+    /// Longest join token lifetime (24h).
+    pub join_token_max_ttl: Option<String>,
+    /// A node id whose agent serves entries made without a parent that have
+    /// only `unix:` selectors (set by `lanyard dev`).
+    pub default_parent_node: Option<String>,
+    /// Kubernetes service accounts (`namespace:name`) whose projected tokens
+    /// may attest a node (the agent DaemonSet's), e.g. `["lanyard:agent"]`.
+    pub k8s_agent_service_accounts: Option<Vec<String>>,
 }
 
 /// `[server]`.
@@ -179,6 +225,59 @@ pub struct ServerConfig {
     pub jwt_max_ttl: Duration,
     /// Longest delegation chain.
     pub max_delegation_depth: usize,
+    /// The X.509 CA.
+    pub ca: CaConfig,
+    /// The node API; `None` when disabled.
+    pub node_api: Option<NodeApiConfig>,
+}
+
+/// The validated `[ca]`.
+#[derive(Debug, Clone)]
+pub struct CaConfig {
+    /// Default X.509-SVID lifetime.
+    pub svid_ttl: Duration,
+    /// Longest X.509-SVID lifetime.
+    pub svid_max_ttl: Duration,
+    /// Self-signed root lifetime.
+    pub root_ttl: Duration,
+    /// Intermediate rotation schedule.
+    pub rotation: RotationPolicy,
+    /// Upstream CA files (certificate chain, key, bundle).
+    pub upstream: Option<(PathBuf, PathBuf, PathBuf)>,
+}
+
+impl Default for CaConfig {
+    /// 1h SVIDs (24h at most), a one-year root, intermediates rotated daily
+    /// and prepared an hour ahead.
+    fn default() -> Self {
+        let svid_max_ttl = Duration::from_secs(24 * 3600);
+        Self {
+            svid_ttl: lanyard_core::ttl::DEFAULT_X509_SVID_TTL,
+            svid_max_ttl,
+            root_ttl: Duration::from_secs(365 * 24 * 3600),
+            rotation: RotationPolicy {
+                rotation_period: Duration::from_secs(24 * 3600),
+                publish_lead: Duration::from_secs(3600),
+                retain_after: svid_max_ttl + CLOCK_SKEW,
+            },
+            upstream: None,
+        }
+    }
+}
+
+/// The validated `[node_api]`.
+#[derive(Debug, Clone)]
+pub struct NodeApiConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// DNS names on the server certificate.
+    pub dns_names: Vec<String>,
+    /// Longest join token lifetime.
+    pub join_token_max_ttl: Duration,
+    /// Default parent for agent entries.
+    pub default_parent: Option<lanyard_core::SpiffeId>,
+    /// Service accounts (`ns:name`) allowed to attest nodes.
+    pub k8s_agent_service_accounts: Vec<String>,
 }
 
 /// Default delegation depth (seed 003: bounded chains).
@@ -391,7 +490,57 @@ impl RawConfig {
             publish_lead,
             retain_after: jwt_max_ttl + CLOCK_SKEW,
         };
+        let ca = validate_ca(self.ca, &dur)?;
+        let node_api = match self.node_api.listen.as_deref().unwrap_or("127.0.0.1:8081") {
+            "" => None,
+            text => {
+                let listen: SocketAddr = text.parse().map_err(|_| ConfigError::Invalid {
+                    key: "node_api.listen",
+                    message: format!("{text:?} is not an IP:port address, e.g. 0.0.0.0:8081 (\"\" disables the node API)"),
+                })?;
+                let dns_names = self
+                    .node_api
+                    .dns_names
+                    .unwrap_or_else(|| vec!["localhost".into()]);
+                let join_token_max_ttl = dur(
+                    "node_api.join_token_max_ttl",
+                    self.node_api.join_token_max_ttl,
+                    Duration::from_secs(24 * 3600),
+                )?;
+                let default_parent = match self.node_api.default_parent_node {
+                    None => None,
+                    Some(node) => Some(
+                        crate::node_api::node_spiffe_id(&trust_domain, &node).map_err(
+                            |message| ConfigError::Invalid {
+                                key: "node_api.default_parent_node",
+                                message,
+                            },
+                        )?,
+                    ),
+                };
+                let k8s_agent_service_accounts =
+                    self.node_api.k8s_agent_service_accounts.unwrap_or_default();
+                if let Some(bad) = k8s_agent_service_accounts
+                    .iter()
+                    .find(|s| s.split(':').count() != 2 || s.starts_with(':') || s.ends_with(':'))
+                {
+                    return Err(ConfigError::Invalid {
+                        key: "node_api.k8s_agent_service_accounts",
+                        message: format!("{bad:?} is not NAMESPACE:NAME"),
+                    });
+                }
+                Some(NodeApiConfig {
+                    listen,
+                    dns_names,
+                    join_token_max_ttl,
+                    default_parent,
+                    k8s_agent_service_accounts,
+                })
+            }
+        };
         Ok(ServerConfig {
+            ca,
+            node_api,
             trust_domain,
             issuer,
             listen,
@@ -406,6 +555,77 @@ impl RawConfig {
             max_delegation_depth,
         })
     }
+}
+
+fn validate_ca(
+    raw: RawCa,
+    dur: &dyn Fn(&'static str, Option<String>, Duration) -> Result<Duration, ConfigError>,
+) -> Result<CaConfig, ConfigError> {
+    let svid_ttl = dur(
+        "ca.svid_ttl",
+        raw.svid_ttl,
+        lanyard_core::ttl::DEFAULT_X509_SVID_TTL,
+    )?;
+    let svid_max_ttl = dur(
+        "ca.svid_max_ttl",
+        raw.svid_max_ttl,
+        Duration::from_secs(24 * 3600),
+    )?;
+    if svid_ttl.is_zero() || svid_ttl > svid_max_ttl {
+        return Err(ConfigError::Invalid {
+            key: "ca.svid_ttl",
+            message: "must be above zero and at most ca.svid_max_ttl".into(),
+        });
+    }
+    let root_ttl = dur(
+        "ca.root_ttl",
+        raw.root_ttl,
+        Duration::from_secs(365 * 24 * 3600),
+    )?;
+    let rotation_period = dur(
+        "ca.intermediate_rotation",
+        raw.intermediate_rotation,
+        Duration::from_secs(24 * 3600),
+    )?;
+    let publish_lead = dur(
+        "ca.intermediate_publish_lead",
+        raw.intermediate_publish_lead,
+        Duration::from_secs(3600),
+    )?;
+    if publish_lead > rotation_period || rotation_period < Duration::from_secs(60) {
+        return Err(ConfigError::Invalid {
+            key: "ca.intermediate_publish_lead",
+            message: "must be at most ca.intermediate_rotation (itself at least 1m)".into(),
+        });
+    }
+    // An intermediate signs for `rotation_period` and must outlive every SVID it signed.
+    if root_ttl < rotation_period + publish_lead + svid_max_ttl {
+        return Err(ConfigError::Invalid {
+            key: "ca.root_ttl",
+            message: "must cover ca.intermediate_rotation + ca.intermediate_publish_lead + ca.svid_max_ttl".into(),
+        });
+    }
+    let upstream = match (raw.upstream_cert, raw.upstream_key, raw.upstream_bundle) {
+        (None, None, None) => None,
+        (Some(c), Some(k), Some(b)) => Some((c, k, b)),
+        _ => {
+            return Err(ConfigError::Invalid {
+                key: "ca.upstream_cert",
+                message: "an upstream CA needs all of ca.upstream_cert, ca.upstream_key and ca.upstream_bundle".into(),
+            })
+        }
+    };
+    Ok(CaConfig {
+        svid_ttl,
+        svid_max_ttl,
+        root_ttl,
+        rotation: RotationPolicy {
+            rotation_period,
+            publish_lead,
+            retain_after: svid_max_ttl + CLOCK_SKEW,
+        },
+        upstream,
+    })
 }
 
 /// Reads, parses and validates a config file with overrides from `env`.

@@ -22,8 +22,8 @@ pub struct Published {
     pub ring: KeyRing,
     /// The OIDC JWKS document, serialised once.
     pub jwks_json: Vec<u8>,
-    /// The SPIFFE trust bundle document, serialised once.
-    pub bundle_json: Vec<u8>,
+    /// The JWT part of the SPIFFE trust bundle (`use: jwt-svid`).
+    pub bundle_keys: Vec<serde_json::Value>,
     /// `spiffe_sequence`.
     pub generation: i64,
 }
@@ -54,7 +54,7 @@ pub struct RotationScheduled {
 }
 
 /// How often relying parties should refetch the SPIFFE bundle.
-const BUNDLE_REFRESH_HINT_SECS: u64 = 300;
+pub const BUNDLE_REFRESH_HINT_SECS: u64 = 300;
 
 impl KeyManager {
     /// Opens every stored key with `kek` (a wrong KEK or a corrupt key stops
@@ -387,17 +387,15 @@ async fn load_published(store: &dyn Store, kek: &Kek) -> Result<Published, Serve
             ..k.clone()
         })
         .collect();
-    let bundle = serde_json::json!({
-        "keys": bundle_keys,
-        "spiffe_sequence": generation,
-        "spiffe_refresh_hint": BUNDLE_REFRESH_HINT_SECS,
-    });
-    let bundle_json =
-        serde_json::to_vec(&bundle).map_err(|e| ServerError::StoredKey(e.to_string()))?;
+    let bundle_keys = bundle_keys
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerError::StoredKey(e.to_string()))?;
     Ok(Published {
         ring,
         jwks_json,
-        bundle_json,
+        bundle_keys,
         generation,
     })
 }

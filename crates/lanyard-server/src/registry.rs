@@ -63,6 +63,7 @@ pub struct Registry {
     revocations: ArcSwap<RevocationSet>,
     attestor: ArcSwap<Attestor>,
     seen: Mutex<Option<Seen>>,
+    generations: std::sync::atomic::AtomicI64,
 }
 
 impl Registry {
@@ -87,6 +88,7 @@ impl Registry {
             revocations: ArcSwap::from_pointee(RevocationSet::default()),
             attestor: ArcSwap::from_pointee(attestor),
             seen: Mutex::new(None),
+            generations: std::sync::atomic::AtomicI64::new(0),
         };
         registry.refresh().await?;
         Ok(registry)
@@ -100,6 +102,12 @@ impl Registry {
     /// Revocations in force.
     pub fn revocations(&self) -> Arc<RevocationSet> {
         self.revocations.load_full()
+    }
+
+    /// The sum of the entry, revocation and issuer generations last loaded
+    /// (grows on every change; part of the node API's sync revision).
+    pub fn generation_sum(&self) -> i64 {
+        self.generations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The attestor for trusted issuers.
@@ -153,6 +161,10 @@ impl Registry {
             }
         }
         *seen = Some(now);
+        self.generations.store(
+            now.entries + now.revocations + now.issuers,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(())
     }
 }

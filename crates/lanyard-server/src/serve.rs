@@ -37,16 +37,27 @@ impl Server {
     /// [`ServerError`] naming the file, store or key at fault. Nothing stored
     /// is rewritten when start-up fails.
     pub async fn build(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Self, ServerError> {
-        let kek = match &config.kek {
-            KekSource::File(path) => Kek::from_file(path)?,
-            KekSource::Env(text) => Kek::from_base64(text, lanyard_ca::KEK_ENV)?,
+        let load_kek = || -> Result<Kek, ServerError> {
+            Ok(match &config.kek {
+                KekSource::File(path) => Kek::from_file(path)?,
+                KekSource::Env(text) => Kek::from_base64(text, lanyard_ca::KEK_ENV)?,
+            })
         };
+        let kek = load_kek()?;
         let store = lanyard_store::open(&config.store_url).await?;
         let keys = KeyManager::start(
             store.clone(),
             kek,
             config.algorithms.clone(),
             config.rotation,
+            clock.clone(),
+        )
+        .await?;
+        let ca = crate::ca::CaManager::start(
+            store.clone(),
+            load_kek()?,
+            config.trust_domain.clone(),
+            config.ca.clone(),
             clock.clone(),
         )
         .await?;
@@ -60,6 +71,10 @@ impl Server {
             jwt_default_ttl: config.jwt_default_ttl,
             jwt_max_ttl: config.jwt_max_ttl,
             max_delegation_depth: config.max_delegation_depth,
+            default_parent: config
+                .node_api
+                .as_ref()
+                .and_then(|n| n.default_parent.clone()),
         };
         let http = lanyard_attest::Attestor::http_client().map_err(|e| ServerError::Io {
             what: "building the HTTP client".into(),
@@ -79,6 +94,7 @@ impl Server {
             store,
             keys,
             broker: Arc::new(broker),
+            ca: Arc::new(ca),
             metrics: Arc::new(Metrics::default()),
             clock,
             settings: Arc::new(settings),
@@ -143,6 +159,7 @@ impl Server {
             }
         });
         let keys = self.state.keys.clone();
+        let ca = self.state.ca.clone();
         let job = tokio::spawn(async move {
             let mut every = tokio::time::interval(KEY_TICK);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -151,6 +168,9 @@ impl Server {
                 every.tick().await;
                 if let Err(e) = keys.tick().await {
                     tracing::error!(error = %e, "key rotation tick failed; keeping the current keys");
+                }
+                if let Err(e) = ca.tick().await {
+                    tracing::error!(error = %e, "X.509 CA rotation tick failed; keeping the current CA");
                 }
             }
         });

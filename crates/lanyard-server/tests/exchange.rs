@@ -59,6 +59,8 @@ impl Env {
             jwt_default_ttl: Duration::from_secs(300),
             jwt_max_ttl: Duration::from_secs(3600),
             max_delegation_depth: 2,
+            ca: lanyard_server::config::CaConfig::default(),
+            node_api: None,
         };
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
         let server = Server::build(cfg.clone(), shared.clone()).await?;

@@ -95,6 +95,8 @@ fn config(
         jwt_default_ttl: Duration::from_secs(300),
         jwt_max_ttl: Duration::from_secs(3600),
         max_delegation_depth: 3,
+        ca: lanyard_server::config::CaConfig::default(),
+        node_api: None,
     }
 }
 

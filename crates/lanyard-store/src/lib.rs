@@ -32,7 +32,8 @@ pub use audit::{AuditDraft, AuditEvent};
 pub use error::StoreError;
 pub use lease::{BrokerBackendRow, BrokerRoleRow, BrokerStore, LeaseQuery, LeaseRow, LeaseState};
 pub use model::{
-    AdminTokenRow, AuditQuery, IssuerRow, KeyChange, Revocation, SigningKeyRow, Tenant,
+    AdminTokenRow, AuditQuery, CaChange, IssuerRow, JoinTokenRow, KeyChange, NodeRow, Revocation,
+    SigningKeyRow, Tenant, X509CaRow,
 };
 pub use open::{open, redact_url, Backend};
 
@@ -43,6 +44,10 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 pub type KeyPlanner<'a> = &'a (dyn Fn(&[SigningKeyRow]) -> Result<(Vec<KeyChange>, Vec<AuditDraft>), String>
          + Send
          + Sync);
+
+/// Plans X.509 CA changes from the current rows, inside the CA lock.
+pub type CaPlanner<'a> =
+    &'a (dyn Fn(&[X509CaRow]) -> Result<(Vec<CaChange>, Vec<AuditDraft>), String> + Send + Sync);
 
 /// Everything Lanyard persists, grouped by entity. Verbs: create, fetch,
 /// list, update, delete, count, append.
@@ -80,6 +85,32 @@ pub trait Store: BrokerStore + Send + Sync + std::fmt::Debug {
     /// A counter that increases whenever the signing keys change (the SPIFFE
     /// bundle's `spiffe_sequence`).
     fn signing_keys_generation(&self) -> StoreFuture<'_, i64>;
+
+    /// Every stored X.509 CA.
+    fn list_x509_cas(&self) -> StoreFuture<'_, Vec<X509CaRow>>;
+
+    /// Like [`Store::update_signing_keys`], for the X.509 CAs.
+    fn update_x509_cas<'a>(&'a self, planner: CaPlanner<'a>) -> StoreFuture<'a, Vec<CaChange>>;
+
+    /// Stores a join token and appends `audit`.
+    fn create_join_token(&self, token: JoinTokenRow, audit: AuditDraft) -> StoreFuture<'_, ()>;
+
+    /// One join token by the hash of its secret.
+    fn fetch_join_token<'a>(&'a self, token_hash: &'a str)
+        -> StoreFuture<'a, Option<JoinTokenRow>>;
+
+    /// Marks a join token used at `now` if it is unused and unexpired; false
+    /// when another caller used it first (or it expired meanwhile).
+    fn consume_join_token<'a>(&'a self, token_hash: &'a str, now: i64) -> StoreFuture<'a, bool>;
+
+    /// Every join token, newest first.
+    fn list_join_tokens(&self) -> StoreFuture<'_, Vec<JoinTokenRow>>;
+
+    /// Inserts or replaces a node (by id).
+    fn upsert_node(&self, node: NodeRow) -> StoreFuture<'_, ()>;
+
+    /// Every node.
+    fn list_nodes(&self) -> StoreFuture<'_, Vec<NodeRow>>;
 
     /// Stores an admin token (hashed secret) and appends `audit`.
     fn create_admin_token(&self, token: AdminTokenRow, audit: AuditDraft) -> StoreFuture<'_, ()>;

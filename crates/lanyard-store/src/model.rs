@@ -148,3 +148,123 @@ pub struct AuditQuery {
     /// At most this many (oldest first).
     pub limit: i64,
 }
+
+/// An X.509 CA certificate Lanyard holds: a self-signed root or a signing
+/// intermediate. `sealed_private` is the KEK-sealed PKCS#8 key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct X509CaRow {
+    /// SHA-256 of the certificate, hex.
+    pub id: String,
+    /// `root` or `intermediate`.
+    pub role: String,
+    /// Rotation state.
+    pub state: KeyState,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds: when it starts (or started) signing.
+    pub activate_at: i64,
+    /// Unix seconds, for `previous` rows.
+    pub retire_at: Option<i64>,
+    /// The certificate's `notAfter`, Unix seconds.
+    pub not_after: i64,
+    /// The certificate, DER.
+    pub cert_der: Vec<u8>,
+    /// Sealed private key.
+    pub sealed_private: Vec<u8>,
+    /// Fingerprint of the sealing KEK.
+    pub kek_fingerprint: String,
+}
+
+impl std::fmt::Debug for X509CaRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("X509CaRow")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("activate_at", &self.activate_at)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One change to the X.509 CAs, applied by [`crate::Store::update_x509_cas`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaChange {
+    /// Insert a CA.
+    Insert(X509CaRow),
+    /// Change a CA's state (and retire time).
+    SetState {
+        /// CA id.
+        id: String,
+        /// New state.
+        state: KeyState,
+        /// Retire time for `previous`.
+        retire_at: Option<i64>,
+    },
+    /// Change when a CA starts signing.
+    SetActivation {
+        /// CA id.
+        id: String,
+        /// Unix seconds.
+        activate_at: i64,
+    },
+    /// Replace a CA key's sealed private part (KEK rotation).
+    Reseal {
+        /// CA id.
+        id: String,
+        /// The key sealed under the new KEK.
+        sealed_private: Vec<u8>,
+        /// Fingerprint of the new KEK.
+        kek_fingerprint: String,
+    },
+    /// Remove a CA.
+    Delete {
+        /// CA id.
+        id: String,
+    },
+}
+
+/// A one-time node join token. Only a SHA-256 of its secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JoinTokenRow {
+    /// Public id (printed, used to list and audit).
+    pub id: String,
+    /// SHA-256 of the whole token, hex.
+    #[serde(skip)]
+    pub token_hash: String,
+    /// The node id the agent gets.
+    pub node_id: String,
+    /// Trust domain the token is for.
+    pub trust_domain: String,
+    /// Extra node selectors granted.
+    pub selectors: Vec<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Unix seconds, once used.
+    pub used_at: Option<i64>,
+    /// Who created it.
+    pub created_by: String,
+}
+
+/// An attested node (a host running `lanyard agent`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRow {
+    /// Node id.
+    pub id: String,
+    /// Its SPIFFE ID (`spiffe://TD/lanyard/node/ID`).
+    pub spiffe_id: String,
+    /// How it attested: `join_token`, `k8s_psat`, `dev`.
+    pub attestation: String,
+    /// Node selectors.
+    pub selectors: Vec<String>,
+    /// Serial of its current node SVID, hex.
+    pub svid_serial: String,
+    /// Unix seconds.
+    pub svid_expires_at: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub last_seen: i64,
+}

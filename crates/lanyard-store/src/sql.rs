@@ -15,8 +15,9 @@ use lanyard_core::{Decision, Entry, Selector, SpiffeId, TenantId};
 
 use crate::audit::chain_hash;
 use crate::{
-    AdminTokenRow, AuditDraft, AuditEvent, AuditQuery, Backend, IssuerRow, KeyChange, KeyPlanner,
-    Revocation, SigningKeyRow, Store, StoreError, StoreFuture, Tenant,
+    AdminTokenRow, AuditDraft, AuditEvent, AuditQuery, Backend, CaChange, CaPlanner, IssuerRow,
+    JoinTokenRow, KeyChange, KeyPlanner, NodeRow, Revocation, SigningKeyRow, Store, StoreError,
+    StoreFuture, Tenant, X509CaRow,
 };
 
 /// Rows per multi-row audit INSERT (12 parameters each; well under SQLite's
@@ -94,6 +95,58 @@ macro_rules! append_audit {
 }
 
 /// Reads every signing key through `$exec`; evaluates to `Result<Vec<SigningKeyRow>, StoreError>`.
+macro_rules! fetch_cas {
+    ($exec:expr) => {{
+        let rows = sqlx::query(
+            "SELECT id, role, state, created_at, activate_at, retire_at, not_after, cert_der, sealed_private, kek_fingerprint \
+             FROM x509_cas ORDER BY created_at, id",
+        )
+        .fetch_all($exec)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok(X509CaRow {
+                    id: r.try_get("id")?,
+                    role: r.try_get("role")?,
+                    state: state.parse().map_err(|detail| StoreError::Invalid { what: "CA state", detail })?,
+                    created_at: r.try_get("created_at")?,
+                    activate_at: r.try_get("activate_at")?,
+                    retire_at: r.try_get("retire_at")?,
+                    not_after: r.try_get("not_after")?,
+                    cert_der: r.try_get("cert_der")?,
+                    sealed_private: r.try_get("sealed_private")?,
+                    kek_fingerprint: r.try_get("kek_fingerprint")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+    }};
+}
+
+macro_rules! join_token_row {
+    ($r:expr) => {{
+        let r = $r;
+        let selectors: String = r.try_get("selectors")?;
+        JoinTokenRow {
+            id: r.try_get("id")?,
+            token_hash: r.try_get("token_hash")?,
+            node_id: r.try_get("node_id")?,
+            trust_domain: r.try_get("trust_domain")?,
+            selectors: serde_json::from_str(&selectors).map_err(|e| StoreError::Invalid {
+                what: "join token selectors",
+                detail: e.to_string(),
+            })?,
+            created_at: r.try_get("created_at")?,
+            expires_at: r.try_get("expires_at")?,
+            used_at: r.try_get("used_at")?,
+            created_by: r.try_get("created_by")?,
+        }
+    }};
+}
+
+const JOIN_TOKEN_COLUMNS: &str =
+    "id, token_hash, node_id, trust_domain, selectors, created_at, expires_at, used_at, created_by";
+
 macro_rules! fetch_keys {
     ($exec:expr) => {{
         let rows = sqlx::query(
@@ -175,6 +228,8 @@ macro_rules! entry_row {
             tenant: r.try_get("tenant")?,
             spiffe_id: r.try_get("spiffe_id")?,
             issuer: r.try_get("issuer")?,
+            parent: r.try_get("parent")?,
+            dns_names: r.try_get("dns_names")?,
             selectors: r.try_get("selectors")?,
             audiences: r.try_get("audiences")?,
             ttl_secs: r.try_get("ttl_secs")?,
@@ -190,13 +245,15 @@ macro_rules! entry_row {
 }
 
 const ENTRY_COLUMNS: &str =
-    "id, tenant, spiffe_id, issuer, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, grants, created_at";
+    "id, tenant, spiffe_id, issuer, parent, dns_names, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, grants, created_at";
 
 struct RawEntry {
     id: String,
     tenant: String,
     spiffe_id: String,
     issuer: String,
+    parent: String,
+    dns_names: String,
     selectors: String,
     audiences: String,
     ttl_secs: Option<i64>,
@@ -227,6 +284,15 @@ impl RawEntry {
             tenant: TenantId::parse(&self.tenant)
                 .map_err(|e| invalid("entry tenant")(e.to_string()))?,
             issuer: (!self.issuer.is_empty()).then_some(self.issuer),
+            parent: if self.parent.is_empty() {
+                None
+            } else {
+                Some(
+                    SpiffeId::parse(&self.parent)
+                        .map_err(|e| invalid("entry parent")(e.to_string()))?,
+                )
+            },
+            dns_names: list("entry dns_names", &self.dns_names)?,
             selectors,
             audiences: list("entry audiences", &self.audiences)?,
             ttl: secs(self.ttl_secs),
@@ -249,6 +315,8 @@ struct EntryCols {
     scopes: String,
     may_act: String,
     grants: String,
+    dns_names: String,
+    parent: String,
     ttl: Option<i64>,
     max_ttl: Option<i64>,
 }
@@ -265,6 +333,12 @@ fn entry_cols(e: &Entry) -> EntryCols {
         scopes: json(&e.scopes),
         may_act: json(&e.may_act),
         grants: json(&e.grants),
+        dns_names: json(&e.dns_names),
+        parent: e
+            .parent
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         ttl: secs(e.ttl),
         max_ttl: secs(e.max_ttl),
     }
@@ -506,6 +580,216 @@ impl Store for SqlStore {
         })
     }
 
+    fn list_x509_cas(&self) -> StoreFuture<'_, Vec<X509CaRow>> {
+        on_pool!(self, |pool| fetch_cas!(pool))
+    }
+
+    fn update_x509_cas<'a>(&'a self, planner: CaPlanner<'a>) -> StoreFuture<'a, Vec<CaChange>> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE locks SET n = n WHERE name = 'x509_cas'")
+                .execute(&mut *tx)
+                .await?;
+            let current = fetch_cas!(&mut *tx)?;
+            let (changes, audits) = planner(&current).map_err(StoreError::Planner)?;
+            for change in &changes {
+                match change {
+                    CaChange::Insert(c) => {
+                        sqlx::query(
+                            "INSERT INTO x509_cas (id, role, state, created_at, activate_at, retire_at, not_after, cert_der, sealed_private, kek_fingerprint) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                        )
+                        .bind(&c.id)
+                        .bind(&c.role)
+                        .bind(c.state.as_str())
+                        .bind(c.created_at)
+                        .bind(c.activate_at)
+                        .bind(c.retire_at)
+                        .bind(c.not_after)
+                        .bind(&c.cert_der)
+                        .bind(&c.sealed_private)
+                        .bind(&c.kek_fingerprint)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| conflict(e, || format!("X.509 CA {}", c.id)))?;
+                    }
+                    CaChange::SetState {
+                        id,
+                        state,
+                        retire_at,
+                    } => {
+                        sqlx::query("UPDATE x509_cas SET state = $1, retire_at = $2 WHERE id = $3")
+                            .bind(state.as_str())
+                            .bind(*retire_at)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    CaChange::SetActivation { id, activate_at } => {
+                        sqlx::query("UPDATE x509_cas SET activate_at = $1 WHERE id = $2")
+                            .bind(*activate_at)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    CaChange::Reseal {
+                        id,
+                        sealed_private,
+                        kek_fingerprint,
+                    } => {
+                        sqlx::query("UPDATE x509_cas SET sealed_private = $1, kek_fingerprint = $2 WHERE id = $3")
+                            .bind(sealed_private)
+                            .bind(kek_fingerprint)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    CaChange::Delete { id } => {
+                        sqlx::query("DELETE FROM x509_cas WHERE id = $1")
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+            }
+            if !changes.is_empty() {
+                sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'x509_cas'")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if !audits.is_empty() {
+                append_audit_events!(tx, audits);
+            }
+            tx.commit().await?;
+            Ok(changes)
+        })
+    }
+
+    fn create_join_token(&self, token: JoinTokenRow, audit: AuditDraft) -> StoreFuture<'_, ()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO join_tokens (id, token_hash, node_id, trust_domain, selectors, created_at, expires_at, used_at, created_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)",
+            )
+            .bind(&token.id)
+            .bind(&token.token_hash)
+            .bind(&token.node_id)
+            .bind(&token.trust_domain)
+            .bind(serde_json::to_string(&token.selectors).unwrap_or_else(|_| "[]".into()))
+            .bind(token.created_at)
+            .bind(token.expires_at)
+            .bind(&token.created_by)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict(e, || format!("join token {}", token.id)))?;
+            append_audit!(tx, audit);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn fetch_join_token<'a>(
+        &'a self,
+        token_hash: &'a str,
+    ) -> StoreFuture<'a, Option<JoinTokenRow>> {
+        on_pool!(self, |pool| {
+            let sql = format!("SELECT {JOIN_TOKEN_COLUMNS} FROM join_tokens WHERE token_hash = $1");
+            let row = sqlx::query(&sql)
+                .bind(token_hash)
+                .fetch_optional(pool)
+                .await?;
+            Ok(match row {
+                Some(r) => Some(join_token_row!(r)),
+                None => None,
+            })
+        })
+    }
+
+    fn consume_join_token<'a>(&'a self, token_hash: &'a str, now: i64) -> StoreFuture<'a, bool> {
+        on_pool!(self, |pool| {
+            let done = sqlx::query(
+                "UPDATE join_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+            )
+            .bind(token_hash)
+            .bind(now)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn list_join_tokens(&self) -> StoreFuture<'_, Vec<JoinTokenRow>> {
+        on_pool!(self, |pool| {
+            let sql = format!(
+                "SELECT {JOIN_TOKEN_COLUMNS} FROM join_tokens ORDER BY created_at DESC, id"
+            );
+            let rows = sqlx::query(&sql).fetch_all(pool).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                out.push(join_token_row!(r));
+            }
+            Ok(out)
+        })
+    }
+
+    fn upsert_node(&self, node: NodeRow) -> StoreFuture<'_, ()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'nodes'")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO nodes (id, spiffe_id, attestation, selectors, svid_serial, svid_expires_at, created_at, last_seen) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (id) DO UPDATE SET attestation = $3, selectors = $4, svid_serial = $5, svid_expires_at = $6, last_seen = $8",
+            )
+            .bind(&node.id)
+            .bind(&node.spiffe_id)
+            .bind(&node.attestation)
+            .bind(serde_json::to_string(&node.selectors).unwrap_or_else(|_| "[]".into()))
+            .bind(&node.svid_serial)
+            .bind(node.svid_expires_at)
+            .bind(node.created_at)
+            .bind(node.last_seen)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict(e, || format!("node {}", node.id)))?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn list_nodes(&self) -> StoreFuture<'_, Vec<NodeRow>> {
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT id, spiffe_id, attestation, selectors, svid_serial, svid_expires_at, created_at, last_seen FROM nodes ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?;
+            rows.into_iter()
+                .map(|r| {
+                    let selectors: String = r.try_get("selectors")?;
+                    Ok(NodeRow {
+                        id: r.try_get("id")?,
+                        spiffe_id: r.try_get("spiffe_id")?,
+                        attestation: r.try_get("attestation")?,
+                        selectors: serde_json::from_str(&selectors).map_err(|e| {
+                            StoreError::Invalid {
+                                what: "node selectors",
+                                detail: e.to_string(),
+                            }
+                        })?,
+                        svid_serial: r.try_get("svid_serial")?,
+                        svid_expires_at: r.try_get("svid_expires_at")?,
+                        created_at: r.try_get("created_at")?,
+                        last_seen: r.try_get("last_seen")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
     fn create_admin_token(&self, token: AdminTokenRow, audit: AuditDraft) -> StoreFuture<'_, ()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
@@ -630,8 +914,8 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(
-                "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at, grants) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
+                "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at, parent, dns_names, grants) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16)",
             )
             .bind(&entry.id)
             .bind(entry.tenant.as_str())
@@ -646,6 +930,8 @@ impl Store for SqlStore {
             .bind(&c.may_act)
             .bind(entry.admin)
             .bind(entry.created_at)
+            .bind(&c.parent)
+            .bind(&c.dns_names)
             .bind(&c.grants)
             .execute(&mut *tx)
             .await
@@ -665,7 +951,7 @@ impl Store for SqlStore {
                 .await?;
             let done = sqlx::query(
                 "UPDATE entries SET tenant = $2, spiffe_id = $3, issuer = $4, selectors = $5, selector_key = $6, audiences = $7, \
-                 ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13, grants = $14 WHERE id = $1",
+                 ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13, parent = $14, dns_names = $15, grants = $16 WHERE id = $1",
             )
             .bind(&entry.id)
             .bind(entry.tenant.as_str())
@@ -680,6 +966,8 @@ impl Store for SqlStore {
             .bind(&c.may_act)
             .bind(entry.admin)
             .bind(audit.at_ms / 1000)
+            .bind(&c.parent)
+            .bind(&c.dns_names)
             .bind(&c.grants)
             .execute(&mut *tx)
             .await

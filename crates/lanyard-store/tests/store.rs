@@ -6,8 +6,8 @@ use std::sync::Arc;
 use lanyard_core::{Decision, KeyState, TenantId};
 use lanyard_store::audit::{verify_chain, GENESIS_HASH};
 use lanyard_store::{
-    AdminTokenRow, AuditDraft, BrokerBackendRow, BrokerRoleRow, KeyChange, LeaseQuery, LeaseRow,
-    LeaseState, SigningKeyRow, Store, StoreError, Tenant,
+    AdminTokenRow, AuditDraft, BrokerBackendRow, BrokerRoleRow, CaChange, JoinTokenRow, KeyChange,
+    LeaseQuery, LeaseRow, LeaseState, NodeRow, SigningKeyRow, Store, StoreError, Tenant, X509CaRow,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -348,6 +348,8 @@ fn entry(id: &str, selectors: &[&str]) -> Result<lanyard_core::Entry, Box<dyn st
         spiffe_id: lanyard_core::SpiffeId::parse(&format!("spiffe://example.org/{id}"))?,
         tenant: TenantId::parse("payments")?,
         issuer: Some("k8s".into()),
+        parent: None,
+        dns_names: Vec::new(),
         selectors,
         audiences: vec!["api://x".into()],
         ttl: Some(std::time::Duration::from_secs(300)),
@@ -410,6 +412,179 @@ async fn entries_round_trip_conflict_and_tenant_binding(url: &str) -> TestResult
         Err(StoreError::NotFound { .. })
     ));
     verify_all(&store).await?;
+    Ok(())
+}
+
+conformance!(agent_entries_are_unique_per_parent);
+async fn agent_entries_are_unique_per_parent(url: &str) -> TestResult {
+    let store = lanyard_store::open(url).await?;
+    store
+        .create_tenant(tenant("payments")?, draft("tenant.create", "payments"))
+        .await?;
+    let node =
+        |n: &str| lanyard_core::SpiffeId::parse(&format!("spiffe://example.org/lanyard/node/{n}"));
+    let mut a = entry("a", &["unix:uid:1000"])?;
+    a.issuer = None;
+    a.parent = Some(node("n1")?);
+    a.dns_names = vec!["api.internal".into()];
+    store
+        .create_entry(a.clone(), draft("entry.create", "a"))
+        .await?;
+    // Same selectors under another node: a different workload.
+    let mut b = a.clone();
+    b.id = "b".into();
+    b.parent = Some(node("n2")?);
+    store
+        .create_entry(b.clone(), draft("entry.create", "b"))
+        .await?;
+    // Same selectors, same node: a duplicate.
+    let mut c = a.clone();
+    c.id = "c".into();
+    assert!(matches!(
+        store.create_entry(c, draft("entry.create", "c")).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let listed = store.list_entries().await?;
+    assert_eq!(listed, vec![a, b]);
+    Ok(())
+}
+
+fn ca_row(id: &str, state: KeyState) -> X509CaRow {
+    X509CaRow {
+        id: id.into(),
+        role: "intermediate".into(),
+        state,
+        created_at: 10,
+        activate_at: 20,
+        retire_at: None,
+        not_after: 99,
+        cert_der: vec![0x30, 1, 2],
+        sealed_private: vec![9; 40],
+        kek_fingerprint: "fp".into(),
+    }
+}
+
+conformance!(x509_ca_changes_apply_under_the_lock);
+async fn x509_ca_changes_apply_under_the_lock(url: &str) -> TestResult {
+    let store = lanyard_store::open(url).await?;
+    let g0 = store.generation("x509_cas").await?;
+    let planner = |rows: &[X509CaRow]| -> Result<(Vec<CaChange>, Vec<AuditDraft>), String> {
+        if rows.is_empty() {
+            Ok((
+                vec![
+                    CaChange::Insert(ca_row("i1", KeyState::Active)),
+                    CaChange::Insert(ca_row("i2", KeyState::Next)),
+                ],
+                vec![draft("ca.create", "i1")],
+            ))
+        } else {
+            Ok((Vec::new(), Vec::new()))
+        }
+    };
+    assert_eq!(store.update_x509_cas(&planner).await?.len(), 2);
+    assert_eq!(
+        store.update_x509_cas(&planner).await?.len(),
+        0,
+        "plan settles"
+    );
+    assert_eq!(store.generation("x509_cas").await?, g0 + 1);
+    let rotate = |_: &[X509CaRow]| -> Result<(Vec<CaChange>, Vec<AuditDraft>), String> {
+        Ok((
+            vec![
+                CaChange::SetState {
+                    id: "i1".into(),
+                    state: KeyState::Previous,
+                    retire_at: Some(50),
+                },
+                CaChange::SetState {
+                    id: "i2".into(),
+                    state: KeyState::Active,
+                    retire_at: None,
+                },
+                CaChange::SetActivation {
+                    id: "i2".into(),
+                    activate_at: 30,
+                },
+                CaChange::Reseal {
+                    id: "i2".into(),
+                    sealed_private: vec![7; 40],
+                    kek_fingerprint: "fp2".into(),
+                },
+            ],
+            vec![draft("ca.rotate", "i2")],
+        ))
+    };
+    store.update_x509_cas(&rotate).await?;
+    let rows = store.list_x509_cas().await?;
+    let i2 = rows.iter().find(|r| r.id == "i2").ok_or("i2 missing")?;
+    assert_eq!(
+        (i2.state, i2.activate_at, i2.kek_fingerprint.as_str()),
+        (KeyState::Active, 30, "fp2")
+    );
+    assert_eq!(i2.cert_der, vec![0x30, 1, 2]);
+    // A failing planner changes nothing.
+    let failing =
+        |_: &[X509CaRow]| -> Result<(Vec<CaChange>, Vec<AuditDraft>), String> { Err("no".into()) };
+    assert!(store.update_x509_cas(&failing).await.is_err());
+    let delete = |_: &[X509CaRow]| -> Result<(Vec<CaChange>, Vec<AuditDraft>), String> {
+        Ok((vec![CaChange::Delete { id: "i1".into() }], Vec::new()))
+    };
+    store.update_x509_cas(&delete).await?;
+    assert_eq!(store.list_x509_cas().await?.len(), 1);
+    verify_all(&store).await?;
+    Ok(())
+}
+
+conformance!(join_tokens_are_used_once);
+async fn join_tokens_are_used_once(url: &str) -> TestResult {
+    let store = Arc::new(lanyard_store::open(url).await?);
+    let token = JoinTokenRow {
+        id: "jt1".into(),
+        token_hash: "h1".into(),
+        node_id: "vm-1".into(),
+        trust_domain: "example.org".into(),
+        selectors: vec!["lanyard:pool:web".into()],
+        created_at: 100,
+        expires_at: 700,
+        used_at: None,
+        created_by: "admin:test".into(),
+    };
+    store
+        .create_join_token(token.clone(), draft("jointoken.create", "jt1"))
+        .await?;
+    assert_eq!(store.fetch_join_token("h1").await?, Some(token.clone()));
+    assert_eq!(store.fetch_join_token("nope").await?, None);
+    // Expired at 700: a use at 700 is refused.
+    assert!(!store.consume_join_token("h1", 700).await?);
+    // Two racing uses: exactly one wins.
+    let (s1, s2) = (store.clone(), store.clone());
+    let (a, b) = tokio::join!(
+        async move { s1.consume_join_token("h1", 200).await },
+        async move { s2.consume_join_token("h1", 201).await }
+    );
+    assert!(a? ^ b?, "exactly one use succeeds");
+    assert!(!store.consume_join_token("h1", 300).await?);
+    let listed = store.list_join_tokens().await?;
+    assert!(listed.first().and_then(|t| t.used_at).is_some());
+    verify_all(&store).await?;
+
+    let mut node = NodeRow {
+        id: "vm-1".into(),
+        spiffe_id: "spiffe://example.org/lanyard/node/vm-1".into(),
+        attestation: "join_token".into(),
+        selectors: vec!["lanyard:pool:web".into()],
+        svid_serial: "aa".into(),
+        svid_expires_at: 1000,
+        created_at: 200,
+        last_seen: 200,
+    };
+    let g = store.generation("nodes").await?;
+    store.upsert_node(node.clone()).await?;
+    node.svid_serial = "bb".into();
+    node.last_seen = 500;
+    store.upsert_node(node.clone()).await?;
+    assert_eq!(store.list_nodes().await?, vec![node]);
+    assert!(store.generation("nodes").await? > g);
     Ok(())
 }
 

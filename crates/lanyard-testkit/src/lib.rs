@@ -47,7 +47,7 @@ impl Clock for FakeClock {
 pub fn self_signed_tls() -> (String, String) {
     let key = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
         .expect("rcgen generates a self-signed certificate from constant input");
-    (key.cert.pem(), key.key_pair.serialize_pem())
+    (key.cert.pem(), key.signing_key.serialize_pem())
 }
 
 /// The environment variable naming a PostgreSQL server for tests

@@ -289,3 +289,142 @@ fn rsa_keys_under_2048_bits_are_weak() {
         assert_eq!(check_rsa_strength(&spki).is_ok(), ok, "{bits} bits");
     }
 }
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+#[test]
+fn stored_material_loads_and_keeps_signing_the_same_chain() -> Result<(), X509Error> {
+    let root = generate_root(&td(), now(), 365 * 24 * HOUR)?;
+    let int = generate_intermediate(&td(), &root, now(), 48 * HOUR)?;
+    assert!(signed_by(&int.cert_der, &root.cert_der));
+    // As if read back from the store.
+    let loaded = CaMaterial::from_parts(int.cert_der.clone(), int.key_pkcs8().to_vec())?;
+    let ca = Authority::new(&td(), &loaded, Vec::new(), vec![root.cert_der.clone()])?;
+    let svid = sign(
+        &ca,
+        &id("spiffe://example.org/w"),
+        &csr_for(&p256()),
+        &[],
+        HOUR,
+    )?;
+    assert_eq!(svid.chain_der, vec![int.cert_der.clone()]);
+    assert!(signed_by(&svid.cert_der, &int.cert_der));
+    assert!(!signed_by(&svid.cert_der, &root.cert_der));
+    // An intermediate never outlives its root.
+    let short_root = generate_root(&td(), now(), HOUR)?;
+    let capped = generate_intermediate(&td(), &short_root, now(), 48 * HOUR)?;
+    assert_eq!(capped.not_after, now() + HOUR);
+    // An SVID never outlives the intermediate.
+    let ca = Authority::new(&td(), &capped, Vec::new(), vec![short_root.cert_der])?;
+    assert_eq!(
+        sign(
+            &ca,
+            &id("spiffe://example.org/w"),
+            &csr_for(&p256()),
+            &[],
+            2 * HOUR
+        ),
+        Err(X509Error::BadTtl)
+    );
+    Ok(())
+}
+
+#[test]
+fn mismatched_or_non_ca_material_is_refused() -> Result<(), X509Error> {
+    let a = generate_root(&td(), now(), HOUR)?;
+    let b = generate_root(&td(), now(), HOUR)?;
+    assert!(matches!(
+        CaMaterial::from_parts(a.cert_der.clone(), b.key_pkcs8().to_vec()),
+        Err(X509Error::BadCa(m)) if m.contains("does not match")
+    ));
+    assert!(matches!(
+        CaMaterial::from_parts(a.cert_der.clone(), b"junk".to_vec()),
+        Err(X509Error::BadCa(_))
+    ));
+    let ca = authority();
+    let key = p256();
+    let leaf = sign(
+        &ca,
+        &id("spiffe://example.org/w"),
+        &csr_for(&key),
+        &[],
+        HOUR,
+    )?;
+    assert!(matches!(
+        CaMaterial::from_parts(leaf.cert_der, key.serialize_der()),
+        Err(X509Error::BadCa(m)) if m.contains("not a CA")
+    ));
+    Ok(())
+}
+
+#[test]
+fn an_upstream_ca_signs_lanyards_intermediates() -> Result<(), X509Error> {
+    // An "enterprise" root and issuing CA, made here as the PEM files an operator would have.
+    let corp = TrustDomain::parse("corp.example").unwrap_or_else(|e| panic!("{e}"));
+    let corp_root = generate_root(&corp, now(), 10 * 365 * 24 * HOUR)?;
+    // The issuing CA must be allowed to sign a CA below it (pathLen 1).
+    let issuing_key =
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap_or_else(|e| panic!("{e}"));
+    let root_issuer = rcgen::Issuer::from_ca_cert_der(
+        &corp_root.cert_der.as_slice().into(),
+        KeyPair::try_from(corp_root.key_pkcs8()).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let issuing_cert = ca_params(
+        &corp,
+        "issuing",
+        now(),
+        365 * 24 * HOUR,
+        BasicConstraints::Constrained(1),
+    )?
+    .signed_by(&issuing_key, &root_issuer)
+    .unwrap_or_else(|e| panic!("{e}"));
+    let chain_pem = pem("CERTIFICATE", issuing_cert.der());
+    let key_pem = pem("PRIVATE KEY", &issuing_key.serialize_der());
+    let roots_pem = pem("CERTIFICATE", &corp_root.cert_der);
+
+    let up = load_upstream(&chain_pem, &key_pem, &roots_pem)?;
+    assert_eq!(up.roots, vec![corp_root.cert_der.clone()]);
+    let int = generate_intermediate(&td(), &up.signer, now(), 48 * HOUR)?;
+    let mut above = vec![up.signer.cert_der.clone()];
+    above.extend(up.chain_above.clone());
+    let ca = Authority::new(&td(), &int, above, up.roots.clone())?;
+    let svid = sign(
+        &ca,
+        &id("spiffe://example.org/w"),
+        &csr_for(&p256()),
+        &[],
+        HOUR,
+    )?;
+    // leaf -> ours -> upstream issuing -> corp root
+    assert_eq!(svid.chain_der.len(), 2);
+    assert!(signed_by(&svid.cert_der, &int.cert_der));
+    assert!(signed_by(&int.cert_der, issuing_cert.der()));
+    assert!(signed_by(issuing_cert.der(), &corp_root.cert_der));
+    assert_eq!(ca.roots(), [corp_root.cert_der.clone()]);
+
+    // Wrong key, no root that the chain leads to, no certificate at all.
+    let other_key = pem("PRIVATE KEY", &p256().serialize_der());
+    assert!(load_upstream(&chain_pem, &other_key, &roots_pem).is_err());
+    let stranger = generate_root(&corp, now(), HOUR)?;
+    assert!(matches!(
+        load_upstream(&chain_pem, &key_pem, &pem("CERTIFICATE", &stranger.cert_der)),
+        Err(X509Error::BadCa(m)) if m.contains("does not lead")
+    ));
+    assert!(load_upstream("", &key_pem, &roots_pem).is_err());
+    assert!(matches!(
+        load_upstream(&chain_pem, "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n", &roots_pem),
+        Err(X509Error::BadCa(m)) if m.contains("PKCS#8")
+    ));
+    Ok(())
+}

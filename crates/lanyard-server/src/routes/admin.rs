@@ -504,6 +504,10 @@ pub struct EntryRequest {
     tenant: String,
     #[serde(default)]
     issuer: Option<String>,
+    #[serde(default)]
+    parent: Option<String>,
+    #[serde(default)]
+    dns_names: Vec<String>,
     selectors: Vec<String>,
     #[serde(default)]
     audiences: Vec<String>,
@@ -563,6 +567,7 @@ async fn build_entry(
         ("scopes", &req.scopes),
         ("may_act", &req.may_act),
         ("grants", &req.grants),
+        ("dns_names", &req.dns_names),
     ] {
         if list.len() > MAX_LIST || list.iter().any(|v| v.is_empty() || v.len() > 512) {
             return Err(bad(format!(
@@ -603,6 +608,41 @@ async fn build_entry(
             return Err(bad("ttl must not exceed max_ttl".into()));
         }
     }
+    let parent = match &req.parent {
+        Some(p) => {
+            let id = SpiffeId::parse(p).map_err(|e| bad(format!("parent {p:?}: {e}")))?;
+            if id.trust_domain() != &state.settings.trust_domain {
+                return Err(bad(format!(
+                    "parent {id} is not in this server's trust domain {}",
+                    state.settings.trust_domain
+                )));
+            }
+            Some(id)
+        }
+        // Where the server has a default node (`lanyard dev`), an entry made
+        // only of kernel-attested `unix:` selectors belongs to its agent.
+        None if req.issuer.is_none() && selectors.iter().all(|s| s.kind() == "unix") => {
+            state.settings.default_parent.clone()
+        }
+        None => None,
+    };
+    if parent.is_some() && req.issuer.is_some() {
+        return Err(bad("an entry is either served by a node agent (parent) or matched in token exchange (issuer), not both".into()));
+    }
+    if parent.is_none() && selectors.iter().any(|s| s.kind() == "unix") {
+        return Err(bad("unix: selectors come from a node agent's kernel attestation: give the entry a parent node (--parent spiffe://TD/lanyard/node/ID)".into()));
+    }
+    for dns in &req.dns_names {
+        let ok = dns.len() <= 253
+            && dns.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok {
+            return Err(bad(format!("dns_names: {dns:?} is not a DNS name")));
+        }
+    }
     let mut scopes = req.scopes;
     scopes.sort();
     scopes.dedup();
@@ -620,6 +660,8 @@ async fn build_entry(
         spiffe_id,
         tenant,
         issuer: req.issuer,
+        parent,
+        dns_names: req.dns_names,
         selectors,
         audiences: req.audiences,
         ttl,

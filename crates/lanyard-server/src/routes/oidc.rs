@@ -77,8 +77,18 @@ pub async fn jwks(state: St) -> Response {
 /// with the CA).
 pub async fn bundle(state: St) -> Response {
     let published = state.keys.current();
+    let ca = state.ca.current();
+    // X.509 authorities first, then the JWT keys; the sequence moves when
+    // either changes (both counters only grow).
+    let mut keys = ca.bundle_keys.clone();
+    keys.extend(published.bundle_keys.iter().cloned());
+    let doc = serde_json::json!({
+        "keys": keys,
+        "spiffe_sequence": published.generation + ca.generation.max(0),
+        "spiffe_refresh_hint": crate::keys::BUNDLE_REFRESH_HINT_SECS,
+    });
     json_bytes(
-        published.bundle_json.clone(),
+        serde_json::to_vec(&doc).unwrap_or_default(),
         "application/json",
         state.settings.jwks_max_age.as_secs(),
     )
