@@ -1,6 +1,7 @@
 //! Command implementations.
 
 pub mod audit;
+mod broker;
 mod dev;
 mod entry;
 mod issuer;
@@ -26,5 +27,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Revoke(a) => revoke::run(&cli.global, a).await,
         Command::Audit(c) => audit::run(&cli.global, c).await,
         Command::Explain(a) => token::explain(&cli.global, a).await,
+        Command::Broker(c) => broker::run(&cli.global, c).await,
     }
 }

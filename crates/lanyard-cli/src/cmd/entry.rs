@@ -98,5 +98,6 @@ fn body(a: EntryArgs) -> anyhow::Result<Value> {
         "scopes": a.scopes,
         "may_act": a.may_act,
         "admin": a.admin,
+        "grants": a.grants,
     }))
 }
