@@ -97,12 +97,96 @@ pub enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Run the whole token-exchange decision without issuing anything and
-    /// print every step: why an identity was or was not issued.
+    /// print every step: why an identity was or was not issued. With --pid,
+    /// show what the node agent sees of a local process instead: its
+    /// selectors and the entries it matches or nearly matches.
     Explain(ExplainArgs),
     /// Dynamic credentials: PostgreSQL login roles that live minutes, for
     /// identities whose entry grants them (`lanyard entry create … --grant appdb/readonly`).
     #[command(subcommand)]
     Broker(BrokerCommand),
+    /// Run the node agent: attest this node, serve the SPIFFE Workload API
+    /// on a Unix socket, keep SVIDs rotated (see README, "Node agent").
+    Agent(AgentArgs),
+    /// One-time node bootstrap tokens for VMs (cloud-init).
+    #[command(subcommand)]
+    Jointoken(JoinTokenCommand),
+    /// SPIFFE Workload API client: fetch this process's X.509 or JWT SVIDs.
+    #[command(subcommand)]
+    Svid(SvidCommand),
+    /// Attested nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Agent TOML config (server_address, trust_domain, trust_bundle,
+    /// join_token_file, state_dir, socket, [[files]], [metadata]).
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JoinTokenCommand {
+    /// Create a one-time join token for a node.
+    ///
+    /// Example: lanyard jointoken create --node-id web-1 --ttl 10m --cloud-init
+    ///   --server-address lanyard.example.org:8081 > user-data.yaml
+    Create {
+        /// The node's id; it becomes spiffe://TD/lanyard/node/ID.
+        #[arg(long)]
+        node_id: String,
+        /// How long the token can be used (once).
+        #[arg(long, default_value = "10m")]
+        ttl: String,
+        /// Extra node selectors (repeatable).
+        #[arg(long)]
+        selector: Vec<String>,
+        /// Print a ready #cloud-config user-data snippet instead of the token.
+        #[arg(long)]
+        cloud_init: bool,
+        /// The server's node API address for the cloud-init snippet.
+        #[arg(long)]
+        server_address: Option<String>,
+    },
+    /// List join tokens (never their secrets).
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SvidCommand {
+    /// Fetch SVIDs from the Workload API (socket: --socket,
+    /// SPIFFE_ENDPOINT_SOCKET, or --data-dir's dev.json).
+    Fetch(SvidFetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SvidFetchArgs {
+    /// Workload API socket (path or unix:PATH).
+    #[arg(long)]
+    pub socket: Option<String>,
+    /// Fetch a JWT-SVID instead of an X.509-SVID.
+    #[arg(long)]
+    pub jwt: bool,
+    /// Audience for the JWT-SVID (repeatable).
+    #[arg(long)]
+    pub audience: Vec<String>,
+    /// Only this SPIFFE ID (when the process has several).
+    #[arg(long)]
+    pub spiffe_id: Option<String>,
+    /// Write svid.pem, svid.key (0600), bundle.pem (or token.jwt) to DIR.
+    #[arg(long)]
+    pub write: Option<PathBuf>,
+    /// Keep running and print (and write) every rotation.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List attested nodes.
+    List,
 }
 
 // `Add` carries many flags; the enum is built once per process, so its size
@@ -214,6 +298,14 @@ pub struct EntryArgs {
     /// Only evidence from this trusted issuer matches.
     #[arg(long)]
     pub issuer: Option<String>,
+    /// Node agent entry: the node (spiffe://TD/lanyard/node/ID) whose agent
+    /// serves this identity to local processes. Under `lanyard dev`, entries
+    /// with only unix: selectors default to the built-in agent's node.
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// DNS SANs for X.509-SVIDs (repeatable).
+    #[arg(long = "dns-name")]
+    pub dns_names: Vec<String>,
     /// Audiences tokens may be issued for (repeatable; any when none).
     #[arg(long = "audience")]
     pub audiences: Vec<String>,
@@ -339,8 +431,15 @@ pub enum AuditCommand {
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
     /// File with the subject token ('-' for stdin).
-    #[arg(long)]
-    pub subject_token: PathBuf,
+    #[arg(long, required_unless_present = "pid")]
+    pub subject_token: Option<PathBuf>,
+    /// A local process: show its selectors as the node agent attests them and
+    /// which of the node's entries match or nearly match.
+    #[arg(long, conflicts_with = "subject_token")]
+    pub pid: Option<i32>,
+    /// The node whose entries to check with --pid (default: lanyard dev's node).
+    #[arg(long, requires = "pid")]
+    pub node: Option<String>,
     /// File with the actor token.
     #[arg(long)]
     pub actor_token: Option<PathBuf>,

@@ -2,7 +2,11 @@
 
 pub mod audit;
 mod broker;
-mod dev;
+pub mod agent;
+pub mod dev;
+mod jointoken;
+mod node;
+pub mod svid;
 mod entry;
 mod issuer;
 mod keys;
@@ -26,7 +30,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(c) => token::run(&cli.global, c).await,
         Command::Revoke(a) => revoke::run(&cli.global, a).await,
         Command::Audit(c) => audit::run(&cli.global, c).await,
+        Command::Explain(a) if a.pid.is_some() => node::explain_pid(&cli.global, a).await,
         Command::Explain(a) => token::explain(&cli.global, a).await,
         Command::Broker(c) => broker::run(&cli.global, c).await,
+        Command::Agent(a) => agent::run(&cli.global, a).await,
+        Command::Jointoken(c) => jointoken::run(&cli.global, c).await,
+        Command::Svid(crate::cli::SvidCommand::Fetch(a)) => svid::fetch(&cli.global, a).await,
+        Command::Node(c) => node::run(&cli.global, c).await,
     }
 }

@@ -60,6 +60,8 @@ pub struct Settings {
     pub max_delegation_depth: usize,
     /// Parent node of agent entries created without one (`lanyard dev`).
     pub default_parent: Option<lanyard_core::SpiffeId>,
+    /// Longest join token lifetime.
+    pub join_token_max_ttl: Duration,
 }
 
 /// The correlation id of the current request, set by middleware.
@@ -135,6 +137,12 @@ pub fn router(state: AppState) -> Router {
             "/broker/v1/leases/{id}",
             axum::routing::delete(broker::revoke),
         )
+        .route(
+            "/admin/v1/jointokens",
+            get(admin::list_join_tokens).post(admin::create_join_token),
+        )
+        .route("/admin/v1/nodes", get(admin::list_nodes))
+        .route("/admin/v1/ca", get(admin::list_cas))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(

@@ -71,10 +71,11 @@ impl Server {
             jwt_default_ttl: config.jwt_default_ttl,
             jwt_max_ttl: config.jwt_max_ttl,
             max_delegation_depth: config.max_delegation_depth,
-            default_parent: config
+            default_parent: config.node_api.as_ref().and_then(|n| n.default_parent.clone()),
+            join_token_max_ttl: config
                 .node_api
                 .as_ref()
-                .and_then(|n| n.default_parent.clone()),
+                .map_or(Duration::from_secs(24 * 3600), |n| n.join_token_max_ttl),
         };
         let http = lanyard_attest::Attestor::http_client().map_err(|e| ServerError::Io {
             what: "building the HTTP client".into(),
@@ -124,6 +125,66 @@ impl Server {
         listener: std::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
+        self.serve_all(listener, None, shutdown).await
+    }
+
+    /// Binds the node API listener from the configuration (`None` when the
+    /// node API is disabled).
+    ///
+    /// # Errors
+    /// [`ServerError::Io`] when the address cannot be bound.
+    pub fn bind_node_api(&self) -> Result<Option<std::net::TcpListener>, ServerError> {
+        let Some(cfg) = &self.config.node_api else {
+            return Ok(None);
+        };
+        std::net::TcpListener::bind(cfg.listen)
+            .map(Some)
+            .map_err(|source| ServerError::Io {
+                what: format!("binding the node API on {} (in use? set node_api.listen)", cfg.listen),
+                source,
+            })
+    }
+
+    /// Like [`Server::serve`], also serving the gRPC node API on
+    /// `node_listener` (bound with [`Server::bind_node_api`]).
+    ///
+    /// # Errors
+    /// [`ServerError::Tls`] or [`ServerError::Io`].
+    pub async fn serve_all(
+        self,
+        listener: std::net::TcpListener,
+        node_listener: Option<std::net::TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let node_task = match (node_listener, self.config.node_api.clone()) {
+            (Some(l), Some(cfg)) => {
+                l.set_nonblocking(true).map_err(|source| ServerError::Io {
+                    what: "configuring the node API listener".into(),
+                    source,
+                })?;
+                let l = tokio::net::TcpListener::from_std(l).map_err(|source| ServerError::Io {
+                    what: "adopting the node API listener".into(),
+                    source,
+                })?;
+                let state = self.state.clone();
+                let stop = stopped(stop_rx.clone());
+                Some(tokio::spawn(async move {
+                    if let Err(e) = crate::node_api::serve(state, cfg, l, stop).await {
+                        tracing::error!(error = %e, "node API stopped");
+                    }
+                }))
+            }
+            _ => None,
+        };
+        let shutdown = stopped(stop_rx);
         let io = |what: &str| {
             let what = what.to_owned();
             move |source| ServerError::Io { what, source }
@@ -213,6 +274,9 @@ impl Server {
         job.abort();
         poll.abort();
         reaper.abort();
+        if let Some(t) = node_task {
+            t.abort();
+        }
         tracing::info!("server stopped");
         result
     }

@@ -176,12 +176,14 @@ async fn lease(g: &Global, cmd: BrokerLeaseCommand) -> anyhow::Result<ExitCode> 
             let v = client
                 .call(Method::DELETE, &format!("broker/leases/{id}"), None)
                 .await?;
-            output::print(g.output, &v, |v| match s(v, "state") {
+            output::print(g.output, &v, |v| {
+                match s(v, "state") {
                 "revoked" => println!("revoked lease {id}; the user is gone"),
                 other => println!(
                     "lease {id} is {other}: the backend did not answer ({}); Lanyard keeps retrying",
                     s(v, "last_error")
                 ),
+            }
             });
         }
     }
@@ -199,7 +201,10 @@ async fn creds(g: &Global, a: BrokerCredsArgs) -> anyhow::Result<ExitCode> {
         ),
     };
     if a.role.split_once('/').is_none() {
-        bail!("role {:?} must be backend/role, e.g. appdb/readonly", a.role);
+        bail!(
+            "role {:?} must be backend/role, e.g. appdb/readonly",
+            a.role
+        );
     }
     let ttl = a
         .ttl

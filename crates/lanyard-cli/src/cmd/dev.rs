@@ -22,6 +22,9 @@ use crate::output;
 
 const DEV_TENANT: &str = "dev";
 const DEV_TRUST_DOMAIN: &str = "example.org";
+/// The built-in agent's node id: entries with only `unix:` selectors and no
+/// `--parent` belong to it.
+pub const DEV_NODE: &str = "dev";
 
 pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
     let dir = g
@@ -64,6 +67,17 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         jwt_default_ttl: DEFAULT_JWT_SVID_TTL,
         jwt_max_ttl: std::time::Duration::from_secs(3600),
         max_delegation_depth: lanyard_server::config::DEFAULT_MAX_DELEGATION_DEPTH,
+        ca: lanyard_server::config::CaConfig::default(),
+        node_api: Some(lanyard_server::config::NodeApiConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            dns_names: vec!["localhost".into()],
+            join_token_max_ttl: std::time::Duration::from_secs(24 * 3600),
+            default_parent: Some(
+                lanyard_server::node_api::node_spiffe_id(&TrustDomain::parse(DEV_TRUST_DOMAIN)?, DEV_NODE)
+                    .map_err(anyhow::Error::msg)?,
+            ),
+            k8s_agent_service_accounts: Vec::new(),
+        }),
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let server = Server::build(config, clock.clone())
@@ -109,6 +123,13 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let socket = dir.join("workload.sock");
+    let node_listener = server
+        .bind_node_api()?
+        .context("the dev server always has a node API")?;
+    let node_addr = node_listener.local_addr().context("reading the node API address")?;
+    let state = server.state().clone();
+    let mut server_task = tokio::spawn(server.serve_all(listener, Some(node_listener), shutdown_signal()));
+    let agent = start_agent(&state, &dir, &socket, node_addr, clock.clone()).await?;
     let info = json!({
         "issuer": issuer,
         "admin_token": token,
@@ -120,6 +141,9 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         "tenant": DEV_TENANT,
         "data_dir": dir,
         "pid": std::process::id(),
+        "node_api": node_addr.to_string(),
+        "node_id": DEV_NODE,
+        "node_spiffe_id": format!("spiffe://{DEV_TRUST_DOMAIN}/lanyard/node/{DEV_NODE}"),
     });
     write_private(&dev_json, serde_json::to_vec_pretty(&info)?.as_slice())?;
 
@@ -132,11 +156,20 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         println!("  discovery        {issuer}/.well-known/openid-configuration");
         println!("  bundle endpoint  {issuer}/bundle");
         println!("  trust domain     {DEV_TRUST_DOMAIN}   tenant {DEV_TENANT}");
+        println!("  workload API     unix:{}  (node spiffe://{DEV_TRUST_DOMAIN}/lanyard/node/{DEV_NODE})", socket.display());
         println!("  state            {}", dir.display());
         println!("  admin token      in {} (mode 0600)", dev_json.display());
         println!();
         println!("Try, in another shell:");
         println!("  curl -s {issuer}/.well-known/openid-configuration");
+        println!(
+            "  cargo run --release -- --data-dir {} entry create --spiffe-id spiffe://{DEV_TRUST_DOMAIN}/me --tenant {DEV_TENANT} --selector unix:uid:$(id -u)",
+            dir.display()
+        );
+        println!(
+            "  cargo run --release -- svid fetch --socket {}",
+            socket.display()
+        );
         println!(
             "  cargo run --release -- --data-dir {} tenant list",
             dir.display()
@@ -144,8 +177,68 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         println!();
         println!("Stop with Ctrl-C.");
     });
-    server.serve(listener, shutdown_signal()).await?;
+    let result = (&mut server_task).await;
+    agent.stop();
+    result.context("the server task failed")??;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The built-in agent: attests node `dev` over the real node API with a
+/// join token the dev server makes for itself (once; the node SVID is kept
+/// in DATA_DIR/agent), then serves the Workload API on `socket`.
+async fn start_agent(
+    state: &lanyard_server::app::AppState,
+    dir: &Path,
+    socket: &Path,
+    node_addr: std::net::SocketAddr,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<crate::cmd::agent::Running> {
+    let td = TrustDomain::parse(DEV_TRUST_DOMAIN)?;
+    let state_dir = dir.join("agent");
+    let stored = std::fs::read(state_dir.join("node-svid.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<lanyard_agent::node_client::NodeIdentity>(&b).ok())
+        .filter(|n| n.expires_at > clock.unix_seconds() + 60);
+    let bootstrap = if stored.is_some() {
+        lanyard_agent::Bootstrap::Stored
+    } else {
+        let (token, row) = lanyard_server::node_api::new_join_token(
+            &td,
+            DEV_NODE,
+            Vec::new(),
+            clock.unix_seconds(),
+            std::time::Duration::from_secs(600),
+            "system:dev",
+        )
+        .map_err(anyhow::Error::msg)?;
+        let audit = AuditDraft {
+            at_ms: clock.unix_seconds().saturating_mul(1000),
+            correlation_id: lanyard_server::correlation::new_id(),
+            actor: "system:dev".into(),
+            action: "jointoken.create".into(),
+            subject: format!("jointoken {} for the built-in agent", row.id),
+            tenant: None,
+            decision: Decision::Allow,
+            reason: "lanyard dev".into(),
+            evidence_digest: None,
+        };
+        state.store.create_join_token(row, audit).await?;
+        lanyard_agent::Bootstrap::JoinToken(token)
+    };
+    let config = lanyard_agent::AgentConfig {
+        server_addr: node_addr.to_string(),
+        server_name: Some("localhost".into()),
+        trust_domain: DEV_TRUST_DOMAIN.into(),
+        bootstrap_roots: state.ca.current().roots.clone(),
+        bootstrap,
+        state_dir,
+        socket_path: socket.to_owned(),
+        sync_interval: std::time::Duration::from_secs(1),
+        attest: lanyard_agent::attest::AttestConfig::default(),
+        files: Vec::new(),
+        metadata_listen: None,
+    };
+    crate::cmd::agent::start(config, None, clock).await
 }
 
 /// Writes `bytes` to `path` with mode 0600 atomically (temp file + rename).

@@ -91,6 +91,8 @@ fn body(a: EntryArgs) -> anyhow::Result<Value> {
         "spiffe_id": a.spiffe_id,
         "tenant": a.tenant,
         "issuer": a.issuer,
+        "parent": a.parent,
+        "dns_names": a.dns_names,
         "selectors": a.selectors,
         "audiences": a.audiences,
         "ttl_seconds": secs("--ttl", a.ttl)?,

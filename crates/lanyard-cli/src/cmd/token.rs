@@ -68,7 +68,7 @@ async fn exchange(g: &Global, a: ExchangeArgs) -> anyhow::Result<ExitCode> {
 pub async fn explain(g: &Global, a: ExplainArgs) -> anyhow::Result<ExitCode> {
     let client = AdminClient::from_global(g)?;
     let body = json!({
-        "subject_token": read_token(&a.subject_token)?,
+        "subject_token": read_token(a.subject_token.as_deref().ok_or_else(|| anyhow::anyhow!("--subject-token or --pid is required"))?)?,
         "actor_token": a.actor_token.as_deref().map(read_token).transpose()?,
         "audience": a.audiences,
         "tenant": a.tenant,

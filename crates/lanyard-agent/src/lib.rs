@@ -1,0 +1,467 @@
+//! The Lanyard node agent.
+//!
+//! It attests its node to the server once (join token or Kubernetes
+//! projected token; [`node_client`]), then keeps, in memory, the entries the
+//! server says this node serves and an X.509-SVID for each (keys generated
+//! here, never sent anywhere), rotating each at half its lifetime. Workloads
+//! get them through the SPIFFE Workload API on a Unix socket
+//! ([`workload_api`]), attested from the kernel's view of the caller
+//! ([`attest`]); optionally as files ([`files`]) and, for the node itself, on
+//! a metadata endpoint ([`metadata`]).
+//!
+//! Fail closed: a node the server refuses (revoked) drops every SVID it holds
+//! at the next sync and answers `PermissionDenied`; while the server is
+//! merely unreachable the cached SVIDs keep being served until they expire.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod attest;
+pub mod files;
+pub mod metadata;
+pub mod node_client;
+pub mod workload_api;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use lanyard_core::{Clock, Entry, EntryIndex, Selector, SpiffeId, TenantId};
+use lanyard_jose::{Jwks, VerifyingKey};
+use lanyard_proto::node::{MintJwtSvidRequest, SignX509SvidsRequest, SvidRequest, SyncRequest};
+use tokio::sync::{watch, Mutex};
+
+pub use node_client::{Bootstrap, NodeClient};
+
+/// What can go wrong in the agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// Bad configuration.
+    #[error("agent configuration: {0}")]
+    Config(String),
+    /// I/O.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    /// Node identity trouble.
+    #[error("node identity: {0}")]
+    Node(String),
+    /// The server refused (revoked, unknown, bad token).
+    #[error("the server refused: {0}")]
+    Refused(String),
+    /// The server is unreachable or failed.
+    #[error("the server is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl AgentError {
+    fn from_status(s: tonic::Status) -> Self {
+        match s.code() {
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::InvalidArgument => {
+                Self::Refused(s.message().to_owned())
+            }
+            _ => Self::Unavailable(format!("{}: {}", s.code(), s.message())),
+        }
+    }
+}
+
+/// A workload identity held by the agent.
+pub struct Identity {
+    /// The entry.
+    pub entry: Arc<Entry>,
+    /// The SVID's key, PKCS#8.
+    pub key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
+    /// Leaf first, then intermediates (DER).
+    pub chain: Vec<Vec<u8>>,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("spiffe_id", &self.entry.spiffe_id.to_string())
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    fn renew_at(&self) -> i64 {
+        self.issued_at + (self.expires_at - self.issued_at) / 2
+    }
+}
+
+/// Everything the Workload API serves, swapped as a whole.
+#[derive(Debug, Default)]
+pub struct View {
+    /// This node's SPIFFE ID.
+    pub node: Option<SpiffeId>,
+    /// `spiffe://TD`.
+    pub trust_domain_id: String,
+    /// Server revision last synced.
+    pub revision: i64,
+    /// This node's entries.
+    pub index: Arc<EntryIndex>,
+    /// X.509-SVIDs by entry id.
+    pub identities: HashMap<String, Arc<Identity>>,
+    /// X.509 roots (DER).
+    pub roots: Vec<Vec<u8>>,
+    /// JWT-SVID keys as JWKS JSON.
+    pub jwt_bundle: Vec<u8>,
+    /// The same, parsed once.
+    pub jwt_keys: Arc<Vec<VerifyingKey>>,
+    /// False once the server refused this node: nothing is served.
+    pub serving: bool,
+}
+
+/// Agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Node API address, `host:port`.
+    pub server_addr: String,
+    /// Name checked on the server's certificate (default: the host of `server_addr`).
+    pub server_name: Option<String>,
+    /// Trust domain name.
+    pub trust_domain: String,
+    /// Roots to trust for the server before the first sync (DER).
+    pub bootstrap_roots: Vec<Vec<u8>>,
+    /// How to attest the first time.
+    pub bootstrap: Bootstrap,
+    /// Where the node SVID is kept (0700 directory).
+    pub state_dir: PathBuf,
+    /// Workload API socket path.
+    pub socket_path: PathBuf,
+    /// How often to sync when the server does not say.
+    pub sync_interval: Duration,
+    /// Workload attestation.
+    pub attest: attest::AttestConfig,
+    /// Files to keep written.
+    pub files: Vec<files::FileTarget>,
+    /// Metadata endpoint address, if any.
+    pub metadata_listen: Option<std::net::SocketAddr>,
+}
+
+/// The running agent's shared state.
+#[derive(Debug)]
+pub struct Agent {
+    config: AgentConfig,
+    node: NodeClient,
+    view: ArcSwap<View>,
+    changed: watch::Sender<u64>,
+    jwt_cache: Mutex<HashMap<(String, Vec<String>), (String, i64, i64)>>,
+    clock: Arc<dyn Clock>,
+    attestor: attest::WorkloadAttestor,
+}
+
+impl Agent {
+    /// Builds the agent (no network yet).
+    ///
+    /// # Errors
+    /// [`AgentError`] for bad configuration or an unreadable stored identity.
+    pub fn new(config: AgentConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>, AgentError> {
+        std::fs::create_dir_all(&config.state_dir)
+            .map_err(|e| AgentError::Io(format!("creating {}", config.state_dir.display()), e))?;
+        let node = NodeClient::new(
+            &config.server_addr,
+            config.server_name.as_deref(),
+            &config.trust_domain,
+            config.bootstrap_roots.clone(),
+            &config.state_dir,
+        )?;
+        let (changed, _) = watch::channel(0);
+        let attestor = attest::WorkloadAttestor::new(config.attest.clone());
+        Ok(Arc::new(Self {
+            view: ArcSwap::from_pointee(View {
+                trust_domain_id: format!("spiffe://{}", config.trust_domain),
+                ..View::default()
+            }),
+            config,
+            node,
+            changed,
+            jwt_cache: Mutex::new(HashMap::new()),
+            clock,
+            attestor,
+        }))
+    }
+
+    /// The current view: a lock-free load.
+    pub fn view(&self) -> Arc<View> {
+        self.view.load_full()
+    }
+
+    /// Notified whenever the view changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// The node identity, once attested.
+    pub fn node_identity(&self) -> Option<node_client::NodeIdentity> {
+        self.node.identity()
+    }
+
+    /// The workload attestor.
+    pub fn attestor(&self) -> &attest::WorkloadAttestor {
+        &self.attestor
+    }
+
+    /// Now, in Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.clock.unix_seconds()
+    }
+
+    fn publish(&self, view: View) {
+        self.view.store(Arc::new(view));
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// One round: make sure the node is attested and its SVID fresh, sync
+    /// entries and bundle, sign what is missing or past half-life.
+    ///
+    /// # Errors
+    /// [`AgentError::Refused`] when the server refuses this node (the agent
+    /// then stops serving), [`AgentError::Unavailable`] when unreachable.
+    pub async fn sync_once(&self) -> Result<(), AgentError> {
+        let now = self.now();
+        let result = self.sync_inner(now).await;
+        if let Err(AgentError::Refused(reason)) = &result {
+            tracing::error!(reason, "the server refused this node; dropping every SVID");
+            let cur = self.view();
+            if cur.serving || !cur.identities.is_empty() {
+                self.publish(View {
+                    trust_domain_id: cur.trust_domain_id.clone(),
+                    node: cur.node.clone(),
+                    serving: false,
+                    ..View::default()
+                });
+            }
+            self.jwt_cache.lock().await.clear();
+        }
+        result
+    }
+
+    async fn sync_inner(&self, now: i64) -> Result<(), AgentError> {
+        self.node.ensure_identity(&self.config.bootstrap, now).await?;
+        let node_id = self
+            .node
+            .identity()
+            .and_then(|i| SpiffeId::parse(&i.spiffe_id).ok())
+            .ok_or_else(|| AgentError::Node("no node identity".into()))?;
+        let cur = self.view();
+        let known = if cur.serving { cur.revision } else { -1 };
+        let resp = self
+            .node
+            .grpc()?
+            .sync(SyncRequest { known_revision: known })
+            .await
+            .map_err(AgentError::from_status)?
+            .into_inner();
+        let (index, roots, jwt_bundle, jwt_keys, td, revision) = if resp.unchanged {
+            (
+                cur.index.clone(),
+                cur.roots.clone(),
+                cur.jwt_bundle.clone(),
+                cur.jwt_keys.clone(),
+                cur.trust_domain_id.clone(),
+                cur.revision,
+            )
+        } else {
+            let entries = resp
+                .entries
+                .iter()
+                .filter_map(|e| entry_from_pb(e, &node_id))
+                .collect::<Vec<_>>();
+            self.node.set_roots(resp.x509_roots.clone());
+            let keys: Vec<VerifyingKey> = serde_json::from_slice::<Jwks>(&resp.jwt_bundle)
+                .map(|jwks| {
+                    jwks.keys
+                        .iter()
+                        .filter_map(|k| VerifyingKey::from_jwk(k).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let keys = Arc::new(keys);
+            (
+                Arc::new(EntryIndex::new(entries)),
+                resp.x509_roots,
+                resp.jwt_bundle,
+                keys,
+                format!("spiffe://{}", resp.trust_domain),
+                resp.revision,
+            )
+        };
+        // Keep SVIDs still good for entries that still exist; sign the rest.
+        let mut identities: HashMap<String, Arc<Identity>> = HashMap::new();
+        let mut wanted = Vec::new();
+        for e in index.iter() {
+            match cur.identities.get(&e.id) {
+                Some(id) if now < id.renew_at() && id.entry.spiffe_id == e.spiffe_id && id.entry.dns_names == e.dns_names => {
+                    identities.insert(e.id.clone(), id.clone());
+                }
+                _ => wanted.push(e.clone()),
+            }
+        }
+        let rotated = !wanted.is_empty();
+        for chunk in wanted.chunks(500) {
+            let mut keys = HashMap::new();
+            let mut requests = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                let (key, csr) = node_client::new_key_and_csr()?;
+                keys.insert(e.id.clone(), key);
+                requests.push(SvidRequest { entry_id: e.id.clone(), csr });
+            }
+            let signed = self
+                .node
+                .grpc()?
+                .sign_x509_svids(SignX509SvidsRequest { requests })
+                .await
+                .map_err(AgentError::from_status)?
+                .into_inner();
+            for svid in signed.svids {
+                let (Some(entry), Some(key)) = (index.get(&svid.entry_id), keys.remove(&svid.entry_id)) else {
+                    continue;
+                };
+                identities.insert(
+                    svid.entry_id.clone(),
+                    Arc::new(Identity {
+                        entry: entry.clone(),
+                        key_pkcs8: key,
+                        chain: svid.cert_chain,
+                        issued_at: now,
+                        expires_at: svid.expires_at,
+                    }),
+                );
+            }
+        }
+        let changed = rotated
+            || !resp.unchanged
+            || !cur.serving
+            || identities.len() != cur.identities.len();
+        if changed {
+            if rotated {
+                tracing::info!(signed = wanted.len(), total = identities.len(), "workload SVIDs signed");
+            }
+            if !resp.unchanged {
+                self.jwt_cache.lock().await.clear();
+            }
+            self.publish(View {
+                node: Some(node_id),
+                trust_domain_id: td,
+                revision,
+                index,
+                identities,
+                roots,
+                jwt_bundle,
+                jwt_keys,
+                serving: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// A JWT-SVID for `entry` and `audiences`: cached until half its life,
+    /// minted by the server otherwise.
+    ///
+    /// # Errors
+    /// [`AgentError`] when the server refuses or is unreachable.
+    pub async fn jwt_svid(&self, entry: &Entry, audiences: &[String]) -> Result<String, AgentError> {
+        let now = self.now();
+        let key = (entry.id.clone(), audiences.to_vec());
+        if let Some((token, refresh_at, _)) = self.jwt_cache.lock().await.get(&key) {
+            if now < *refresh_at {
+                return Ok(token.clone());
+            }
+        }
+        let minted = self
+            .node
+            .grpc()?
+            .mint_jwt_svid(MintJwtSvidRequest {
+                entry_id: entry.id.clone(),
+                audiences: audiences.to_vec(),
+            })
+            .await
+            .map_err(AgentError::from_status)?
+            .into_inner();
+        let refresh_at = now + (minted.expires_at - now) / 2;
+        let mut cache = self.jwt_cache.lock().await;
+        if cache.len() > 100_000 {
+            cache.retain(|_, (_, r, _)| *r > now);
+        }
+        cache.insert(key, (minted.token.clone(), refresh_at, minted.expires_at));
+        Ok(minted.token)
+    }
+
+    /// Runs the sync loop until `shutdown` resolves.
+    pub async fn run_sync(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut delay = self.config.sync_interval;
+        loop {
+            match self.sync_once().await {
+                Ok(()) => delay = self.config.sync_interval,
+                Err(AgentError::Refused(_)) => delay = self.config.sync_interval,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sync failed; serving cached SVIDs until they expire");
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+fn entry_from_pb(e: &lanyard_proto::node::Entry, node: &SpiffeId) -> Option<Entry> {
+    let mut selectors = e
+        .selectors
+        .iter()
+        .map(|s| Selector::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    selectors.sort();
+    Some(Entry {
+        id: e.id.clone(),
+        spiffe_id: SpiffeId::parse(&e.spiffe_id).ok()?,
+        tenant: TenantId::parse(&e.tenant).ok()?,
+        issuer: None,
+        parent: Some(node.clone()),
+        dns_names: e.dns_names.clone(),
+        selectors,
+        audiences: e.audiences.clone(),
+        ttl: u64::try_from(e.jwt_ttl_seconds).ok().map(Duration::from_secs),
+        max_ttl: None,
+        scopes: Vec::new(),
+        may_act: Vec::new(),
+        admin: false,
+        // Broker grants are used by the server only; agents never see them.
+        grants: Vec::new(),
+        created_at: 0,
+    })
+}
+
+/// The SPIFFE ID (URI SAN) of a DER certificate, if it has exactly one.
+pub fn svid_spiffe_id(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let mut uris = san.value.general_names.iter().filter_map(|g| match g {
+        x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+        _ => None,
+    });
+    let first = uris.next()?;
+    uris.next().is_none().then(|| first.to_owned())
+}
+
+/// The claims of a compact JWT, unverified (only for tokens this agent just
+/// received from its server, e.g. to read `exp`).
+pub fn unverified_claims(token: &str) -> Option<serde_json::Value> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
