@@ -193,7 +193,15 @@ async fn lease(g: &Global, cmd: BrokerLeaseCommand) -> anyhow::Result<ExitCode> 
 async fn creds(g: &Global, a: BrokerCredsArgs) -> anyhow::Result<ExitCode> {
     let client = AdminClient::anonymous(g)?;
     let audience = format!("{}/broker", client.base());
-    let svid = match (&a.token_file, &a.socket) {
+    // Without --socket, `lanyard dev`'s socket (from --data-dir's dev.json).
+    let dev_socket = || {
+        g.data_dir
+            .as_deref()
+            .and_then(|d| crate::client::read_dev_json(d).ok())
+            .and_then(|v| v["workload_socket"].as_str().map(str::to_owned))
+    };
+    let socket = a.socket.clone().or_else(dev_socket);
+    let svid = match (&a.token_file, &socket) {
         (Some(path), _) => crate::cmd::token::read_token(path)?,
         (None, Some(socket)) => fetch_svid(socket, &audience).await?,
         (None, None) => bail!(
