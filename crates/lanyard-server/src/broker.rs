@@ -842,6 +842,50 @@ impl BrokerService {
     }
 }
 
+/// Re-seals every broker backend's admin secret from `old` to `new` (part of
+/// `lanyard server rekey`), one audited update per backend. Backends already
+/// under `new` are skipped, so a rerun after a partial failure finishes the job.
+///
+/// # Errors
+/// The first backend whose secret `old` cannot open, or a store error.
+pub async fn reseal_backends(
+    store: &dyn Store,
+    old: &lanyard_ca::Kek,
+    new: &lanyard_ca::Kek,
+    actor: &str,
+    at_ms: i64,
+) -> Result<usize, crate::ServerError> {
+    let correlation_id = crate::correlation::new_id();
+    let mut n = 0;
+    for mut row in store.list_broker_backends().await? {
+        if row.kek_fingerprint == new.fingerprint() {
+            continue;
+        }
+        let aad = secret_aad(&row.name);
+        let plain = old.open(&row.sealed_secret, &aad)?;
+        row.sealed_secret = new.seal(&plain, &aad)?;
+        row.kek_fingerprint = new.fingerprint().to_owned();
+        let draft = AuditDraft {
+            at_ms,
+            correlation_id: correlation_id.clone(),
+            actor: actor.to_owned(),
+            action: "broker.backend.reseal".into(),
+            subject: row.name.clone(),
+            tenant: None,
+            decision: Decision::Allow,
+            reason: format!(
+                "key-encryption key {} -> {}",
+                old.fingerprint(),
+                new.fingerprint()
+            ),
+            evidence_digest: None,
+        };
+        store.update_broker_backend(row, draft).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 fn secret_aad(name: &str) -> String {
     format!("broker-backend:{name}")
 }

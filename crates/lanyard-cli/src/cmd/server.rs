@@ -136,11 +136,14 @@ async fn rekey(
     let n = lanyard_server::keys::reseal_all(&*store, &old, &new, "system:rekey", at_ms)
         .await
         .context("re-sealing the signing keys (nothing was changed)")?;
-    let result =
-        json!({ "resealed": n, "old_kek": old.fingerprint(), "new_kek": new.fingerprint() });
+    let backends =
+        lanyard_server::broker::reseal_backends(&*store, &old, &new, "system:rekey", at_ms)
+            .await
+            .context("re-sealing the broker backends' secrets (signing keys are already re-sealed; run rekey again to finish)")?;
+    let result = json!({ "resealed": n, "broker_backends_resealed": backends, "old_kek": old.fingerprint(), "new_kek": new.fingerprint() });
     output::print(g.output, &result, |_| {
         println!(
-            "{n} signing keys re-sealed under key-encryption key {} (was {}).",
+            "{n} signing keys and {backends} broker backend secrets re-sealed under key-encryption key {} (was {}).",
             new.fingerprint(),
             old.fingerprint()
         );
