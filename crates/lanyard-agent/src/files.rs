@@ -85,15 +85,33 @@ pub async fn write_target(agent: &Agent, target: &FileTarget) -> Result<i64, Str
         .values()
         .find(|i| i.entry.spiffe_id.to_string() == target.spiffe_id)
         .cloned()
-        .ok_or_else(|| format!("no SVID for {} on this node (is there an entry with this node as parent?)", target.spiffe_id))?;
-    std::fs::create_dir_all(&target.dir).map_err(|e| format!("creating {}: {e}", target.dir.display()))?;
+        .ok_or_else(|| {
+            format!(
+                "no SVID for {} on this node (is there an entry with this node as parent?)",
+                target.spiffe_id
+            )
+        })?;
+    std::fs::create_dir_all(&target.dir)
+        .map_err(|e| format!("creating {}: {e}", target.dir.display()))?;
     let put = |name: &str, data: &[u8], mode: u32| {
         let path = target.dir.join(name);
         write_atomic(&path, data, mode).map_err(|e| format!("writing {}: {e}", path.display()))
     };
-    put("svid.pem", pem("CERTIFICATE", &identity.chain).as_bytes(), 0o644)?;
-    put("svid.key", pem("PRIVATE KEY", &[identity.key_pkcs8.to_vec()]).as_bytes(), 0o600)?;
-    put("bundle.pem", pem("CERTIFICATE", &view.roots).as_bytes(), 0o644)?;
+    put(
+        "svid.pem",
+        pem("CERTIFICATE", &identity.chain).as_bytes(),
+        0o644,
+    )?;
+    put(
+        "svid.key",
+        pem("PRIVATE KEY", &[identity.key_pkcs8.to_vec()]).as_bytes(),
+        0o600,
+    )?;
+    put(
+        "bundle.pem",
+        pem("CERTIFICATE", &view.roots).as_bytes(),
+        0o644,
+    )?;
     if let Some(aud) = &target.jwt_audience {
         let token = agent
             .jwt_svid(&identity.entry, std::slice::from_ref(aud))
@@ -106,7 +124,11 @@ pub async fn write_target(agent: &Agent, target: &FileTarget) -> Result<i64, Str
 
 /// Keeps every target written: on each view change, and every few seconds
 /// for the JWT (refreshed at half its life by the agent's cache).
-pub async fn run(agent: Arc<Agent>, targets: Vec<FileTarget>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    agent: Arc<Agent>,
+    targets: Vec<FileTarget>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     if targets.is_empty() {
         return;
     }
@@ -121,7 +143,12 @@ pub async fn run(agent: Arc<Agent>, targets: Vec<FileTarget>, mut shutdown: toki
                 .find(|id| id.entry.spiffe_id.to_string() == t.spiffe_id)
                 .and_then(|id| id.chain.first().cloned());
             let due = t.jwt_audience.is_some()
-                || leaf.as_ref().is_some_and(|l| written.get(i).and_then(|w| w.as_ref()).is_none_or(|(_, old)| old != l));
+                || leaf.as_ref().is_some_and(|l| {
+                    written
+                        .get(i)
+                        .and_then(|w| w.as_ref())
+                        .is_none_or(|(_, old)| old != l)
+                });
             if !due {
                 continue;
             }
@@ -131,7 +158,9 @@ pub async fn run(agent: Arc<Agent>, targets: Vec<FileTarget>, mut shutdown: toki
                         *slot = Some((t.spiffe_id.clone(), leaf));
                     }
                 }
-                Err(e) => tracing::error!(error = %e, dir = %t.dir.display(), "writing identity files failed; the previous files stay"),
+                Err(e) => {
+                    tracing::error!(error = %e, dir = %t.dir.display(), "writing identity files failed; the previous files stay")
+                }
             }
         }
         tokio::select! {
@@ -139,5 +168,39 @@ pub async fn run(agent: Arc<Agent>, targets: Vec<FileTarget>, mut shutdown: toki
             () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_atomic_and_a_failed_write_keeps_the_old_file() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("svid.key");
+        write_atomic(&path, b"old", 0o600)?;
+        assert_eq!(std::fs::read(&path)?, b"old");
+        assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+        // Make the next write fail the way a full disk does (before the
+        // rename): the temporary file cannot be created.
+        let blocker = dir.path().join(format!(".svid.key.tmp-{}", std::process::id()));
+        std::fs::create_dir(&blocker)?;
+        assert!(write_atomic(&path, b"new", 0o600).is_err());
+        assert_eq!(std::fs::read(&path)?, b"old", "the previous file stays");
+        std::fs::remove_dir(&blocker)?;
+        write_atomic(&path, b"new", 0o600)?;
+        assert_eq!(std::fs::read(&path)?, b"new");
+        // No temporary files are left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())?.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn pem_blocks_wrap_at_64_columns() {
+        let text = pem("CERTIFICATE", &[vec![0u8; 100], vec![1u8; 3]]);
+        assert_eq!(text.matches("-----BEGIN CERTIFICATE-----").count(), 2);
+        assert!(text.lines().all(|l| l.len() <= 64 || l.starts_with("-----")));
     }
 }

@@ -59,9 +59,9 @@ pub enum AgentError {
 impl AgentError {
     fn from_status(s: tonic::Status) -> Self {
         match s.code() {
-            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::InvalidArgument => {
-                Self::Refused(s.message().to_owned())
-            }
+            tonic::Code::PermissionDenied
+            | tonic::Code::Unauthenticated
+            | tonic::Code::InvalidArgument => Self::Refused(s.message().to_owned()),
             _ => Self::Unavailable(format!("{}: {}", s.code(), s.message())),
         }
     }
@@ -245,7 +245,9 @@ impl Agent {
     }
 
     async fn sync_inner(&self, now: i64) -> Result<(), AgentError> {
-        self.node.ensure_identity(&self.config.bootstrap, now).await?;
+        self.node
+            .ensure_identity(&self.config.bootstrap, now)
+            .await?;
         let node_id = self
             .node
             .identity()
@@ -256,7 +258,9 @@ impl Agent {
         let resp = self
             .node
             .grpc()?
-            .sync(SyncRequest { known_revision: known })
+            .sync(SyncRequest {
+                known_revision: known,
+            })
             .await
             .map_err(AgentError::from_status)?
             .into_inner();
@@ -299,7 +303,11 @@ impl Agent {
         let mut wanted = Vec::new();
         for e in index.iter() {
             match cur.identities.get(&e.id) {
-                Some(id) if now < id.renew_at() && id.entry.spiffe_id == e.spiffe_id && id.entry.dns_names == e.dns_names => {
+                Some(id)
+                    if now < id.renew_at()
+                        && id.entry.spiffe_id == e.spiffe_id
+                        && id.entry.dns_names == e.dns_names =>
+                {
                     identities.insert(e.id.clone(), id.clone());
                 }
                 _ => wanted.push(e.clone()),
@@ -312,7 +320,10 @@ impl Agent {
             for e in chunk {
                 let (key, csr) = node_client::new_key_and_csr()?;
                 keys.insert(e.id.clone(), key);
-                requests.push(SvidRequest { entry_id: e.id.clone(), csr });
+                requests.push(SvidRequest {
+                    entry_id: e.id.clone(),
+                    csr,
+                });
             }
             let signed = self
                 .node
@@ -322,7 +333,9 @@ impl Agent {
                 .map_err(AgentError::from_status)?
                 .into_inner();
             for svid in signed.svids {
-                let (Some(entry), Some(key)) = (index.get(&svid.entry_id), keys.remove(&svid.entry_id)) else {
+                let (Some(entry), Some(key)) =
+                    (index.get(&svid.entry_id), keys.remove(&svid.entry_id))
+                else {
                     continue;
                 };
                 identities.insert(
@@ -337,13 +350,15 @@ impl Agent {
                 );
             }
         }
-        let changed = rotated
-            || !resp.unchanged
-            || !cur.serving
-            || identities.len() != cur.identities.len();
+        let changed =
+            rotated || !resp.unchanged || !cur.serving || identities.len() != cur.identities.len();
         if changed {
             if rotated {
-                tracing::info!(signed = wanted.len(), total = identities.len(), "workload SVIDs signed");
+                tracing::info!(
+                    signed = wanted.len(),
+                    total = identities.len(),
+                    "workload SVIDs signed"
+                );
             }
             if !resp.unchanged {
                 self.jwt_cache.lock().await.clear();
@@ -368,7 +383,11 @@ impl Agent {
     ///
     /// # Errors
     /// [`AgentError`] when the server refuses or is unreachable.
-    pub async fn jwt_svid(&self, entry: &Entry, audiences: &[String]) -> Result<String, AgentError> {
+    pub async fn jwt_svid(
+        &self,
+        entry: &Entry,
+        audiences: &[String],
+    ) -> Result<String, AgentError> {
         let now = self.now();
         let key = (entry.id.clone(), audiences.to_vec());
         if let Some((token, refresh_at, _)) = self.jwt_cache.lock().await.get(&key) {
@@ -432,7 +451,9 @@ fn entry_from_pb(e: &lanyard_proto::node::Entry, node: &SpiffeId) -> Option<Entr
         dns_names: e.dns_names.clone(),
         selectors,
         audiences: e.audiences.clone(),
-        ttl: u64::try_from(e.jwt_ttl_seconds).ok().map(Duration::from_secs),
+        ttl: u64::try_from(e.jwt_ttl_seconds)
+            .ok()
+            .map(Duration::from_secs),
         max_ttl: None,
         scopes: Vec::new(),
         may_act: Vec::new(),

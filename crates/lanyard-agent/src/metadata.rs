@@ -49,7 +49,10 @@ fn guard(headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if !ok {
-        return Err(error(StatusCode::BAD_REQUEST, "the header `Metadata: true` is required"));
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "the header `Metadata: true` is required",
+        ));
     }
     Ok(())
 }
@@ -57,13 +60,21 @@ fn guard(headers: &HeaderMap) -> Result<(), Response> {
 fn identity(m: &Meta) -> Result<Arc<crate::Identity>, Response> {
     let view = m.agent.view();
     if !view.serving {
-        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "this node has no identity (not attested or revoked)"));
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node has no identity (not attested or revoked)",
+        ));
     }
     view.identities
         .values()
         .find(|i| i.entry.spiffe_id.to_string() == m.spiffe_id && i.expires_at > m.agent.now())
         .cloned()
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "no identity for this node's metadata entry yet"))
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                "no identity for this node's metadata entry yet",
+            )
+        })
 }
 
 async fn x509(State(m): State<Meta>, headers: HeaderMap) -> Response {
@@ -103,10 +114,67 @@ async fn jwt(State(m): State<Meta>, headers: HeaderMap, Query(q): Query<JwtQuery
     };
     match m.agent.jwt_svid(&id.entry, &[audience]).await {
         Ok(token) => {
-            let exp = crate::unverified_claims(&token).and_then(|c| c.get("exp").and_then(serde_json::Value::as_i64)).unwrap_or(0);
-            Json(serde_json::json!({ "spiffe_id": m.spiffe_id, "token": token, "expires_at": exp })).into_response()
+            let exp = crate::unverified_claims(&token)
+                .and_then(|c| c.get("exp").and_then(serde_json::Value::as_i64))
+                .unwrap_or(0);
+            Json(serde_json::json!({ "spiffe_id": m.spiffe_id, "token": token, "expires_at": exp }))
+                .into_response()
         }
         Err(crate::AgentError::Refused(reason)) => error(StatusCode::FORBIDDEN, &reason),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the server is unreachable"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    fn agent(dir: &std::path::Path) -> Result<Arc<Agent>, Box<dyn std::error::Error>> {
+        let config = crate::AgentConfig {
+            server_addr: "127.0.0.1:9".into(),
+            server_name: Some("localhost".into()),
+            trust_domain: "example.org".into(),
+            bootstrap_roots: Vec::new(),
+            bootstrap: crate::Bootstrap::Stored,
+            state_dir: dir.to_owned(),
+            socket_path: dir.join("s.sock"),
+            sync_interval: std::time::Duration::from_secs(1),
+            attest: crate::attest::AttestConfig::default(),
+            files: Vec::new(),
+            metadata_listen: None,
+        };
+        Ok(Agent::new(config, Arc::new(lanyard_core::SystemClock))?)
+    }
+
+    async fn status(app: &Router, req: Request<Body>) -> Result<StatusCode, Box<dyn std::error::Error>> {
+        Ok(app.clone().oneshot(req).await?.status())
+    }
+
+    #[tokio::test]
+    async fn header_required_proxies_refused_nothing_before_attestation() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let app = router(agent(dir.path())?, "spiffe://example.org/vm".into());
+        let get = |h: &[(&str, &str)]| {
+            let mut b = Request::get("/v1/identity/x509");
+            for (k, v) in h {
+                b = b.header(*k, *v);
+            }
+            b.body(Body::empty())
+        };
+        assert_eq!(status(&app, get(&[])?).await?, StatusCode::BAD_REQUEST);
+        assert_eq!(status(&app, get(&[("Metadata", "false")])?).await?, StatusCode::BAD_REQUEST);
+        assert_eq!(status(&app, get(&[("Metadata", "true"), ("X-Forwarded-For", "1.2.3.4")])?).await?, StatusCode::FORBIDDEN);
+        assert_eq!(status(&app, get(&[("Metadata", "true"), ("Forwarded", "for=1.2.3.4")])?).await?, StatusCode::FORBIDDEN);
+        // Not attested yet: nothing to hand out.
+        assert_eq!(status(&app, get(&[("Metadata", "true")])?).await?, StatusCode::SERVICE_UNAVAILABLE);
+        let jwt = Request::get("/v1/identity/jwt").header("Metadata", "true").body(Body::empty())?;
+        assert_eq!(status(&app, jwt).await?, StatusCode::BAD_REQUEST, "audience is required");
+        Ok(())
     }
 }

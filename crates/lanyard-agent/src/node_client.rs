@@ -139,8 +139,9 @@ impl NodeClient {
         let host = server_name
             .unwrap_or_else(|| addr.rsplit_once(':').map_or(addr, |(h, _)| h))
             .trim_matches(['[', ']']);
-        let server_name = ServerName::try_from(host.to_owned())
-            .map_err(|_| AgentError::Config(format!("server address {addr:?} has no valid host")))?;
+        let server_name = ServerName::try_from(host.to_owned()).map_err(|_| {
+            AgentError::Config(format!("server address {addr:?} has no valid host"))
+        })?;
         let state_file = state_dir.join("node-svid.json");
         let identity = match std::fs::read(&state_file) {
             Ok(bytes) => Some(
@@ -148,9 +149,17 @@ impl NodeClient {
                     .map_err(|e| AgentError::Node(format!("{}: {e}", state_file.display())))?,
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(AgentError::Io(format!("reading {}", state_file.display()), e)),
+            Err(e) => {
+                return Err(AgentError::Io(
+                    format!("reading {}", state_file.display()),
+                    e,
+                ))
+            }
         };
-        let client_key = identity.as_ref().map(NodeIdentity::certified_key).transpose()?;
+        let client_key = identity
+            .as_ref()
+            .map(NodeIdentity::certified_key)
+            .transpose()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 addr: addr.to_owned(),
@@ -211,10 +220,14 @@ impl NodeClient {
     ///
     /// # Errors
     /// [`AgentError`] from the server (refused token, revoked node) or I/O.
-    pub async fn ensure_identity(&self, bootstrap: &Bootstrap, now: i64) -> Result<bool, AgentError> {
+    pub async fn ensure_identity(
+        &self,
+        bootstrap: &Bootstrap,
+        now: i64,
+    ) -> Result<bool, AgentError> {
         let current = self.identity();
         match current {
-            Some(id) if id.expires_at > now + 5 => {
+            Some(id) if id.expires_at > now => {
                 if now < id.renew_at() {
                     return Ok(false);
                 }
@@ -247,7 +260,10 @@ impl NodeClient {
                 let (key, csr) = new_key_and_csr()?;
                 let svid = self
                     .grpc()?
-                    .attest(AttestRequest { method: Some(method), csr })
+                    .attest(AttestRequest {
+                        method: Some(method),
+                        csr,
+                    })
                     .await
                     .map_err(AgentError::from_status)?
                     .into_inner();
@@ -264,10 +280,11 @@ impl NodeClient {
         }
         let identity = NodeIdentity::from_svid(svid, key_pkcs8, now);
         let certified = identity.certified_key()?;
-        let json = serde_json::to_vec_pretty(&identity)
-            .map_err(|e| AgentError::Node(e.to_string()))?;
-        crate::files::write_atomic(&self.inner.state_file, &json, 0o600)
-            .map_err(|e| AgentError::Io(format!("writing {}", self.inner.state_file.display()), e))?;
+        let json =
+            serde_json::to_vec_pretty(&identity).map_err(|e| AgentError::Node(e.to_string()))?;
+        crate::files::write_atomic(&self.inner.state_file, &json, 0o600).map_err(|e| {
+            AgentError::Io(format!("writing {}", self.inner.state_file.display()), e)
+        })?;
         self.inner.client_key.store(Arc::new(Some(certified)));
         self.inner.identity.store(Arc::new(Some(identity)));
         // New handshakes present the new certificate.
@@ -281,11 +298,16 @@ impl Inner {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         for r in self.roots.load().iter() {
-            roots.add(CertificateDer::from(r.clone())).map_err(|e| e.to_string())?;
+            roots
+                .add(CertificateDer::from(r.clone()))
+                .map_err(|e| e.to_string())?;
         }
-        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| e.to_string())?;
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
         let verifier = Arc::new(SpiffeServerVerifier {
             webpki,
             expected: self.expected_server.clone(),
@@ -383,7 +405,10 @@ pub fn new_key_and_csr() -> Result<(zeroize::Zeroizing<Vec<u8>>, Vec<u8>), Agent
     let csr = rcgen::CertificateParams::default()
         .serialize_request(&key)
         .map_err(|e| AgentError::Node(format!("building a CSR: {e}")))?;
-    Ok((zeroize::Zeroizing::new(key.serialize_der()), csr.der().to_vec()))
+    Ok((
+        zeroize::Zeroizing::new(key.serialize_der()),
+        csr.der().to_vec(),
+    ))
 }
 
 /// Seconds since the epoch.

@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use futures_util::Stream;
 use lanyard_core::{Entry, Selector};
-use lanyard_proto::workload::spiffe_workload_api_server::{SpiffeWorkloadApi, SpiffeWorkloadApiServer};
+use lanyard_proto::workload::spiffe_workload_api_server::{
+    SpiffeWorkloadApi, SpiffeWorkloadApiServer,
+};
 use lanyard_proto::workload::{
     JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
     ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
@@ -61,7 +63,14 @@ pub struct CallerReport {
 /// caller has, most specific first.
 pub fn match_caller(view: &View, selectors: &[Selector]) -> (Vec<Arc<Entry>>, CallerReport) {
     let Some(node) = &view.node else {
-        return (Vec::new(), CallerReport { selectors: selectors.iter().map(ToString::to_string).collect(), matched: Vec::new(), near: Vec::new() });
+        return (
+            Vec::new(),
+            CallerReport {
+                selectors: selectors.iter().map(ToString::to_string).collect(),
+                matched: Vec::new(),
+                near: Vec::new(),
+            },
+        );
     };
     let m = view.index.find_workload(node, selectors);
     let report = CallerReport {
@@ -70,7 +79,12 @@ pub fn match_caller(view: &View, selectors: &[Selector]) -> (Vec<Arc<Entry>>, Ca
         near: m
             .near
             .iter()
-            .map(|(e, missing)| (e.spiffe_id.to_string(), missing.iter().map(ToString::to_string).collect()))
+            .map(|(e, missing)| {
+                (
+                    e.spiffe_id.to_string(),
+                    missing.iter().map(ToString::to_string).collect(),
+                )
+            })
             .collect(),
     };
     (m.matched, report)
@@ -86,7 +100,9 @@ impl WorkloadApi {
         if ok {
             Ok(())
         } else {
-            Err(Status::invalid_argument("security header missing from request"))
+            Err(Status::invalid_argument(
+                "security header missing from request",
+            ))
         }
     }
 
@@ -97,8 +113,14 @@ impl WorkloadApi {
             .extensions()
             .get::<UdsConnectInfo>()
             .and_then(|i| i.peer_cred)
-            .ok_or_else(|| Status::permission_denied("the caller's peer credentials are unavailable"))?;
-        let cred = PeerCred { pid: cred.pid(), uid: cred.uid(), gid: cred.gid() };
+            .ok_or_else(|| {
+                Status::permission_denied("the caller's peer credentials are unavailable")
+            })?;
+        let cred = PeerCred {
+            pid: cred.pid(),
+            uid: cred.uid(),
+            gid: cred.gid(),
+        };
         let selectors = self.agent.attestor().attest(cred).await.map_err(|e| {
             tracing::warn!(method, pid = ?cred.pid, uid = cred.uid, error = %e, "workload attestation failed");
             Status::permission_denied("workload attestation failed")
@@ -178,7 +200,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
                     }
                     Some(_) => {}
                     None if !view.serving || last.is_some() => {
-                        let _ = tx.send(Err(Status::permission_denied("no identity issued"))).await;
+                        let _ = tx
+                            .send(Err(Status::permission_denied("no identity issued")))
+                            .await;
                         return;
                     }
                     // Matched but not signed yet: wait for the next change.
@@ -205,12 +229,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
             loop {
                 let view = agent.view();
                 if !view.serving {
-                    let _ = tx.send(Err(Status::permission_denied("no identity issued"))).await;
+                    let _ = tx
+                        .send(Err(Status::permission_denied("no identity issued")))
+                        .await;
                     return;
                 }
                 let resp = X509BundlesResponse {
                     crl: Vec::new(),
-                    bundles: [(view.trust_domain_id.clone(), concat(&view.roots))].into_iter().collect(),
+                    bundles: [(view.trust_domain_id.clone(), concat(&view.roots))]
+                        .into_iter()
+                        .collect(),
                 };
                 if last.as_ref() != Some(&resp) {
                     if tx.send(Ok(resp.clone())).await.is_err() {
@@ -237,14 +265,19 @@ impl SpiffeWorkloadApi for WorkloadApi {
             return Err(Status::invalid_argument("audience must be specified"));
         }
         if r.audience.len() > 16 || r.audience.iter().any(|a| a.is_empty() || a.len() > 512) {
-            return Err(Status::invalid_argument("at most 16 audiences of at most 512 bytes"));
+            return Err(Status::invalid_argument(
+                "at most 16 audiences of at most 512 bytes",
+            ));
         }
         let view = self.agent.view();
         let (matched, _) = match_caller(&view, &selectors);
         let wanted: Vec<&Arc<Entry>> = if r.spiffe_id.is_empty() {
             matched.iter().collect()
         } else {
-            matched.iter().filter(|e| e.spiffe_id.to_string() == r.spiffe_id).collect()
+            matched
+                .iter()
+                .filter(|e| e.spiffe_id.to_string() == r.spiffe_id)
+                .collect()
         };
         if wanted.is_empty() {
             return Err(Status::permission_denied("no identity issued"));
@@ -252,7 +285,11 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let mut svids = Vec::with_capacity(wanted.len());
         for e in wanted {
             match self.agent.jwt_svid(e, &r.audience).await {
-                Ok(svid) => svids.push(Jwtsvid { spiffe_id: e.spiffe_id.to_string(), svid, hint: String::new() }),
+                Ok(svid) => svids.push(Jwtsvid {
+                    spiffe_id: e.spiffe_id.to_string(),
+                    svid,
+                    hint: String::new(),
+                }),
                 Err(crate::AgentError::Refused(reason)) => {
                     tracing::warn!(spiffe_id = %e.spiffe_id, reason, "JWT-SVID refused by the server");
                     return Err(Status::permission_denied("no identity issued"));
@@ -278,11 +315,15 @@ impl SpiffeWorkloadApi for WorkloadApi {
             loop {
                 let view = agent.view();
                 if !view.serving {
-                    let _ = tx.send(Err(Status::permission_denied("no identity issued"))).await;
+                    let _ = tx
+                        .send(Err(Status::permission_denied("no identity issued")))
+                        .await;
                     return;
                 }
                 let resp = JwtBundlesResponse {
-                    bundles: [(view.trust_domain_id.clone(), view.jwt_bundle.clone())].into_iter().collect(),
+                    bundles: [(view.trust_domain_id.clone(), view.jwt_bundle.clone())]
+                        .into_iter()
+                        .collect(),
                 };
                 if last.as_ref() != Some(&resp) {
                     if tx.send(Ok(resp.clone())).await.is_err() {
@@ -312,28 +353,49 @@ impl SpiffeWorkloadApi for WorkloadApi {
             return Err(Status::invalid_argument("svid must be specified"));
         }
         let view = self.agent.view();
-        let verified = lanyard_jose::verify_compact(&r.svid, view.jwt_keys.iter(), &lanyard_jose::Algorithm::ALL)
-            .map_err(|e| Status::invalid_argument(format!("JWT-SVID does not verify: {e}")))?;
+        let verified = lanyard_jose::verify_compact(
+            &r.svid,
+            view.jwt_keys.iter(),
+            &lanyard_jose::Algorithm::ALL,
+        )
+        .map_err(|e| Status::invalid_argument(format!("JWT-SVID does not verify: {e}")))?;
         let claims: serde_json::Value = serde_json::from_slice(&verified.payload)
             .map_err(|_| Status::invalid_argument("JWT-SVID payload is not JSON"))?;
         let now = self.agent.now();
-        let exp = claims.get("exp").and_then(serde_json::Value::as_i64).unwrap_or(0);
+        let exp = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0);
         if exp <= now {
             return Err(Status::invalid_argument("JWT-SVID has expired"));
         }
         let aud_ok = match claims.get("aud") {
             Some(serde_json::Value::String(a)) => a == &r.audience,
-            Some(serde_json::Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(r.audience.as_str())),
+            Some(serde_json::Value::Array(list)) => {
+                list.iter().any(|a| a.as_str() == Some(r.audience.as_str()))
+            }
             _ => false,
         };
         if !aud_ok {
-            return Err(Status::invalid_argument(format!("JWT-SVID audience does not include {:?}", r.audience)));
+            return Err(Status::invalid_argument(format!(
+                "JWT-SVID audience does not include {:?}",
+                r.audience
+            )));
         }
-        let sub = claims.get("sub").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+        let sub = claims
+            .get("sub")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if !sub.starts_with(&format!("{}/", view.trust_domain_id)) {
-            return Err(Status::invalid_argument("JWT-SVID subject is not in this trust domain"));
+            return Err(Status::invalid_argument(
+                "JWT-SVID subject is not in this trust domain",
+            ));
         }
-        Ok(Response::new(ValidateJwtsvidResponse { spiffe_id: sub, claims: Some(to_struct(&claims)) }))
+        Ok(Response::new(ValidateJwtsvidResponse {
+            spiffe_id: sub,
+            claims: Some(to_struct(&claims)),
+        }))
     }
 }
 
@@ -354,7 +416,9 @@ where
 
 fn to_struct(v: &serde_json::Value) -> prost_types::Struct {
     let fields = match v {
-        serde_json::Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
+        serde_json::Value::Object(map) => {
+            map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect()
+        }
         _ => Default::default(),
     };
     prost_types::Struct { fields }
@@ -367,7 +431,9 @@ fn to_value(v: &serde_json::Value) -> prost_types::Value {
         serde_json::Value::Bool(b) => Kind::BoolValue(*b),
         serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         serde_json::Value::String(s) => Kind::StringValue(s.clone()),
-        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue { values: a.iter().map(to_value).collect() }),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(to_value).collect(),
+        }),
         serde_json::Value::Object(_) => Kind::StructValue(to_struct(v)),
     };
     prost_types::Value { kind: Some(kind) }
@@ -386,17 +452,24 @@ pub async fn serve(
 ) -> Result<(), crate::AgentError> {
     use std::os::unix::fs::PermissionsExt as _;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| crate::AgentError::Io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| crate::AgentError::Io(format!("creating {}", dir.display()), e))?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(crate::AgentError::Io(format!("removing stale socket {}", path.display()), e)),
+        Err(e) => {
+            return Err(crate::AgentError::Io(
+                format!("removing stale socket {}", path.display()),
+                e,
+            ))
+        }
     }
     let listener = tokio::net::UnixListener::bind(path)
         .map_err(|e| crate::AgentError::Io(format!("binding {}", path.display()), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
-        .map_err(|e| crate::AgentError::Io(format!("setting permissions on {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(|e| {
+        crate::AgentError::Io(format!("setting permissions on {}", path.display()), e)
+    })?;
     tracing::info!(socket = %path.display(), "Workload API listening");
     let incoming = futures_util::stream::unfold(listener, |l| async move {
         let next = l.accept().await.map(|(s, _)| s);
@@ -408,5 +481,7 @@ pub async fn serve(
             let _ = shutdown.changed().await;
         })
         .await
-        .map_err(|e| crate::AgentError::Io("serving the Workload API".into(), std::io::Error::other(e)))
+        .map_err(|e| {
+            crate::AgentError::Io("serving the Workload API".into(), std::io::Error::other(e))
+        })
 }

@@ -459,6 +459,10 @@ pub struct DevArgs {
     /// Address to listen on; 127.0.0.1:0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Lifetime of X.509-SVIDs (the agent renews them at half-life); short
+    /// values let you watch rotation, e.g. 30s.
+    #[arg(long, default_value = "1h")]
+    pub svid_ttl: String,
 }
 
 #[derive(Debug, Args)]

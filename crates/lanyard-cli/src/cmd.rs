@@ -1,17 +1,17 @@
 //! Command implementations.
 
-pub mod audit;
 mod broker;
 pub mod agent;
+pub mod audit;
 pub mod dev;
-mod jointoken;
-mod node;
-pub mod svid;
 mod entry;
 mod issuer;
+mod jointoken;
 mod keys;
+mod node;
 mod revoke;
 mod server;
+pub mod svid;
 mod tenant;
 mod token;
 

@@ -271,6 +271,13 @@ pub struct NodeService {
     cfg: NodeApiConfig,
 }
 
+impl NodeService {
+    /// The handlers over `state` (what [`serve`] runs behind TLS).
+    pub fn new(state: AppState, cfg: NodeApiConfig) -> Self {
+        Self { state, cfg }
+    }
+}
+
 type TlsInfo = tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>;
 
 impl NodeService {

@@ -58,7 +58,7 @@ struct RawMetadata {
 /// A running agent: stop it with [`Running::stop`].
 #[derive(Debug)]
 pub struct Running {
-    pub agent: Arc<Agent>,
+    _agent: Arc<Agent>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -111,7 +111,11 @@ pub async fn start(
             tracing::error!(error = %e, "the Workload API stopped");
         }
     });
-    tokio::spawn(lanyard_agent::files::run(agent.clone(), config.files.clone(), rx.clone()));
+    tokio::spawn(lanyard_agent::files::run(
+        agent.clone(),
+        config.files.clone(),
+        rx.clone(),
+    ));
     if let (Some(addr), Some(id)) = (config.metadata_listen, metadata_spiffe_id) {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -127,14 +131,17 @@ pub async fn start(
                 .await;
         });
     }
-    Ok(Running { agent, stop })
+    Ok(Running {
+        _agent: agent,
+        stop,
+    })
 }
 
 pub async fn run(_g: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("reading agent config {}", args.config.display()))?;
-    let raw: RawAgent = toml::from_str(&text)
-        .with_context(|| format!("agent config {}", args.config.display()))?;
+    let raw: RawAgent =
+        toml::from_str(&text).with_context(|| format!("agent config {}", args.config.display()))?;
     let bootstrap = match (raw.join_token, raw.join_token_file, raw.k8s_token_file) {
         (Some(t), None, None) => Bootstrap::JoinToken(t),
         (None, Some(f), None) => Bootstrap::JoinToken(
@@ -167,11 +174,20 @@ pub async fn run(_g: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> {
         files: raw
             .files
             .into_iter()
-            .map(|f| FileTarget { spiffe_id: f.spiffe_id, dir: f.dir, jwt_audience: f.jwt_audience })
+            .map(|f| FileTarget {
+                spiffe_id: f.spiffe_id,
+                dir: f.dir,
+                jwt_audience: f.jwt_audience,
+            })
             .collect(),
         metadata_listen: raw.metadata.as_ref().map(|m| m.listen),
     };
-    let running = start(config, raw.metadata.map(|m| m.spiffe_id), Arc::new(SystemClock)).await?;
+    let running = start(
+        config,
+        raw.metadata.map(|m| m.spiffe_id),
+        Arc::new(SystemClock),
+    )
+    .await?;
     lanyard_server::shutdown_signal().await;
     running.stop();
     Ok(ExitCode::SUCCESS)

@@ -67,14 +67,22 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         jwt_default_ttl: DEFAULT_JWT_SVID_TTL,
         jwt_max_ttl: std::time::Duration::from_secs(3600),
         max_delegation_depth: lanyard_server::config::DEFAULT_MAX_DELEGATION_DEPTH,
-        ca: lanyard_server::config::CaConfig::default(),
+        ca: lanyard_server::config::CaConfig {
+            svid_ttl: lanyard_core::ttl::parse_duration(&args.svid_ttl)
+                .map_err(|e| anyhow::anyhow!("--svid-ttl: {e}"))?
+                .max(std::time::Duration::from_secs(2)),
+            ..lanyard_server::config::CaConfig::default()
+        },
         node_api: Some(lanyard_server::config::NodeApiConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             dns_names: vec!["localhost".into()],
             join_token_max_ttl: std::time::Duration::from_secs(24 * 3600),
             default_parent: Some(
-                lanyard_server::node_api::node_spiffe_id(&TrustDomain::parse(DEV_TRUST_DOMAIN)?, DEV_NODE)
-                    .map_err(anyhow::Error::msg)?,
+                lanyard_server::node_api::node_spiffe_id(
+                    &TrustDomain::parse(DEV_TRUST_DOMAIN)?,
+                    DEV_NODE,
+                )
+                .map_err(anyhow::Error::msg)?,
             ),
             k8s_agent_service_accounts: Vec::new(),
         }),
@@ -126,9 +134,12 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
     let node_listener = server
         .bind_node_api()?
         .context("the dev server always has a node API")?;
-    let node_addr = node_listener.local_addr().context("reading the node API address")?;
+    let node_addr = node_listener
+        .local_addr()
+        .context("reading the node API address")?;
     let state = server.state().clone();
-    let mut server_task = tokio::spawn(server.serve_all(listener, Some(node_listener), shutdown_signal()));
+    let mut server_task =
+        tokio::spawn(server.serve_all(listener, Some(node_listener), shutdown_signal()));
     let agent = start_agent(&state, &dir, &socket, node_addr, clock.clone()).await?;
     let info = json!({
         "issuer": issuer,

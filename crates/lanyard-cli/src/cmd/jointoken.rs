@@ -12,8 +12,15 @@ use crate::output::{self, s};
 pub async fn run(g: &Global, cmd: JoinTokenCommand) -> anyhow::Result<ExitCode> {
     let client = AdminClient::from_global(g)?;
     match cmd {
-        JoinTokenCommand::Create { node_id, ttl, selector, cloud_init, server_address } => {
-            let ttl = lanyard_core::ttl::parse_duration(&ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+        JoinTokenCommand::Create {
+            node_id,
+            ttl,
+            selector,
+            cloud_init,
+            server_address,
+        } => {
+            let ttl = lanyard_core::ttl::parse_duration(&ttl)
+                .map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
             let v = client
                 .call(
                     Method::POST,
@@ -41,8 +48,18 @@ pub async fn run(g: &Global, cmd: JoinTokenCommand) -> anyhow::Result<ExitCode> 
             output::print(g.output, &v, |v| {
                 println!("{:<14} {:<24} {:<22} USED", "ID", "NODE", "EXPIRES");
                 for t in v["join_tokens"].as_array().cloned().unwrap_or_default() {
-                    let used = if t["used_at"].is_null() { "-".into() } else { output::time(&t["used_at"]) };
-                    println!("{:<14} {:<24} {:<22} {}", s(&t, "id"), s(&t, "node_id"), output::time(&t["expires_at"]), used);
+                    let used = if t["used_at"].is_null() {
+                        "-".into()
+                    } else {
+                        output::time(&t["used_at"])
+                    };
+                    println!(
+                        "{:<14} {:<24} {:<22} {}",
+                        s(&t, "id"),
+                        s(&t, "node_id"),
+                        output::time(&t["expires_at"]),
+                        used
+                    );
                 }
             });
         }
@@ -53,7 +70,11 @@ pub async fn run(g: &Global, cmd: JoinTokenCommand) -> anyhow::Result<ExitCode> 
 /// A `#cloud-config` that installs the agent's config, the trust bundle and
 /// the token on first boot and starts the agent.
 fn cloud_init_snippet(v: &Value, server_address: &str) -> String {
-    let indent = |text: &str| text.lines().map(|l| format!("      {l}\n")).collect::<String>();
+    let indent = |text: &str| {
+        text.lines()
+            .map(|l| format!("      {l}\n"))
+            .collect::<String>()
+    };
     let config = format!(
         "server_address = \"{server_address}\"\ntrust_domain = \"{}\"\ntrust_bundle = \"/etc/lanyard/bundle.pem\"\njoin_token_file = \"/etc/lanyard/join-token\"\nstate_dir = \"/var/lib/lanyard-agent\"\nsocket = \"/run/lanyard/workload.sock\"\n",
         s(v, "trust_domain")

@@ -17,7 +17,10 @@ pub async fn run(g: &Global, cmd: NodeCommand) -> anyhow::Result<ExitCode> {
         NodeCommand::List => {
             let v = client.call(Method::GET, "nodes", None).await?;
             output::print(g.output, &v, |v| {
-                println!("{:<28} {:<12} {:<22} LAST SEEN", "NODE", "ATTESTED BY", "SVID EXPIRES");
+                println!(
+                    "{:<28} {:<12} {:<22} LAST SEEN",
+                    "NODE", "ATTESTED BY", "SVID EXPIRES"
+                );
                 for n in v["nodes"].as_array().cloned().unwrap_or_default() {
                     println!(
                         "{:<28} {:<12} {:<22} {}",
@@ -53,9 +56,15 @@ fn proc_ids(pid: i32) -> anyhow::Result<(u32, u32)> {
 pub async fn explain_pid(g: &Global, a: ExplainArgs) -> anyhow::Result<ExitCode> {
     let pid = a.pid.context("--pid is required")?;
     let (uid, gid) = proc_ids(pid)?;
-    let attestor = lanyard_agent::attest::WorkloadAttestor::new(lanyard_agent::attest::AttestConfig::default());
+    let attestor = lanyard_agent::attest::WorkloadAttestor::new(
+        lanyard_agent::attest::AttestConfig::default(),
+    );
     let selectors = attestor
-        .attest(lanyard_agent::attest::PeerCred { pid: Some(pid), uid, gid })
+        .attest(lanyard_agent::attest::PeerCred {
+            pid: Some(pid),
+            uid,
+            gid,
+        })
         .await
         .map_err(|e| anyhow::anyhow!("attesting process {pid}: {e}"))?;
     let have: BTreeSet<String> = selectors.iter().map(ToString::to_string).collect();
@@ -88,7 +97,9 @@ pub async fn explain_pid(g: &Global, a: ExplainArgs) -> anyhow::Result<ExitCode>
             .collect();
         let missing: Vec<&String> = wanted.iter().filter(|w| !have.contains(*w)).collect();
         if missing.is_empty() {
-            matched.push(json!({ "entry": e["id"], "spiffe_id": e["spiffe_id"], "selectors": wanted }));
+            matched.push(
+                json!({ "entry": e["id"], "spiffe_id": e["spiffe_id"], "selectors": wanted }),
+            );
         } else if missing.len() < wanted.len() {
             near.push(json!({ "entry": e["id"], "spiffe_id": e["spiffe_id"], "missing": missing }));
         }
@@ -111,9 +122,18 @@ pub async fn explain_pid(g: &Global, a: ExplainArgs) -> anyhow::Result<ExitCode>
         if !near.is_empty() {
             println!("nearly matching entries:");
             for n in &near {
-                println!("  {} (entry {}) lacks {}", s(n, "spiffe_id"), s(n, "entry"), n["missing"]);
+                println!(
+                    "  {} (entry {}) lacks {}",
+                    s(n, "spiffe_id"),
+                    s(n, "entry"),
+                    n["missing"]
+                );
             }
         }
     });
-    Ok(if matched.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if matched.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

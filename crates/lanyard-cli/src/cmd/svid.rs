@@ -20,7 +20,10 @@ fn socket_path(g: &Global, explicit: Option<&str>) -> anyhow::Result<PathBuf> {
         (Some(s), _) => s.to_owned(),
         (None, Some(s)) => s,
         (None, None) => {
-            let dir = g.data_dir.clone().unwrap_or_else(|| PathBuf::from(crate::client::DEFAULT_DATA_DIR));
+            let dir = g
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(crate::client::DEFAULT_DATA_DIR));
             let dev = crate::client::read_dev_json(&dir)?;
             dev.get("workload_socket")
                 .and_then(Value::as_str)
@@ -28,7 +31,10 @@ fn socket_path(g: &Global, explicit: Option<&str>) -> anyhow::Result<PathBuf> {
                 .context("dev.json has no workload_socket")?
         }
     };
-    let path = text.strip_prefix("unix://").or_else(|| text.strip_prefix("unix:")).unwrap_or(&text);
+    let path = text
+        .strip_prefix("unix://")
+        .or_else(|| text.strip_prefix("unix:"))
+        .unwrap_or(&text);
     Ok(PathBuf::from(path))
 }
 
@@ -115,9 +121,21 @@ fn write_x509(dir: &Path, resp: &X509svidResponse) -> anyhow::Result<()> {
         let path = dir.join(name);
         write_atomic(&path, data, mode).with_context(|| format!("writing {}", path.display()))
     };
-    put("svid.pem", pem("CERTIFICATE", &split_ders(&first.x509_svid)).as_bytes(), 0o644)?;
-    put("svid.key", pem("PRIVATE KEY", std::slice::from_ref(&first.x509_svid_key)).as_bytes(), 0o600)?;
-    put("bundle.pem", pem("CERTIFICATE", &split_ders(&first.bundle)).as_bytes(), 0o644)?;
+    put(
+        "svid.pem",
+        pem("CERTIFICATE", &split_ders(&first.x509_svid)).as_bytes(),
+        0o644,
+    )?;
+    put(
+        "svid.key",
+        pem("PRIVATE KEY", std::slice::from_ref(&first.x509_svid_key)).as_bytes(),
+        0o600,
+    )?;
+    put(
+        "bundle.pem",
+        pem("CERTIFICATE", &split_ders(&first.bundle)).as_bytes(),
+        0o644,
+    )?;
     Ok(())
 }
 
@@ -174,7 +192,10 @@ pub async fn fetch(g: &Global, a: SvidFetchArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             if let Some(dir) = &a.write {
-                println!("wrote svid.pem, svid.key (0600), bundle.pem to {}", dir.display());
+                println!(
+                    "wrote svid.pem, svid.key (0600), bundle.pem to {}",
+                    dir.display()
+                );
             }
         });
         if !a.watch {
