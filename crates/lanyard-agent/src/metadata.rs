@@ -152,12 +152,16 @@ mod tests {
         Ok(Agent::new(config, Arc::new(lanyard_core::SystemClock))?)
     }
 
-    async fn status(app: &Router, req: Request<Body>) -> Result<StatusCode, Box<dyn std::error::Error>> {
+    async fn status(
+        app: &Router,
+        req: Request<Body>,
+    ) -> Result<StatusCode, Box<dyn std::error::Error>> {
         Ok(app.clone().oneshot(req).await?.status())
     }
 
     #[tokio::test]
-    async fn header_required_proxies_refused_nothing_before_attestation() -> Result<(), Box<dyn std::error::Error>> {
+    async fn header_required_proxies_refused_nothing_before_attestation(
+    ) -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let app = router(agent(dir.path())?, "spiffe://example.org/vm".into());
         let get = |h: &[(&str, &str)]| {
@@ -168,13 +172,39 @@ mod tests {
             b.body(Body::empty())
         };
         assert_eq!(status(&app, get(&[])?).await?, StatusCode::BAD_REQUEST);
-        assert_eq!(status(&app, get(&[("Metadata", "false")])?).await?, StatusCode::BAD_REQUEST);
-        assert_eq!(status(&app, get(&[("Metadata", "true"), ("X-Forwarded-For", "1.2.3.4")])?).await?, StatusCode::FORBIDDEN);
-        assert_eq!(status(&app, get(&[("Metadata", "true"), ("Forwarded", "for=1.2.3.4")])?).await?, StatusCode::FORBIDDEN);
+        assert_eq!(
+            status(&app, get(&[("Metadata", "false")])?).await?,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(
+                &app,
+                get(&[("Metadata", "true"), ("X-Forwarded-For", "1.2.3.4")])?
+            )
+            .await?,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status(
+                &app,
+                get(&[("Metadata", "true"), ("Forwarded", "for=1.2.3.4")])?
+            )
+            .await?,
+            StatusCode::FORBIDDEN
+        );
         // Not attested yet: nothing to hand out.
-        assert_eq!(status(&app, get(&[("Metadata", "true")])?).await?, StatusCode::SERVICE_UNAVAILABLE);
-        let jwt = Request::get("/v1/identity/jwt").header("Metadata", "true").body(Body::empty())?;
-        assert_eq!(status(&app, jwt).await?, StatusCode::BAD_REQUEST, "audience is required");
+        assert_eq!(
+            status(&app, get(&[("Metadata", "true")])?).await?,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let jwt = Request::get("/v1/identity/jwt")
+            .header("Metadata", "true")
+            .body(Body::empty())?;
+        assert_eq!(
+            status(&app, jwt).await?,
+            StatusCode::BAD_REQUEST,
+            "audience is required"
+        );
         Ok(())
     }
 }

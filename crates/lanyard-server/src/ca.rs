@@ -415,6 +415,58 @@ impl CaManager {
     }
 }
 
+/// Re-seals every stored CA key under `new` (KEK rotation), in one
+/// transaction, each audited. CAs already sealed under `new` are left alone,
+/// so a rekey that stopped half-way can simply be run again.
+///
+/// # Errors
+/// [`ServerError`] when a key does not open with `old` or the store fails;
+/// nothing is changed then.
+pub async fn reseal_all(
+    store: &dyn Store,
+    old: &Kek,
+    new: &Kek,
+    actor: &str,
+    at_ms: i64,
+) -> Result<usize, ServerError> {
+    let correlation_id = crate::correlation::new_id();
+    let planner = |rows: &[X509CaRow]| -> Result<(Vec<CaChange>, Vec<AuditDraft>), String> {
+        let mut changes = Vec::new();
+        let mut audits = Vec::new();
+        for row in rows
+            .iter()
+            .filter(|r| r.kek_fingerprint != new.fingerprint())
+        {
+            let key = old
+                .open(&row.sealed_private, &aad(&row.id))
+                .map_err(|e| format!("X.509 CA {}: {e}", row.id))?;
+            let sealed = new.seal(&key, &aad(&row.id)).map_err(|e| e.to_string())?;
+            changes.push(CaChange::Reseal {
+                id: row.id.clone(),
+                sealed_private: sealed,
+                kek_fingerprint: new.fingerprint().to_owned(),
+            });
+            audits.push(AuditDraft {
+                at_ms,
+                correlation_id: correlation_id.clone(),
+                actor: actor.to_owned(),
+                action: "ca.reseal".into(),
+                subject: row.id.clone(),
+                tenant: None,
+                decision: Decision::Allow,
+                reason: format!(
+                    "key-encryption key {} -> {}",
+                    old.fingerprint(),
+                    new.fingerprint()
+                ),
+                evidence_digest: None,
+            });
+        }
+        Ok((changes, audits))
+    };
+    Ok(store.update_x509_cas(&planner).await?.len())
+}
+
 fn aad(id: &str) -> String {
     format!("lanyard x509 ca {id}")
 }

@@ -1096,7 +1096,10 @@ async fn entry_and_revocation_bad_input() -> TestResult {
 
 fn node_csr() -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    Ok(rcgen::CertificateParams::default().serialize_request(&key)?.der().to_vec())
+    Ok(rcgen::CertificateParams::default()
+        .serialize_request(&key)?
+        .der()
+        .to_vec())
 }
 
 #[tokio::test]
@@ -1117,37 +1120,89 @@ async fn join_tokens_work_once_and_fail_closed() -> Result<(), Box<dyn std::erro
     let attest = |token: String, csr: Vec<u8>| {
         let svc = svc.clone();
         async move {
-            svc.attest(tonic::Request::new(AttestRequest { method: Some(Method::JoinToken(token)), csr }))
-                .await
-                .map(tonic::Response::into_inner)
+            svc.attest(tonic::Request::new(AttestRequest {
+                method: Some(Method::JoinToken(token)),
+                csr,
+            }))
+            .await
+            .map(tonic::Response::into_inner)
         }
     };
-    let created = env.admin(reqwest::Method::POST, "jointokens", json!({ "node_id": "vm-1", "ttl_seconds": 60 })).await?;
+    let created = env
+        .admin(
+            reqwest::Method::POST,
+            "jointokens",
+            json!({ "node_id": "vm-1", "ttl_seconds": 60 }),
+        )
+        .await?;
     let token = created["token"].as_str().ok_or("token")?.to_owned();
     // Too long a TTL and a bad node id are refused at creation.
-    assert!(env.admin(reqwest::Method::POST, "jointokens", json!({ "node_id": "vm-1", "ttl_seconds": 999_999 })).await.is_err());
-    assert!(env.admin(reqwest::Method::POST, "jointokens", json!({ "node_id": "../x" })).await.is_err());
+    assert!(env
+        .admin(
+            reqwest::Method::POST,
+            "jointokens",
+            json!({ "node_id": "vm-1", "ttl_seconds": 999_999 })
+        )
+        .await
+        .is_err());
+    assert!(env
+        .admin(
+            reqwest::Method::POST,
+            "jointokens",
+            json!({ "node_id": "../x" })
+        )
+        .await
+        .is_err());
 
     // A garbage CSR is refused without spending the token.
     let bad = attest(token.clone(), b"garbage".to_vec()).await;
-    assert_eq!(bad.err().map(|s| s.code()), Some(tonic::Code::InvalidArgument));
+    assert_eq!(
+        bad.err().map(|s| s.code()),
+        Some(tonic::Code::InvalidArgument)
+    );
     let svid = attest(token.clone(), node_csr()?).await?;
     assert_eq!(svid.spiffe_id, "spiffe://example.org/lanyard/node/vm-1");
     assert_eq!(svid.cert_chain.len(), 2);
     assert!(!svid.x509_roots.is_empty());
     // Used once: never again.
     let again = attest(token.clone(), node_csr()?).await;
-    assert_eq!(again.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        again.err().map(|s| s.code()),
+        Some(tonic::Code::PermissionDenied)
+    );
 
     // Expired (fake clock), unknown, malformed, another trust domain.
-    let late = env.admin(reqwest::Method::POST, "jointokens", json!({ "node_id": "vm-2", "ttl_seconds": 60 })).await?;
+    let late = env
+        .admin(
+            reqwest::Method::POST,
+            "jointokens",
+            json!({ "node_id": "vm-2", "ttl_seconds": 60 }),
+        )
+        .await?;
     env.clock.advance(Duration::from_secs(61));
-    let expired = attest(late["token"].as_str().ok_or("token")?.to_owned(), node_csr()?).await;
-    assert_eq!(expired.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
-    let unknown = attest(format!("lyj1.000000000000.{}", "ab".repeat(24)), node_csr()?).await;
-    assert_eq!(unknown.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
+    let expired = attest(
+        late["token"].as_str().ok_or("token")?.to_owned(),
+        node_csr()?,
+    )
+    .await;
+    assert_eq!(
+        expired.err().map(|s| s.code()),
+        Some(tonic::Code::PermissionDenied)
+    );
+    let unknown = attest(
+        format!("lyj1.000000000000.{}", "ab".repeat(24)),
+        node_csr()?,
+    )
+    .await;
+    assert_eq!(
+        unknown.err().map(|s| s.code()),
+        Some(tonic::Code::PermissionDenied)
+    );
     let junk = attest("not-a-token".into(), node_csr()?).await;
-    assert_eq!(junk.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        junk.err().map(|s| s.code()),
+        Some(tonic::Code::PermissionDenied)
+    );
     let now = env.clock.unix_seconds();
     let (foreign, mut row) = lanyard_server::node_api::new_join_token(
         &lanyard_core::TrustDomain::parse("other.org")?,
@@ -1171,22 +1226,39 @@ async fn join_tokens_work_once_and_fail_closed() -> Result<(), Box<dyn std::erro
     };
     env.state.store.create_join_token(row, draft).await?;
     let other_td = attest(foreign, node_csr()?).await;
-    assert_eq!(other_td.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        other_td.err().map(|s| s.code()),
+        Some(tonic::Code::PermissionDenied)
+    );
 
     // Every refusal is in the audit log with its reason.
-    let audit = env.admin(reqwest::Method::GET, "audit?limit=1000", Value::Null).await?;
+    let audit = env
+        .admin(reqwest::Method::GET, "audit?limit=1000", Value::Null)
+        .await?;
     let text = audit.to_string();
-    for reason in ["join token already used", "join token expired", "unknown join token", "not a Lanyard join token", "join token is for trust domain other.org"] {
+    for reason in [
+        "join token already used",
+        "join token expired",
+        "unknown join token",
+        "not a Lanyard join token",
+        "join token is for trust domain other.org",
+    ] {
         assert!(text.contains(reason), "audit lacks {reason:?}");
     }
     // The authenticated methods refuse a caller without a node certificate.
-    let anon = svc.sync(tonic::Request::new(SyncRequest { known_revision: 0 })).await;
-    assert_eq!(anon.err().map(|s| s.code()), Some(tonic::Code::Unauthenticated));
+    let anon = svc
+        .sync(tonic::Request::new(SyncRequest { known_revision: 0 }))
+        .await;
+    assert_eq!(
+        anon.err().map(|s| s.code()),
+        Some(tonic::Code::Unauthenticated)
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn kubernetes_nodes_attest_with_an_allowed_service_account() -> Result<(), Box<dyn std::error::Error>> {
+async fn kubernetes_nodes_attest_with_an_allowed_service_account(
+) -> Result<(), Box<dyn std::error::Error>> {
     use lanyard_proto::node::node_server::Node as _;
     use lanyard_proto::node::{attest_request::Method, AttestRequest};
     let env = Env::start().await?;
@@ -1203,24 +1275,34 @@ async fn kubernetes_nodes_attest_with_an_allowed_service_account() -> Result<(),
     let attest = |token: String| {
         let svc = svc.clone();
         async move {
-            svc.attest(tonic::Request::new(AttestRequest { method: Some(Method::K8sPsat(token)), csr: node_csr().unwrap_or_default() }))
-                .await
-                .map(tonic::Response::into_inner)
+            svc.attest(tonic::Request::new(AttestRequest {
+                method: Some(Method::K8sPsat(token)),
+                csr: node_csr().unwrap_or_default(),
+            }))
+            .await
+            .map(tonic::Response::into_inner)
         }
     };
-    let ok = attest(env.k8s_token("lanyard", "agent", |_| {})).await?;
-    assert_eq!(ok.spiffe_id, "spiffe://example.org/lanyard/node/k8s-k8s-node-1");
+    let on_node = |c: &mut Value| {
+        c["kubernetes.io"]["node"] = json!({"name": "node-1", "uid": "node-uid-1"});
+    };
+    let ok = attest(env.k8s_token("lanyard", "agent", on_node)).await?;
+    assert_eq!(
+        ok.spiffe_id,
+        "spiffe://example.org/lanyard/node/k8s-k8s-node-1"
+    );
     // Another service account of the cluster may not claim to be a node.
-    let other = attest(env.k8s_token("payments", "api", |_| {})).await;
-    assert_eq!(other.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
+    let other = attest(env.k8s_token("payments", "api", on_node)).await;
+    assert_eq!(
+        other.err().map(|s| s.code()),
+        Some(tonic::Code::PermissionDenied)
+    );
     // A token without a node binding is refused.
-    let unbound = attest(env.k8s_token("lanyard", "agent", |c| {
-        if let Some(k) = c["kubernetes.io"].as_object_mut() {
-            k.remove("node");
-        }
-    }))
-    .await;
-    assert_eq!(unbound.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
+    let unbound = attest(env.k8s_token("lanyard", "agent", |_| {})).await;
+    assert_eq!(
+        unbound.err().map(|s| s.code()),
+        Some(tonic::Code::PermissionDenied)
+    );
     // Revoking the node's SPIFFE ID refuses it at once.
     env.admin(
         reqwest::Method::POST,
@@ -1228,13 +1310,17 @@ async fn kubernetes_nodes_attest_with_an_allowed_service_account() -> Result<(),
         json!({"kind": "spiffe-id", "value": "spiffe://example.org/lanyard/node/k8s-k8s-node-1", "reason": "test"}),
     )
     .await?;
-    let revoked = attest(env.k8s_token("lanyard", "agent", |_| {})).await;
-    assert_eq!(revoked.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
+    let revoked = attest(env.k8s_token("lanyard", "agent", on_node)).await;
+    assert_eq!(
+        revoked.err().map(|s| s.code()),
+        Some(tonic::Code::PermissionDenied)
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn the_intermediate_rotates_on_schedule_under_a_stable_root() -> Result<(), Box<dyn std::error::Error>> {
+async fn the_intermediate_rotates_on_schedule_under_a_stable_root(
+) -> Result<(), Box<dyn std::error::Error>> {
     let env = Env::start().await?;
     let ca = env.state.ca.clone();
     let states = || async {
@@ -1247,7 +1333,10 @@ async fn the_intermediate_rotates_on_schedule_under_a_stable_root() -> Result<()
     };
     let before = states().await?;
     let of = |v: &[(String, String, String)], role: &str, state: &str| {
-        v.iter().filter(|c| c.1 == role && c.2 == state).map(|c| c.0.clone()).collect::<Vec<_>>()
+        v.iter()
+            .filter(|c| c.1 == role && c.2 == state)
+            .map(|c| c.0.clone())
+            .collect::<Vec<_>>()
     };
     assert_eq!(of(&before, "root", "active").len(), 1);
     assert_eq!(of(&before, "intermediate", "active").len(), 1);
@@ -1259,14 +1348,29 @@ async fn the_intermediate_rotates_on_schedule_under_a_stable_root() -> Result<()
     env.clock.advance(Duration::from_secs(24 * 3600 + 60));
     ca.tick().await?;
     let after = states().await?;
-    assert_eq!(of(&after, "intermediate", "active"), next, "the prepared one took over");
-    assert_eq!(of(&after, "intermediate", "previous").len(), 1, "the old one stays until its SVIDs expire");
-    assert_eq!(env.state.ca.current().roots, root_before, "the root and the bundle do not change");
+    assert_eq!(
+        of(&after, "intermediate", "active"),
+        next,
+        "the prepared one took over"
+    );
+    assert_eq!(
+        of(&after, "intermediate", "previous").len(),
+        1,
+        "the old one stays until its SVIDs expire"
+    );
+    assert_eq!(
+        env.state.ca.current().roots,
+        root_before,
+        "the root and the bundle do not change"
+    );
     let new_int = env.state.ca.current().authority.intermediate_der().to_vec();
     assert_ne!(new_int, old_int);
     assert!(lanyard_ca::x509::signed_by(&new_int, &root_before[0]));
     // Both rotations are audited.
-    let audit = env.admin(reqwest::Method::GET, "audit?limit=1000", Value::Null).await?.to_string();
+    let audit = env
+        .admin(reqwest::Method::GET, "audit?limit=1000", Value::Null)
+        .await?
+        .to_string();
     assert!(audit.contains("ca.intermediate.activate") && audit.contains("ca.intermediate.retire"));
     Ok(())
 }
