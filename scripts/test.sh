@@ -78,6 +78,17 @@ chmod 600 "$pg_dir/server.key"
 log "starting PostgreSQL ($pg_bin) on 127.0.0.1:$pg_port"
 "${as_pg[@]}" "$pg_bin/initdb" -D "$pg_dir/data" --auth=trust --username=postgres -E UTF8 >"$pg_dir/initdb.log" 2>&1 \
     || { cat "$pg_dir/initdb.log" >&2; exit 1; }
+# Only the postgres superuser is trusted; every other role logs in with its
+# password, so the broker tests can prove that issued passwords (and their
+# VALID UNTIL) are what lets a user in.
+cat > "$pg_dir/data/pg_hba.conf" <<'HBA'
+local all all trust
+host  all postgres 127.0.0.1/32 trust
+host  all postgres ::1/128      trust
+host  all all      127.0.0.1/32 scram-sha-256
+host  all all      ::1/128      scram-sha-256
+HBA
+[ "${#as_pg[@]}" -eq 0 ] || chown postgres "$pg_dir/data/pg_hba.conf"
 "${as_pg[@]}" "$pg_bin/postgres" -D "$pg_dir/data" -h 127.0.0.1 -p "$pg_port" -k "$pg_dir" \
     -c fsync=off -c max_connections=300 \
     -c ssl=on -c ssl_cert_file="$pg_dir/server.crt" -c ssl_key_file="$pg_dir/server.key" >"$pg_dir/server.log" 2>&1 &

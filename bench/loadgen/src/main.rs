@@ -24,6 +24,10 @@
 //! - `lanyard-exchange`: one RFC 8693 token exchange, `POST {base}/oauth2/token`.
 //! - `openbao-jwt-oidc`: `POST {base}/v1/auth/jwt/login`, then
 //!   `GET {base}/v1/identity/oidc/token/{role}` with the returned client token.
+//! - `lanyard-broker-creds`: `POST {base}/broker/v1/creds/{role}` with the
+//!   token (a JWT-SVID for the broker) as bearer; one PostgreSQL user.
+//! - `openbao-db-creds`: `GET {base}/v1/database/creds/{role}` with the token
+//!   as `X-Vault-Token`; one PostgreSQL user from the database secrets engine.
 
 #![forbid(unsafe_code)]
 
@@ -56,6 +60,10 @@ enum Flow {
     LanyardExchange,
     /// OpenBao JWT login followed by an identity OIDC token.
     OpenbaoJwtOidc,
+    /// One brokered PostgreSQL credential from Lanyard.
+    LanyardBrokerCreds,
+    /// One PostgreSQL credential from OpenBao's database secrets engine.
+    OpenbaoDbCreds,
 }
 
 impl Flow {
@@ -63,6 +71,8 @@ impl Flow {
         match self {
             Flow::LanyardExchange => "lanyard-exchange",
             Flow::OpenbaoJwtOidc => "openbao-jwt-oidc",
+            Flow::LanyardBrokerCreds => "lanyard-broker-creds",
+            Flow::OpenbaoDbCreds => "openbao-db-creds",
         }
     }
 }
@@ -94,7 +104,9 @@ struct Args {
     /// `audience` of the token exchange (lanyard-exchange).
     #[arg(long, default_value = "bench-api")]
     audience: String,
-    /// JWT auth role and OIDC role name (openbao-jwt-oidc).
+    /// JWT auth role and OIDC role name (openbao-jwt-oidc); broker role
+    /// (lanyard-broker-creds, e.g. appdb/readonly) or database role
+    /// (openbao-db-creds).
     #[arg(long, default_value = "bench")]
     role: String,
 }
@@ -271,6 +283,22 @@ impl Target {
                     format!("{base}/v1/identity/oidc/token/{role}"),
                 )
             }
+            Flow::LanyardBrokerCreds | Flow::OpenbaoDbCreds => {
+                // `backend/role` keeps its slash; each part is encoded.
+                let role = args
+                    .role
+                    .split('/')
+                    .map(form_encode)
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let url = if args.flow == Flow::LanyardBrokerCreds {
+                    format!("{base}/broker/v1/creds/{role}")
+                } else {
+                    format!("{base}/v1/database/creds/{role}")
+                };
+                let bodies = tokens.iter().map(|t| (*t).to_owned()).collect();
+                (bodies, url, format!("{base}/"))
+            }
         };
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -325,6 +353,22 @@ impl Target {
                     .header("X-Vault-Token", client_token);
                 let answer = send(req).await?;
                 string_at(&answer, "/data/token")?;
+            }
+            Flow::LanyardBrokerCreds => {
+                let req = self
+                    .client
+                    .post(self.first_url.clone())
+                    .header("Authorization", format!("Bearer {body}"));
+                let answer = send(req).await?;
+                string_at(&answer, "/password")?;
+            }
+            Flow::OpenbaoDbCreds => {
+                let req = self
+                    .client
+                    .get(self.first_url.clone())
+                    .header("X-Vault-Token", body);
+                let answer = send(req).await?;
+                string_at(&answer, "/data/password")?;
             }
         }
         Ok(())
@@ -484,7 +528,12 @@ mod tests {
 
     #[test]
     fn flow_names_match_the_command_line() {
-        for flow in [Flow::LanyardExchange, Flow::OpenbaoJwtOidc] {
+        for flow in [
+            Flow::LanyardExchange,
+            Flow::OpenbaoJwtOidc,
+            Flow::LanyardBrokerCreds,
+            Flow::OpenbaoDbCreds,
+        ] {
             let value = flow.to_possible_value();
             assert_eq!(value.as_ref().map(|v| v.get_name()), Some(flow.name()));
         }

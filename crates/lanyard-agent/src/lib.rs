@@ -463,6 +463,8 @@ fn entry_from_pb(e: &lanyard_proto::node::Entry, node: &SpiffeId) -> Option<Entr
         scopes: Vec::new(),
         may_act: Vec::new(),
         admin: false,
+        // Broker grants are used by the server only; agents never see them.
+        grants: Vec::new(),
         role: None,
         created_at: 0,
     })

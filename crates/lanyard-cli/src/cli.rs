@@ -109,6 +109,10 @@ pub enum Command {
     /// show what the node agent sees of a local process instead: its
     /// selectors and the entries it matches or nearly matches.
     Explain(ExplainArgs),
+    /// Dynamic credentials: PostgreSQL login roles that live minutes, for
+    /// identities whose entry grants them (`lanyard entry create … --grant appdb/readonly`).
+    #[command(subcommand)]
+    Broker(BrokerCommand),
     /// Run the node agent: attest this node, serve the SPIFFE Workload API
     /// on a Unix socket, keep SVIDs rotated (see README, "Node agent").
     Agent(AgentArgs),
@@ -328,6 +332,9 @@ pub struct EntryArgs {
     /// May call the admin API with its SVID.
     #[arg(long)]
     pub admin: bool,
+    /// Broker roles this identity may get credentials for, as backend/role (repeatable).
+    #[arg(long = "grant")]
+    pub grants: Vec<String>,
     /// Role for audience profiles' {role} (letters, digits, '.', '_', '-'):
     /// workloads sharing a role share one cloud federated credential.
     #[arg(long)]
@@ -601,4 +608,128 @@ pub fn init_logging(global: &Global) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrokerCommand {
+    /// Credential backends (PostgreSQL servers Lanyard creates users on).
+    #[command(subcommand)]
+    Backend(BrokerBackendCommand),
+    /// Broker roles: what a credential may do (SQL templates) and how long it lives.
+    #[command(subcommand)]
+    Role(BrokerRoleCommand),
+    /// Leases on issued credentials.
+    #[command(subcommand)]
+    Lease(BrokerLeaseCommand),
+    /// Get a credential as a workload: a JWT-SVID (from the Workload API socket
+    /// or a token file) for audience <server>/broker, exchanged for a PostgreSQL
+    /// user. Example:
+    /// lanyard broker creds appdb/readonly --socket /run/lanyard/workload.sock --format env
+    Creds(BrokerCredsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrokerBackendCommand {
+    /// Add a backend. Lanyard logs in once to check, then keeps the URL without
+    /// its password and the password sealed with the KEK. The user needs
+    /// CREATEROLE and ADMIN OPTION on the roles your templates grant. Example:
+    /// lanyard broker backend add postgres --name appdb --url postgres://lanyard:PW@db:5432/app
+    Add {
+        /// Backend kind.
+        #[arg(value_enum)]
+        kind: BackendKind,
+        /// Name, used in grants (appdb/readonly).
+        #[arg(long)]
+        name: String,
+        /// postgres://USER:PASSWORD@HOST[:PORT]/DATABASE[?sslmode=verify-full&sslrootcert=…]
+        #[arg(long, env = "LANYARD_BROKER_URL", hide_env_values = true)]
+        url: String,
+    },
+    /// List backends (never with passwords).
+    List,
+    /// Replace the backend's admin password with a generated one that only
+    /// Lanyard knows.
+    RotateRoot {
+        /// Backend name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    Postgres,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrokerRoleCommand {
+    /// Add a role. The creation SQL must use "{{name}}" and '{{password}}' and
+    /// may use '{{expiration}}'; the revocation SQL may use "{{name}}" (the user
+    /// is dropped after it either way). Example creation SQL:
+    /// CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';
+    /// GRANT readonly TO "{{name}}";
+    Add {
+        /// backend/role, e.g. appdb/readonly.
+        role: String,
+        /// File with the creation SQL template.
+        #[arg(long)]
+        creation_sql: PathBuf,
+        /// File with the revocation SQL template (optional).
+        #[arg(long)]
+        revocation_sql: Option<PathBuf>,
+        /// Default lease lifetime.
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+        /// Longest a lease may live, renewals included.
+        #[arg(long, default_value = "1h")]
+        max_ttl: String,
+    },
+    /// List roles.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrokerLeaseCommand {
+    /// List leases (newest last).
+    List {
+        /// Only leases whose revocation the backend has not confirmed yet.
+        #[arg(long)]
+        pending_revocation: bool,
+        /// Only active leases.
+        #[arg(long, conflicts_with = "pending_revocation")]
+        active: bool,
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a lease now (the user is dropped; retried if the backend is down).
+    Revoke {
+        /// Lease id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BrokerCredsArgs {
+    /// backend/role, e.g. appdb/readonly.
+    pub role: String,
+    /// SPIFFE Workload API socket to get the JWT-SVID from (path or unix:PATH).
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET", conflicts_with = "token_file")]
+    pub socket: Option<String>,
+    /// File holding a JWT-SVID for audience <server>/broker ('-' for stdin).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Requested lease lifetime (capped by the role's max TTL).
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// What to print: a libpq connection URI, shell `export` lines (PGUSER,
+    /// PGPASSWORD, …, LANYARD_LEASE_ID), or JSON (also with --output json).
+    #[arg(long, value_enum, default_value_t = CredsFormat::Uri)]
+    pub format: CredsFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CredsFormat {
+    Uri,
+    Env,
+    Json,
 }

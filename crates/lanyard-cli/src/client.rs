@@ -102,6 +102,29 @@ impl AdminClient {
         self.send(req, &method, path).await
     }
 
+    /// Calls `/broker/v1/{path}` with a workload's bearer JWT-SVID.
+    pub async fn broker(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}/broker/v1/{path}", self.base))
+            .bearer_auth(bearer);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.send(req, &method, path).await
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// POSTs a form to `path` (no admin token), e.g. the token endpoint.
     pub async fn post_form(&self, path: &str, form: &[(&str, String)]) -> anyhow::Result<Value> {
         let body = form
@@ -153,6 +176,9 @@ impl AdminClient {
             .and_then(Value::as_str)
             .unwrap_or("error");
         let hint = match status {
+            StatusCode::UNAUTHORIZED if path.starts_with("creds/") || path.starts_with("leases/") => {
+                "; the JWT-SVID must be unexpired, unrevoked and for audience <server>/broker"
+            }
             StatusCode::UNAUTHORIZED => "; check --admin-token / LANYARD_ADMIN_TOKEN",
             _ => "",
         };

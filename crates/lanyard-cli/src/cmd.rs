@@ -1,5 +1,6 @@
 //! Command implementations.
 
+mod broker;
 pub mod agent;
 mod audience_profile;
 pub mod audit;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(c) => audit::run(&cli.global, c).await,
         Command::Explain(a) if a.pid.is_some() => node::explain_pid(&cli.global, a).await,
         Command::Explain(a) => token::explain(&cli.global, a).await,
+        Command::Broker(c) => broker::run(&cli.global, c).await,
         Command::Agent(a) => agent::run(&cli.global, a).await,
         Command::Jointoken(c) => jointoken::run(&cli.global, c).await,
         Command::Svid(crate::cli::SvidCommand::Fetch(a)) => svid::fetch(&cli.global, a).await,

@@ -733,3 +733,266 @@ fn audience_profiles_through_the_cli() -> TestResult {
     assert_eq!(claims["sub"], "spiffe://example.org/ns/payments/sa/api");
     Ok(())
 }
+
+/// `psql` from the PostgreSQL that scripts/test.sh installs.
+fn psql() -> Option<std::path::PathBuf> {
+    let dirs = std::fs::read_dir("/usr/lib/postgresql").ok()?;
+    dirs.filter_map(Result::ok)
+        .map(|d| d.path().join("bin/psql"))
+        .find(|p| p.exists())
+}
+
+fn run_psql(psql: &Path, url: &str, sql: &str) -> Result<Output, std::io::Error> {
+    Command::new(psql)
+        .args([url, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+        .output()
+}
+
+/// The broker through the CLI against a real PostgreSQL: an admin adds a
+/// backend, a role and a granted entry; a local process gets credentials
+/// through `lanyard dev`'s Workload API socket (and from a token file), logs
+/// in with them, and after `lease revoke` cannot.
+#[test]
+fn broker_commands_and_creds_through_the_workload_api() -> TestResult {
+    let (Ok(base), Some(psql)) = (std::env::var("LANYARD_TEST_POSTGRES_URL"), psql()) else {
+        eprintln!("SKIPPED (PostgreSQL): set LANYARD_TEST_POSTGRES_URL (scripts/test.sh does)");
+        return Ok(());
+    };
+    let tag = format!(
+        "{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos()
+    );
+    let db = format!("lanyard_cli_{tag}");
+    let (admin, group) = (format!("adm_cli_{tag}"), format!("ro_cli_{tag}"));
+    let out = run_psql(&psql, &base, &format!("CREATE DATABASE {db}"))?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prefix = base.rsplit_once('/').map_or(base.as_str(), |(p, _)| p);
+    let db_url = format!("{prefix}/{db}");
+    let out = run_psql(
+        &psql,
+        &db_url,
+        &format!(
+            "CREATE ROLE \"{admin}\" LOGIN CREATEROLE PASSWORD 'cli-pass'; CREATE ROLE \"{group}\" NOLOGIN; \
+             GRANT \"{group}\" TO \"{admin}\" WITH ADMIN OPTION; CREATE TABLE visible (v int); \
+             INSERT INTO visible VALUES (42); GRANT SELECT ON visible TO \"{group}\";"
+        ),
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir()?;
+    let dev = Dev::start(dir.path())?;
+    let d = dir.path();
+    let admin_url = db_url.replacen("://postgres@", &format!("://{admin}:cli-pass@"), 1);
+    let out = lanyard(
+        d,
+        &[
+            "broker", "backend", "add", "postgres", "--name", "appdb", "--url", &admin_url,
+        ],
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("cli-pass"));
+    let creation = d.join("create.sql");
+    std::fs::write(
+        &creation,
+        format!("CREATE ROLE \"{{{{name}}}}\" LOGIN PASSWORD '{{{{password}}}}' VALID UNTIL '{{{{expiration}}}}';\nGRANT \"{group}\" TO \"{{{{name}}}}\";\n"),
+    )?;
+    let revocation = d.join("revoke.sql");
+    std::fs::write(
+        &revocation,
+        format!("REVOKE \"{group}\" FROM \"{{{{name}}}}\";\n"),
+    )?;
+    let out = lanyard(
+        d,
+        &[
+            "broker",
+            "role",
+            "add",
+            "appdb/readonly",
+            "--creation-sql",
+            &creation.display().to_string(),
+            "--revocation-sql",
+            &revocation.display().to_string(),
+            "--ttl",
+            "10m",
+            "--max-ttl",
+            "1h",
+        ],
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A template with an unquoted placeholder is refused, naming the fix.
+    let bad = d.join("bad.sql");
+    std::fs::write(&bad, "CREATE ROLE {{name}} PASSWORD '{{password}}'")?;
+    let out = lanyard(
+        d,
+        &[
+            "broker",
+            "role",
+            "add",
+            "appdb/bad",
+            "--creation-sql",
+            &bad.display().to_string(),
+        ],
+    )?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"{{name}}\""));
+
+    let uid = String::from_utf8(Command::new("id").arg("-u").output()?.stdout)?;
+    let out = lanyard(
+        d,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/cli-broker",
+            "--tenant",
+            "dev",
+            "--selector",
+            &format!("unix:uid:{}", uid.trim()),
+            "--grant",
+            "appdb/readonly",
+        ],
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Through the Workload API socket (the agent picks the entry up at its next sync).
+    let socket = dev.info["workload_socket"]
+        .as_str()
+        .ok_or("no workload_socket")?
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let env_out = loop {
+        let out = lanyard(
+            d,
+            &[
+                "broker",
+                "creds",
+                "appdb/readonly",
+                "--socket",
+                &socket,
+                "--format",
+                "env",
+            ],
+        )?;
+        if out.status.success() {
+            break String::from_utf8(out.stdout)?;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no credentials within 30 s: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let var = |name: &str| {
+        env_out
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .map(|v| v.trim_matches('\'').to_owned())
+            .unwrap_or_default()
+    };
+    let (user, password, lease) = (var("PGUSER"), var("PGPASSWORD"), var("LANYARD_LEASE_ID"));
+    assert!(user.starts_with("lanyard_readonly_"), "{env_out}");
+    let user_url = db_url.replacen("://postgres@", &format!("://{user}:{password}@"), 1);
+    let out = run_psql(&psql, &user_url, "SELECT v FROM visible")?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "42",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // From a token file: a JWT-SVID for <issuer>/broker, printed as a URI.
+    let audience = format!("{}/broker", dev.info["issuer"].as_str().unwrap_or_default());
+    let out = lanyard(
+        d,
+        &[
+            "svid",
+            "fetch",
+            "--socket",
+            &socket,
+            "--jwt",
+            "--audience",
+            &audience,
+        ],
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token_file = d.join("svid.jwt");
+    std::fs::write(&token_file, &out.stdout)?;
+    let out = lanyard(
+        d,
+        &[
+            "broker",
+            "creds",
+            "appdb/readonly",
+            "--token-file",
+            &token_file.display().to_string(),
+        ],
+    )?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uri = String::from_utf8(out.stdout)?;
+    let out = run_psql(&psql, uri.trim(), "SELECT v FROM visible")?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "42",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = lanyard(
+        d,
+        &["--output", "json", "broker", "lease", "list", "--active"],
+    )?;
+    assert_eq!(json_of(&out)?["leases"].as_array().map(Vec::len), Some(2));
+    let out = lanyard(d, &["broker", "lease", "revoke", &lease])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the user is gone"));
+    assert!(!run_psql(&psql, &user_url, "SELECT 1")?.status.success());
+    let out = lanyard(
+        d,
+        &[
+            "--output",
+            "json",
+            "broker",
+            "lease",
+            "list",
+            "--pending-revocation",
+        ],
+    )?;
+    assert_eq!(json_of(&out)?["leases"].as_array().map(Vec::len), Some(0));
+    dev.stop()
+}

@@ -39,6 +39,7 @@ fn entries() -> Vec<lanyard_core::Entry> {
                 scopes: vec![],
                 may_act: vec![],
                 admin: false,
+                grants: Vec::new(),
                 role: None,
                 created_at: 0,
             }

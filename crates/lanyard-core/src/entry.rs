@@ -58,6 +58,9 @@ pub struct Entry {
     pub may_act: Vec<String>,
     /// Whether this identity may call the admin API.
     pub admin: bool,
+    /// Broker roles (`backend/role`) this identity may get credentials for.
+    #[serde(default)]
+    pub grants: Vec<String>,
     /// Role name for audience profiles' `{role}` (one cloud credential per
     /// role instead of per workload); see [`crate::audience`].
     pub role: Option<String>,
@@ -401,6 +404,7 @@ mod tests {
             scopes: vec![],
             may_act: vec![],
             admin: false,
+            grants: Vec::new(),
             role: None,
             created_at: 0,
         }

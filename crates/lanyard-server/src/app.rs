@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 use crate::error::ApiError;
 use crate::keys::KeyManager;
 use crate::metrics::Metrics;
-use crate::routes::{admin, health, oidc, profiles};
+use crate::routes::{admin, broker, health, oidc, profiles};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -37,6 +37,8 @@ pub struct AppState {
     pub registry: Arc<crate::registry::Registry>,
     /// Group-committing audit writer for the request path.
     pub audit: crate::audit_writer::AuditWriter,
+    /// The credential broker.
+    pub broker: Arc<crate::broker::BrokerService>,
 }
 
 /// The subset of configuration handlers need.
@@ -119,6 +121,29 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/admin/v1/audience-profiles/{id}",
             axum::routing::delete(profiles::delete_profile),
+        )
+        .route(
+            "/admin/v1/broker/backends",
+            get(broker::list_backends).post(broker::add_backend),
+        )
+        .route(
+            "/admin/v1/broker/backends/{name}/rotate-root",
+            post(broker::rotate_root),
+        )
+        .route(
+            "/admin/v1/broker/roles",
+            get(broker::list_roles).post(broker::add_role),
+        )
+        .route("/admin/v1/broker/leases", get(broker::list_leases))
+        .route(
+            "/admin/v1/broker/leases/{id}",
+            axum::routing::delete(broker::admin_revoke_lease),
+        )
+        .route("/broker/v1/creds/{backend}/{role}", post(broker::creds))
+        .route("/broker/v1/leases/{id}/renew", post(broker::renew))
+        .route(
+            "/broker/v1/leases/{id}",
+            axum::routing::delete(broker::revoke),
         )
         .route(
             "/admin/v1/jointokens",

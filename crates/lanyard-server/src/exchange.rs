@@ -34,6 +34,9 @@ pub const TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 pub const TYPE_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 /// An OAuth access token.
 pub const TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// Lanyard's requested token type for brokered PostgreSQL credentials; the
+/// broker role (`backend/role`) is the `resource` (or `audience`).
+pub const TYPE_POSTGRES_CREDENTIALS: &str = "urn:lanyard:params:token-type:postgres-credentials";
 
 /// Clock skew tolerated on Lanyard's own tokens.
 const SKEW: i64 = 60;
@@ -59,6 +62,8 @@ pub struct ExchangeRequest {
     pub tenant: Option<String>,
     /// Requested lifetime (`expires_in`, seconds; a Lanyard extension).
     pub ttl: Option<Duration>,
+    /// Brokered credentials for this role (`backend/role`) instead of a token.
+    pub broker_role: Option<String>,
 }
 
 /// Parses an `application/x-www-form-urlencoded` token request (RFC 8693 §2.1).
@@ -227,6 +232,18 @@ pub fn parse_form(body: &[u8]) -> Result<ExchangeRequest, Denial> {
     req.as_access_token = match requested_type.as_deref() {
         None | Some(TYPE_JWT) => false,
         Some(TYPE_ACCESS_TOKEN) => true,
+        Some(TYPE_POSTGRES_CREDENTIALS) => {
+            match req.audiences.as_slice() {
+                [role] => req.broker_role = Some(role.clone()),
+                _ => {
+                    return Err(Denial::new(
+                        DenyReason::InvalidRequest,
+                        "postgres-credentials needs exactly one resource (or audience): the broker role, e.g. appdb/readonly",
+                    ))
+                }
+            }
+            false
+        }
         Some(other) => {
             return Err(Denial::new(
                 DenyReason::InvalidRequest,
@@ -323,9 +340,9 @@ impl Trace {
 /// A verified principal: the evidence, its entry, and any delegation chain
 /// it already carries.
 #[derive(Debug, Clone)]
-struct Principal {
-    evidence: Evidence,
-    entry: Arc<Entry>,
+pub(crate) struct Principal {
+    pub(crate) evidence: Evidence,
+    pub(crate) entry: Arc<Entry>,
     /// The `act` claim of a Lanyard token presented as subject.
     act: Option<Value>,
     /// The `scope` claim of a Lanyard token presented as subject.
@@ -379,29 +396,8 @@ pub async fn decide(
     facts: &mut Facts,
 ) -> Result<Issued, Denial> {
     let now = state.clock.unix_seconds();
-    // The evidence carries the token's digest; compute it here only when
-    // attestation fails before producing evidence.
-    let subject = match attest(state, &req.subject_token, "subject", trace).await {
-        Ok(p) => p,
-        Err(d) => {
-            facts.digest = Some(lanyard_attest::digest_hex(req.subject_token.as_bytes()));
-            return Err(d);
-        }
-    };
-    facts.digest = Some(subject.evidence.digest.clone());
-    facts.subject = Some(subject.entry.spiffe_id.to_string());
-    facts.tenant = Some(subject.entry.tenant.to_string());
-
-    // Tenant (seed 001): evidence, entry and request must all agree.
-    let tenant =
-        check_tenant(&subject, req.tenant.as_deref()).inspect_err(|d| trace.fail("tenant", d))?;
-    trace.ok("tenant", || {
-        format!("{tenant}: issuer, entry and request agree")
-    });
-
+    let (subject, tenant) = authenticate(state, req, trace, facts).await?;
     let revocations = state.registry.revocations();
-    check_revoked(&revocations, &subject, now).inspect_err(|d| trace.fail("revocation", d))?;
-    trace.ok("revocation", || "nothing revoked for the subject".into());
 
     // Delegation (seed 003).
     let mut act = subject.act.clone();
@@ -684,6 +680,73 @@ pub(crate) fn token_shape(
     })
 }
 
+/// The first steps of every exchange: attest the subject, match its entry,
+/// check tenant and revocation. The broker's token-exchange path stops here.
+///
+/// # Errors
+/// The first [`Denial`].
+pub(crate) async fn authenticate(
+    state: &AppState,
+    req: &ExchangeRequest,
+    trace: &mut Trace,
+    facts: &mut Facts,
+) -> Result<(Principal, TenantId), Denial> {
+    let now = state.clock.unix_seconds();
+    // The evidence carries the token's digest; compute it here only when
+    // attestation fails before producing evidence.
+    let subject = match attest(state, &req.subject_token, "subject", trace).await {
+        Ok(p) => p,
+        Err(d) => {
+            facts.digest = Some(lanyard_attest::digest_hex(req.subject_token.as_bytes()));
+            return Err(d);
+        }
+    };
+    facts.digest = Some(subject.evidence.digest.clone());
+    facts.subject = Some(subject.entry.spiffe_id.to_string());
+    facts.tenant = Some(subject.entry.tenant.to_string());
+
+    // Tenant (seed 001): evidence, entry and request must all agree.
+    let tenant =
+        check_tenant(&subject, req.tenant.as_deref()).inspect_err(|d| trace.fail("tenant", d))?;
+    trace.ok("tenant", || {
+        format!("{tenant}: issuer, entry and request agree")
+    });
+
+    let revocations = state.registry.revocations();
+    check_revoked(&revocations, &subject, now).inspect_err(|d| trace.fail("revocation", d))?;
+    trace.ok("revocation", || "nothing revoked for the subject".into());
+    Ok((subject, tenant))
+}
+
+/// Verifies a bearer JWT-SVID this server issued for `audience` (the
+/// broker's), finds its entry and checks revocation.
+///
+/// # Security
+/// Only Lanyard's own published keys are accepted, the audience must match
+/// exactly, and every revocation key of the token and its entry applies.
+///
+/// # Errors
+/// A [`Denial`] saying which check failed.
+pub(crate) fn verify_bearer(
+    state: &AppState,
+    token: &str,
+    audience: &str,
+) -> Result<Principal, Denial> {
+    if peek_issuer(token).as_deref() != Some(state.settings.issuer.as_str()) {
+        return Err(Denial::new(
+            DenyReason::UnknownIssuer,
+            "the bearer token is not a JWT-SVID issued by this server",
+        ));
+    }
+    let p = attest_own(state, token, audience)?;
+    check_revoked(
+        &state.registry.revocations(),
+        &p,
+        state.clock.unix_seconds(),
+    )?;
+    Ok(p)
+}
+
 /// The JWT-SVID claims Lanyard issues (JWT-SVID §3 plus `tenant`, `act`, `scope`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SvidClaims {
@@ -745,7 +808,8 @@ async fn attest(
         "entry"
     };
     if peek_issuer(token).as_deref() == Some(state.settings.issuer.as_str()) {
-        let p = attest_own(state, token).inspect_err(|d| trace.fail(step_attest, d))?;
+        let p = attest_own(state, token, &state.settings.issuer)
+            .inspect_err(|d| trace.fail(step_attest, d))?;
         trace.ok(step_attest, || {
             format!("Lanyard JWT-SVID for {}", p.evidence.subject)
         });
@@ -796,7 +860,7 @@ async fn attest(
 }
 
 /// Verifies a JWT-SVID this server issued and finds the entry behind it.
-fn attest_own(state: &AppState, token: &str) -> Result<Principal, Denial> {
+fn attest_own(state: &AppState, token: &str, audience: &str) -> Result<Principal, Denial> {
     let published = state.keys.current();
     let verified =
         lanyard_jose::verify_compact(token, published.ring.verifiers(), state.keys.algorithms())
@@ -820,13 +884,10 @@ fn attest_own(state: &AppState, token: &str) -> Result<Principal, Denial> {
             "Lanyard token issued in the future",
         ));
     }
-    if !claims.aud.iter().any(|a| a == &state.settings.issuer) {
+    if !claims.aud.iter().any(|a| a == audience) {
         return Err(Denial::new(
             DenyReason::WrongAudience,
-            format!(
-                "a Lanyard token presented to Lanyard must have audience {}",
-                state.settings.issuer
-            ),
+            format!("a Lanyard token presented here must have audience {audience}"),
         ));
     }
     let tenant = TenantId::parse(&claims.tenant).map_err(|_| {

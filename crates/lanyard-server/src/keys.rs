@@ -83,6 +83,12 @@ impl KeyManager {
         Ok(manager)
     }
 
+    /// The key-encryption key, for other secrets sealed at rest (broker
+    /// backend passwords).
+    pub fn kek(&self) -> &Kek {
+        &self.kek
+    }
+
     /// The published ring: a lock-free load.
     pub fn current(&self) -> Arc<Published> {
         self.current.load_full()

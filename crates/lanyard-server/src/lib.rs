@@ -9,13 +9,15 @@
 //! The token path reads forward: [`exchange`] (attest → entry → tenant →
 //! revocation → delegation → audience/scope → sign) with [`registry`] (the
 //! in-memory entries, revocations, issuers) and [`audit_writer`] (group
-//! commit). Not here yet: the broker and the gRPC node API.
+//! commit). The credential broker is [`broker`] (leases, reaper) with its
+//! routes in [`routes::broker`]. Not here yet: the gRPC node API.
 
 #![warn(missing_docs)]
 
 pub mod admin_token;
 pub mod app;
 pub mod audit_writer;
+pub mod broker;
 pub mod ca;
 pub mod config;
 pub mod correlation;

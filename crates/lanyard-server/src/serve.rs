@@ -85,10 +85,19 @@ impl Server {
             source: std::io::Error::other(e),
         })?;
         let registry = Registry::load(store.clone(), clock.clone(), http).await?;
+        let keys = Arc::new(keys);
+        let broker = crate::broker::BrokerService::load(
+            store.clone(),
+            keys.clone(),
+            clock.clone(),
+            format!("{}/broker", config.issuer),
+        )
+        .await?;
         let state = AppState {
             audit: AuditWriter::spawn(store.clone()),
             store,
-            keys: Arc::new(keys),
+            keys,
+            broker: Arc::new(broker),
             ca: Arc::new(ca),
             metrics: Arc::new(Metrics::default()),
             clock,
@@ -203,6 +212,19 @@ impl Server {
                 }
             }
         });
+        let reaper_state = self.state.clone();
+        let reaper = tokio::spawn(async move {
+            let broker = reaper_state.broker.clone();
+            loop {
+                broker.sleep(crate::broker::REAP_EVERY).await;
+                if let Err(e) = broker.refresh().await {
+                    tracing::warn!(error = %e, "broker refresh failed; using the previous view");
+                }
+                if let Err(e) = broker.tick(&reaper_state.registry).await {
+                    tracing::warn!(error = %e, "broker reaper tick failed; retrying");
+                }
+            }
+        });
         let keys = self.state.keys.clone();
         let ca = self.state.ca.clone();
         let job = tokio::spawn(async move {
@@ -257,6 +279,7 @@ impl Server {
         };
         job.abort();
         poll.abort();
+        reaper.abort();
         if let Some(t) = node_task {
             t.abort();
         }

@@ -18,6 +18,7 @@
 
 pub mod audit;
 mod error;
+mod lease;
 mod model;
 mod open;
 mod sql;
@@ -29,6 +30,7 @@ use lanyard_core::{AudienceProfile, Entry};
 
 pub use audit::{AuditDraft, AuditEvent};
 pub use error::StoreError;
+pub use lease::{BrokerBackendRow, BrokerRoleRow, BrokerStore, LeaseQuery, LeaseRow, LeaseState};
 pub use model::{
     AdminTokenRow, AuditQuery, CaChange, IssuerRow, JoinTokenRow, KeyChange, NodeRow, Revocation,
     SigningKeyRow, Tenant, X509CaRow,
@@ -49,7 +51,7 @@ pub type CaPlanner<'a> =
 
 /// Everything Lanyard persists, grouped by entity. Verbs: create, fetch,
 /// list, update, delete, count, append.
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: BrokerStore + Send + Sync + std::fmt::Debug {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 

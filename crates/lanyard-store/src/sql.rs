@@ -248,6 +248,7 @@ macro_rules! entry_row {
             scopes: r.try_get("scopes")?,
             may_act: r.try_get("may_act")?,
             admin: r.try_get("admin")?,
+            grants: r.try_get("grants")?,
             role: r.try_get("role")?,
             created_at: r.try_get("created_at")?,
         }
@@ -256,7 +257,7 @@ macro_rules! entry_row {
 }
 
 const ENTRY_COLUMNS: &str =
-    "id, tenant, spiffe_id, issuer, parent, dns_names, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, role, created_at";
+    "id, tenant, spiffe_id, issuer, parent, dns_names, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, role, grants, created_at";
 
 struct RawEntry {
     id: String,
@@ -272,6 +273,7 @@ struct RawEntry {
     scopes: String,
     may_act: String,
     admin: bool,
+    grants: String,
     role: Option<String>,
     created_at: i64,
 }
@@ -311,6 +313,7 @@ impl RawEntry {
             scopes: list("entry scopes", &self.scopes)?,
             may_act: list("entry may_act", &self.may_act)?,
             admin: self.admin,
+            grants: list("entry grants", &self.grants)?,
             role: self.role,
             created_at: self.created_at,
             id: self.id,
@@ -325,6 +328,7 @@ struct EntryCols {
     audiences: String,
     scopes: String,
     may_act: String,
+    grants: String,
     dns_names: String,
     parent: String,
     ttl: Option<i64>,
@@ -342,6 +346,7 @@ fn entry_cols(e: &Entry) -> EntryCols {
         audiences: json(&e.audiences),
         scopes: json(&e.scopes),
         may_act: json(&e.may_act),
+        grants: json(&e.grants),
         dns_names: json(&e.dns_names),
         parent: e
             .parent
@@ -923,8 +928,8 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(
-                "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at, parent, dns_names, role) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16)",
+                "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at, parent, dns_names, role, grants) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17)",
             )
             .bind(&entry.id)
             .bind(entry.tenant.as_str())
@@ -942,6 +947,7 @@ impl Store for SqlStore {
             .bind(&c.parent)
             .bind(&c.dns_names)
             .bind(entry.role.as_deref())
+            .bind(&c.grants)
             .execute(&mut *tx)
             .await
             .map_err(|e| entry_conflict(e, &entry))?;
@@ -960,7 +966,7 @@ impl Store for SqlStore {
                 .await?;
             let done = sqlx::query(
                 "UPDATE entries SET tenant = $2, spiffe_id = $3, issuer = $4, selectors = $5, selector_key = $6, audiences = $7, \
-                 ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13, parent = $14, dns_names = $15, role = $16 WHERE id = $1",
+                 ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13, parent = $14, dns_names = $15, role = $16, grants = $17 WHERE id = $1",
             )
             .bind(&entry.id)
             .bind(entry.tenant.as_str())
@@ -978,6 +984,7 @@ impl Store for SqlStore {
             .bind(&c.parent)
             .bind(&c.dns_names)
             .bind(entry.role.as_deref())
+            .bind(&c.grants)
             .execute(&mut *tx)
             .await
             .map_err(|e| entry_conflict(e, &entry))?;
@@ -1220,3 +1227,5 @@ impl Store for SqlStore {
         })
     }
 }
+
+mod broker;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use lanyard_core::{Decision, KeyState, TenantId};
 use lanyard_store::audit::{verify_chain, GENESIS_HASH};
 use lanyard_store::{
-    AdminTokenRow, AuditDraft, CaChange, JoinTokenRow, KeyChange, NodeRow, SigningKeyRow, Store,
-    StoreError, Tenant, X509CaRow,
+    AdminTokenRow, AuditDraft, BrokerBackendRow, BrokerRoleRow, CaChange, JoinTokenRow, KeyChange,
+    LeaseQuery, LeaseRow, LeaseState, NodeRow, SigningKeyRow, Store, StoreError, Tenant, X509CaRow,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -358,6 +358,7 @@ fn entry(id: &str, selectors: &[&str]) -> Result<lanyard_core::Entry, Box<dyn st
         may_act: vec!["spiffe://example.org/agents/*".into()],
         admin: true,
         role: Some("reader".into()),
+        grants: vec!["appdb/readonly".into()],
         created_at: 7,
     })
 }
@@ -393,6 +394,7 @@ async fn entries_round_trip_conflict_and_tenant_binding(url: &str) -> TestResult
     changed.audiences = vec!["api://y".into()];
     changed.admin = false;
     changed.role = None;
+    changed.grants = vec!["appdb/readonly".into(), "appdb/rw".into()];
     store
         .update_entry(changed.clone(), draft("entry.update", "e1"))
         .await?;
@@ -871,6 +873,136 @@ async fn audience_profiles_are_scoped_unique_and_audited(url: &str) -> TestResul
             .count(),
         6
     );
+    verify_all(&store).await?;
+    Ok(())
+}
+
+fn lease(id: &str, created_at: i64, expires_at: i64) -> LeaseRow {
+    LeaseRow {
+        id: id.into(),
+        backend: "appdb".into(),
+        role: "readonly".into(),
+        tenant: "payments".into(),
+        spiffe_id: "spiffe://example.org/api".into(),
+        entry_id: "e1".into(),
+        username: format!("lanyard_readonly_{id}"),
+        revocation_keys: vec![("entry".into(), "e1".into()), ("jti".into(), id.into())],
+        correlation_id: format!("corr-{id}"),
+        state: LeaseState::Active,
+        created_at,
+        expires_at,
+        max_expires_at: created_at + 3600,
+        attempts: 0,
+        next_attempt_at: 0,
+        last_error: String::new(),
+        revoke_reason: String::new(),
+        revoked_at: None,
+    }
+}
+
+conformance!(broker_backends_roles_and_leases);
+async fn broker_backends_roles_and_leases(url: &str) -> TestResult {
+    let store = lanyard_store::open(url).await?;
+    let role = BrokerRoleRow {
+        backend: "appdb".into(),
+        name: "readonly".into(),
+        creation_sql: "CREATE ROLE \"{{name}}\" PASSWORD '{{password}}'".into(),
+        revocation_sql: String::new(),
+        ttl_secs: 900,
+        max_ttl_secs: 3600,
+        created_at: 5,
+    };
+    let orphan = store
+        .create_broker_role(role.clone(), draft("broker.role.create", "appdb/readonly"))
+        .await;
+    assert!(
+        matches!(orphan, Err(StoreError::NotFound { .. })),
+        "{orphan:?}"
+    );
+    let g0 = store.generation("broker").await?;
+    let mut backend = BrokerBackendRow {
+        name: "appdb".into(),
+        kind: "postgres".into(),
+        url: "postgres://admin@db/app".into(),
+        sealed_secret: vec![1, 2, 3],
+        kek_fingerprint: "fp".into(),
+        created_at: 5,
+        updated_at: 5,
+    };
+    store
+        .create_broker_backend(backend.clone(), draft("broker.backend.create", "appdb"))
+        .await?;
+    assert!(matches!(
+        store
+            .create_broker_backend(backend.clone(), draft("broker.backend.create", "appdb"))
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    backend.sealed_secret = vec![9; 40];
+    backend.updated_at = 6;
+    store
+        .update_broker_backend(
+            backend.clone(),
+            draft("broker.backend.rotate-root", "appdb"),
+        )
+        .await?;
+    assert_eq!(store.list_broker_backends().await?, vec![backend]);
+    store
+        .create_broker_role(role.clone(), draft("broker.role.create", "appdb/readonly"))
+        .await?;
+    assert_eq!(store.list_broker_roles().await?, vec![role]);
+    assert!(store.generation("broker").await? >= g0 + 3);
+
+    store
+        .create_lease(lease("l1", 10, 910), draft("lease.create", "l1"))
+        .await?;
+    store
+        .create_lease(lease("l2", 20, 50), draft("lease.create", "l2"))
+        .await?;
+    assert_eq!(store.fetch_lease("l1").await?, Some(lease("l1", 10, 910)));
+    assert_eq!(store.fetch_lease("nope").await?, None);
+    let due = |t| LeaseQuery {
+        state: Some(LeaseState::Active),
+        expires_by: Some(t),
+        limit: 100,
+        ..LeaseQuery::default()
+    };
+    let ids = |v: Vec<LeaseRow>| v.into_iter().map(|l| l.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.list_leases(due(49)).await?), Vec::<String>::new());
+    assert_eq!(ids(store.list_leases(due(50)).await?), vec!["l2"]);
+
+    let mut l2 = lease("l2", 20, 50);
+    l2.state = LeaseState::Revoking;
+    l2.attempts = 1;
+    l2.next_attempt_at = 60;
+    l2.last_error = "backend connect failed".into();
+    l2.revoke_reason = "expired".into();
+    store.update_lease(l2.clone(), Vec::new()).await?;
+    let pending = |t| LeaseQuery {
+        state: Some(LeaseState::Revoking),
+        attempt_due_by: Some(t),
+        limit: 100,
+        ..LeaseQuery::default()
+    };
+    assert!(store.list_leases(pending(59)).await?.is_empty());
+    assert_eq!(store.list_leases(pending(60)).await?, vec![l2.clone()]);
+    l2.state = LeaseState::Revoked;
+    l2.revoked_at = Some(61);
+    store
+        .update_lease(l2.clone(), vec![draft("lease.revoke", "l2")])
+        .await?;
+    assert_eq!(store.fetch_lease("l2").await?, Some(l2));
+    assert!(matches!(
+        store.update_lease(lease("l3", 1, 2), Vec::new()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // One holder at a time; another takes over after `until`.
+    assert!(store.claim_job("broker_reaper", "a", 100, 110).await?);
+    assert!(store.claim_job("broker_reaper", "a", 105, 115).await?);
+    assert!(!store.claim_job("broker_reaper", "b", 110, 120).await?);
+    assert!(store.claim_job("broker_reaper", "b", 115, 125).await?);
+    assert!(!store.claim_job("broker_reaper", "a", 116, 126).await?);
     verify_all(&store).await?;
     Ok(())
 }

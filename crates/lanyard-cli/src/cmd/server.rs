@@ -143,10 +143,14 @@ async fn rekey(
         .context(
             "re-sealing the signing keys (the CA keys are already re-sealed; run rekey again)",
         )?;
-    let result = json!({ "resealed": n, "resealed_cas": cas, "old_kek": old.fingerprint(), "new_kek": new.fingerprint() });
+    let backends =
+        lanyard_server::broker::reseal_backends(&*store, &old, &new, "system:rekey", at_ms)
+            .await
+            .context("re-sealing the broker backends' secrets (CA and signing keys are already re-sealed; run rekey again to finish)")?;
+    let result = json!({ "resealed": n, "resealed_cas": cas, "broker_backends_resealed": backends, "old_kek": old.fingerprint(), "new_kek": new.fingerprint() });
     output::print(g.output, &result, |_| {
         println!(
-            "{n} signing keys and {cas} X.509 CA keys re-sealed under key-encryption key {} (was {}).",
+            "{n} signing keys, {cas} X.509 CA keys and {backends} broker backend secrets re-sealed under key-encryption key {} (was {}).",
             new.fingerprint(),
             old.fingerprint()
         );

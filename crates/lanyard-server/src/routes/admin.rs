@@ -525,6 +525,9 @@ pub struct EntryRequest {
     may_act: Vec<String>,
     #[serde(default)]
     admin: bool,
+    /// Broker roles (`backend/role`) this identity may get credentials for.
+    #[serde(default)]
+    grants: Vec<String>,
     /// `{role}` for audience profiles' subject templates.
     #[serde(default)]
     role: Option<String>,
@@ -570,6 +573,7 @@ async fn build_entry(
         ("audiences", &req.audiences),
         ("scopes", &req.scopes),
         ("may_act", &req.may_act),
+        ("grants", &req.grants),
         ("dns_names", &req.dns_names),
     ] {
         if list.len() > MAX_LIST || list.iter().any(|v| v.is_empty() || v.len() > 512) {
@@ -652,6 +656,15 @@ async fn build_entry(
     let mut scopes = req.scopes;
     scopes.sort();
     scopes.dedup();
+    let mut grants = req.grants;
+    grants.sort();
+    grants.dedup();
+    for grant in &grants {
+        state
+            .broker
+            .check_grant(grant)
+            .map_err(ApiError::BadRequest)?;
+    }
     Ok(Entry {
         id,
         spiffe_id,
@@ -666,6 +679,7 @@ async fn build_entry(
         scopes,
         may_act: req.may_act,
         admin: req.admin,
+        grants,
         role: req.role,
         created_at: state.clock.unix_seconds(),
     })
@@ -887,6 +901,8 @@ pub async fn create_revocation(
         .await
         .map_err(|e| ApiError::from_store(e, &cid.0))?;
     refresh(&state).await;
+    // Leases of the revoked identity go now, not at the next reaper tick.
+    state.broker.wake();
     tracing::info!(kind = %rev.kind, actor = %admin.actor, "revocation recorded");
     Ok((StatusCode::CREATED, Json(rev)).into_response())
 }
@@ -946,6 +962,7 @@ pub async fn explain(
         as_access_token: false,
         tenant: req.tenant,
         ttl: None,
+        broker_role: None,
     };
     let mut trace = Trace::recording();
     let mut facts = Facts::default();

@@ -131,6 +131,10 @@ pub async fn token(
             "Content-Type must be application/x-www-form-urlencoded",
         )),
         Ok(bytes) => match parse_form(&bytes) {
+            // Brokered credentials: attested like any exchange, answered by the broker.
+            Ok(req) if req.broker_role.is_some() => {
+                return crate::routes::broker::exchange(&state, &cid.0, &req).await
+            }
             Ok(req) => decide(&state, &req, &mut trace, &mut facts).await,
             Err(d) => Err(d),
         },
