@@ -226,35 +226,11 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         self.caller(&req, "FetchX509Bundles").await?;
-        let agent = self.agent.clone();
-        let mut changes = agent.subscribe();
-        let stream = async_stream(move |tx| async move {
-            let mut last = None;
-            loop {
-                let view = agent.view();
-                if !view.serving {
-                    let _ = tx
-                        .send(Err(Status::permission_denied("no identity issued")))
-                        .await;
-                    return;
-                }
-                let resp = X509BundlesResponse {
-                    crl: Vec::new(),
-                    bundles: [(view.trust_domain_id.clone(), concat(&view.roots))]
-                        .into_iter()
-                        .collect(),
-                };
-                if last.as_ref() != Some(&resp) {
-                    if tx.send(Ok(resp.clone())).await.is_err() {
-                        return;
-                    }
-                    last = Some(resp);
-                }
-                tokio::select! {
-                    r = changes.changed() => if r.is_err() { return },
-                    () = tx.closed() => return,
-                }
-            }
+        let stream = bundle_stream(self.agent.clone(), |view: &View| X509BundlesResponse {
+            crl: Vec::new(),
+            bundles: [(view.trust_domain_id.clone(), concat(&view.roots))]
+                .into_iter()
+                .collect(),
         });
         Ok(Response::new(stream))
     }
@@ -312,34 +288,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         self.caller(&req, "FetchJWTBundles").await?;
-        let agent = self.agent.clone();
-        let mut changes = agent.subscribe();
-        let stream = async_stream(move |tx| async move {
-            let mut last = None;
-            loop {
-                let view = agent.view();
-                if !view.serving {
-                    let _ = tx
-                        .send(Err(Status::permission_denied("no identity issued")))
-                        .await;
-                    return;
-                }
-                let resp = JwtBundlesResponse {
-                    bundles: [(view.trust_domain_id.clone(), view.jwt_bundle.clone())]
-                        .into_iter()
-                        .collect(),
-                };
-                if last.as_ref() != Some(&resp) {
-                    if tx.send(Ok(resp.clone())).await.is_err() {
-                        return;
-                    }
-                    last = Some(resp);
-                }
-                tokio::select! {
-                    r = changes.changed() => if r.is_err() { return },
-                    () = tx.closed() => return,
-                }
-            }
+        let stream = bundle_stream(self.agent.clone(), |view: &View| JwtBundlesResponse {
+            bundles: [(view.trust_domain_id.clone(), view.jwt_bundle.clone())]
+                .into_iter()
+                .collect(),
         });
         Ok(Response::new(stream))
     }
@@ -401,6 +353,38 @@ impl SpiffeWorkloadApi for WorkloadApi {
             claims: Some(to_struct(&claims)),
         }))
     }
+}
+
+/// A bundle stream: the full bundle set now and after every change, until
+/// the node stops serving (then `PermissionDenied`) or the client leaves.
+fn bundle_stream<T>(agent: Arc<Agent>, build: fn(&View) -> T) -> Streamed<T>
+where
+    T: Clone + PartialEq + Send + Sync + 'static,
+{
+    let mut changes = agent.subscribe();
+    async_stream(move |tx| async move {
+        let mut last: Option<T> = None;
+        loop {
+            let view = agent.view();
+            if !view.serving {
+                let _ = tx
+                    .send(Err(Status::permission_denied("no identity issued")))
+                    .await;
+                return;
+            }
+            let resp = build(&view);
+            if last.as_ref() != Some(&resp) {
+                if tx.send(Ok(resp.clone())).await.is_err() {
+                    return;
+                }
+                last = Some(resp);
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                () = tx.closed() => return,
+            }
+        }
+    })
 }
 
 /// A stream fed by a task through a small channel; the task sees when the

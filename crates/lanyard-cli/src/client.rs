@@ -176,7 +176,9 @@ impl AdminClient {
             .and_then(Value::as_str)
             .unwrap_or("error");
         let hint = match status {
-            StatusCode::UNAUTHORIZED if path.starts_with("creds/") || path.starts_with("leases/") => {
+            StatusCode::UNAUTHORIZED
+                if path.starts_with("creds/") || path.starts_with("leases/") =>
+            {
                 "; the JWT-SVID must be unexpired, unrevoked and for audience <server>/broker"
             }
             StatusCode::UNAUTHORIZED => "; check --admin-token / LANYARD_ADMIN_TOKEN",

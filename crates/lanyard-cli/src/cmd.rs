@@ -1,9 +1,9 @@
 //! Command implementations.
 
-mod broker;
 pub mod agent;
 mod audience_profile;
 pub mod audit;
+mod broker;
 pub mod dev;
 mod entry;
 mod issuer;

@@ -616,6 +616,48 @@ impl NodeService {
         Ok(svid)
     }
 
+    /// Entry `id` if it is served by `node` and neither it nor its SPIFFE
+    /// ID is revoked; otherwise an audited `PermissionDenied`.
+    async fn served_entry(
+        &self,
+        index: &lanyard_core::EntryIndex,
+        node: &SpiffeId,
+        id: &str,
+        action: &str,
+    ) -> Result<Arc<lanyard_core::Entry>, Status> {
+        let Some(entry) = index.get(id).filter(|e| e.parent.as_ref() == Some(node)) else {
+            let reason = format!(
+                "entry {} is not served by this node",
+                id.chars().take(64).collect::<String>()
+            );
+            return Err(self
+                .deny(
+                    action,
+                    &node.to_string(),
+                    &reason,
+                    Status::permission_denied(reason.clone()),
+                )
+                .await);
+        };
+        let revocations = self.state.registry.revocations();
+        let now = self.now();
+        if let Some(reason) = revocations
+            .check("entry", &entry.id, now)
+            .or_else(|| revocations.check("spiffe-id", &entry.spiffe_id.to_string(), now))
+        {
+            let reason = format!("{} is revoked ({reason})", entry.spiffe_id);
+            return Err(self
+                .deny(
+                    action,
+                    &entry.spiffe_id.to_string(),
+                    &reason,
+                    Status::permission_denied(reason.clone()),
+                )
+                .await);
+        }
+        Ok(entry.clone())
+    }
+
     fn revision(&self) -> i64 {
         // Everything an agent's view depends on; each counter only grows.
         self.state.registry.generation_sum()
@@ -725,41 +767,11 @@ impl Node for NodeService {
         let index = self.state.registry.entries();
         let ca = self.state.ca.current();
         let (ttl, _) = self.state.ca.svid_ttls();
-        let now = self.now();
-        let revocations = self.state.registry.revocations();
         let mut svids = Vec::with_capacity(requests.len());
         for r in requests {
-            let Some(entry) = index
-                .get(&r.entry_id)
-                .filter(|e| e.parent.as_ref() == Some(&node))
-            else {
-                let reason = format!(
-                    "entry {} is not served by this node",
-                    r.entry_id.chars().take(64).collect::<String>()
-                );
-                return Err(self
-                    .deny(
-                        "svid.x509.sign",
-                        &node.to_string(),
-                        &reason,
-                        Status::permission_denied(reason.clone()),
-                    )
-                    .await);
-            };
-            if let Some(reason) = revocations
-                .check("entry", &entry.id, now)
-                .or_else(|| revocations.check("spiffe-id", &entry.spiffe_id.to_string(), now))
-            {
-                let reason = format!("{} is revoked ({reason})", entry.spiffe_id);
-                return Err(self
-                    .deny(
-                        "svid.x509.sign",
-                        &entry.spiffe_id.to_string(),
-                        &reason,
-                        Status::permission_denied(reason.clone()),
-                    )
-                    .await);
-            }
+            let entry = self
+                .served_entry(&index, &node, &r.entry_id, "svid.x509.sign")
+                .await?;
             let svid = ca
                 .authority
                 .sign_svid(&lanyard_ca::x509::X509SvidParams {
@@ -805,36 +817,10 @@ impl Node for NodeService {
             ));
         }
         let index = self.state.registry.entries();
-        let Some(entry) = index
-            .get(&r.entry_id)
-            .filter(|e| e.parent.as_ref() == Some(&node))
-        else {
-            let reason = "entry is not served by this node".to_owned();
-            return Err(self
-                .deny(
-                    "svid.jwt.mint",
-                    &node.to_string(),
-                    &reason,
-                    Status::permission_denied(reason.clone()),
-                )
-                .await);
-        };
+        let entry = self
+            .served_entry(&index, &node, &r.entry_id, "svid.jwt.mint")
+            .await?;
         let now = self.now();
-        let revocations = self.state.registry.revocations();
-        if let Some(reason) = revocations
-            .check("entry", &entry.id, now)
-            .or_else(|| revocations.check("spiffe-id", &entry.spiffe_id.to_string(), now))
-        {
-            let reason = format!("{} is revoked ({reason})", entry.spiffe_id);
-            return Err(self
-                .deny(
-                    "svid.jwt.mint",
-                    &entry.spiffe_id.to_string(),
-                    &reason,
-                    Status::permission_denied(reason.clone()),
-                )
-                .await);
-        }
         if !entry.audiences.is_empty() {
             if let Some(bad) = r.audiences.iter().find(|a| !entry.audiences.contains(a)) {
                 let reason = format!("audience {bad:?} is not allowed for {}", entry.spiffe_id);
@@ -851,11 +837,18 @@ impl Node for NodeService {
         let ttl = entry.ttl.unwrap_or(self.state.settings.jwt_default_ttl);
         // Audience profiles apply to Workload API tokens too (a file for
         // AZURE_FEDERATED_TOKEN_FILE must be RS256 with the profile's sub).
-        let shape = match crate::exchange::token_shape(&self.state, &r.audiences, entry) {
+        let shape = match crate::exchange::token_shape(&self.state, &r.audiences, &entry) {
             Ok(s) => s,
             Err(d) => {
                 let reason = d.to_string();
-                return Err(self.deny("svid.jwt.mint", &entry.spiffe_id.to_string(), &reason, Status::permission_denied(d.detail)).await);
+                return Err(self
+                    .deny(
+                        "svid.jwt.mint",
+                        &entry.spiffe_id.to_string(),
+                        &reason,
+                        Status::permission_denied(d.detail),
+                    )
+                    .await);
             }
         };
         let published = self.state.keys.current();
