@@ -229,11 +229,11 @@ if [ "$RUN_OPENBAO" = 1 ]; then
     bao_api POST pki/root/generate/internal '{"common_name":"example.org bench root","key_type":"ec","key_bits":256,"ttl":"87600h"}'
     # no_store: OpenBao's fastest path (issued certificates are not written to storage).
     bao_api POST pki/roles/spiffe '{"allowed_uri_sans":["spiffe://example.org/*"],"allow_any_name":false,"allow_bare_domains":false,"allow_subdomains":false,"allow_localhost":false,"allow_ip_sans":false,"require_cn":false,"use_csr_sans":true,"use_csr_common_name":false,"key_type":"ec","key_bits":256,"ttl":"1h","max_ttl":"1h","server_flag":true,"client_flag":true,"no_store":true}'
-    BAO=(--base "$BAO_URL" --token-file "$TMP/bao-token" --role spiffe)
-    "$DRIVER" openbao-pki "${BAO[@]}" --csrs 1 --concurrency 1 --duration 0.2 --warmup 0 > "$TMP/smoke.json" \
+    BAOARGS=(--base "$BAO_URL" --token-file "$TMP/bao-token" --role spiffe)
+    "$DRIVER" openbao-pki "${BAOARGS[@]}" --csrs 1 --concurrency 1 --duration 0.2 --warmup 0 > "$TMP/smoke.json" \
         || die "openbao pki/sign smoke failed: $(cat "$TMP/smoke.json")"
     grep -q '"errors":0' "$TMP/smoke.json" || die "openbao pki/sign smoke had errors: $(cat "$TMP/smoke.json")"
-    if "$DRIVER" openbao-pki "${BAO[@]}" --uri-base spiffe://other.example/x --csrs 1 --concurrency 1 --duration 0.2 --warmup 0 \
+    if "$DRIVER" openbao-pki "${BAOARGS[@]}" --uri-base spiffe://other.example/x --csrs 1 --concurrency 1 --duration 0.2 --warmup 0 \
         > "$TMP/smoke-other.json" 2>"$TMP/smoke-other.err"; then
         die "openbao signed a CSR for spiffe://other.example: the role's allowed_uri_sans are not applied"
     fi
@@ -248,7 +248,7 @@ for c in $CONCURRENCY; do
     fi
     if [ "$RUN_OPENBAO" = 1 ]; then
         log "openbao-pki-sign c=$c ${DURATION}s"
-        measure "$c" openbao-pki "${BAO[@]}"
+        measure "$c" openbao-pki "${BAOARGS[@]}"
     fi
 done
 
@@ -270,7 +270,11 @@ def cell(r, k):
     if r is None or r.get(k) is None:
         return "–"
     v = r[k]
-    return f"{v:,.0f}" if k == "flows_per_sec" else (f"{v:,}" if isinstance(v, int) else f"{v:.2f} ms")
+    if k == "flows_per_sec":
+        return f"{v:,.0f}"
+    if k == "other_cpu_pct":
+        return f"{v:.0f}"
+    return f"{v:,}" if isinstance(v, int) else f"{v:.2f} ms"
 print(f"X.509-SVID signing vs OpenBao pki/sign: {time.strftime('%Y-%m-%d')}, {duration} s per run + 1 s warm-up, "
       f"{ncsrs} distinct P-256 CSRs; {bao_version}\n")
 print("| concurrency | Lanyard SVIDs/s | Lanyard p50 | Lanyard p99 | OpenBao certs/s | OpenBao p50 | OpenBao p99 | Lanyard/OpenBao | server CPU µs/op Lanyard / OpenBao | other CPU % |")
