@@ -170,3 +170,48 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_atomic_and_a_failed_write_keeps_the_old_file(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("svid.key");
+        write_atomic(&path, b"old", 0o600)?;
+        assert_eq!(std::fs::read(&path)?, b"old");
+        assert_eq!(
+            std::fs::metadata(&path)?.permissions().mode() & 0o777,
+            0o600
+        );
+        // Make the next write fail the way a full disk does (before the
+        // rename): the temporary file cannot be created.
+        let blocker = dir
+            .path()
+            .join(format!(".svid.key.tmp-{}", std::process::id()));
+        std::fs::create_dir(&blocker)?;
+        assert!(write_atomic(&path, b"new", 0o600).is_err());
+        assert_eq!(std::fs::read(&path)?, b"old", "the previous file stays");
+        std::fs::remove_dir(&blocker)?;
+        write_atomic(&path, b"new", 0o600)?;
+        assert_eq!(std::fs::read(&path)?, b"new");
+        // No temporary files are left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn pem_blocks_wrap_at_64_columns() {
+        let text = pem("CERTIFICATE", &[vec![0u8; 100], vec![1u8; 3]]);
+        assert_eq!(text.matches("-----BEGIN CERTIFICATE-----").count(), 2);
+        assert!(text
+            .lines()
+            .all(|l| l.len() <= 64 || l.starts_with("-----")));
+    }
+}

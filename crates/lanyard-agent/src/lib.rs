@@ -146,6 +146,11 @@ pub struct AgentConfig {
     pub metadata_listen: Option<std::net::SocketAddr>,
 }
 
+/// (entry id, audiences).
+type JwtKey = (String, Vec<String>);
+/// (token, refresh at, expires at), Unix seconds.
+type CachedJwt = (String, i64, i64);
+
 /// The running agent's shared state.
 #[derive(Debug)]
 pub struct Agent {
@@ -153,7 +158,7 @@ pub struct Agent {
     node: NodeClient,
     view: ArcSwap<View>,
     changed: watch::Sender<u64>,
-    jwt_cache: Mutex<HashMap<(String, Vec<String>), (String, i64, i64)>>,
+    jwt_cache: Mutex<HashMap<JwtKey, CachedJwt>>,
     clock: Arc<dyn Clock>,
     attestor: attest::WorkloadAttestor,
 }

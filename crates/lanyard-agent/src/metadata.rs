@@ -40,6 +40,8 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+// The error is the ready HTTP answer; these run once per request.
+#[allow(clippy::result_large_err)]
 fn guard(headers: &HeaderMap) -> Result<(), Response> {
     if headers.contains_key("x-forwarded-for") || headers.contains_key("forwarded") {
         return Err(error(StatusCode::FORBIDDEN, "proxied requests are refused"));
@@ -57,6 +59,7 @@ fn guard(headers: &HeaderMap) -> Result<(), Response> {
     Ok(())
 }
 
+#[allow(clippy::result_large_err)]
 fn identity(m: &Meta) -> Result<Arc<crate::Identity>, Response> {
     let view = m.agent.view();
     if !view.serving {
@@ -122,5 +125,89 @@ async fn jwt(State(m): State<Meta>, headers: HeaderMap, Query(q): Query<JwtQuery
         }
         Err(crate::AgentError::Refused(reason)) => error(StatusCode::FORBIDDEN, &reason),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the server is unreachable"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    fn agent(dir: &std::path::Path) -> Result<Arc<Agent>, Box<dyn std::error::Error>> {
+        let config = crate::AgentConfig {
+            server_addr: "127.0.0.1:9".into(),
+            server_name: Some("localhost".into()),
+            trust_domain: "example.org".into(),
+            bootstrap_roots: Vec::new(),
+            bootstrap: crate::Bootstrap::Stored,
+            state_dir: dir.to_owned(),
+            socket_path: dir.join("s.sock"),
+            sync_interval: std::time::Duration::from_secs(1),
+            attest: crate::attest::AttestConfig::default(),
+            files: Vec::new(),
+            metadata_listen: None,
+        };
+        Ok(Agent::new(config, Arc::new(lanyard_core::SystemClock))?)
+    }
+
+    async fn status(
+        app: &Router,
+        req: Request<Body>,
+    ) -> Result<StatusCode, Box<dyn std::error::Error>> {
+        Ok(app.clone().oneshot(req).await?.status())
+    }
+
+    #[tokio::test]
+    async fn header_required_proxies_refused_nothing_before_attestation(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let app = router(agent(dir.path())?, "spiffe://example.org/vm".into());
+        let get = |h: &[(&str, &str)]| {
+            let mut b = Request::get("/v1/identity/x509");
+            for (k, v) in h {
+                b = b.header(*k, *v);
+            }
+            b.body(Body::empty())
+        };
+        assert_eq!(status(&app, get(&[])?).await?, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(&app, get(&[("Metadata", "false")])?).await?,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(
+                &app,
+                get(&[("Metadata", "true"), ("X-Forwarded-For", "1.2.3.4")])?
+            )
+            .await?,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status(
+                &app,
+                get(&[("Metadata", "true"), ("Forwarded", "for=1.2.3.4")])?
+            )
+            .await?,
+            StatusCode::FORBIDDEN
+        );
+        // Not attested yet: nothing to hand out.
+        assert_eq!(
+            status(&app, get(&[("Metadata", "true")])?).await?,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let jwt = Request::get("/v1/identity/jwt")
+            .header("Metadata", "true")
+            .body(Body::empty())?;
+        assert_eq!(
+            status(&app, jwt).await?,
+            StatusCode::BAD_REQUEST,
+            "audience is required"
+        );
+        Ok(())
     }
 }

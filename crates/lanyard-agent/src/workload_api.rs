@@ -122,8 +122,12 @@ impl WorkloadApi {
             gid: cred.gid(),
         };
         let selectors = self.agent.attestor().attest(cred).await.map_err(|e| {
-            tracing::warn!(method, pid = ?cred.pid, uid = cred.uid, error = %e, "workload attestation failed");
-            Status::permission_denied("workload attestation failed")
+            tracing::warn!(method, pid = ?cred.pid, uid = cred.uid, code = e.code, reason = %e.reason, "workload attestation failed");
+            if e.retryable {
+                Status::unavailable(e.caller_message)
+            } else {
+                Status::permission_denied(e.caller_message)
+            }
         })?;
         let view = self.agent.view();
         if !view.serving {

@@ -19,8 +19,10 @@
 //!
 //! What it does not do: match registration entries, compare tenants with
 //! entries, check revocations or issue anything; those are the server's
-//! next steps, fed by the [`Evidence`]. It does not verify join tokens, unix
-//! peer credentials or X.509 yet.
+//! next steps, fed by the [`Evidence`]. Join tokens are checked by the
+//! server's node API (they are one-time secrets in the store, not signed
+//! evidence); a node agent's callers are attested from their peer
+//! credentials by [`workload`].
 //!
 //! | kind | selectors | revocation keys |
 //! |---|---|---|
@@ -45,6 +47,7 @@ mod keys;
 mod kinds;
 mod token;
 mod token_review;
+pub mod workload;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

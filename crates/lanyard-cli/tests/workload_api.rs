@@ -66,6 +66,10 @@ fn dev(dir: &Path, extra: &[&str]) -> Result<(Proc, Value), Box<dyn std::error::
     }
 }
 
+fn dev_start_again(dir: &Path) -> Result<(Proc, Value), Box<dyn std::error::Error>> {
+    dev(dir, &["--svid-ttl", "8s"])
+}
+
 fn lanyard(dir: &Path, args: &[&str]) -> Result<Output, std::io::Error> {
     Command::new(BIN)
         .arg("--data-dir")
@@ -308,9 +312,38 @@ async fn spiffe_clients_get_svids_from_lanyard_dev() -> TestResult {
         }
     })
     .await;
+    let rotated = rotated.ok_or("the X509Source saw no rotated SVID within 20s")?;
+
+    // A restart mid-stream: the source keeps its last SVID meanwhile, then
+    // reconnects to the restarted agent (same socket, stored node SVID) and
+    // receives the next one.
+    assert!(dev.stop()?.success());
+    let before_restart = rotated
+        .cert_chain()
+        .first()
+        .ok_or("leaf")?
+        .as_ref()
+        .to_vec();
     assert!(
-        rotated.is_some(),
-        "the X509Source saw a rotated SVID within 20s"
+        source.svid().is_ok(),
+        "the cached SVID is still there while the agent is down"
+    );
+    let (dev, _) = dev_start_again(d)?;
+    let after = eventually(Duration::from_secs(30), || {
+        let s = source.svid().ok();
+        let old = before_restart.clone();
+        async move {
+            s.filter(|s| {
+                s.cert_chain()
+                    .first()
+                    .is_some_and(|c| c.as_ref() != old.as_slice())
+            })
+        }
+    })
+    .await;
+    assert!(
+        after.is_some(),
+        "the source got a new SVID after the restart"
     );
 
     // `lanyard svid fetch --write` writes usable files.
@@ -533,7 +566,6 @@ async fn a_vm_agent_joins_once_with_its_token() -> TestResult {
     assert!(nodes["nodes"].as_array().is_some_and(|n| n
         .iter()
         .any(|n| n["id"] == "vm-1" && n["attestation"] == "join_token")));
-    agent.stop()?;
 
     // The same token again, on a fresh machine: refused, and audited.
     let (cfg2, _, _, _) = agent_config("vm1-again", &token)?;
@@ -553,6 +585,184 @@ async fn a_vm_agent_joins_once_with_its_token() -> TestResult {
         text.contains("join token already used"),
         "the refusal is audited"
     );
+
+    // The server goes away: the agent keeps serving the SVIDs it holds.
+    assert!(dev.stop()?.success());
+    let c = client(&socket_s).await?;
+    let cached = c.fetch_x509_svid().await?;
+    assert_eq!(
+        cached.spiffe_id().to_string(),
+        "spiffe://example.org/vm-1/app"
+    );
+    agent.stop()?;
+    Ok(())
+}
+
+/// INV-6: two workloads talk mTLS with X.509-SVIDs the built-in agent of
+/// `lanyard dev` hands out, through `lanyard-spiffe-tls` and the `spiffe`
+/// crate's X509Source, and a connection stays up across a rotation while
+/// new handshakes present the new SVID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_talk_mtls_through_a_rotation() -> TestResult {
+    use lanyard_spiffe_tls::{
+        client_config, server_config, Authorizer, SpiffeId, SpiffeIdPicker, X509Material,
+    };
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let (dev, info) = dev(d, &["--svid-ttl", "6s"])?;
+    let socket = info["workload_socket"].as_str().ok_or("socket")?.to_owned();
+    let me = uid()?;
+    // This test process gets both identities (the second entry is more
+    // specific); each side picks its own from the Workload API.
+    let exe = std::fs::read_link("/proc/self/exe")?.display().to_string();
+    let server_id = "spiffe://example.org/demo/server";
+    let client_id = "spiffe://example.org/demo/client";
+    ok_json(&lanyard(
+        d,
+        &[
+            "--output",
+            "json",
+            "entry",
+            "create",
+            "--spiffe-id",
+            server_id,
+            "--tenant",
+            "dev",
+            "--selector",
+            &format!("unix:uid:{me}"),
+        ],
+    )?)?;
+    ok_json(&lanyard(
+        d,
+        &[
+            "--output",
+            "json",
+            "entry",
+            "create",
+            "--spiffe-id",
+            client_id,
+            "--tenant",
+            "dev",
+            "--selector",
+            &format!("unix:uid:{me}"),
+            "--selector",
+            &format!("unix:path:{exe}"),
+        ],
+    )?)?;
+    let source = |id: &'static str| {
+        let socket = socket.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let built = spiffe::X509Source::builder()
+                    .endpoint(format!("unix:{socket}"))
+                    .picker(SpiffeIdPicker::new(SpiffeId::parse(id)?))
+                    .build()
+                    .await;
+                match built {
+                    Ok(s) => {
+                        return Ok::<Arc<dyn X509Material>, Box<dyn std::error::Error>>(Arc::new(s))
+                    }
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    };
+    let server_src = source(server_id).await?;
+    let client_src = source(client_id).await?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(
+        server_src,
+        Authorizer::exact([SpiffeId::parse(client_id)?]),
+    )?));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(
+        client_src,
+        Authorizer::exact([SpiffeId::parse(server_id)?]),
+    )?));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 16];
+                while let Ok(n) = tls.read(&mut buf).await {
+                    if n == 0
+                        || tls
+                            .write_all(buf.get(..n).unwrap_or_default())
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let connect = || {
+        let connector = connector.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let name = rustls::pki_types::ServerName::try_from("ignored.invalid")?;
+            let tls = connector.connect(name, tcp).await?;
+            let leaf = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec())
+                .ok_or("no peer certificate")?;
+            let peer = lanyard_spiffe_tls::peer_spiffe_id(tls.get_ref().1).map(|id| id.to_string());
+            Ok::<_, Box<dyn std::error::Error>>((tls, leaf, peer))
+        }
+    };
+    let (mut long, first_leaf, peer) = connect().await?;
+    assert_eq!(peer.as_deref(), Some(server_id));
+    assert!(echo(&mut long, 0).await?);
+    // Within 20s the server's SVID rotates (6s TTL, renewed at half-life);
+    // the long connection keeps echoing all along.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut rotated = false;
+    let mut round = 1u8;
+    while Instant::now() < deadline && !rotated {
+        assert!(
+            echo(&mut long, round).await?,
+            "the long-lived connection broke"
+        );
+        let (_, leaf, peer) = connect().await?;
+        assert_eq!(peer.as_deref(), Some(server_id));
+        rotated = leaf != first_leaf;
+        round = round.wrapping_add(1);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        rotated,
+        "no new handshake presented a rotated SVID within 20s"
+    );
+    assert!(
+        echo(&mut long, 200).await?,
+        "the connection made before the rotation still works"
+    );
     assert!(dev.stop()?.success());
     Ok(())
+}
+
+async fn echo(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    round: u8,
+) -> Result<bool, std::io::Error> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let msg = [round; 8];
+    tls.write_all(&msg).await?;
+    let mut back = [0u8; 8];
+    tls.read_exact(&mut back).await?;
+    Ok(back == msg)
 }

@@ -210,7 +210,9 @@ impl EntryIndex {
         let mut seen = std::collections::HashSet::new();
         for s in selectors {
             for i in self.by_selector.get(s).into_iter().flatten() {
-                let Some(e) = self.entries.get(*i as usize) else { continue };
+                let Some(e) = self.entries.get(*i as usize) else {
+                    continue;
+                };
                 if e.parent.as_ref() != Some(parent) || !seen.insert(*i) {
                     continue;
                 }
@@ -532,7 +534,10 @@ mod tests {
 
     #[test]
     fn workload_matching_is_per_node_and_reports_near_misses() {
-        let node = |n: &str| SpiffeId::parse(&format!("spiffe://example.org/lanyard/node/{n}")).unwrap_or_else(|e| panic!("{e}"));
+        let node = |n: &str| {
+            SpiffeId::parse(&format!("spiffe://example.org/lanyard/node/{n}"))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
         let with_parent = |id: &str, n: &str, s: &[&str]| {
             let mut e = entry(id, None, s);
             e.parent = Some(node(n));
@@ -545,17 +550,30 @@ mod tests {
             with_parent("root-only", "n1", &["unix:uid:0", "unix:path:/usr/bin/app"]),
             entry("exchange", None, &["unix:uid:1000"]),
         ]);
-        let mut caller = vec![sel("unix:uid:1000"), sel("unix:path:/usr/bin/app"), sel("unix:gid:1000")];
+        let mut caller = vec![
+            sel("unix:uid:1000"),
+            sel("unix:path:/usr/bin/app"),
+            sel("unix:gid:1000"),
+        ];
         caller.sort();
         let m = index.find_workload(&node("n1"), &caller);
         let ids: Vec<&str> = m.matched.iter().map(|e| e.id.as_str()).collect();
-        assert_eq!(ids, ["narrow", "broad"], "most specific first; other nodes and exchange entries excluded");
+        assert_eq!(
+            ids,
+            ["narrow", "broad"],
+            "most specific first; other nodes and exchange entries excluded"
+        );
         assert_eq!(m.near.len(), 1);
-        assert_eq!(m.near[0].0.id, "root-only");
-        assert_eq!(m.near[0].1, vec![sel("unix:uid:0")]);
+        let near = m
+            .near
+            .first()
+            .map(|(e, missing)| (e.id.as_str(), missing.clone()));
+        assert_eq!(near, Some(("root-only", vec![sel("unix:uid:0")])));
         assert_eq!(index.for_parent(&node("n2").to_string()).len(), 1);
         // Token exchange never picks an agent entry.
-        let chosen = index.find(&ev("k8s", &["unix:uid:1000"])).map(|e| e.id.clone());
+        let chosen = index
+            .find(&ev("k8s", &["unix:uid:1000"]))
+            .map(|e| e.id.clone());
         assert_eq!(chosen.ok().as_deref(), Some("exchange"));
         let only_agent = EntryIndex::new(vec![with_parent("a", "n1", &["k8s:ns:x"])]);
         assert!(only_agent.find(&ev("k8s", &["k8s:ns:x"])).is_err());

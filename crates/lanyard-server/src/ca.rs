@@ -163,7 +163,9 @@ impl CaManager {
         if !changes.is_empty() {
             tracing::info!(changes = changes.len(), correlation_id, "X.509 CA rotated");
         }
-        if !changes.is_empty() || self.store.generation("x509_cas").await? != self.current().generation {
+        if !changes.is_empty()
+            || self.store.generation("x509_cas").await? != self.current().generation
+        {
             self.reload().await?;
         }
         Ok(changes.len())
@@ -197,14 +199,20 @@ impl CaManager {
                 .iter()
                 .find(|r| r.role == ROLE_ROOT && r.state == KeyState::Active)
             {
-                Some(r) if from_unix_seconds(r.not_after) > now + self.config.rotation.rotation_period => {
+                Some(r)
+                    if from_unix_seconds(r.not_after)
+                        > now + self.config.rotation.rotation_period =>
+                {
                     self.open(r)?
                 }
                 _ => {
                     // First start (or the root is about to end): a new root.
                     let root = x509::generate_root(&self.trust_domain, now, self.config.root_ttl)
                         .map_err(|e| e.to_string())?;
-                    for old in rows.iter().filter(|r| r.role == ROLE_ROOT && r.state == KeyState::Active) {
+                    for old in rows
+                        .iter()
+                        .filter(|r| r.role == ROLE_ROOT && r.state == KeyState::Active)
+                    {
                         changes.push(CaChange::SetState {
                             id: old.id.clone(),
                             state: KeyState::Previous,
@@ -212,13 +220,20 @@ impl CaManager {
                         });
                     }
                     let row = self.row(ROLE_ROOT, KeyState::Active, &root, now, now)?;
-                    audits.push(audit("ca.root.create", &row.id, "self-signed root for the trust domain"));
+                    audits.push(audit(
+                        "ca.root.create",
+                        &row.id,
+                        "self-signed root for the trust domain",
+                    ));
                     changes.push(CaChange::Insert(row));
                     root
                 }
             },
         };
-        for r in rows.iter().filter(|r| r.role == ROLE_ROOT && r.state == KeyState::Previous) {
+        for r in rows
+            .iter()
+            .filter(|r| r.role == ROLE_ROOT && r.state == KeyState::Previous)
+        {
             if r.retire_at.is_none_or(|t| from_unix_seconds(t) <= now) {
                 changes.push(CaChange::Delete { id: r.id.clone() });
                 audits.push(audit("ca.root.delete", &r.id, "expired"));
@@ -246,7 +261,9 @@ impl CaManager {
         let policy = self.config.rotation;
         for action in actions {
             match action {
-                KeyAction::Create { state, activate_at, .. } => {
+                KeyAction::Create {
+                    state, activate_at, ..
+                } => {
                     // Valid from now through its signing period and the
                     // longest SVID it may sign, plus slack for a late tick.
                     let lead = activate_at.duration_since(now).unwrap_or_default();
@@ -263,7 +280,11 @@ impl CaManager {
                 }
                 KeyAction::Promote { kid } => {
                     audits.push(audit("ca.intermediate.activate", &kid, "rotation schedule"));
-                    changes.push(CaChange::SetState { id: kid, state: KeyState::Active, retire_at: None });
+                    changes.push(CaChange::SetState {
+                        id: kid,
+                        state: KeyState::Active,
+                        retire_at: None,
+                    });
                 }
                 KeyAction::Demote { kid, retire_at } => {
                     audits.push(audit("ca.intermediate.retire", &kid, "rotation schedule"));
@@ -275,10 +296,17 @@ impl CaManager {
                 }
                 KeyAction::Reschedule { kid, activate_at } => {
                     audits.push(audit("ca.intermediate.rotate", &kid, "rotation requested"));
-                    changes.push(CaChange::SetActivation { id: kid, activate_at: unix_seconds(activate_at) });
+                    changes.push(CaChange::SetActivation {
+                        id: kid,
+                        activate_at: unix_seconds(activate_at),
+                    });
                 }
                 KeyAction::Delete { kid } => {
-                    audits.push(audit("ca.intermediate.delete", &kid, "every SVID it signed has expired"));
+                    audits.push(audit(
+                        "ca.intermediate.delete",
+                        &kid,
+                        "every SVID it signed has expired",
+                    ));
                     changes.push(CaChange::Delete { id: kid });
                 }
             }
@@ -294,7 +322,9 @@ impl CaManager {
         now: SystemTime,
         activate_at: SystemTime,
     ) -> Result<X509CaRow, String> {
-        let id = lanyard_core::hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &m.cert_der).as_ref());
+        let id = lanyard_core::hex::encode(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &m.cert_der).as_ref(),
+        );
         let sealed = self
             .kek
             .seal(m.key_pkcs8(), &aad(&id))
@@ -385,6 +415,58 @@ impl CaManager {
     }
 }
 
+/// Re-seals every stored CA key under `new` (KEK rotation), in one
+/// transaction, each audited. CAs already sealed under `new` are left alone,
+/// so a rekey that stopped half-way can simply be run again.
+///
+/// # Errors
+/// [`ServerError`] when a key does not open with `old` or the store fails;
+/// nothing is changed then.
+pub async fn reseal_all(
+    store: &dyn Store,
+    old: &Kek,
+    new: &Kek,
+    actor: &str,
+    at_ms: i64,
+) -> Result<usize, ServerError> {
+    let correlation_id = crate::correlation::new_id();
+    let planner = |rows: &[X509CaRow]| -> Result<(Vec<CaChange>, Vec<AuditDraft>), String> {
+        let mut changes = Vec::new();
+        let mut audits = Vec::new();
+        for row in rows
+            .iter()
+            .filter(|r| r.kek_fingerprint != new.fingerprint())
+        {
+            let key = old
+                .open(&row.sealed_private, &aad(&row.id))
+                .map_err(|e| format!("X.509 CA {}: {e}", row.id))?;
+            let sealed = new.seal(&key, &aad(&row.id)).map_err(|e| e.to_string())?;
+            changes.push(CaChange::Reseal {
+                id: row.id.clone(),
+                sealed_private: sealed,
+                kek_fingerprint: new.fingerprint().to_owned(),
+            });
+            audits.push(AuditDraft {
+                at_ms,
+                correlation_id: correlation_id.clone(),
+                actor: actor.to_owned(),
+                action: "ca.reseal".into(),
+                subject: row.id.clone(),
+                tenant: None,
+                decision: Decision::Allow,
+                reason: format!(
+                    "key-encryption key {} -> {}",
+                    old.fingerprint(),
+                    new.fingerprint()
+                ),
+                evidence_digest: None,
+            });
+        }
+        Ok((changes, audits))
+    };
+    Ok(store.update_x509_cas(&planner).await?.len())
+}
+
 fn aad(id: &str) -> String {
     format!("lanyard x509 ca {id}")
 }
@@ -440,13 +522,22 @@ mod tests {
         assert_eq!(jwk["crv"], "P-256");
         assert!(jwk.get("kid").is_none());
         let x5c = jwk["x5c"][0].as_str().ok_or("x5c")?;
-        assert_eq!(base64::engine::general_purpose::STANDARD.decode(x5c)?, root.cert_der);
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.decode(x5c)?,
+            root.cert_der
+        );
         // x and y are the certificate's own public key.
         let (_, cert) = x509_parser::parse_x509_certificate(&root.cert_der)?;
         let point = &cert.public_key().subject_public_key.data;
         let mut expected = vec![4u8];
-        expected.extend(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jwk["x"].as_str().ok_or("x")?)?);
-        expected.extend(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jwk["y"].as_str().ok_or("y")?)?);
+        expected.extend(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(jwk["x"].as_str().ok_or("x")?)?,
+        );
+        expected.extend(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(jwk["y"].as_str().ok_or("y")?)?,
+        );
         assert_eq!(point.as_ref(), expected.as_slice());
         Ok(())
     }

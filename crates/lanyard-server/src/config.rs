@@ -498,7 +498,10 @@ impl RawConfig {
                     key: "node_api.listen",
                     message: format!("{text:?} is not an IP:port address, e.g. 0.0.0.0:8081 (\"\" disables the node API)"),
                 })?;
-                let dns_names = self.node_api.dns_names.unwrap_or_else(|| vec!["localhost".into()]);
+                let dns_names = self
+                    .node_api
+                    .dns_names
+                    .unwrap_or_else(|| vec!["localhost".into()]);
                 let join_token_max_ttl = dur(
                     "node_api.join_token_max_ttl",
                     self.node_api.join_token_max_ttl,
@@ -506,18 +509,33 @@ impl RawConfig {
                 )?;
                 let default_parent = match self.node_api.default_parent_node {
                     None => None,
-                    Some(node) => Some(crate::node_api::node_spiffe_id(&trust_domain, &node).map_err(
-                        |message| ConfigError::Invalid { key: "node_api.default_parent_node", message },
-                    )?),
+                    Some(node) => Some(
+                        crate::node_api::node_spiffe_id(&trust_domain, &node).map_err(
+                            |message| ConfigError::Invalid {
+                                key: "node_api.default_parent_node",
+                                message,
+                            },
+                        )?,
+                    ),
                 };
-                let k8s_agent_service_accounts = self.node_api.k8s_agent_service_accounts.unwrap_or_default();
-                if let Some(bad) = k8s_agent_service_accounts.iter().find(|s| s.split(':').count() != 2 || s.starts_with(':') || s.ends_with(':')) {
+                let k8s_agent_service_accounts =
+                    self.node_api.k8s_agent_service_accounts.unwrap_or_default();
+                if let Some(bad) = k8s_agent_service_accounts
+                    .iter()
+                    .find(|s| s.split(':').count() != 2 || s.starts_with(':') || s.ends_with(':'))
+                {
                     return Err(ConfigError::Invalid {
                         key: "node_api.k8s_agent_service_accounts",
                         message: format!("{bad:?} is not NAMESPACE:NAME"),
                     });
                 }
-                Some(NodeApiConfig { listen, dns_names, join_token_max_ttl, default_parent, k8s_agent_service_accounts })
+                Some(NodeApiConfig {
+                    listen,
+                    dns_names,
+                    join_token_max_ttl,
+                    default_parent,
+                    k8s_agent_service_accounts,
+                })
             }
         };
         Ok(ServerConfig {
@@ -543,15 +561,27 @@ fn validate_ca(
     raw: RawCa,
     dur: &dyn Fn(&'static str, Option<String>, Duration) -> Result<Duration, ConfigError>,
 ) -> Result<CaConfig, ConfigError> {
-    let svid_ttl = dur("ca.svid_ttl", raw.svid_ttl, lanyard_core::ttl::DEFAULT_X509_SVID_TTL)?;
-    let svid_max_ttl = dur("ca.svid_max_ttl", raw.svid_max_ttl, Duration::from_secs(24 * 3600))?;
+    let svid_ttl = dur(
+        "ca.svid_ttl",
+        raw.svid_ttl,
+        lanyard_core::ttl::DEFAULT_X509_SVID_TTL,
+    )?;
+    let svid_max_ttl = dur(
+        "ca.svid_max_ttl",
+        raw.svid_max_ttl,
+        Duration::from_secs(24 * 3600),
+    )?;
     if svid_ttl.is_zero() || svid_ttl > svid_max_ttl {
         return Err(ConfigError::Invalid {
             key: "ca.svid_ttl",
             message: "must be above zero and at most ca.svid_max_ttl".into(),
         });
     }
-    let root_ttl = dur("ca.root_ttl", raw.root_ttl, Duration::from_secs(365 * 24 * 3600))?;
+    let root_ttl = dur(
+        "ca.root_ttl",
+        raw.root_ttl,
+        Duration::from_secs(365 * 24 * 3600),
+    )?;
     let rotation_period = dur(
         "ca.intermediate_rotation",
         raw.intermediate_rotation,

@@ -146,7 +146,11 @@ impl NodeTls {
             })
             .map_err(|e| e.to_string())?;
         let mut chain = vec![rustls::pki_types::CertificateDer::from(svid.cert_der)];
-        chain.extend(svid.chain_der.into_iter().map(rustls::pki_types::CertificateDer::from));
+        chain.extend(
+            svid.chain_der
+                .into_iter()
+                .map(rustls::pki_types::CertificateDer::from),
+        );
         let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
@@ -155,11 +159,13 @@ impl NodeTls {
                 .add(rustls::pki_types::CertificateDer::from(r.clone()))
                 .map_err(|e| e.to_string())?;
         }
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| e.to_string())?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| e.to_string())?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| e.to_string())?
@@ -176,7 +182,8 @@ impl NodeTls {
 
     async fn config(&self, state: &AppState, cfg: &NodeApiConfig) -> Arc<rustls::ServerConfig> {
         let cur = self.current.load_full();
-        let stale = state.clock.now() >= cur.renew_at || state.ca.current().generation != cur.ca_generation;
+        let stale =
+            state.clock.now() >= cur.renew_at || state.ca.current().generation != cur.ca_generation;
         if !stale {
             return cur.config.clone();
         }
@@ -206,7 +213,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let tls = Arc::new(NodeTls {
-        current: ArcSwap::from_pointee(NodeTls::build(&state, &cfg).map_err(ServerError::StoredKey)?),
+        current: ArcSwap::from_pointee(
+            NodeTls::build(&state, &cfg).map_err(ServerError::StoredKey)?,
+        ),
         renew: tokio::sync::Mutex::new(()),
     });
     let addr = listener.local_addr().ok();
@@ -236,7 +245,9 @@ pub async fn serve(
                     Ok(Ok(stream)) => {
                         let _ = tx.send(stream).await;
                     }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "node API TLS handshake failed"),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "node API TLS handshake failed")
+                    }
                     Err(_) => tracing::debug!(%peer, "node API TLS handshake timed out"),
                 }
             });
@@ -245,8 +256,8 @@ pub async fn serve(
     let incoming = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|s| (Ok::<_, std::io::Error>(s), rx))
     });
-    let service = NodeServer::new(NodeService { state, cfg })
-        .max_decoding_message_size(MAX_MESSAGE);
+    let service =
+        NodeServer::new(NodeService { state, cfg }).max_decoding_message_size(MAX_MESSAGE);
     let result = tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -266,6 +277,13 @@ pub struct NodeService {
     cfg: NodeApiConfig,
 }
 
+impl NodeService {
+    /// The handlers over `state` (what [`serve`] runs behind TLS).
+    pub fn new(state: AppState, cfg: NodeApiConfig) -> Self {
+        Self { state, cfg }
+    }
+}
+
 type TlsInfo = tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>;
 
 impl NodeService {
@@ -273,7 +291,13 @@ impl NodeService {
         self.state.clock.unix_seconds()
     }
 
-    async fn audit(&self, action: &str, subject: &str, decision: Decision, reason: &str) -> Result<(), Status> {
+    async fn audit(
+        &self,
+        action: &str,
+        subject: &str,
+        decision: Decision,
+        reason: &str,
+    ) -> Result<(), Status> {
         let draft = AuditDraft {
             at_ms: crate::correlation::unix_millis(self.state.clock.now()),
             correlation_id: crate::correlation::new_id(),
@@ -306,21 +330,41 @@ impl NodeService {
             .extensions()
             .get::<TlsInfo>()
             .and_then(TlsInfo::peer_certs)
-            .ok_or_else(|| Status::unauthenticated("a node X.509-SVID client certificate is required"))?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("a node X.509-SVID client certificate is required"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("a node X.509-SVID client certificate is required")
+            })?;
+        let leaf = certs.first().ok_or_else(|| {
+            Status::unauthenticated("a node X.509-SVID client certificate is required")
+        })?;
         let id = svid_spiffe_id(leaf)
             .ok_or_else(|| Status::unauthenticated("the client certificate has no SPIFFE ID"))?;
-        let prefix = format!("{}/lanyard/node/", self.state.settings.trust_domain.id_string());
+        let prefix = format!(
+            "{}/lanyard/node/",
+            self.state.settings.trust_domain.id_string()
+        );
         let Some(node_id) = id.to_string().strip_prefix(&prefix).map(str::to_owned) else {
             return Err(self
-                .deny("node.call", &id.to_string(), "client certificate is not a node SVID", Status::permission_denied("not a node SVID"))
+                .deny(
+                    "node.call",
+                    &id.to_string(),
+                    "client certificate is not a node SVID",
+                    Status::permission_denied("not a node SVID"),
+                )
                 .await);
         };
-        if let Some(reason) = self.state.registry.revocations().check("spiffe-id", &id.to_string(), self.now()) {
+        if let Some(reason) =
+            self.state
+                .registry
+                .revocations()
+                .check("spiffe-id", &id.to_string(), self.now())
+        {
             return Err(self
-                .deny("node.call", &id.to_string(), &format!("node revoked ({reason})"), Status::permission_denied("this node is revoked"))
+                .deny(
+                    "node.call",
+                    &id.to_string(),
+                    &format!("node revoked ({reason})"),
+                    Status::permission_denied("this node is revoked"),
+                )
                 .await);
         }
         Ok((node_id, id))
@@ -357,7 +401,15 @@ impl NodeService {
         ))
     }
 
-    async fn record_node(&self, node_id: &str, id: &SpiffeId, how: &str, selectors: Vec<String>, svid: &NodeSvid, serial: String) -> Result<(), Status> {
+    async fn record_node(
+        &self,
+        node_id: &str,
+        id: &SpiffeId,
+        how: &str,
+        selectors: Vec<String>,
+        svid: &NodeSvid,
+        serial: String,
+    ) -> Result<(), Status> {
         let now = self.now();
         let existing = self
             .state
@@ -370,7 +422,9 @@ impl NodeService {
         let row = NodeRow {
             id: node_id.to_owned(),
             spiffe_id: id.to_string(),
-            attestation: existing.as_ref().map_or_else(|| how.to_owned(), |n| n.attestation.clone()),
+            attestation: existing
+                .as_ref()
+                .map_or_else(|| how.to_owned(), |n| n.attestation.clone()),
             selectors: existing.as_ref().map_or(selectors, |n| n.selectors.clone()),
             svid_serial: serial,
             svid_expires_at: svid.expires_at,
@@ -386,10 +440,18 @@ impl NodeService {
 
     async fn attest_join_token(&self, token: &str, csr: &[u8]) -> Result<NodeSvid, Status> {
         let safe = Status::permission_denied("join token refused");
-        let shown = token.split('.').nth(1).unwrap_or("?").chars().take(16).collect::<String>();
+        let shown = token
+            .split('.')
+            .nth(1)
+            .unwrap_or("?")
+            .chars()
+            .take(16)
+            .collect::<String>();
         let subject = format!("jointoken:{shown}");
         if token.len() > 256 || !token.starts_with(JOIN_TOKEN_PREFIX) {
-            return Err(self.deny("node.attest", &subject, "not a Lanyard join token", safe).await);
+            return Err(self
+                .deny("node.attest", &subject, "not a Lanyard join token", safe)
+                .await);
         }
         let hash = join_token_hash(token);
         let row = self
@@ -400,22 +462,46 @@ impl NodeService {
             .map_err(|_| Status::unavailable("store unavailable"))?;
         let now = self.now();
         let Some(row) = row else {
-            return Err(self.deny("node.attest", &subject, "unknown join token", safe).await);
+            return Err(self
+                .deny("node.attest", &subject, "unknown join token", safe)
+                .await);
         };
         if row.used_at.is_some() {
-            return Err(self.deny("node.attest", &subject, "join token already used", safe).await);
+            return Err(self
+                .deny("node.attest", &subject, "join token already used", safe)
+                .await);
         }
         if row.expires_at <= now {
-            return Err(self.deny("node.attest", &subject, "join token expired", safe).await);
+            return Err(self
+                .deny("node.attest", &subject, "join token expired", safe)
+                .await);
         }
         if row.trust_domain != self.state.settings.trust_domain.to_string() {
             return Err(self
-                .deny("node.attest", &subject, &format!("join token is for trust domain {}", row.trust_domain), safe)
+                .deny(
+                    "node.attest",
+                    &subject,
+                    &format!("join token is for trust domain {}", row.trust_domain),
+                    safe,
+                )
                 .await);
         }
-        let node = node_spiffe_id(&self.state.settings.trust_domain, &row.node_id).map_err(Status::invalid_argument)?;
-        if let Some(reason) = self.state.registry.revocations().check("spiffe-id", &node.to_string(), now) {
-            return Err(self.deny("node.attest", &subject, &format!("node revoked ({reason})"), safe).await);
+        let node = node_spiffe_id(&self.state.settings.trust_domain, &row.node_id)
+            .map_err(Status::invalid_argument)?;
+        if let Some(reason) =
+            self.state
+                .registry
+                .revocations()
+                .check("spiffe-id", &node.to_string(), now)
+        {
+            return Err(self
+                .deny(
+                    "node.attest",
+                    &subject,
+                    &format!("node revoked ({reason})"),
+                    safe,
+                )
+                .await);
         }
         // Check the CSR before spending the token.
         let (id, svid, serial) = self.sign_node(&row.node_id, csr)?;
@@ -426,11 +512,26 @@ impl NodeService {
             .await
             .map_err(|_| Status::unavailable("store unavailable"))?;
         if !won {
-            return Err(self.deny("node.attest", &subject, "join token already used", safe).await);
+            return Err(self
+                .deny("node.attest", &subject, "join token already used", safe)
+                .await);
         }
-        self.record_node(&row.node_id, &id, "join_token", row.selectors.clone(), &svid, serial).await?;
-        self.audit("node.attest", &id.to_string(), Decision::Allow, &format!("join token {} (used once)", row.id))
-            .await?;
+        self.record_node(
+            &row.node_id,
+            &id,
+            "join_token",
+            row.selectors.clone(),
+            &svid,
+            serial,
+        )
+        .await?;
+        self.audit(
+            "node.attest",
+            &id.to_string(),
+            Decision::Allow,
+            &format!("join token {} (used once)", row.id),
+        )
+        .await?;
         Ok(svid)
     }
 
@@ -440,7 +541,11 @@ impl NodeService {
         let subject = format!("k8s-psat:{}", digest.get(..16).unwrap_or(""));
         let evidence = match self.state.registry.attestor().verify(token).await {
             Ok(e) => e,
-            Err(d) => return Err(self.deny("node.attest", &subject, &d.to_string(), safe).await),
+            Err(d) => {
+                return Err(self
+                    .deny("node.attest", &subject, &d.to_string(), safe)
+                    .await)
+            }
         };
         let value = |key: &str| {
             evidence
@@ -450,34 +555,78 @@ impl NodeService {
                 .map(|s| s.value().to_owned())
         };
         let (Some(ns), Some(sa)) = (value("ns"), value("sa")) else {
-            return Err(self.deny("node.attest", &subject, "not a Kubernetes service-account token", safe).await);
+            return Err(self
+                .deny(
+                    "node.attest",
+                    &subject,
+                    "not a Kubernetes service-account token",
+                    safe,
+                )
+                .await);
         };
         let allowed = format!("{ns}:{sa}");
-        if !self.cfg.k8s_agent_service_accounts.iter().any(|a| a == &allowed) {
+        if !self
+            .cfg
+            .k8s_agent_service_accounts
+            .iter()
+            .any(|a| a == &allowed)
+        {
             return Err(self
-                .deny("node.attest", &subject, &format!("service account {allowed} is not in node_api.k8s_agent_service_accounts"), safe)
+                .deny(
+                    "node.attest",
+                    &subject,
+                    &format!(
+                        "service account {allowed} is not in node_api.k8s_agent_service_accounts"
+                    ),
+                    safe,
+                )
                 .await);
         }
         let Some(node_name) = value("node-name") else {
             return Err(self
-                .deny("node.attest", &subject, "the token names no node (needs a projected token bound to a pod)", safe)
+                .deny(
+                    "node.attest",
+                    &subject,
+                    "the token names no node (needs a projected token bound to a pod)",
+                    safe,
+                )
                 .await);
         };
         let node_id = format!("k8s-{}-{}", evidence.issuer, node_name);
         let (id, svid, serial) = self.sign_node(&node_id, csr)?;
-        if let Some(reason) = self.state.registry.revocations().check("spiffe-id", &id.to_string(), self.now()) {
-            return Err(self.deny("node.attest", &subject, &format!("node revoked ({reason})"), safe).await);
+        if let Some(reason) =
+            self.state
+                .registry
+                .revocations()
+                .check("spiffe-id", &id.to_string(), self.now())
+        {
+            return Err(self
+                .deny(
+                    "node.attest",
+                    &subject,
+                    &format!("node revoked ({reason})"),
+                    safe,
+                )
+                .await);
         }
         let selectors = evidence.selectors.iter().map(ToString::to_string).collect();
-        self.record_node(&node_id, &id, "k8s_psat", selectors, &svid, serial).await?;
-        self.audit("node.attest", &id.to_string(), Decision::Allow, &format!("kubernetes token of {allowed} on {node_name}"))
+        self.record_node(&node_id, &id, "k8s_psat", selectors, &svid, serial)
             .await?;
+        self.audit(
+            "node.attest",
+            &id.to_string(),
+            Decision::Allow,
+            &format!("kubernetes token of {allowed} on {node_name}"),
+        )
+        .await?;
         Ok(svid)
     }
 
     fn revision(&self) -> i64 {
         // Everything an agent's view depends on; each counter only grows.
-        self.state.registry.generation_sum() + self.state.ca.current().generation.max(0) + self.state.keys.current().generation
+        self.state.registry.generation_sum()
+            + self.state.ca.current().generation.max(0)
+            + self.state.keys.current().generation
     }
 }
 
@@ -486,19 +635,30 @@ impl Node for NodeService {
     async fn attest(&self, req: Request<AttestRequest>) -> Result<Response<NodeSvid>, Status> {
         let req = req.into_inner();
         let svid = match req.method {
-            Some(attest_request::Method::JoinToken(t)) => self.attest_join_token(&t, &req.csr).await?,
+            Some(attest_request::Method::JoinToken(t)) => {
+                self.attest_join_token(&t, &req.csr).await?
+            }
             Some(attest_request::Method::K8sPsat(t)) => self.attest_k8s(&t, &req.csr).await?,
             None => return Err(Status::invalid_argument("give join_token or k8s_psat")),
         };
         Ok(Response::new(svid))
     }
 
-    async fn renew_node(&self, req: Request<RenewNodeRequest>) -> Result<Response<NodeSvid>, Status> {
+    async fn renew_node(
+        &self,
+        req: Request<RenewNodeRequest>,
+    ) -> Result<Response<NodeSvid>, Status> {
         let (node_id, id) = self.peer_node(&req).await?;
         let (_, svid, serial) = self.sign_node(&node_id, &req.get_ref().csr)?;
-        self.record_node(&node_id, &id, "renewal", Vec::new(), &svid, serial).await?;
-        self.audit("node.renew", &id.to_string(), Decision::Allow, "renewed with the current node SVID")
+        self.record_node(&node_id, &id, "renewal", Vec::new(), &svid, serial)
             .await?;
+        self.audit(
+            "node.renew",
+            &id.to_string(),
+            Decision::Allow,
+            "renewed with the current node SVID",
+        )
+        .await?;
         Ok(Response::new(svid))
     }
 
@@ -525,7 +685,9 @@ impl Node for NodeService {
             .into_iter()
             .filter(|e| {
                 revocations.check("entry", &e.id, now).is_none()
-                    && revocations.check("spiffe-id", &e.spiffe_id.to_string(), now).is_none()
+                    && revocations
+                        .check("spiffe-id", &e.spiffe_id.to_string(), now)
+                        .is_none()
             })
             .map(|e| PbEntry {
                 id: e.id.clone(),
@@ -534,8 +696,12 @@ impl Node for NodeService {
                 selectors: e.selectors.iter().map(ToString::to_string).collect(),
                 dns_names: e.dns_names.clone(),
                 x509_ttl_seconds: i64::try_from(x509_ttl.as_secs()).unwrap_or(3600),
-                jwt_ttl_seconds: i64::try_from(e.ttl.unwrap_or(self.state.settings.jwt_default_ttl).as_secs())
-                    .unwrap_or(300),
+                jwt_ttl_seconds: i64::try_from(
+                    e.ttl
+                        .unwrap_or(self.state.settings.jwt_default_ttl)
+                        .as_secs(),
+                )
+                .unwrap_or(300),
                 audiences: e.audiences.clone(),
             })
             .collect();
@@ -558,7 +724,9 @@ impl Node for NodeService {
         let (_, node) = self.peer_node(&req).await?;
         let requests = req.into_inner().requests;
         if requests.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!("at most {MAX_BATCH} SVIDs per call")));
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_BATCH} SVIDs per call"
+            )));
         }
         let index = self.state.registry.entries();
         let ca = self.state.ca.current();
@@ -567,16 +735,36 @@ impl Node for NodeService {
         let revocations = self.state.registry.revocations();
         let mut svids = Vec::with_capacity(requests.len());
         for r in requests {
-            let Some(entry) = index.get(&r.entry_id).filter(|e| e.parent.as_ref() == Some(&node)) else {
-                let reason = format!("entry {} is not served by this node", r.entry_id.chars().take(64).collect::<String>());
-                return Err(self.deny("svid.x509.sign", &node.to_string(), &reason, Status::permission_denied(reason.clone())).await);
+            let Some(entry) = index
+                .get(&r.entry_id)
+                .filter(|e| e.parent.as_ref() == Some(&node))
+            else {
+                let reason = format!(
+                    "entry {} is not served by this node",
+                    r.entry_id.chars().take(64).collect::<String>()
+                );
+                return Err(self
+                    .deny(
+                        "svid.x509.sign",
+                        &node.to_string(),
+                        &reason,
+                        Status::permission_denied(reason.clone()),
+                    )
+                    .await);
             };
             if let Some(reason) = revocations
                 .check("entry", &entry.id, now)
                 .or_else(|| revocations.check("spiffe-id", &entry.spiffe_id.to_string(), now))
             {
                 let reason = format!("{} is revoked ({reason})", entry.spiffe_id);
-                return Err(self.deny("svid.x509.sign", &entry.spiffe_id.to_string(), &reason, Status::permission_denied(reason.clone())).await);
+                return Err(self
+                    .deny(
+                        "svid.x509.sign",
+                        &entry.spiffe_id.to_string(),
+                        &reason,
+                        Status::permission_denied(reason.clone()),
+                    )
+                    .await);
             }
             let svid = ca
                 .authority
@@ -587,7 +775,9 @@ impl Node for NodeService {
                     ttl,
                     now: self.state.clock.now(),
                 })
-                .map_err(|e| Status::invalid_argument(format!("entry {}: CSR refused: {e}", entry.id)))?;
+                .map_err(|e| {
+                    Status::invalid_argument(format!("entry {}: CSR refused: {e}", entry.id))
+                })?;
             let mut chain = vec![svid.cert_der];
             chain.extend(svid.chain_der);
             svids.push(PbX509Svid {
@@ -595,8 +785,13 @@ impl Node for NodeService {
                 cert_chain: chain,
                 expires_at: lanyard_core::clock::unix_seconds(svid.expires_at),
             });
-            self.audit("svid.x509.sign", &entry.spiffe_id.to_string(), Decision::Allow, &format!("entry {} via node {node}", entry.id))
-                .await?;
+            self.audit(
+                "svid.x509.sign",
+                &entry.spiffe_id.to_string(),
+                Decision::Allow,
+                &format!("entry {} via node {node}", entry.id),
+            )
+            .await?;
         }
         Ok(Response::new(SignX509SvidsResponse { svids }))
     }
@@ -607,13 +802,28 @@ impl Node for NodeService {
     ) -> Result<Response<MintJwtSvidResponse>, Status> {
         let (_, node) = self.peer_node(&req).await?;
         let r = req.into_inner();
-        if r.audiences.is_empty() || r.audiences.len() > 16 || r.audiences.iter().any(|a| a.is_empty() || a.len() > 512) {
-            return Err(Status::invalid_argument("give 1 to 16 audiences of at most 512 bytes"));
+        if r.audiences.is_empty()
+            || r.audiences.len() > 16
+            || r.audiences.iter().any(|a| a.is_empty() || a.len() > 512)
+        {
+            return Err(Status::invalid_argument(
+                "give 1 to 16 audiences of at most 512 bytes",
+            ));
         }
         let index = self.state.registry.entries();
-        let Some(entry) = index.get(&r.entry_id).filter(|e| e.parent.as_ref() == Some(&node)) else {
+        let Some(entry) = index
+            .get(&r.entry_id)
+            .filter(|e| e.parent.as_ref() == Some(&node))
+        else {
             let reason = "entry is not served by this node".to_owned();
-            return Err(self.deny("svid.jwt.mint", &node.to_string(), &reason, Status::permission_denied(reason.clone())).await);
+            return Err(self
+                .deny(
+                    "svid.jwt.mint",
+                    &node.to_string(),
+                    &reason,
+                    Status::permission_denied(reason.clone()),
+                )
+                .await);
         };
         let now = self.now();
         let revocations = self.state.registry.revocations();
@@ -622,17 +832,37 @@ impl Node for NodeService {
             .or_else(|| revocations.check("spiffe-id", &entry.spiffe_id.to_string(), now))
         {
             let reason = format!("{} is revoked ({reason})", entry.spiffe_id);
-            return Err(self.deny("svid.jwt.mint", &entry.spiffe_id.to_string(), &reason, Status::permission_denied(reason.clone())).await);
+            return Err(self
+                .deny(
+                    "svid.jwt.mint",
+                    &entry.spiffe_id.to_string(),
+                    &reason,
+                    Status::permission_denied(reason.clone()),
+                )
+                .await);
         }
         if !entry.audiences.is_empty() {
             if let Some(bad) = r.audiences.iter().find(|a| !entry.audiences.contains(a)) {
                 let reason = format!("audience {bad:?} is not allowed for {}", entry.spiffe_id);
-                return Err(self.deny("svid.jwt.mint", &entry.spiffe_id.to_string(), &reason, Status::permission_denied(reason.clone())).await);
+                return Err(self
+                    .deny(
+                        "svid.jwt.mint",
+                        &entry.spiffe_id.to_string(),
+                        &reason,
+                        Status::permission_denied(reason.clone()),
+                    )
+                    .await);
             }
         }
         let ttl = entry.ttl.unwrap_or(self.state.settings.jwt_default_ttl);
         let published = self.state.keys.current();
-        let alg = self.state.keys.algorithms().first().copied().unwrap_or(lanyard_jose::Algorithm::Es256);
+        let alg = self
+            .state
+            .keys
+            .algorithms()
+            .first()
+            .copied()
+            .unwrap_or(lanyard_jose::Algorithm::Es256);
         let signer = published
             .ring
             .signer(alg)
@@ -650,10 +880,23 @@ impl Node for NodeService {
             scope: (!entry.scopes.is_empty()).then(|| entry.scopes.join(" ")),
             may_act: None,
         };
-        let token = lanyard_jose::encode_jwt(signer, &claims).map_err(|_| Status::internal("signing failed"))?;
-        self.audit("svid.jwt.mint", &entry.spiffe_id.to_string(), Decision::Allow, &format!("jti {} for {} via node {node}", claims.jti, claims.aud.join(",")))
-            .await?;
-        Ok(Response::new(MintJwtSvidResponse { token, expires_at: exp }))
+        let token = lanyard_jose::encode_jwt(signer, &claims)
+            .map_err(|_| Status::internal("signing failed"))?;
+        self.audit(
+            "svid.jwt.mint",
+            &entry.spiffe_id.to_string(),
+            Decision::Allow,
+            &format!(
+                "jti {} for {} via node {node}",
+                claims.jti,
+                claims.aud.join(",")
+            ),
+        )
+        .await?;
+        Ok(Response::new(MintJwtSvidResponse {
+            token,
+            expires_at: exp,
+        }))
     }
 }
 

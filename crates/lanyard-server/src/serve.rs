@@ -71,7 +71,10 @@ impl Server {
             jwt_default_ttl: config.jwt_default_ttl,
             jwt_max_ttl: config.jwt_max_ttl,
             max_delegation_depth: config.max_delegation_depth,
-            default_parent: config.node_api.as_ref().and_then(|n| n.default_parent.clone()),
+            default_parent: config
+                .node_api
+                .as_ref()
+                .and_then(|n| n.default_parent.clone()),
             join_token_max_ttl: config
                 .node_api
                 .as_ref()
@@ -131,7 +134,10 @@ impl Server {
         std::net::TcpListener::bind(cfg.listen)
             .map(Some)
             .map_err(|source| ServerError::Io {
-                what: format!("binding the node API on {} (in use? set node_api.listen)", cfg.listen),
+                what: format!(
+                    "binding the node API on {} (in use? set node_api.listen)",
+                    cfg.listen
+                ),
                 source,
             })
     }

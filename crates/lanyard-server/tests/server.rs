@@ -290,10 +290,20 @@ mod oidc {
             .await?;
         assert!(bundle["spiffe_sequence"].as_i64().is_some_and(|s| s > 0));
         assert_eq!(bundle["spiffe_refresh_hint"], 300);
-        assert!(bundle["keys"].as_array().is_some_and(|ks| ks.len() == 4
-            && ks
-                .iter()
-                .all(|k| k["use"] == "jwt-svid" && k["kid"].is_string())));
+        // The SPIFFE bundle format: JWT keys carry kid, X.509 authorities
+        // carry exactly one certificate in x5c and no kid.
+        let keys = bundle["keys"].as_array().cloned().unwrap_or_default();
+        let jwt: Vec<_> = keys.iter().filter(|k| k["use"] == "jwt-svid").collect();
+        let x509: Vec<_> = keys.iter().filter(|k| k["use"] == "x509-svid").collect();
+        assert_eq!(jwt.len(), 4);
+        assert!(jwt
+            .iter()
+            .all(|k| k["kid"].is_string() && k.get("x5c").is_none()));
+        assert_eq!(x509.len(), 1, "one root");
+        assert!(x509.iter().all(|k| k.get("kid").is_none()
+            && k["x5c"].as_array().is_some_and(|c| c.len() == 1)
+            && k["kty"] == "EC"));
+        assert_eq!(keys.len(), jwt.len() + x509.len());
         srv.stop().await
     }
 }

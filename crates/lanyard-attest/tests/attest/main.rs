@@ -11,6 +11,7 @@ mod kinds;
 mod props;
 mod remote;
 mod token_review;
+mod workload;
 
 use std::sync::Arc;
 

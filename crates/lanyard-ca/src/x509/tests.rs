@@ -411,7 +411,7 @@ fn an_upstream_ca_signs_lanyards_intermediates() -> Result<(), X509Error> {
     assert!(signed_by(&svid.cert_der, &int.cert_der));
     assert!(signed_by(&int.cert_der, issuing_cert.der()));
     assert!(signed_by(issuing_cert.der(), &corp_root.cert_der));
-    assert_eq!(ca.roots(), [corp_root.cert_der.clone()]);
+    assert_eq!(ca.roots(), std::slice::from_ref(&corp_root.cert_der));
 
     // Wrong key, no root that the chain leads to, no certificate at all.
     let other_key = pem("PRIVATE KEY", &p256().serialize_der());

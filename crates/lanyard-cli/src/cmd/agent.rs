@@ -38,6 +38,19 @@ struct RawAgent {
     #[serde(default)]
     files: Vec<RawFiles>,
     metadata: Option<RawMetadata>,
+    /// Resolve callers' pods through the kubelet (Kubernetes nodes).
+    kubelet: Option<RawKubelet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubelet {
+    /// e.g. https://127.0.0.1:10250
+    url: String,
+    ca_file: Option<PathBuf>,
+    bearer_token_file: Option<PathBuf>,
+    #[serde(default)]
+    danger_insecure_kubelet_skip_verify: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,7 +183,16 @@ pub async fn run(_g: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> {
         state_dir: raw.state_dir,
         socket_path: raw.socket,
         sync_interval,
-        attest: lanyard_agent::attest::AttestConfig::default(),
+        attest: lanyard_agent::attest::AttestConfig {
+            k8s: raw.kubelet.map(|k| {
+                let mut c = lanyard_agent::attest::KubeletConfig::new(k.url);
+                c.ca_file = k.ca_file;
+                c.bearer_token_file = k.bearer_token_file;
+                c.danger_insecure_kubelet_skip_verify = k.danger_insecure_kubelet_skip_verify;
+                c
+            }),
+            ..lanyard_agent::attest::AttestConfig::default()
+        },
         files: raw
             .files
             .into_iter()

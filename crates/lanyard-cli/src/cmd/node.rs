@@ -59,15 +59,20 @@ pub async fn explain_pid(g: &Global, a: ExplainArgs) -> anyhow::Result<ExitCode>
     let attestor = lanyard_agent::attest::WorkloadAttestor::new(
         lanyard_agent::attest::AttestConfig::default(),
     );
-    let selectors = attestor
-        .attest(lanyard_agent::attest::PeerCred {
+    let attested = attestor
+        .attest_full(lanyard_agent::attest::PeerCred {
             pid: Some(pid),
             uid,
             gid,
         })
         .await
-        .map_err(|e| anyhow::anyhow!("attesting process {pid}: {e}"))?;
-    let have: BTreeSet<String> = selectors.iter().map(ToString::to_string).collect();
+        .map_err(|e| anyhow::anyhow!("attesting process {pid}: {} ({})", e.reason, e.code))?;
+    let have: BTreeSet<String> = attested.selectors.iter().map(ToString::to_string).collect();
+    let diagnostics: Vec<String> = attested
+        .diagnostics
+        .iter()
+        .map(|d| format!("{}: {}", d.plugin, d.message))
+        .collect();
     let node = match a.node {
         Some(n) if n.starts_with("spiffe://") => n,
         Some(n) => anyhow::bail!("--node takes the node's SPIFFE ID (spiffe://TD/lanyard/node/{n}), see `lanyard node list`"),
@@ -104,12 +109,15 @@ pub async fn explain_pid(g: &Global, a: ExplainArgs) -> anyhow::Result<ExitCode>
             near.push(json!({ "entry": e["id"], "spiffe_id": e["spiffe_id"], "missing": missing }));
         }
     }
-    let v = json!({ "pid": pid, "node": node, "selectors": have, "matched": matched, "near_misses": near });
+    let v = json!({ "pid": pid, "node": node, "selectors": have, "diagnostics": diagnostics, "matched": matched, "near_misses": near });
     output::print(g.output, &v, |v| {
         println!("process {pid} on node {node}");
         println!("selectors:");
         for sel in v["selectors"].as_array().cloned().unwrap_or_default() {
             println!("  {}", sel.as_str().unwrap_or_default());
+        }
+        for d in &diagnostics {
+            println!("  note: {d}");
         }
         if matched.is_empty() {
             println!("no entry matches: the Workload API answers PermissionDenied");

@@ -133,14 +133,20 @@ async fn rekey(
     }
     let store = lanyard_store::open(&config.store_url).await?;
     let at_ms = SystemClock.unix_seconds().saturating_mul(1000);
+    // CA keys first: that step skips keys already under the new KEK, so if
+    // the signing keys then fail, running rekey again finishes the job.
+    let cas = lanyard_server::ca::reseal_all(&*store, &old, &new, "system:rekey", at_ms)
+        .await
+        .context("re-sealing the X.509 CA keys (nothing was changed)")?;
     let n = lanyard_server::keys::reseal_all(&*store, &old, &new, "system:rekey", at_ms)
         .await
-        .context("re-sealing the signing keys (nothing was changed)")?;
-    let result =
-        json!({ "resealed": n, "old_kek": old.fingerprint(), "new_kek": new.fingerprint() });
+        .context(
+            "re-sealing the signing keys (the CA keys are already re-sealed; run rekey again)",
+        )?;
+    let result = json!({ "resealed": n, "resealed_cas": cas, "old_kek": old.fingerprint(), "new_kek": new.fingerprint() });
     output::print(g.output, &result, |_| {
         println!(
-            "{n} signing keys re-sealed under key-encryption key {} (was {}).",
+            "{n} signing keys and {cas} X.509 CA keys re-sealed under key-encryption key {} (was {}).",
             new.fingerprint(),
             old.fingerprint()
         );

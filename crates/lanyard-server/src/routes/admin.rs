@@ -997,23 +997,40 @@ pub async fn create_join_token(
         )));
     }
     if req.selectors.len() > MAX_LIST {
-        return Err(ApiError::BadRequest(format!("at most {MAX_LIST} selectors")));
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_LIST} selectors"
+        )));
     }
     for s in &req.selectors {
         Selector::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
     let td = &state.settings.trust_domain;
     let now = state.clock.unix_seconds();
-    let (token, row) = crate::node_api::new_join_token(td, &req.node_id, req.selectors, now, ttl, &admin.actor)
-        .map_err(ApiError::BadRequest)?;
-    let spiffe_id = crate::node_api::node_spiffe_id(td, &row.node_id).map_err(ApiError::BadRequest)?;
-    let draft = audit(&state, &cid.0, &admin.actor, "jointoken.create", &format!("jointoken {} for {spiffe_id}", row.id), None);
+    let (token, row) =
+        crate::node_api::new_join_token(td, &req.node_id, req.selectors, now, ttl, &admin.actor)
+            .map_err(ApiError::BadRequest)?;
+    let spiffe_id =
+        crate::node_api::node_spiffe_id(td, &row.node_id).map_err(ApiError::BadRequest)?;
+    let draft = audit(
+        &state,
+        &cid.0,
+        &admin.actor,
+        "jointoken.create",
+        &format!("jointoken {} for {spiffe_id}", row.id),
+        None,
+    );
     state
         .store
         .create_join_token(row.clone(), draft)
         .await
         .map_err(|e| ApiError::from_store(e, &cid.0))?;
-    let roots: Vec<String> = state.ca.current().roots.iter().map(|r| pem_cert(r)).collect();
+    let roots: Vec<String> = state
+        .ca
+        .current()
+        .roots
+        .iter()
+        .map(|r| pem_cert(r))
+        .collect();
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({
