@@ -54,7 +54,10 @@ const TRUST_DOMAIN: &str = "example.org";
 const DEFAULT_URI_BASE: &str = "spiffe://example.org/bench/x509";
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Load driver for the node agent and X.509 CA benchmarks (loopback only)")]
+#[command(
+    version,
+    about = "Load driver for the node agent and X.509 CA benchmarks (loopback only)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -172,7 +175,10 @@ struct Load {
 impl Load {
     fn check(&self) -> anyhow::Result<()> {
         if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
-            bail!("--concurrency must be 1..={MAX_CONCURRENCY}, not {}", self.concurrency);
+            bail!(
+                "--concurrency must be 1..={MAX_CONCURRENCY}, not {}",
+                self.concurrency
+            );
         }
         for (name, secs) in [("--duration", self.duration), ("--warmup", self.warmup)] {
             if !(0.0..=MAX_DURATION_SECS).contains(&secs) {
@@ -370,7 +376,11 @@ fn run() -> anyhow::Result<ExitCode> {
 }
 
 /// Warm-up, then the measured phase; prints the report line.
-async fn drive(target: &'static str, workers: Vec<Worker>, load: &Load) -> anyhow::Result<ExitCode> {
+async fn drive(
+    target: &'static str,
+    workers: Vec<Worker>,
+    load: &Load,
+) -> anyhow::Result<ExitCode> {
     let concurrency = workers.len();
     let error_printed = Arc::new(AtomicBool::new(false));
     let mut workers = workers;
@@ -392,15 +402,26 @@ async fn drive(target: &'static str, workers: Vec<Worker>, load: &Load) -> anyho
         flows,
         errors: tally.errors,
         seconds: round3(seconds),
-        flows_per_sec: round3(if seconds > 0.0 { flows as f64 / seconds } else { 0.0 }),
+        flows_per_sec: round3(if seconds > 0.0 {
+            flows as f64 / seconds
+        } else {
+            0.0
+        }),
         p50_ms: percentile_ms(&lat, 0.50),
         p99_ms: percentile_ms(&lat, 0.99),
         max_ms: percentile_ms(&lat, 1.0),
         warmup_flows,
     };
-    println!("{}", serde_json::to_string(&report).context("serialising the report")?);
+    println!(
+        "{}",
+        serde_json::to_string(&report).context("serialising the report")?
+    );
     // No successful call at all means the setup is broken, not slow.
-    Ok(if flows == 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if flows == 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Runs every worker until the deadline or `max_flows` calls have started;
@@ -496,7 +517,12 @@ impl Worker {
                     .into_inner()
                     .svids;
                 match svids.first() {
-                    Some(s) if svids.len() == 1 && s.cert_chain.first().is_some_and(|c| !c.is_empty()) => Ok(()),
+                    Some(s)
+                        if svids.len() == 1
+                            && s.cert_chain.first().is_some_and(|c| !c.is_empty()) =>
+                    {
+                        Ok(())
+                    }
                     _ => bail!("SignX509Svids answered without one certificate"),
                 }
             }
@@ -517,7 +543,10 @@ impl Worker {
                 let status = resp.status();
                 let text = resp.text().await?;
                 if !status.is_success() {
-                    bail!("HTTP {status}: {}", text.chars().take(500).collect::<String>());
+                    bail!(
+                        "HTTP {status}: {}",
+                        text.chars().take(500).collect::<String>()
+                    );
                 }
                 let v: Value = serde_json::from_str(&text).context("answer is not JSON")?;
                 match v.pointer("/data/certificate").and_then(Value::as_str) {
@@ -561,7 +590,10 @@ fn generate_csrs(count: usize, uri_base: &str) -> anyhow::Result<Vec<Csr>> {
             pem: csr.pem().context("CSR to PEM")?,
         });
     }
-    eprintln!("svidload: {count} distinct P-256 CSRs in {:?}", started.elapsed());
+    eprintln!(
+        "svidload: {count} distinct P-256 CSRs in {:?}",
+        started.elapsed()
+    );
     Ok(out)
 }
 
@@ -599,8 +631,14 @@ fn node_client(node: &NodeArgs) -> anyhow::Result<NodeClient> {
     std::fs::create_dir_all(&node.state_dir)
         .with_context(|| format!("creating {}", node.state_dir.display()))?;
     // The node API's certificate names `localhost` (and the server's SPIFFE ID).
-    NodeClient::new(&node.addr, Some("localhost"), TRUST_DOMAIN, roots, &node.state_dir)
-        .map_err(|e| anyhow!("node API client: {e}"))
+    NodeClient::new(
+        &node.addr,
+        Some("localhost"),
+        TRUST_DOMAIN,
+        roots,
+        &node.state_dir,
+    )
+    .map_err(|e| anyhow!("node API client: {e}"))
 }
 
 /// DER certificates from PEM text.
@@ -646,8 +684,13 @@ async fn create_entries(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (http, url, token, next, tenant) =
-            (http.clone(), url.clone(), token.clone(), next.clone(), tenant.to_owned());
+        let (http, url, token, next, tenant) = (
+            http.clone(),
+            url.clone(),
+            token.clone(),
+            next.clone(),
+            tenant.to_owned(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -670,7 +713,10 @@ async fn create_entries(
                 let status = resp.status();
                 if !status.is_success() {
                     let text = resp.text().await.unwrap_or_default();
-                    bail!("creating entry for uid {uid}: HTTP {status}: {}", text.chars().take(500).collect::<String>());
+                    bail!(
+                        "creating entry for uid {uid}: HTTP {status}: {}",
+                        text.chars().take(500).collect::<String>()
+                    );
                 }
             }
         }));
@@ -696,7 +742,8 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
 }
 
 fn read_secret(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let t = text.trim();
     if t.is_empty() {
         bail!("{} is empty", path.display());
@@ -769,7 +816,10 @@ mod tests {
         for (i, c) in csrs.iter().enumerate() {
             let uri = format!("spiffe://example.org/bench/x509/{i}");
             // The IA5String of the URI SAN appears verbatim in the DER.
-            assert!(c.der.windows(uri.len()).any(|w| w == uri.as_bytes()), "CSR {i} lacks {uri}");
+            assert!(
+                c.der.windows(uri.len()).any(|w| w == uri.as_bytes()),
+                "CSR {i} lacks {uri}"
+            );
             assert!(c.pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
         }
         assert!(generate_csrs(0, DEFAULT_URI_BASE).is_err());
