@@ -21,6 +21,8 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 log() { echo "[agent-rss] $*" >&2; }
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
