@@ -196,6 +196,8 @@ impl NodeClient {
             let inner = inner.clone();
             async move {
                 let tcp = tokio::net::TcpStream::connect(&inner.addr).await?;
+                // Small gRPC frames must not wait for a delayed ACK (Nagle).
+                tcp.set_nodelay(true)?;
                 let config = inner.tls_config().map_err(std::io::Error::other)?;
                 let tls = tokio_rustls::TlsConnector::from(config)
                     .connect(inner.server_name.clone(), tcp)

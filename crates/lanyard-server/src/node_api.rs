@@ -228,6 +228,12 @@ pub async fn serve(
             let Ok((tcp, peer)) = listener.accept().await else {
                 continue;
             };
+            // gRPC writes small frames and waits for the answer: with Nagle's
+            // algorithm on, each call stalls on the peer's delayed ACK (about
+            // 90 ms per SignX509Svids call before this; issue 4 benchmark).
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "node API: TCP_NODELAY not set");
+            }
             let tls = tls.clone();
             let tx = tx.clone();
             let st = accept_state.clone();

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Workload API load (issue 4): FetchJWTSVID from the agent's cache at N
+# concurrent clients on the Unix socket of `lanyard dev` (server + built-in
+# agent in one process), with an entry for this script's uid. Target: p99
+# under 1 ms at 100 clients. See docs/BENCHMARKS.md ("Node agent and X.509
+# CA (issue 4)").
+#
+#   bench/agent/workload.sh                        # 10 s per run at c = 1 10 100
+#   bench/agent/workload.sh --concurrency "100" --duration 5
+#
+# Options: --duration SECS, --concurrency "1 10 100", --keep, --no-build.
+# Loopback and a Unix socket only; `lanyard dev` is stopped by PID on exit.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+DURATION=10
+CONCURRENCY="1 10 100"
+KEEP=0
+BUILD_FIRST=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --duration) DURATION="$2"; shift ;;
+        --concurrency) CONCURRENCY="$2"; shift ;;
+        --keep) KEEP=1 ;;
+        --no-build) BUILD_FIRST=0 ;;
+        -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "workload.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+log() { echo "[workload-bench] $*" >&2; }
+die() { echo "[workload-bench] ERROR: $*" >&2; exit 1; }
+case "$DURATION" in ''|*[!0-9]*) die "--duration takes whole seconds" ;; esac
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/lanyard-workload-bench.XXXXXX")"
+PID=""
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; fi
+    if [ "$KEEP" = 1 ] || [ "$rc" != 0 ]; then log "logs kept in $TMP"; else rm -rf "$TMP"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [ "$BUILD_FIRST" = 1 ]; then
+    (cd "$ROOT" && timeout 5400 cargo build --release --quiet -p lanyard-cli -p svidload) || die "cargo build failed"
+fi
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+LANYARD="$TARGET_DIR/release/lanyard"
+DRIVER="$TARGET_DIR/release/svidload"
+
+LANYARD_LOG=warn "$LANYARD" --data-dir "$TMP" dev --listen 127.0.0.1:0 > "$TMP/dev.out" 2> "$TMP/dev.log" &
+PID=$!
+for _ in $(seq 1 300); do
+    [ -s "$TMP/dev.json" ] && grep -q "\"pid\": $PID" "$TMP/dev.json" && break
+    kill -0 "$PID" 2>/dev/null || die "lanyard dev exited: $(tail -5 "$TMP/dev.log")"
+    sleep 0.1
+done
+SOCKET="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["workload_socket"])' "$TMP/dev.json")"
+"$LANYARD" --data-dir "$TMP" --output json entry create --spiffe-id spiffe://example.org/bench/workload \
+    --tenant dev --selector "unix:uid:$(id -u)" > /dev/null || die "entry create failed"
+# The agent syncs every second: wait until this process is served.
+for i in $(seq 1 100); do
+    "$LANYARD" --output json svid fetch --socket "$SOCKET" --jwt --audience bench > /dev/null 2>&1 && break
+    [ "$i" = 100 ] && die "the agent never served a JWT-SVID for uid $(id -u)"
+    sleep 0.2
+done
+log "lanyard dev pid $PID, socket $SOCKET: JWT-SVID served for uid $(id -u)"
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+for c in $CONCURRENCY; do
+    t0="$(ticks "$PID")"
+    out="$(timeout $((DURATION + 60)) "$DRIVER" workload-jwt --socket "$SOCKET" --audience bench \
+        --concurrency "$c" --duration "$DURATION" --warmup 1)" || die "svidload c=$c failed: ${out:-no output}"
+    t1="$(ticks "$PID")"
+    out="$(python3 - "$out" "$t0" "$t1" "$(getconf CLK_TCK)" <<'EOF'
+import json, sys
+r = json.loads(sys.argv[1]); t0, t1, hz = map(int, sys.argv[2:])
+n = r["flows"] + r["errors"] + r["warmup_flows"]
+r["agent_cpu_us_per_call"] = round((t1 - t0) / hz * 1e6 / n) if n else None
+print(json.dumps(r, separators=(",", ":")))
+EOF
+)"
+    echo "$out"
+done
+echo "lanyard dev RSS after the runs: $(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$PID/status") MiB"
