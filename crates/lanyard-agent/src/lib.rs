@@ -171,6 +171,14 @@ impl Agent {
     pub fn new(config: AgentConfig, clock: Arc<dyn Clock>) -> Result<Arc<Self>, AgentError> {
         std::fs::create_dir_all(&config.state_dir)
             .map_err(|e| AgentError::Io(format!("creating {}", config.state_dir.display()), e))?;
+        // The node SVID's key lives here: only the agent's user may look in.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| {
+                    AgentError::Io(format!("restricting {}", config.state_dir.display()), e)
+                })?;
+        }
         let node = NodeClient::new(
             &config.server_addr,
             config.server_name.as_deref(),
