@@ -107,7 +107,12 @@ impl WorkloadApi {
     }
 
     /// Header check, kernel attestation, entry match.
-    async fn caller<T>(&self, req: &Request<T>, method: &str) -> Result<Vec<Selector>, Status> {
+    /// The caller's selectors and the entries they match (most specific first).
+    async fn caller<T>(
+        &self,
+        req: &Request<T>,
+        method: &str,
+    ) -> Result<(Vec<Selector>, Vec<Arc<Entry>>), Status> {
         Self::check_header(req)?;
         let cred = req
             .extensions()
@@ -147,7 +152,7 @@ impl WorkloadApi {
             return Err(Status::permission_denied("no identity issued"));
         }
         tracing::debug!(method, pid = ?cred.pid, selectors = ?report.selectors, matched = ?report.matched, "workload attested");
-        Ok(selectors)
+        Ok((selectors, matched))
     }
 }
 
@@ -188,7 +193,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let selectors = self.caller(&req, "FetchX509SVID").await?;
+        let (selectors, _) = self.caller(&req, "FetchX509SVID").await?;
         let agent = self.agent.clone();
         let mut changes = agent.subscribe();
         let stream = async_stream(move |tx| async move {
@@ -239,7 +244,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        let selectors = self.caller(&req, "FetchJWTSVID").await?;
+        // The entries matched while attesting the caller: no second match.
+        let (_, matched) = self.caller(&req, "FetchJWTSVID").await?;
         let r = req.into_inner();
         if r.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
@@ -249,8 +255,6 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 "at most 16 audiences of at most 512 bytes",
             ));
         }
-        let view = self.agent.view();
-        let (matched, _) = match_caller(&view, &selectors);
         let wanted: Vec<&Arc<Entry>> = if r.spiffe_id.is_empty() {
             matched.iter().collect()
         } else {
