@@ -478,18 +478,6 @@ fn entry_from_pb(e: &lanyard_proto::node::Entry, node: &SpiffeId) -> Option<Entr
     })
 }
 
-/// The SPIFFE ID (URI SAN) of a DER certificate, if it has exactly one.
-pub fn svid_spiffe_id(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    let mut uris = san.value.general_names.iter().filter_map(|g| match g {
-        x509_parser::extensions::GeneralName::URI(u) => Some(*u),
-        _ => None,
-    });
-    let first = uris.next()?;
-    uris.next().is_none().then(|| first.to_owned())
-}
-
 /// The claims of a compact JWT, unverified (only for tokens this agent just
 /// received from its server, e.g. to read `exp`).
 pub fn unverified_claims(token: &str) -> Option<serde_json::Value> {

@@ -347,7 +347,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.webpki
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
-        match crate::svid_spiffe_id(end_entity) {
+        match lanyard_ca::x509::spiffe_id_of(end_entity).map(|id| id.to_string()) {
             Some(id) if id == self.expected => Ok(ServerCertVerified::assertion()),
             other => Err(rustls::Error::General(format!(
                 "the node API presented {}, not {}",

@@ -279,6 +279,22 @@ fn pem_certs(pem: &str) -> Result<Vec<Vec<u8>>, X509Error> {
     Ok(out)
 }
 
+/// The SPIFFE ID in a certificate's URI SAN, when it has exactly one URI
+/// SAN and that is a valid SPIFFE ID (the X.509-SVID rule).
+pub fn spiffe_id_of(der: &[u8]) -> Option<SpiffeId> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let mut uris = san.value.general_names.iter().filter_map(|g| match g {
+        GeneralName::URI(u) => Some(*u),
+        _ => None,
+    });
+    let first = uris.next()?;
+    if uris.next().is_some() {
+        return None;
+    }
+    SpiffeId::parse(first).ok()
+}
+
 /// Whether `child`'s signature verifies with `parent`'s key.
 pub fn signed_by(child: &[u8], parent: &[u8]) -> bool {
     let (Ok((_, c)), Ok((_, p))) = (

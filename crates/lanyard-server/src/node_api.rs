@@ -336,7 +336,7 @@ impl NodeService {
         let leaf = certs.first().ok_or_else(|| {
             Status::unauthenticated("a node X.509-SVID client certificate is required")
         })?;
-        let id = svid_spiffe_id(leaf)
+        let id = lanyard_ca::x509::spiffe_id_of(leaf)
             .ok_or_else(|| Status::unauthenticated("the client certificate has no SPIFFE ID"))?;
         let prefix = format!(
             "{}/lanyard/node/",
@@ -894,21 +894,6 @@ impl Node for NodeService {
             expires_at: exp,
         }))
     }
-}
-
-/// The SPIFFE ID in a certificate's URI SAN.
-fn svid_spiffe_id(der: &[u8]) -> Option<SpiffeId> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    let mut uris = san.value.general_names.iter().filter_map(|g| match g {
-        x509_parser::extensions::GeneralName::URI(u) => Some(*u),
-        _ => None,
-    });
-    let first = uris.next()?;
-    if uris.next().is_some() {
-        return None;
-    }
-    SpiffeId::parse(first).ok()
 }
 
 fn serial_hex(der: &[u8]) -> String {
