@@ -517,6 +517,11 @@ pub struct DevArgs {
     /// values let you watch rotation, e.g. 30s.
     #[arg(long, default_value = "1h")]
     pub svid_ttl: String,
+    /// SPIFFE trust domain of this dev server (every SPIFFE ID it issues is
+    /// spiffe://TRUST_DOMAIN/...). Fixed when the data directory is first
+    /// created; two dev servers with different trust domains can federate.
+    #[arg(long, default_value = "example.org")]
+    pub trust_domain: String,
 }
 
 #[derive(Debug, Args)]

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use lanyard_ca::{Kek, RotationPolicy};
 use lanyard_core::{Clock, TrustDomain};
 use lanyard_jose::{Algorithm, Jwks, SigningKey};
-use lanyard_server::app::AppState;
 use lanyard_server::config::{KekSource, ServerConfig};
+use lanyard_server::state::AppState;
 use lanyard_server::{admin_token, Server};
 use lanyard_testkit::FakeClock;
 use reqwest::Method;
@@ -127,6 +127,8 @@ impl Env {
             max_delegation_depth: 2,
             ca: lanyard_server::config::CaConfig::default(),
             node_api: None,
+            listen_limits: Default::default(),
+            audit: Default::default(),
         };
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
         let server = Server::build(cfg, shared.clone()).await?;
