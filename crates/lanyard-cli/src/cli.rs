@@ -517,6 +517,10 @@ pub struct DevArgs {
     /// values let you watch rotation, e.g. 30s.
     #[arg(long, default_value = "1h")]
     pub svid_ttl: String,
+    /// Serve the Delegated Identity API on DATA_DIR/admin.sock and let
+    /// callers holding this SPIFFE ID use it (repeatable).
+    #[arg(long = "delegate", value_name = "SPIFFE_ID")]
+    pub delegates: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -433,7 +433,13 @@ fn an_upstream_ca_signs_lanyards_intermediates() -> Result<(), X509Error> {
 fn the_spiffe_id_of_an_svid_is_its_one_uri_san() -> Result<(), X509Error> {
     let ca = authority();
     let me = id("spiffe://example.org/w");
-    let svid = sign(&ca, &me, &csr_for(&p256()), &["api.internal".to_owned()], HOUR)?;
+    let svid = sign(
+        &ca,
+        &me,
+        &csr_for(&p256()),
+        &["api.internal".to_owned()],
+        HOUR,
+    )?;
     assert_eq!(spiffe_id_of(&svid.cert_der), Some(me));
     assert_eq!(spiffe_id_of(b"not a certificate"), None);
     Ok(())
