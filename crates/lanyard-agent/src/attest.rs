@@ -18,14 +18,17 @@
 //! generation, so the hot path does not search the entry index either.
 //!
 //! # Security: pid reuse between `connect()` and attestation
-//! The kernel records the pid at `connect()`; the caller may exit and its
-//! pid be reused before the agent reads /proc. Every call compares the
-//! process's start time with the time the agent accepted the connection
-//! ([`crate::socket::CallerConn::accepted_ticks`]): a process that started
-//! after the accept cannot be the one that connected, and is refused
-//! (`pid_reused`). The remaining window is one clock tick (10 ms): a pid
-//! reused within 10 ms of the accept is not detected (closing that needs a
-//! pidfd from `SO_PEERPIDFD`, which std does not expose yet).
+//! The kernel records the pid at `connect()`; the caller may exit, keep
+//! the connection open in a child, and its pid be reused before a call.
+//! The agent reads the peer's process start time when it accepts the
+//! connection ([`crate::socket::CallerConn::peer_start_ticks`]) and every
+//! call compares it with the start time of the process now at that pid:
+//! another start time is another process, refused (`pid_reused`); a peer
+//! already gone at accept is refused too (`process_gone`). What remains
+//! is the backlog window between `connect()` and `accept()` (the agent
+//! accepts at once) and two processes with the same pid started within
+//! one clock tick (10 ms); closing those needs a pidfd (`SO_PEERPIDFD`),
+//! which std does not expose yet.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -165,9 +168,14 @@ impl WorkloadAttestor {
                 key: None,
             });
         };
+        let Some(connected_start) = conn.peer_start_ticks else {
+            return Err(AttestFailure::from(WorkloadAttestError::ProcessGone {
+                pid,
+            }));
+        };
         let key = self.process_key(&cred, pid)?;
-        if let (Some(accepted), Some(key)) = (conn.accepted_ticks, key) {
-            check_started_before(pid, key.start_ticks, accepted)?;
+        if let Some(key) = key {
+            check_same_process(pid, connected_start, key.start_ticks)?;
         }
         if let Some(key) = key {
             if let Ok(cache) = self.cache.lock() {
@@ -187,11 +195,10 @@ impl WorkloadAttestor {
                     }
                 }
             }
-        } else if let Some(accepted) = conn.accepted_ticks {
-            // No key (exe unreadable): still refuse a process younger than the connection.
-            if let Some(start) = self.start_ticks(pid) {
-                check_started_before(pid, start, accepted)?;
-            }
+        } else {
+            // No key (exe unreadable): still refuse another process at that pid.
+            let now = self.start_ticks(pid).unwrap_or(0);
+            check_same_process(pid, connected_start, now)?;
         }
         let selectors: Arc<[Selector]> = self.attest(cred).await?.into();
         // The process read by the attestor must be the one the key names.
@@ -306,13 +313,13 @@ impl WorkloadAttestor {
     }
 }
 
-/// Refuses a process that started after its connection was accepted (one
-/// tick of slack for the rounding of both clocks).
-fn check_started_before(pid: i32, start: u64, accepted: u64) -> Result<(), AttestFailure> {
-    if start > accepted.saturating_add(1) {
+/// Refuses a process whose start time is not the one recorded when its
+/// connection was accepted.
+fn check_same_process(pid: i32, connected: u64, now: u64) -> Result<(), AttestFailure> {
+    if connected != now {
         return Err(AttestFailure {
             reason: format!(
-                "pid {pid} started at tick {start}, after its connection was accepted at tick {accepted}: the pid was reused"
+                "pid {pid} started at tick {now}, but the process that connected started at tick {connected}: the pid was reused"
             ),
             code: "pid_reused",
             caller_message: "the calling process could not be attested",
@@ -324,16 +331,12 @@ fn check_started_before(pid: i32, start: u64, accepted: u64) -> Result<(), Attes
 
 #[cfg(test)]
 mod tests {
-    use super::check_started_before;
+    use super::check_same_process;
 
     #[test]
-    fn a_process_younger_than_its_connection_is_refused() {
-        assert!(check_started_before(7, 100, 100).is_ok());
-        assert!(
-            check_started_before(7, 101, 100).is_ok(),
-            "one tick of slack"
-        );
-        let e = check_started_before(7, 150, 100).err();
+    fn another_process_at_the_callers_pid_is_refused() {
+        assert!(check_same_process(7, 100, 100).is_ok());
+        let e = check_same_process(7, 100, 150).err();
         assert_eq!(e.map(|e| e.code), Some("pid_reused"));
     }
 }

@@ -3,11 +3,11 @@
 //! HTTP/2 front ([`crate::h2_front`]) in front of tonic.
 //!
 //! Each accepted connection records the kernel's peer credentials and the
-//! time it was accepted ([`CallerConn`]); every request on it carries that
-//! record as a request extension. The accept time closes the pid-reuse
-//! window between `connect()` and attestation: a process that started after
-//! the connection was accepted cannot be the one that connected
-//! ([`crate::attest`]).
+//! start time of the peer's process as /proc shows it at accept time
+//! ([`CallerConn`]); every request on it carries that record as a request
+//! extension. The start time closes the pid-reuse window between the
+//! connection and its calls: a process at that pid with another start time
+//! is not the one that connected ([`crate::attest`]).
 
 use std::io;
 use std::path::Path;
@@ -35,9 +35,10 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 1_024;
 pub struct CallerConn {
     /// `SO_PEERCRED` at `connect()`; `None` if the kernel would not say.
     pub peer: Option<PeerCred>,
-    /// Clock ticks since boot (the unit of `/proc/PID/stat` field 22) when
-    /// the connection was accepted; `None` if `/proc/uptime` is unreadable.
-    pub accepted_ticks: Option<u64>,
+    /// The peer process's start time (clock ticks since boot, `/proc/PID/stat`
+    /// field 22) read when the connection was accepted; `None` when the
+    /// kernel gave no pid or the process was already gone.
+    pub peer_start_ticks: Option<u64>,
 }
 
 /// A client connection with the HTTP/2 front on its read side.
@@ -60,10 +61,10 @@ impl std::fmt::Debug for FrontStream {
 
 impl FrontStream {
     /// Wraps an accepted connection, reading its peer credentials and the
-    /// accept time now.
+    /// peer process's start time now.
     pub fn new(inner: UnixStream) -> Self {
-        let accepted_ticks = boot_ticks_now();
         let peer = inner.peer_cred().ok().map(PeerCred::from);
+        let peer_start_ticks = peer.and_then(|p| p.pid).and_then(process_start_ticks);
         Self {
             inner,
             rewriter: AuthorityRewriter::new(),
@@ -72,7 +73,7 @@ impl FrontStream {
             out_pos: 0,
             conn: CallerConn {
                 peer,
-                accepted_ticks,
+                peer_start_ticks,
             },
         }
     }
@@ -214,36 +215,8 @@ pub async fn serve(
         .map_err(|e| AgentError::Io(format!("serving {what}"), io::Error::other(e)))
 }
 
-/// Clock ticks (USER_HZ, 100 per second on Linux) since boot, from
-/// `/proc/uptime`, in the clock `/proc/PID/stat` start times use.
-pub fn boot_ticks_now() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/uptime").ok()?;
-    parse_uptime_ticks(&text)
-}
-
-/// `"12345.67 ..."` -> 1234567 ticks.
-fn parse_uptime_ticks(text: &str) -> Option<u64> {
-    let first = text.split_ascii_whitespace().next()?;
-    let (secs, frac) = first.split_once('.').unwrap_or((first, "0"));
-    let secs: u64 = secs.parse().ok()?;
-    let centis: u64 = match frac.len() {
-        0 => 0,
-        1 => frac.parse::<u64>().ok()? * 10,
-        _ => frac.get(..2)?.parse().ok()?,
-    };
-    secs.checked_mul(100)?.checked_add(centis)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_uptime_ticks;
-
-    #[test]
-    fn uptime_parses_to_ticks() {
-        assert_eq!(parse_uptime_ticks("12345.67 999.00\n"), Some(1_234_567));
-        assert_eq!(parse_uptime_ticks("1.5 0"), Some(150));
-        assert_eq!(parse_uptime_ticks("7"), Some(700));
-        assert_eq!(parse_uptime_ticks(""), None);
-        assert_eq!(parse_uptime_ticks("x.10"), None);
-    }
+/// The start time of `pid` (clock ticks since boot) from `/proc/PID/stat`.
+pub fn process_start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    lanyard_attest::workload::parse_start_time(&stat)
 }
