@@ -97,6 +97,8 @@ impl DelegatedIdentityApi {
 enum Named {
     Selectors(Vec<types::Selector>),
     Pid(i32),
+    /// Bundle subscriptions name no workload.
+    Nothing,
 }
 
 struct Grant {
@@ -161,6 +163,12 @@ impl DelegatedIdentityApi {
         };
         event.delegate = Some(delegate);
         let selectors = match named {
+            Named::Nothing => Vec::new(),
+            Named::Selectors(list) if list.is_empty() => {
+                event.reason = "bad_selectors";
+                self.audit.record(&event);
+                return Err(Status::invalid_argument("selectors must not be empty"));
+            }
             Named::Selectors(list) => match parse_selectors(&list) {
                 Ok(s) => s,
                 Err(status) => {
@@ -331,11 +339,7 @@ impl DelegatedIdentity for DelegatedIdentityApi {
         req: Request<SubscribeToX509BundlesRequest>,
     ) -> Result<Response<Self::SubscribeToX509BundlesStream>, Status> {
         let grant = self
-            .authorize(
-                &req,
-                "delegated.SubscribeToX509Bundles",
-                Named::Selectors(Vec::new()),
-            )
+            .authorize(&req, "delegated.SubscribeToX509Bundles", Named::Nothing)
             .await?;
         let mut event = grant.event;
         event.decision = Decision::Allow;
@@ -383,11 +387,7 @@ impl DelegatedIdentity for DelegatedIdentityApi {
         req: Request<SubscribeToJwtBundlesRequest>,
     ) -> Result<Response<Self::SubscribeToJWTBundlesStream>, Status> {
         let grant = self
-            .authorize(
-                &req,
-                "delegated.SubscribeToJWTBundles",
-                Named::Selectors(Vec::new()),
-            )
+            .authorize(&req, "delegated.SubscribeToJWTBundles", Named::Nothing)
             .await?;
         let mut event = grant.event;
         event.decision = Decision::Allow;
@@ -406,8 +406,6 @@ impl DelegatedIdentity for DelegatedIdentityApi {
 }
 
 /// SPIRE's (type, value) selectors as Lanyard's `type:key:value`, sorted.
-/// Bundle subscriptions name no workload: an empty list is allowed there
-/// and refused by the SVID calls.
 fn parse_selectors(list: &[types::Selector]) -> Result<Vec<Selector>, Status> {
     if list.len() > MAX_SELECTORS {
         return Err(Status::invalid_argument("at most 64 selectors"));
