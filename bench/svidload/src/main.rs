@@ -842,62 +842,6 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refuses_non_loopback_targets() {
-        assert!(loopback_base("http://127.0.0.1:8200").is_ok());
-        assert!(loopback_base("http://[::1]:8200/").is_ok());
-        assert!(loopback_base("http://localhost:1").is_ok());
-        assert!(loopback_base("http://10.0.0.1:8200").is_err());
-        assert!(loopback_base("https://127.0.0.1:8200").is_err());
-        assert!(loopback_base("http://example.org").is_err());
-    }
-
-    #[test]
-    fn percentiles_use_nearest_rank() {
-        let v: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
-        assert_eq!(percentile_ms(&v, 0.5), Some(50.0));
-        assert_eq!(percentile_ms(&v, 0.99), Some(99.0));
-        assert_eq!(percentile_ms(&v, 1.0), Some(100.0));
-        assert_eq!(percentile_ms(&[], 0.5), None);
-    }
-
-    #[test]
-    fn csrs_are_distinct_and_carry_the_uri_san() {
-        let csrs = generate_csrs(3, DEFAULT_URI_BASE).expect("csrs");
-        assert_eq!(csrs.len(), 3);
-        assert_ne!(csrs[0].der, csrs[1].der);
-        for (i, c) in csrs.iter().enumerate() {
-            let uri = format!("spiffe://example.org/bench/x509/{i}");
-            // The IA5String of the URI SAN appears verbatim in the DER.
-            assert!(
-                c.der.windows(uri.len()).any(|w| w == uri.as_bytes()),
-                "CSR {i} lacks {uri}"
-            );
-            assert!(c.pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
-        }
-        assert!(generate_csrs(0, DEFAULT_URI_BASE).is_err());
-    }
-
-    #[test]
-    fn pem_certificates_decode() {
-        let text = "junk\n-----BEGIN CERTIFICATE-----\nAAEC\nAw==\n-----END CERTIFICATE-----\n";
-        assert_eq!(pem_certs(text).expect("pem"), vec![vec![0, 1, 2, 3]]);
-        assert!(pem_certs("-----BEGIN CERTIFICATE-----\nAAEC\n").is_err());
-        assert!(pem_certs("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----").is_err());
-    }
-
-    #[test]
-    fn round_robin_wraps() {
-        let items = [1, 2, 3];
-        assert_eq!(*pick(&items, 4).expect("pick"), 2);
-        assert!(pick::<u8>(&[], 0).is_err());
-    }
-}
-
 /// `store-entries`: entries straight into the store, 8 writers.
 async fn store_entries(
     url: &str,
@@ -961,4 +905,60 @@ async fn store_entries(
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_non_loopback_targets() {
+        assert!(loopback_base("http://127.0.0.1:8200").is_ok());
+        assert!(loopback_base("http://[::1]:8200/").is_ok());
+        assert!(loopback_base("http://localhost:1").is_ok());
+        assert!(loopback_base("http://10.0.0.1:8200").is_err());
+        assert!(loopback_base("https://127.0.0.1:8200").is_err());
+        assert!(loopback_base("http://example.org").is_err());
+    }
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(percentile_ms(&v, 0.5), Some(50.0));
+        assert_eq!(percentile_ms(&v, 0.99), Some(99.0));
+        assert_eq!(percentile_ms(&v, 1.0), Some(100.0));
+        assert_eq!(percentile_ms(&[], 0.5), None);
+    }
+
+    #[test]
+    fn csrs_are_distinct_and_carry_the_uri_san() {
+        let csrs = generate_csrs(3, DEFAULT_URI_BASE).expect("csrs");
+        assert_eq!(csrs.len(), 3);
+        assert_ne!(csrs[0].der, csrs[1].der);
+        for (i, c) in csrs.iter().enumerate() {
+            let uri = format!("spiffe://example.org/bench/x509/{i}");
+            // The IA5String of the URI SAN appears verbatim in the DER.
+            assert!(
+                c.der.windows(uri.len()).any(|w| w == uri.as_bytes()),
+                "CSR {i} lacks {uri}"
+            );
+            assert!(c.pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+        }
+        assert!(generate_csrs(0, DEFAULT_URI_BASE).is_err());
+    }
+
+    #[test]
+    fn pem_certificates_decode() {
+        let text = "junk\n-----BEGIN CERTIFICATE-----\nAAEC\nAw==\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_certs(text).expect("pem"), vec![vec![0, 1, 2, 3]]);
+        assert!(pem_certs("-----BEGIN CERTIFICATE-----\nAAEC\n").is_err());
+        assert!(pem_certs("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----").is_err());
+    }
+
+    #[test]
+    fn round_robin_wraps() {
+        let items = [1, 2, 3];
+        assert_eq!(*pick(&items, 4).expect("pick"), 2);
+        assert!(pick::<u8>(&[], 0).is_err());
+    }
 }

@@ -96,7 +96,7 @@ impl SecretDiscoveryService for Sds {
             loop {
                 let update = tokio::select! {
                     msg = inbound.message() => match msg {
-                        Ok(Some(r)) => Event::Request(r),
+                        Ok(Some(r)) => Event::Request(Box::new(r)),
                         Ok(None) => return,
                         Err(status) => {
                             let _ = tx.send(Err(status)).await;
@@ -110,7 +110,7 @@ impl SecretDiscoveryService for Sds {
                     () = tx.closed() => return,
                 };
                 let must_answer = match update {
-                    Event::Request(r) => match xds.request(r, pid) {
+                    Event::Request(r) => match xds.request(*r, pid) {
                         Ok(answer) => answer,
                         Err(status) => {
                             let _ = tx.send(Err(status)).await;
@@ -175,7 +175,7 @@ impl SecretDiscoveryService for Sds {
 }
 
 enum Event {
-    Request(DiscoveryRequest),
+    Request(Box<DiscoveryRequest>),
     Changed,
 }
 
@@ -324,13 +324,7 @@ fn tls_certificate(name: &str, identity: &Identity) -> Secret {
         name: name.to_owned(),
         r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
             certificate_chain: inline(pem("CERTIFICATE", &identity.chain).into_bytes()),
-            private_key: inline(
-                pem(
-                    "PRIVATE KEY",
-                    std::slice::from_ref(&identity.key_pkcs8.to_vec()),
-                )
-                .into_bytes(),
-            ),
+            private_key: inline(pem("PRIVATE KEY", &[identity.key_pkcs8.to_vec()]).into_bytes()),
         })),
     }
 }

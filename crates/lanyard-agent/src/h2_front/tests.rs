@@ -267,3 +267,60 @@ fn protocol_errors_are_left_to_h2_unchanged() {
         assert!(rw.is_passthrough());
     }
 }
+
+proptest::proptest! {
+    /// Any bytes after the preface, in any split: no panic, the same output
+    /// however the input is cut, every frame within the size limit.
+    /// (fuzz/fuzz_targets/h2_front.rs explores the same property deeper.)
+    #[test]
+    fn never_panics_and_ignores_how_input_is_split(
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+        cut in 1usize..64,
+    ) {
+        let mut input = PREFACE.to_vec();
+        input.extend_from_slice(&body);
+        let mut whole = AuthorityRewriter::new();
+        let mut a = Vec::new();
+        let ra = whole.feed(&input, &mut a);
+        let mut parts = AuthorityRewriter::new();
+        let mut b = Vec::new();
+        let mut rb = Ok(());
+        for chunk in input.chunks(cut) {
+            rb = parts.feed(chunk, &mut b);
+            if rb.is_err() {
+                break;
+            }
+        }
+        proptest::prop_assert_eq!(ra.is_err(), rb.is_err());
+        if ra.is_ok() {
+            proptest::prop_assert_eq!(&a, &b);
+        }
+    }
+
+    /// Well-formed requests with random headers and any authority come out
+    /// decodable by a fresh decoder, with a valid authority.
+    #[test]
+    fn random_requests_stay_decodable(
+        auth in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        extra in proptest::collection::vec(("[a-z]{1,12}", "[ -~]{0,200}"), 0..20),
+        split in 1usize..200,
+    ) {
+        let mut enc = Encoder::new();
+        let mut headers = request_headers(&auth);
+        headers.extend(extra.into_iter().map(|(n, v)| (n.into_bytes(), v.into_bytes())));
+        let block = encode(&mut enc, &headers);
+        let parts: Vec<&[u8]> = block.chunks(split).collect();
+        let mut input = PREFACE.to_vec();
+        for (i, p) in parts.iter().enumerate() {
+            let last = if i + 1 == parts.len() { FLAG_END_HEADERS } else { 0 };
+            let kind = if i == 0 { TYPE_HEADERS } else { TYPE_CONTINUATION };
+            input.extend(frame(kind, last, 1, p));
+        }
+        let mut rw = AuthorityRewriter::new();
+        let mut out = Vec::new();
+        proptest::prop_assert!(rw.feed(&input, &mut out).is_ok());
+        let blocks = decoded_blocks(&mut Decoder::new(), &out);
+        proptest::prop_assert_eq!(blocks.len(), 1);
+        proptest::prop_assert!(valid_authority(&authority(&blocks[0])));
+    }
+}
