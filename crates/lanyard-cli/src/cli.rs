@@ -522,6 +522,10 @@ pub struct DevArgs {
     /// created; two dev servers with different trust domains can federate.
     #[arg(long, default_value = "example.org")]
     pub trust_domain: String,
+    /// Serve the Delegated Identity API on DATA_DIR/admin.sock and let
+    /// callers holding this SPIFFE ID use it (repeatable).
+    #[arg(long = "delegate", value_name = "SPIFFE_ID")]
+    pub delegates: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -144,11 +144,30 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
     let state = server.state().clone();
     let mut server_task =
         tokio::spawn(server.serve_all(listener, Some(node_listener), shutdown_signal()));
-    let agent = start_agent(&state, &td, &dir, &socket, node_addr, clock.clone()).await?;
+    let delegates = lanyard_agent::delegated::Delegates {
+        spiffe_ids: args
+            .delegates
+            .iter()
+            .map(|d| lanyard_core::SpiffeId::parse(d).with_context(|| format!("--delegate {d}")))
+            .collect::<anyhow::Result<_>>()?,
+        selector_sets: Vec::new(),
+    };
+    let admin_socket = (!delegates.is_empty()).then(|| dir.join("admin.sock"));
+    let agent = start_agent(
+        &state,
+        &td,
+        &dir,
+        &socket,
+        (admin_socket.clone(), delegates),
+        node_addr,
+        clock.clone(),
+    )
+    .await?;
     let info = json!({
         "issuer": issuer,
         "admin_token": token,
         "workload_socket": socket,
+        "admin_socket": admin_socket,
         "bundle_endpoint": format!("{issuer}/bundle"),
         "jwks_uri": format!("{issuer}{}", lanyard_server::http::oidc::JWKS_PATH),
         "token_endpoint": format!("{issuer}{}", lanyard_server::http::oidc::TOKEN_PATH),
@@ -211,6 +230,7 @@ async fn start_agent(
     td: &TrustDomain,
     dir: &Path,
     socket: &Path,
+    (admin_socket_path, delegates): (Option<PathBuf>, lanyard_agent::delegated::Delegates),
     node_addr: std::net::SocketAddr,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<crate::cmd::agent::Running> {
@@ -257,6 +277,8 @@ async fn start_agent(
         attest: lanyard_agent::attest::AttestConfig::default(),
         files: Vec::new(),
         metadata_listen: None,
+        admin_socket_path,
+        delegates,
     };
     crate::cmd::agent::start(config, None, clock).await
 }
