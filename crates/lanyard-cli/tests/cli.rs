@@ -327,7 +327,10 @@ fn server_config_errors_name_the_key_and_exit_1() -> TestResult {
     );
     let done: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(done["resealed"], 2, "active + next ES256");
-    assert_eq!(done["resealed_cas"], 3, "root, active and next intermediates");
+    assert_eq!(
+        done["resealed_cas"], 3,
+        "root, active and next intermediates"
+    );
     assert_eq!(done["audit_keys_resealed"], 1);
     // issue 9: a rekey that stopped half-way (here: all of it done, the
     // operator not sure) can be run again and finishes; each step skips
@@ -1055,7 +1058,11 @@ fn server_never_creates_or_recreates_a_store() -> TestResult {
         .args(["server", "init", "--insecure-plain-http", "--config"])
         .arg(&cfg)
         .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Truncated to zero bytes (and its WAL gone): refused and left alone.
     let files = ["lanyard.db", "lanyard.db-wal", "lanyard.db-shm"];
     let saved: Vec<Option<Vec<u8>>> = files
@@ -1135,7 +1142,9 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
     let ok = |args: &[&str]| -> Result<Output, Box<dyn std::error::Error>> {
         let out = lanyard(d, args)?;
         if !out.status.success() {
-            return Err(format!("lanyard {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+            return Err(
+                format!("lanyard {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into(),
+            );
         }
         Ok(out)
     };
@@ -1166,13 +1175,19 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
         ok(&["tenant", "create", t])?;
     }
     let cp = d.join("checkpoint.json");
-    std::fs::write(&cp, ok(&["--output", "json", "audit", "checkpoint", "--now"])?.stdout)?;
+    std::fs::write(
+        &cp,
+        ok(&["--output", "json", "audit", "checkpoint", "--now"])?.stdout,
+    )?;
     let signed: Value = serde_json::from_slice(&std::fs::read(&cp)?)?;
     let seq = signed["seq"].as_i64().ok_or("seq")?;
     for t in ["d", "e"] {
         ok(&["tenant", "create", t])?;
     }
-    let keys_url = dev.info["audit_keys_uri"].as_str().ok_or("audit_keys_uri")?.to_owned();
+    let keys_url = dev.info["audit_keys_uri"]
+        .as_str()
+        .ok_or("audit_keys_uri")?
+        .to_owned();
     let keys = d.join("audit-keys.json");
     let fetched = Command::new("python3")
         .args([
@@ -1184,10 +1199,16 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
     assert!(fetched.status.success(), "the audit keys are public");
     std::fs::write(&keys, &fetched.stdout)?;
     let out = verify(Some(&cp))?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // The server also wrote its checkpoints to the configured file.
     let sink = std::fs::read_to_string(d.join("audit-checkpoints.jsonl"))?;
-    assert!(sink.lines().any(|l| l.contains(&signed["jws"].as_str().unwrap_or("-"))));
+    assert!(sink
+        .lines()
+        .any(|l| l.contains(&signed["jws"].as_str().unwrap_or("-"))));
     // A checkpoint forged with another key is refused.
     let mut forged = signed.clone();
     forged["jws"] = json_str(&format!("{}x", signed["jws"].as_str().unwrap_or("")));
@@ -1199,7 +1220,10 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
 
     // A stopped SQLite store is its file and its write-ahead log.
     let files = ["lanyard.db", "lanyard.db-wal", "lanyard.db-shm"];
-    let backup: Vec<Option<Vec<u8>>> = files.iter().map(|f| std::fs::read(d.join(f)).ok()).collect();
+    let backup: Vec<Option<Vec<u8>>> = files
+        .iter()
+        .map(|f| std::fs::read(d.join(f)).ok())
+        .collect();
     let restore = || -> TestResult {
         for (f, bytes) in files.iter().zip(&backup) {
             let _ = std::fs::remove_file(d.join(f));
@@ -1227,7 +1251,11 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
     tamper("delete_newest", seq + 1)?;
     let dev = Dev::start(d)?;
     let out = verify(None)?;
-    assert!(broken(&out, "events were removed"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        broken(&out, "events were removed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     dev.stop()?;
 
     // 2. Truncated below the checkpoint with the head moved back: a
@@ -1235,7 +1263,10 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
     restore()?;
     tamper("truncate", seq - 2)?;
     let dev = Dev::start(d)?;
-    assert!(verify(None)?.status.success(), "consistent after the rollback");
+    assert!(
+        verify(None)?.status.success(),
+        "consistent after the rollback"
+    );
     let out = verify(Some(&cp))?;
     assert!(
         broken(&out, "truncated or rolled back") || broken(&out, "rewritten"),
@@ -1248,15 +1279,28 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
     restore()?;
     tamper("rewrite", seq - 1)?;
     let dev = Dev::start(d)?;
-    assert!(verify(None)?.status.success(), "consistent after the rewrite");
+    assert!(
+        verify(None)?.status.success(),
+        "consistent after the rewrite"
+    );
     let out = verify(Some(&cp))?;
-    assert!(broken(&out, "rewritten"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        broken(&out, "rewritten"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // The published key alone checks the checkpoint's signature (offline copy).
     let out = lanyard(
         d,
         &[
-            "--output", "json", "audit", "verify", "--checkpoint",
-            &cp.display().to_string(), "--audit-keys", &keys.display().to_string(),
+            "--output",
+            "json",
+            "audit",
+            "verify",
+            "--checkpoint",
+            &cp.display().to_string(),
+            "--audit-keys",
+            &keys.display().to_string(),
         ],
     )?;
     assert!(broken(&out, "rewritten"));

@@ -135,6 +135,8 @@ pub struct RawNodeApi {
     /// Kubernetes service accounts (`namespace:name`) whose projected tokens
     /// may attest a node (the agent DaemonSet's), e.g. `["lanyard:agent"]`.
     pub k8s_agent_service_accounts: Option<Vec<String>>,
+    /// Close connections whose peer sends nothing for this long (75s).
+    pub idle_timeout: Option<String>,
 }
 
 /// `[server]`.
@@ -323,7 +325,14 @@ pub struct NodeApiConfig {
     pub default_parent: Option<lanyard_core::SpiffeId>,
     /// Service accounts (`ns:name`) allowed to attest nodes.
     pub k8s_agent_service_accounts: Vec<String>,
+    /// A connection whose peer sends nothing this long is closed (agents'
+    /// keepalive answers count).
+    pub idle_timeout: Duration,
 }
+
+/// Default idle timeout of node API connections: twice the keepalive ping
+/// interval, so a live agent is never cut.
+pub const DEFAULT_NODE_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// Default longest join token lifetime.
 pub const DEFAULT_JOIN_TOKEN_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -577,12 +586,24 @@ impl RawConfig {
                         message: format!("{bad:?} is not NAMESPACE:NAME"),
                     });
                 }
+                let idle_timeout = dur(
+                    "node_api.idle_timeout",
+                    self.node_api.idle_timeout,
+                    DEFAULT_NODE_IDLE_TIMEOUT,
+                )?;
+                if idle_timeout < Duration::from_secs(1) {
+                    return Err(ConfigError::Invalid {
+                        key: "node_api.idle_timeout",
+                        message: "must be at least 1s".into(),
+                    });
+                }
                 Some(NodeApiConfig {
                     listen,
                     dns_names,
                     join_token_max_ttl,
                     default_parent,
                     k8s_agent_service_accounts,
+                    idle_timeout,
                 })
             }
         };

@@ -127,8 +127,11 @@ pub async fn serve_http(
         let builder = builder.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
+        // hyper's header timeout starts only once a first byte has come in
+        // (it reads the HTTP/2 preface first); the idle wrapper covers a peer
+        // that sends nothing at all, and keep-alive silence between requests.
+        let tcp = Limited::new(tcp, permit, limits.header_timeout);
         tokio::spawn(async move {
-            let _permit = permit;
             match acceptor {
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(tcp), service);
@@ -209,11 +212,26 @@ impl http_body::Body for Deadline {
     }
 }
 
-/// A connection holding one of its listener's permits.
+/// A connection holding one of its listener's permits, closed when the
+/// peer sends nothing for `idle` (gRPC keepalive pings are answered, so a
+/// live peer always sends something).
 #[derive(Debug)]
 pub struct Limited<T> {
     inner: T,
     _permit: OwnedSemaphorePermit,
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<T> Limited<T> {
+    fn new(inner: T, permit: OwnedSemaphorePermit, idle: Duration) -> Self {
+        Self {
+            inner,
+            _permit: permit,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
@@ -222,7 +240,25 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + this.idle;
+                    this.deadline.as_mut().reset(next);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer sent nothing within the idle timeout",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
     }
 }
 
@@ -265,18 +301,20 @@ impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
 }
 
 /// TLS connections accepted from `listener` for a tonic server: at most
-/// `ListenLimits::default().max_connections` at once, each handshake bounded
-/// in time, with the TLS configuration `config` gives at each accept (so
-/// certificate rotation needs no restart).
+/// `limits.max_connections` at once, each handshake bounded by
+/// `limits.handshake_timeout`, each connection closed after
+/// `limits.header_timeout` without a byte from the peer, with the TLS
+/// configuration `config` gives at each accept (so certificate rotation
+/// needs no restart).
 pub fn tls_incoming<F, Fut>(
     listener: TcpListener,
+    limits: ListenLimits,
     config: F,
 ) -> impl Stream<Item = Result<Limited<TlsStream<TcpStream>>, io::Error>>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Arc<rustls::ServerConfig>> + Send + 'static,
 {
-    let limits = ListenLimits::default();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let config = Arc::new(config);
@@ -307,10 +345,7 @@ where
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx
-                            .send(Ok(Limited {
-                                inner: stream,
-                                _permit: permit,
-                            }))
+                            .send(Ok(Limited::new(stream, permit, limits.header_timeout)))
                             .await;
                     }
                     Ok(Err(e)) => {

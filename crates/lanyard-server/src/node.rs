@@ -59,7 +59,12 @@ pub async fn serve(
     let service = NodeService::new(&state, cfg);
     let tls = Arc::new(tls::NodeTls::new(service.clone())?);
     tracing::info!(addr = ?listener.local_addr().ok(), "node API listening (TLS)");
-    let incoming = crate::net::tls_incoming(listener, move || {
+    let limits = crate::net::ListenLimits {
+        header_timeout: service.cfg.idle_timeout,
+        handshake_timeout: service.cfg.idle_timeout.min(Duration::from_secs(10)),
+        ..crate::net::ListenLimits::default()
+    };
+    let incoming = crate::net::tls_incoming(listener, limits, move || {
         let tls = tls.clone();
         async move { tls.config().await }
     });

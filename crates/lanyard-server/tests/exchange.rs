@@ -165,7 +165,12 @@ impl Env {
             _dir: dir,
         };
         // A store shared with an earlier test server already has the fixtures.
-        if fresh || env.admin(reqwest::Method::GET, "tenants/payments", Value::Null).await.is_err() {
+        if fresh
+            || env
+                .admin(reqwest::Method::GET, "tenants/payments", Value::Null)
+                .await
+                .is_err()
+        {
             env.setup().await?;
         }
         Ok(env)

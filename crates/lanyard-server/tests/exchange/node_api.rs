@@ -31,6 +31,7 @@ async fn join_tokens_work_once_and_fail_closed() -> Result<(), Box<dyn std::erro
             join_token_max_ttl: Duration::from_secs(3600),
             default_parent: None,
             k8s_agent_service_accounts: Vec::new(),
+            idle_timeout: lanyard_server::config::DEFAULT_NODE_IDLE_TIMEOUT,
         },
     );
     let attest = |token: String, csr: Vec<u8>| {
@@ -186,6 +187,7 @@ async fn kubernetes_nodes_attest_with_an_allowed_service_account(
             join_token_max_ttl: Duration::from_secs(3600),
             default_parent: None,
             k8s_agent_service_accounts: vec!["lanyard:agent".into()],
+            idle_timeout: lanyard_server::config::DEFAULT_NODE_IDLE_TIMEOUT,
         },
     );
     let attest = |token: String| {
@@ -306,6 +308,7 @@ impl NodeApi {
             join_token_max_ttl: Duration::from_secs(3600),
             default_parent: None,
             k8s_agent_service_accounts: k8s_agents,
+            idle_timeout: lanyard_server::config::DEFAULT_NODE_IDLE_TIMEOUT,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -461,14 +464,23 @@ async fn only_the_nodes_current_svid_is_accepted() -> Result<(), Box<dyn std::er
         chain: renewed.cert_chain,
         key,
     };
-    assert!(sync(&first).await.is_ok(), "old SVID until the new one is used");
+    assert!(
+        sync(&first).await.is_ok(),
+        "old SVID until the new one is used"
+    );
     assert!(sync(&second).await.is_ok());
     // Now the old one is refused for good.
-    assert_eq!(code(sync(&first).await), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        code(sync(&first).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     assert!(sync(&second).await.is_ok());
     // Re-attesting the node makes every earlier SVID of it stale at once.
     let third = join(&env, &api, "vm-1").await?;
-    assert_eq!(code(sync(&second).await), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        code(sync(&second).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     assert!(sync(&third).await.is_ok());
     // A workload X.509-SVID of the same CA is not a node SVID.
     env.admin(
@@ -478,9 +490,14 @@ async fn only_the_nodes_current_svid_is_accepted() -> Result<(), Box<dyn std::er
                "parent": "spiffe://example.org/lanyard/node/vm-1", "selectors": ["unix:uid:1000"]}),
     )
     .await?;
-    let entry_id = env.admin(reqwest::Method::GET, "entries", Value::Null).await?["entries"]
+    let entry_id = env
+        .admin(reqwest::Method::GET, "entries", Value::Null)
+        .await?["entries"]
         .as_array()
-        .and_then(|a| a.iter().find(|e| e["spiffe_id"] == "spiffe://example.org/w"))
+        .and_then(|a| {
+            a.iter()
+                .find(|e| e["spiffe_id"] == "spiffe://example.org/w")
+        })
         .and_then(|e| e["id"].as_str().map(str::to_owned))
         .ok_or("entry")?;
     let (wkey, wcsr) = key_and_csr()?;
@@ -496,10 +513,17 @@ async fn only_the_nodes_current_svid_is_accepted() -> Result<(), Box<dyn std::er
         .await?
         .into_inner();
     let workload = NodeCert {
-        chain: w.svids.first().map(|s| s.cert_chain.clone()).ok_or("svid")?,
+        chain: w
+            .svids
+            .first()
+            .map(|s| s.cert_chain.clone())
+            .ok_or("svid")?,
         key: wkey,
     };
-    assert_eq!(code(sync(&workload).await), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        code(sync(&workload).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     let audit = env
         .admin(reqwest::Method::GET, "audit?limit=1000", Value::Null)
         .await?
@@ -529,7 +553,9 @@ async fn reserved_ids_cannot_be_registered() -> Result<(), Box<dyn std::error::E
             .await;
         let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
-            msg.contains("400") && msg.contains("reserved") && msg.contains("spiffe://example.org/lanyard/"),
+            msg.contains("400")
+                && msg.contains("reserved")
+                && msg.contains("spiffe://example.org/lanyard/"),
             "{id}: {msg}"
         );
     }
@@ -543,7 +569,8 @@ async fn reserved_ids_cannot_be_registered() -> Result<(), Box<dyn std::error::E
         )
         .await;
     assert!(
-        r.err().is_some_and(|e| e.to_string().contains("not a node")),
+        r.err()
+            .is_some_and(|e| e.to_string().contains("not a node")),
         "parent must be a node"
     );
     // An entry's tenant must be its issuer's fixed tenant (issuer k8s binds payments).
@@ -556,8 +583,9 @@ async fn reserved_ids_cannot_be_registered() -> Result<(), Box<dyn std::error::E
         )
         .await;
     assert!(
-        r.err()
-            .is_some_and(|e| e.to_string().contains("binds every token to tenant payments")),
+        r.err().is_some_and(|e| e
+            .to_string()
+            .contains("binds every token to tenant payments")),
         "issuer tenant binding checked at creation"
     );
     Ok(())
@@ -566,8 +594,8 @@ async fn reserved_ids_cannot_be_registered() -> Result<(), Box<dyn std::error::E
 // issue 9: MintJwtSvid had its own TTL and audience rules (no entry max, no
 // tokens.max_ttl, no own-audience exemption, 512-byte audiences).
 #[tokio::test]
-async fn node_workloads_get_tokens_by_the_exchanges_rules(
-) -> Result<(), Box<dyn std::error::Error>> {
+async fn node_workloads_get_tokens_by_the_exchanges_rules() -> Result<(), Box<dyn std::error::Error>>
+{
     use lanyard_proto::node::{MintJwtSvidRequest, SignX509SvidsRequest, SvidRequest};
     let env = tls_env().await?;
     let api = NodeApi::start(&env, Vec::new()).await?;
@@ -586,7 +614,12 @@ async fn node_workloads_get_tokens_by_the_exchanges_rules(
         .admin(
             reqwest::Method::POST,
             "entries",
-            mk("spiffe://example.org/capped", "n1", "1", json!({"max_ttl_seconds": 120})),
+            mk(
+                "spiffe://example.org/capped",
+                "n1",
+                "1",
+                json!({"max_ttl_seconds": 120}),
+            ),
         )
         .await?["id"]
         .as_str()
@@ -596,7 +629,12 @@ async fn node_workloads_get_tokens_by_the_exchanges_rules(
         .admin(
             reqwest::Method::POST,
             "entries",
-            mk("spiffe://example.org/narrow", "n1", "2", json!({"audiences": ["api://a"]})),
+            mk(
+                "spiffe://example.org/narrow",
+                "n1",
+                "2",
+                json!({"audiences": ["api://a"]}),
+            ),
         )
         .await?["id"]
         .as_str()
@@ -630,19 +668,35 @@ async fn node_workloads_get_tokens_by_the_exchanges_rules(
     };
     let t = mint(&n1, &capped, &["api://x"]).await?;
     let c = super::claims_of(&t.token);
-    assert_eq!(c["exp"].as_i64().zip(c["iat"].as_i64()).map(|(e, i)| e - i), Some(120), "the entry max_ttl caps the 300s default");
+    assert_eq!(
+        c["exp"].as_i64().zip(c["iat"].as_i64()).map(|(e, i)| e - i),
+        Some(120),
+        "the entry max_ttl caps the 300s default"
+    );
     assert_eq!(c["aud"], json!(["api://x"]));
     assert_eq!(c["tenant"], "payments");
     // The entry's audience list, with the server's own audience always allowed.
-    assert_eq!(code(mint(&n1, &narrow, &["api://b"]).await), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        code(mint(&n1, &narrow, &["api://b"]).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     assert!(mint(&n1, &narrow, &["api://a"]).await.is_ok());
     assert!(mint(&n1, &narrow, &[env.base.as_str()]).await.is_ok());
     // Same audience shape limits as the exchange.
     let long = format!("api://{}", "a".repeat(600));
-    assert_eq!(code(mint(&n1, &capped, &[long.as_str()]).await), Some(tonic::Code::PermissionDenied));
-    assert_eq!(code(mint(&n1, &capped, &[]).await), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        code(mint(&n1, &capped, &[long.as_str()]).await),
+        Some(tonic::Code::PermissionDenied)
+    );
+    assert_eq!(
+        code(mint(&n1, &capped, &[]).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     // Another node's entry: refused, for JWTs and X.509 alike.
-    assert_eq!(code(mint(&n1, &other_node, &["api://x"]).await), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        code(mint(&n1, &other_node, &["api://x"]).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     let (_, csr) = key_and_csr()?;
     let cross = api
         .client(Some(&n1))
@@ -663,7 +717,10 @@ async fn node_workloads_get_tokens_by_the_exchanges_rules(
         json!({"kind": "entry", "value": other_node, "reason": "test"}),
     )
     .await?;
-    assert_eq!(code(mint(&n2, &other_node, &["api://x"]).await), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        code(mint(&n2, &other_node, &["api://x"]).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     let audit = env
         .admin(reqwest::Method::GET, "audit?limit=1000", Value::Null)
         .await?
@@ -725,6 +782,9 @@ async fn a_lowered_token_limit_applies_to_existing_entries(
         .await?
         .into_inner();
     let c = super::claims_of(&t.token);
-    assert_eq!(c["exp"].as_i64().zip(c["iat"].as_i64()).map(|(e, i)| e - i), Some(60));
+    assert_eq!(
+        c["exp"].as_i64().zip(c["iat"].as_i64()).map(|(e, i)| e - i),
+        Some(60)
+    );
     Ok(())
 }
