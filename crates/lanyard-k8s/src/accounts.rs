@@ -69,6 +69,9 @@ impl ServiceAccounts {
     }
 }
 
+/// Cached accounts by (namespace, name), with the time they were read.
+type Cache = HashMap<(String, String), (Instant, ServiceAccount)>;
+
 /// Service accounts from the API with a read-through cache.
 #[derive(Clone)]
 pub struct KubeServiceAccounts {
@@ -76,7 +79,7 @@ pub struct KubeServiceAccounts {
     timeout: Duration,
     ttl: Duration,
     max: usize,
-    cache: Arc<Mutex<HashMap<(String, String), (Instant, ServiceAccount)>>>,
+    cache: Arc<Mutex<Cache>>,
     metrics: Arc<Metrics>,
 }
 

@@ -25,6 +25,30 @@ use crate::{patch, spinapp};
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 /// Longest `request.uid` echoed back (the API server sends a UUID).
 const MAX_UID_LEN: usize = 256;
+/// Most warnings returned; a pod with a thousand typos gets a summary line.
+const MAX_WARNINGS: usize = 16;
+/// Longest warning returned (kubectl shows each on one line).
+const MAX_WARNING_LEN: usize = 512;
+
+/// Bounds what goes back to the API server, whatever the input.
+fn bound(mut warnings: Vec<String>) -> Vec<String> {
+    let extra = warnings.len().saturating_sub(MAX_WARNINGS);
+    warnings.truncate(MAX_WARNINGS);
+    for w in &mut warnings {
+        if w.len() > MAX_WARNING_LEN {
+            let mut end = MAX_WARNING_LEN;
+            while !w.is_char_boundary(end) {
+                end -= 1;
+            }
+            w.truncate(end);
+            w.push('…');
+        }
+    }
+    if extra > 0 {
+        warnings.push(format!("… and {extra} more warnings"));
+    }
+    warnings
+}
 
 /// A body that is not an AdmissionReview the webhook can answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -70,18 +94,25 @@ pub struct Reviewed {
 impl Reviewed {
     /// The AdmissionReview response document.
     pub fn to_review(&self) -> Value {
-        let mut response = json!({"uid": self.uid, "allowed": self.allowed});
+        let mut response = serde_json::Map::new();
+        response.insert("uid".into(), json!(self.uid));
+        response.insert("allowed".into(), json!(self.allowed));
         if let Some(code) = self.code {
-            response["status"] =
-                json!({"status": "Failure", "code": code, "message": self.message});
+            response.insert(
+                "status".into(),
+                json!({"status": "Failure", "code": code, "message": self.message}),
+            );
         }
         if !self.patch.is_empty() {
             let bytes = serde_json::to_vec(&self.patch).unwrap_or_default();
-            response["patchType"] = json!("JSONPatch");
-            response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+            response.insert("patchType".into(), json!("JSONPatch"));
+            response.insert(
+                "patch".into(),
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            );
         }
         if !self.warnings.is_empty() {
-            response["warnings"] = json!(self.warnings);
+            response.insert("warnings".into(), json!(self.warnings));
         }
         json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response})
     }
@@ -193,7 +224,8 @@ impl Webhook {
                 return Err(e);
             }
         };
-        let (reviewed, result) = self.pod(req).await;
+        let (mut reviewed, result) = self.pod(req).await;
+        reviewed.warnings = bound(std::mem::take(&mut reviewed.warnings));
         self.metrics.admission("pod", result, started.elapsed());
         Ok(reviewed)
     }
@@ -332,7 +364,7 @@ impl Webhook {
         };
         let result = match verdict {
             Ok(warnings) => {
-                out.warnings = warnings;
+                out.warnings = bound(warnings);
                 "unchanged"
             }
             Err(d) => {
