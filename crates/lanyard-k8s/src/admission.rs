@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -179,6 +179,47 @@ fn parse(body: &[u8]) -> Result<Request, BadReview> {
     })
 }
 
+/// Why a pod was (not) changed, for `render` and the logs.
+fn explain(plan: &crate::mutate::Plan, account: Option<&ServiceAccount>, ops: usize) -> String {
+    let role_arn = account
+        .and_then(|sa| crate::mutate::sa_annotation(sa, crate::mutate::eks::ROLE_ARN_ANNOTATION))
+        .is_some_and(|a| !a.is_empty());
+    let mut applied = Vec::new();
+    if plan.azure {
+        applied.push("azure");
+    }
+    if plan.aws && role_arn {
+        applied.push("eks");
+    }
+    if plan.lanyard {
+        applied.push("lanyard");
+    }
+    if ops > 0 {
+        return format!("mutated ({}): {ops} JSON patch operations", applied.join(", "));
+    }
+    if !applied.is_empty() {
+        return format!("unchanged: the pod already has what {} gives it", applied.join(", "));
+    }
+    let mut why = format!(
+        "unchanged: no convention applies: the pod has no {}: \"true\" or {}: \"true\" label",
+        crate::mutate::AZURE_USE_LABEL,
+        crate::mutate::LANYARD_USE_LABEL
+    );
+    if plan.aws {
+        match account {
+            None => why.push_str(&format!(
+                ", and its service account {:?} was not found, so eks.amazonaws.com/role-arn cannot apply",
+                plan.service_account
+            )),
+            Some(_) => why.push_str(&format!(
+                ", and its service account {:?} has no eks.amazonaws.com/role-arn annotation",
+                plan.service_account
+            )),
+        }
+    }
+    why
+}
+
 /// The webhook: mutation rules, where service accounts come from, and what
 /// to do when they cannot be read.
 #[derive(Debug, Clone)]
@@ -313,6 +354,7 @@ impl Webhook {
         }
         out.warnings.extend(warnings);
         out.patch = patch::diff(&out.object, &mutated);
+        out.message = explain(&plan, account.as_ref(), out.patch.len());
         let result = if out.patch.is_empty() {
             "unchanged"
         } else {

@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod mutate;
 pub mod patch;
 mod pod;
+pub mod render;
 pub mod server;
 pub mod spinapp;
 pub mod tls;

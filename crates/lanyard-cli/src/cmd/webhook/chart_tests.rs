@@ -1,0 +1,1 @@
+//! Placeholder replaced with the chart config checks below.
