@@ -195,10 +195,16 @@ fn explain(plan: &crate::mutate::Plan, account: Option<&ServiceAccount>, ops: us
         applied.push("lanyard");
     }
     if ops > 0 {
-        return format!("mutated ({}): {ops} JSON patch operations", applied.join(", "));
+        return format!(
+            "mutated ({}): {ops} JSON patch operations",
+            applied.join(", ")
+        );
     }
     if !applied.is_empty() {
-        return format!("unchanged: the pod already has what {} gives it", applied.join(", "));
+        return format!(
+            "unchanged: the pod already has what {} gives it",
+            applied.join(", ")
+        );
     }
     let mut why = format!(
         "unchanged: no convention applies: the pod has no {}: \"true\" or {}: \"true\" label",

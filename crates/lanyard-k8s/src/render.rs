@@ -67,9 +67,16 @@ pub fn pod_of(object: &Value) -> Result<Value, RenderError> {
             )))
         }
     };
-    let template = template.ok_or_else(|| RenderError::NotAPod(format!("the {kind} has no pod template")))?;
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("workload");
-    let mut metadata = template.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let template =
+        template.ok_or_else(|| RenderError::NotAPod(format!("the {kind} has no pod template")))?;
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("workload");
+    let mut metadata = template
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     if let Some(m) = metadata.as_object_mut() {
         // Deployments' pods are named <rs>-<hash>; the hash is unknown here,
         // so the name stays unset as at admission and generateName shows the workload.
@@ -101,10 +108,15 @@ pub async fn render(
 ) -> Result<Rendered, RenderError> {
     let pod = pod_of(object)?;
     let accounts = match service_account {
-        Some(sa) => vec![serde_json::from_value(sa.clone()).map_err(|e| RenderError::BadServiceAccount(e.to_string()))?],
+        Some(sa) => vec![serde_json::from_value(sa.clone())
+            .map_err(|e| RenderError::BadServiceAccount(e.to_string()))?],
         None => Vec::new(),
     };
-    let native = config.azure.as_ref().and_then(|a| a.native_sidecar).unwrap_or(true);
+    let native = config
+        .azure
+        .as_ref()
+        .and_then(|a| a.native_sidecar)
+        .unwrap_or(true);
     let webhook = Webhook::new(
         Mutator::new(config, native),
         ServiceAccounts::Fixed(accounts),
@@ -113,7 +125,11 @@ pub async fn render(
     );
     let namespace = namespace
         .map(str::to_owned)
-        .or_else(|| pod.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_owned))
+        .or_else(|| {
+            pod.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| "default".to_owned());
     let review = json!({
         "apiVersion": crate::admission::API_VERSION,
@@ -133,9 +149,8 @@ pub async fn render(
         .await
         .map_err(|e| RenderError::Review(e.to_string()))?;
     let mut result = pod.clone();
-    patch::apply(&mut result, &reviewed.patch).map_err(|e| {
-        RenderError::Review(format!("the webhook's patch does not apply: {e}"))
-    })?;
+    patch::apply(&mut result, &reviewed.patch)
+        .map_err(|e| RenderError::Review(format!("the webhook's patch does not apply: {e}")))?;
     Ok(Rendered {
         allowed: reviewed.allowed,
         message: reviewed.message,

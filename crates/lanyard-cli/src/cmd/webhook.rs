@@ -39,11 +39,17 @@ async fn serve(path: &Path) -> anyhow::Result<ExitCode> {
 
 /// Reads a YAML or JSON file (the first document of a YAML stream).
 fn read_object(path: &Path, what: &str) -> anyhow::Result<Value> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("reading {what} {}", path.display()))?;
     if meta.len() > MAX_FILE_BYTES {
-        bail!("{what} {} is {} bytes; the limit is {MAX_FILE_BYTES}", path.display(), meta.len());
+        bail!(
+            "{what} {} is {} bytes; the limit is {MAX_FILE_BYTES}",
+            path.display(),
+            meta.len()
+        );
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
     if let Ok(v) = serde_json::from_str::<Value>(&text) {
         return Ok(v);
     }
@@ -69,23 +75,36 @@ async fn render(g: &Global, args: WebhookRenderArgs) -> anyhow::Result<ExitCode>
         ),
     };
     let sa_note = match (&sa, &args.service_account) {
-        (None, _) => Some("no --service-account: the service account is treated as not found".to_owned()),
+        (None, _) => {
+            Some("no --service-account: the service account is treated as not found".to_owned())
+        }
         (Some(v), Some(p)) if v.get("kind").and_then(Value::as_str) != Some("ServiceAccount") => {
             bail!("{} is not a ServiceAccount (kind {:?}); export one with kubectl get serviceaccount NAME -o yaml", p.display(), v.get("kind"))
         }
         _ => None,
     };
-    let rendered = lanyard_k8s::render::render(&object, sa.as_ref(), args.namespace.as_deref(), config).await?;
+    let rendered =
+        lanyard_k8s::render::render(&object, sa.as_ref(), args.namespace.as_deref(), config)
+            .await?;
     let workload_note = (object.get("kind").and_then(Value::as_str).unwrap_or("Pod") != "Pod").then_some(
         "the file holds a workload: its pod is named from generateName, so Azure v1.6's hashed volume name differs from the one a real pod (<name>-<hash>-) gets",
     );
     let text = match g.output {
         Output::Json => serde_json::to_string_pretty(&serde_json::to_value(&rendered)?)? + "\n",
-        Output::Text => text(&rendered, note.into_iter().chain(sa_note.as_deref()).chain(workload_note)),
+        Output::Text => text(
+            &rendered,
+            note.into_iter()
+                .chain(sa_note.as_deref())
+                .chain(workload_note),
+        ),
     };
     // A closed pipe (`| head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
-    Ok(if rendered.allowed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if rendered.allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn text<'a>(r: &lanyard_k8s::render::Rendered, notes: impl Iterator<Item = &'a str>) -> String {
@@ -113,7 +132,8 @@ fn text<'a>(r: &lanyard_k8s::render::Rendered, notes: impl Iterator<Item = &'a s
 }
 
 fn yaml(v: &Value) -> Vec<String> {
-    let text = serde_saphyr::to_string(v).unwrap_or_else(|_| serde_json::to_string_pretty(v).unwrap_or_default());
+    let text = serde_saphyr::to_string(v)
+        .unwrap_or_else(|_| serde_json::to_string_pretty(v).unwrap_or_default());
     text.lines().map(str::to_owned).collect()
 }
 
@@ -164,7 +184,12 @@ fn diff_lines(a: &[String], b: &[String]) -> Vec<String> {
         .iter()
         .map(|l| (' ', l.as_str()))
         .chain(ops)
-        .chain(a[a.len() - suffix..].iter().take(3).map(|l| (' ', l.as_str())))
+        .chain(
+            a[a.len() - suffix..]
+                .iter()
+                .take(3)
+                .map(|l| (' ', l.as_str())),
+        )
         .collect();
     // Drop long unchanged stretches inside, keeping 3 lines around changes.
     let changed: Vec<bool> = context.iter().map(|(c, _)| *c != ' ').collect();

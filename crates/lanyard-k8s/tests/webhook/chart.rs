@@ -15,7 +15,8 @@ const VALIDATE_ENV: &str = "LANYARD_TEST_KUBE_VALIDATE";
 
 #[test]
 fn the_chart_lints_renders_and_validates() -> TestResult {
-    let (Some(helm), Some(validate)) = (std::env::var_os(HELM_ENV), std::env::var_os(VALIDATE_ENV)) else {
+    let (Some(helm), Some(validate)) = (std::env::var_os(HELM_ENV), std::env::var_os(VALIDATE_ENV))
+    else {
         eprintln!(
             "SKIPPED (helm chart): the_chart_lints_renders_and_validates: set {HELM_ENV} and {VALIDATE_ENV} \
              (scripts/test.sh installs helm and kubernetes-validate and sets them)"
