@@ -320,11 +320,23 @@ impl Webhook {
             .unwrap_or_else(|| "default".to_owned());
         let pod_name = crate::mutate::azure::pod_name_for_hash(&req.object);
         out.object = req.object;
-        let plan = self.mutator.plan(&out.object);
+        let mut plan = self.mutator.plan(&out.object);
         out.warnings.extend(plan.warnings.iter().cloned());
         let account = if plan.needs_service_account() {
             match self.accounts.fetch(&namespace, &plan.service_account).await {
                 Ok(sa) => sa,
+                // Only EKS wanted the account: the pod did not ask for an
+                // identity by label, and every pod of the cluster reaches
+                // this entry, so an API outage must not block them all. As
+                // the EKS webhook, admit without that convention (logged).
+                Err(e) if !plan.azure => {
+                    tracing::error!(namespace = %namespace, pod = %pod_name, error = %e, "service account unreadable; EKS convention not applied");
+                    out.warnings.push(format!(
+                        "{e}; the EKS convention (eks.amazonaws.com/role-arn) was not applied"
+                    ));
+                    plan.aws = false;
+                    None
+                }
                 Err(e) => match self.on_api_error {
                     FailureMode::Deny => {
                         tracing::error!(namespace = %namespace, pod = %pod_name, error = %e, "service account unreadable; pod denied (on_api_error = deny)");

@@ -140,7 +140,9 @@ pub struct RawWebhook {
     /// Timeout of one Kubernetes API call (default 5s).
     pub api_timeout: Option<String>,
     /// `deny` (default) or `allow`: the answer when the Kubernetes API cannot
-    /// be read.
+    /// be read for a pod that asks for an identity whose service account is
+    /// needed (Azure). Pods that reach the webhook only for the EKS
+    /// convention are admitted without it (and logged) either way.
     pub on_api_error: Option<String>,
     /// How long a service account read from the API is reused (default 10s).
     pub service_account_cache_ttl: Option<String>,

@@ -161,7 +161,11 @@ async fn a_miss_reads_through_to_the_api_and_hits_are_cached() -> TestResult {
 #[tokio::test]
 async fn unreachable_api_server_follows_on_api_error_and_the_webhook_keeps_serving() -> TestResult {
     let stub = StubApiServer::start().await?;
-    let deny = RunningWebhook::start(&stub, AZURE).await?;
+    let deny = RunningWebhook::start(
+        &stub,
+        &format!("{AZURE}[webhook.aws]\nregion = \"eu-west-1\"\n"),
+    )
+    .await?;
     let allow = RunningWebhook::start(&stub, &format!("on_api_error = \"allow\"\n{AZURE}")).await?;
     stub.stop();
     let addr = stub.addr;
@@ -194,6 +198,30 @@ async fn unreachable_api_server_follows_on_api_error_and_the_webhook_keeps_servi
     assert!(patch.is_empty(), "allowed unchanged");
     let warning = response["warnings"][0].as_str().unwrap_or("");
     assert!(warning.contains("WITHOUT workload identity"), "{warning}");
+
+    // A pod that reaches the webhook only for EKS (no label) is not blocked
+    // by the outage, even with on_api_error = deny; a Lanyard pod still
+    // gets Lanyard's convention, which needs no service account.
+    let plain = json!({"metadata": {"name": "q", "namespace": "ns1", "labels": {"lanyard.io/use": "true"}},
+        "spec": {"serviceAccountName": "sa", "containers": [{"name": "app", "image": "app"}]}});
+    let (_, body) = deny
+        .post("/mutate-v1-pod", pod_review(&plain, "ns1"))
+        .await?;
+    let (response, patch) = response_of(&serde_json::from_str(&body)?)?;
+    assert_eq!(response["allowed"], json!(true), "{response}");
+    assert!(
+        patch
+            .iter()
+            .any(|op| op.to_string().contains("SPIFFE_ENDPOINT_SOCKET")),
+        "{patch:?}"
+    );
+    assert!(
+        response["warnings"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("EKS convention"),
+        "{response}"
+    );
 
     // Still serving.
     let health = client(&deny.ca_pem)?
