@@ -92,6 +92,18 @@ pub struct Reviewed {
 }
 
 impl Reviewed {
+    fn allowed(uid: String) -> Self {
+        Self {
+            uid,
+            allowed: true,
+            code: None,
+            message: String::new(),
+            patch: Vec::new(),
+            warnings: Vec::new(),
+            object: Value::Null,
+        }
+    }
+
     /// The AdmissionReview response document.
     pub fn to_review(&self) -> Value {
         let mut response = serde_json::Map::new();
@@ -153,6 +165,17 @@ struct Request {
     namespace: Option<String>,
     operation: String,
     object: Value,
+}
+
+impl Request {
+    /// `request.namespace` (as upstream: pods of controllers have none in
+    /// their metadata), else the object's, else `default`.
+    fn namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .or_else(|| crate::pod::str_at(&self.object, "/metadata/namespace").map(str::to_owned))
+            .unwrap_or_else(|| "default".to_owned())
+    }
 }
 
 fn parse(body: &[u8]) -> Result<Request, BadReview> {
@@ -263,30 +286,49 @@ impl Webhook {
     /// [`BadReview`] when the body is not an answerable AdmissionReview.
     pub async fn review_pod(&self, body: &[u8]) -> Result<Reviewed, BadReview> {
         let started = Instant::now();
-        let req = match parse(body) {
-            Ok(r) => r,
-            Err(e) => {
-                self.metrics
-                    .admission("pod", "bad_request", started.elapsed());
-                return Err(e);
-            }
-        };
-        let (mut reviewed, result) = self.pod(req).await;
-        reviewed.warnings = bound(std::mem::take(&mut reviewed.warnings));
-        self.metrics.admission("pod", result, started.elapsed());
-        Ok(reviewed)
+        let req = self.parse_counted("pod", body, started)?;
+        let (reviewed, result) = self.pod(req).await;
+        Ok(self.finish("pod", reviewed, result, started))
+    }
+
+    /// Answers a SpinApp AdmissionReview (`POST /validate-spinapp`).
+    ///
+    /// # Errors
+    /// [`BadReview`] when the body is not an answerable AdmissionReview.
+    pub async fn review_spinapp(&self, body: &[u8]) -> Result<Reviewed, BadReview> {
+        let started = Instant::now();
+        let req = self.parse_counted("spinapp", body, started)?;
+        let (reviewed, result) = self.spinapp(req).await;
+        Ok(self.finish("spinapp", reviewed, result, started))
+    }
+
+    fn parse_counted(
+        &self,
+        webhook: &'static str,
+        body: &[u8],
+        started: Instant,
+    ) -> Result<Request, BadReview> {
+        parse(body).inspect_err(|_| {
+            self.metrics
+                .admission(webhook, "bad_request", started.elapsed())
+        })
+    }
+
+    fn finish(
+        &self,
+        webhook: &'static str,
+        mut r: Reviewed,
+        result: &'static str,
+        started: Instant,
+    ) -> Reviewed {
+        r.warnings = bound(std::mem::take(&mut r.warnings));
+        self.metrics.admission(webhook, result, started.elapsed());
+        r
     }
 
     async fn pod(&self, req: Request) -> (Reviewed, &'static str) {
-        let mut out = Reviewed {
-            uid: req.uid,
-            allowed: true,
-            code: None,
-            message: String::new(),
-            patch: Vec::new(),
-            warnings: Vec::new(),
-            object: Value::Null,
-        };
+        let namespace = req.namespace();
+        let mut out = Reviewed::allowed(req.uid);
         let deny = |mut out: Reviewed, d: Denial| {
             out.allowed = false;
             out.code = Some(d.code);
@@ -313,11 +355,6 @@ impl Webhook {
                 Denial::bad(format!("request.object is not a valid v1 Pod: {e}")),
             );
         }
-        let namespace = req
-            .namespace
-            .clone()
-            .or_else(|| crate::pod::str_at(&req.object, "/metadata/namespace").map(str::to_owned))
-            .unwrap_or_else(|| "default".to_owned());
         let pod_name = crate::mutate::azure::pod_name_for_hash(&req.object);
         out.object = req.object;
         let mut plan = self.mutator.plan(&out.object);
@@ -382,29 +419,9 @@ impl Webhook {
         (out, result)
     }
 
-    /// Answers a SpinApp AdmissionReview (`POST /validate-spinapp`).
-    ///
-    /// # Errors
-    /// [`BadReview`] when the body is not an answerable AdmissionReview.
-    pub async fn review_spinapp(&self, body: &[u8]) -> Result<Reviewed, BadReview> {
-        let started = Instant::now();
-        let req = match parse(body) {
-            Ok(r) => r,
-            Err(e) => {
-                self.metrics
-                    .admission("spinapp", "bad_request", started.elapsed());
-                return Err(e);
-            }
-        };
-        let mut out = Reviewed {
-            uid: req.uid,
-            allowed: true,
-            code: None,
-            message: String::new(),
-            patch: Vec::new(),
-            warnings: Vec::new(),
-            object: Value::Null,
-        };
+    async fn spinapp(&self, req: Request) -> (Reviewed, &'static str) {
+        let namespace = req.namespace();
+        let mut out = Reviewed::allowed(req.uid);
         let verdict = if req.kind.group != spinapp::GROUP || req.kind.kind != "SpinApp" {
             Err(Denial::bad(format!(
                 "this webhook validates {}/{} SpinApps; the review is for {}/{} {:?}: fix the rules of the ValidatingWebhookConfiguration",
@@ -413,18 +430,11 @@ impl Webhook {
         } else if req.operation != "CREATE" && req.operation != "UPDATE" {
             Ok(Vec::new())
         } else {
-            let namespace = req
-                .namespace
-                .clone()
-                .or_else(|| {
-                    crate::pod::str_at(&req.object, "/metadata/namespace").map(str::to_owned)
-                })
-                .unwrap_or_else(|| "default".to_owned());
             spinapp::validate(&req.object, &namespace, &self.accounts, self.on_api_error).await
         };
         let result = match verdict {
             Ok(warnings) => {
-                out.warnings = bound(warnings);
+                out.warnings = warnings;
                 "unchanged"
             }
             Err(d) => {
@@ -435,7 +445,6 @@ impl Webhook {
             }
         };
         out.object = req.object;
-        self.metrics.admission("spinapp", result, started.elapsed());
-        Ok(out)
+        (out, result)
     }
 }

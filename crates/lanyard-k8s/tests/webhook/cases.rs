@@ -4,15 +4,9 @@
 //! HTTPS webhook and `lanyard webhook render`. `https.rs` runs the same
 //! cases over HTTPS against the stub API server.
 
-use std::sync::Arc;
-
-use lanyard_k8s::config::{FailureMode, RawFile};
-use lanyard_k8s::metrics::Metrics;
-use lanyard_k8s::mutate::Mutator;
-use lanyard_k8s::{ServiceAccounts, Webhook};
 use serde_json::{json, Value};
 
-use crate::support::{pod_review, response_of, TestResult};
+use crate::support::{in_process, pod_review, response_of, TestResult};
 
 /// One case of either file.
 #[derive(Debug, Clone)]
@@ -74,26 +68,6 @@ pub fn eks_toml(case: &Case) -> String {
         t.push_str(&format!("sts_regional_endpoints = {b}\n"));
     }
     t
-}
-
-/// The webhook `render` builds: fixed service accounts, the case's config.
-fn webhook(toml: &str, sa: Option<&Value>) -> Result<Webhook, Box<dyn std::error::Error>> {
-    let mutation = RawFile::parse(toml, "case")?.mutation()?;
-    let native = mutation
-        .azure
-        .as_ref()
-        .and_then(|a| a.native_sidecar)
-        .unwrap_or(true);
-    let accounts = match sa {
-        Some(sa) => vec![serde_json::from_value(sa.clone())?],
-        None => Vec::new(),
-    };
-    Ok(Webhook::new(
-        Mutator::new(mutation, native),
-        ServiceAccounts::Fixed(accounts),
-        FailureMode::Deny,
-        Arc::new(Metrics::new()),
-    ))
 }
 
 /// Checks an AdmissionReview answer against an azwi case; `Ok(mutated pod)`.
@@ -289,7 +263,8 @@ async fn run(
     toml: &str,
     check: fn(&Case, &Value) -> Result<Value, String>,
 ) -> Result<(), String> {
-    let hook = webhook(toml, case.service_account.as_ref()).map_err(|e| e.to_string())?;
+    let accounts: Vec<Value> = case.service_account.iter().cloned().collect();
+    let hook = in_process(toml, &accounts).map_err(|e| e.to_string())?;
     let ns = case
         .pod
         .pointer("/metadata/namespace")
@@ -316,13 +291,15 @@ async fn run(
     Ok(())
 }
 
-#[tokio::test]
-async fn azure_workload_identity_cases() -> TestResult {
-    let cases = azwi_cases();
-    assert!(cases.len() >= 21, "the case file has {} cases", cases.len());
+/// Runs every case of a table; all failures are reported together.
+async fn run_table(
+    cases: &[Case],
+    toml: fn(&Case) -> String,
+    check: fn(&Case, &Value) -> Result<Value, String>,
+) -> TestResult {
     let mut failures = Vec::new();
-    for case in &cases {
-        if let Err(e) = run(case, &azwi_toml(case), check_azwi).await {
+    for case in cases {
+        if let Err(e) = run(case, &toml(case), check).await {
             failures.push(format!("{}: {e}", case.name));
         }
     }
@@ -337,23 +314,17 @@ async fn azure_workload_identity_cases() -> TestResult {
 }
 
 #[tokio::test]
+async fn azure_workload_identity_cases() -> TestResult {
+    let cases = azwi_cases();
+    assert!(cases.len() >= 21, "the case file has {} cases", cases.len());
+    run_table(&cases, azwi_toml, check_azwi).await
+}
+
+#[tokio::test]
 async fn eks_pod_identity_cases() -> TestResult {
     let cases = eks_cases();
-    assert!(cases.len() >= 8);
-    let mut failures = Vec::new();
-    for case in &cases {
-        if let Err(e) = run(case, &eks_toml(case), check_eks).await {
-            failures.push(format!("{}: {e}", case.name));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
-    Ok(())
+    assert!(cases.len() >= 8, "the case file has {} cases", cases.len());
+    run_table(&cases, eks_toml, check_eks).await
 }
 
 /// The harness itself: a wrong expectation must fail (so a passing run

@@ -1,28 +1,9 @@
 //! Lanyard's own convention (`lanyard.io/use: "true"`), alone and next to Azure's.
 
-use std::sync::Arc;
-
-use lanyard_k8s::config::{FailureMode, RawFile};
-use lanyard_k8s::metrics::Metrics;
-use lanyard_k8s::mutate::Mutator;
-use lanyard_k8s::{ServiceAccounts, Webhook};
+use lanyard_k8s::Webhook;
 use serde_json::{json, Value};
 
-use crate::support::{pod_review, TestResult};
-
-fn webhook(toml: &str, accounts: Vec<Value>) -> Result<Webhook, Box<dyn std::error::Error>> {
-    let mutation = RawFile::parse(toml, "test")?.mutation()?;
-    let accounts = accounts
-        .into_iter()
-        .map(serde_json::from_value)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Webhook::new(
-        Mutator::new(mutation, true),
-        ServiceAccounts::Fixed(accounts),
-        FailureMode::Deny,
-        Arc::new(Metrics::new()),
-    ))
-}
+use crate::support::{in_process, pod_review, TestResult};
 
 async fn mutate(
     hook: &Webhook,
@@ -44,9 +25,9 @@ fn pod(labels: Value, annotations: Value) -> Value {
 
 #[tokio::test]
 async fn lanyard_pods_get_the_token_and_the_workload_api_socket() -> TestResult {
-    let hook = webhook(
+    let hook = in_process(
         "[webhook.lanyard]\naudience = \"lanyard-prod\"\ntoken_expiration = \"15m\"\n",
-        vec![],
+        &[],
     )?;
     let p = pod(
         json!({"lanyard.io/use": "true"}),
@@ -92,7 +73,7 @@ async fn lanyard_pods_get_the_token_and_the_workload_api_socket() -> TestResult 
 
 #[tokio::test]
 async fn lanyard_needs_no_service_account_and_unlabelled_pods_are_untouched() -> TestResult {
-    let hook = webhook("", vec![])?;
+    let hook = in_process("", &[])?;
     let (_, r) = mutate(&hook, &pod(json!({"lanyard.io/use": "true"}), json!({}))).await?;
     assert!(r.allowed && !r.patch.is_empty());
     let (_, r) = mutate(&hook, &pod(json!({"app": "x"}), json!({}))).await?;
@@ -106,7 +87,7 @@ async fn lanyard_needs_no_service_account_and_unlabelled_pods_are_untouched() ->
         "{:?}",
         r.warnings
     );
-    let off = webhook("[webhook.lanyard]\nenabled = false\n", vec![])?;
+    let off = in_process("[webhook.lanyard]\nenabled = false\n", &[])?;
     let (_, r) = mutate(&off, &pod(json!({"lanyard.io/use": "true"}), json!({}))).await?;
     assert!(r.patch.is_empty());
     assert!(
@@ -123,7 +104,10 @@ async fn lanyard_needs_no_service_account_and_unlabelled_pods_are_untouched() ->
 async fn azure_and_lanyard_together_and_azure_not_configured_is_said() -> TestResult {
     let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "api", "namespace": "payments",
         "annotations": {"azure.workload.identity/client-id": "c"}}});
-    let hook = webhook("[webhook.azure]\ntenant_id = \"t\"\n", vec![sa.clone()])?;
+    let hook = in_process(
+        "[webhook.azure]\ntenant_id = \"t\"\n",
+        std::slice::from_ref(&sa),
+    )?;
     let both = pod(
         json!({"lanyard.io/use": "true", "azure.workload.identity/use": "true"}),
         json!({}),
@@ -150,7 +134,7 @@ async fn azure_and_lanyard_together_and_azure_not_configured_is_said() -> TestRe
     let (_, again) = mutate(&hook, &result).await?;
     assert!(again.patch.is_empty());
 
-    let no_azure = webhook("", vec![sa])?;
+    let no_azure = in_process("", &[sa])?;
     let (_, r) = mutate(
         &no_azure,
         &pod(json!({"azure.workload.identity/use": "true"}), json!({})),
@@ -171,7 +155,7 @@ async fn azure_and_lanyard_together_and_azure_not_configured_is_said() -> TestRe
 async fn typos_and_missing_client_ids_are_warned_about() -> TestResult {
     let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "api", "namespace": "payments",
         "annotations": {"azure.workload.identity/client_id": "c"}}});
-    let hook = webhook("[webhook.azure]\ntenant_id = \"t\"\n", vec![sa])?;
+    let hook = in_process("[webhook.azure]\ntenant_id = \"t\"\n", &[sa])?;
     let p = pod(
         json!({"azure.workload.identity/use": "true"}),
         json!({"azure.workload.identity/client-id": "on-the-pod"}),

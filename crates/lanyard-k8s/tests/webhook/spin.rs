@@ -1,35 +1,17 @@
 //! SpinApps: spin-operator-shaped pods are mutated like any pod, and the
 //! SpinApp validating webhook refuses what cannot work.
 
-use std::sync::Arc;
-
-use lanyard_k8s::config::{FailureMode, RawFile};
-use lanyard_k8s::metrics::Metrics;
 use lanyard_k8s::mutate::azure::reserved_volume_name;
-use lanyard_k8s::mutate::Mutator;
-use lanyard_k8s::{ServiceAccounts, Webhook};
 use serde_json::{json, Value};
 
-use crate::support::{pod_review, response_of, review, RunningWebhook, StubApiServer, TestResult};
+use crate::support::{
+    in_process, pod_review, response_of, review, RunningWebhook, StubApiServer, TestResult,
+};
 
 const CONFIG: &str = "[webhook.azure]\ntenant_id = \"tenantID\"\n";
 
 fn yaml(text: &str) -> Result<Value, Box<dyn std::error::Error>> {
     Ok(serde_saphyr::from_str(text)?)
-}
-
-fn webhook(accounts: Vec<Value>) -> Result<Webhook, Box<dyn std::error::Error>> {
-    let mutation = RawFile::parse(CONFIG, "test")?.mutation()?;
-    let accounts = accounts
-        .into_iter()
-        .map(serde_json::from_value)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Webhook::new(
-        Mutator::new(mutation, true),
-        ServiceAccounts::Fixed(accounts),
-        FailureMode::Deny,
-        Arc::new(Metrics::new()),
-    ))
 }
 
 fn sa(name: &str, annotations: Value) -> Value {
@@ -59,10 +41,13 @@ async fn a_spin_operator_pod_is_mutated_like_any_pod() -> TestResult {
         pod["metadata"]["labels"]["core.spinkube.dev/app-name"],
         json!("wid-spinapp")
     );
-    let hook = webhook(vec![sa(
-        "workload-identity-sa",
-        json!({"azure.workload.identity/client-id": "00000000-0000-0000-0000-00000000c1d0"}),
-    )])?;
+    let hook = in_process(
+        CONFIG,
+        &[sa(
+            "workload-identity-sa",
+            json!({"azure.workload.identity/client-id": "00000000-0000-0000-0000-00000000c1d0"}),
+        )],
+    )?;
     let reviewed = hook.review_pod(&pod_review(&pod, "apps")).await?;
     assert!(reviewed.allowed, "{}", reviewed.message);
     let mut result = pod.clone();
@@ -147,7 +132,7 @@ async fn the_spinapp_webhook_refuses_what_cannot_work() -> TestResult {
         "no-id",
         json!({"azure.workload.identity/client_id": "typo"}),
     );
-    let hook = webhook(vec![with_id, without_id])?;
+    let hook = in_process(CONFIG, &[with_id, without_id])?;
     // (service account, podLabels, allowed, message fragments)
     let table: Vec<(Option<&str>, Value, bool, Vec<&str>)> = vec![
         (Some("workload-identity-sa"), azure.clone(), true, vec![]),

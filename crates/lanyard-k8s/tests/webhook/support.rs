@@ -18,6 +18,31 @@ use serde_json::{json, Value};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+/// The in-process webhook `lanyard webhook render` builds: `toml`'s
+/// conventions, these service accounts, no I/O. The proxy sidecar is native
+/// unless the config says otherwise.
+pub fn in_process(
+    toml: &str,
+    accounts: &[Value],
+) -> Result<lanyard_k8s::Webhook, Box<dyn std::error::Error>> {
+    let mutation = lanyard_k8s::config::RawFile::parse(toml, "test")?.mutation()?;
+    let native = mutation
+        .azure
+        .as_ref()
+        .and_then(|a| a.native_sidecar)
+        .unwrap_or(true);
+    let accounts = accounts
+        .iter()
+        .map(|a| serde_json::from_value(a.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(lanyard_k8s::Webhook::new(
+        lanyard_k8s::mutate::Mutator::new(mutation, native),
+        lanyard_k8s::ServiceAccounts::Fixed(accounts),
+        lanyard_k8s::config::FailureMode::Deny,
+        std::sync::Arc::new(lanyard_k8s::metrics::Metrics::new()),
+    ))
+}
+
 /// An AdmissionReview for `object` of kind `gvk` in `namespace`.
 pub fn review(object: &Value, namespace: &str, gvk: (&str, &str, &str), uid: &str) -> Vec<u8> {
     let (group, version, kind) = gvk;
