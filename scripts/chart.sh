@@ -47,7 +47,7 @@ install_validate() {
             apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
             rm -rf "$venv" && python3 -m venv "$venv"
         fi
-        timeout 900 "$venv/bin/pip" install -q --disable-pip-version-check kubernetes-validate
+        timeout 900 "$venv/bin/pip" install -q --disable-pip-version-check "kubernetes-validate>=1.33,<2"
     fi
     echo "$venv/bin/kubernetes-validate"
 }
