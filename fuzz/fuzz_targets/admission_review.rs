@@ -58,7 +58,11 @@ fuzz_target!(|data: &[u8]| {
     let mut pod = r.object.clone();
     lanyard_k8s::patch::apply(&mut pod, &r.patch).expect("the webhook's patch applies");
     // The same review (namespace, kind, operation), with the mutated pod.
-    let mut again: Value = serde_json::from_slice(data).expect("it was answered, so it parses");
+    // (Bytes the webhook skips, such as invalid UTF-8 in an ignored field,
+    // do not parse as a whole `Value`; there is then no review to repeat.)
+    let Ok(mut again) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
     again["request"]["object"] = pod;
     let body = serde_json::to_vec(&again).expect("serialises");
     let r2 = f.runtime.block_on(f.webhook.review_pod(&body)).expect("answerable");
