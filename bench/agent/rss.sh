@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Memory per cached identity in the node agent (issue 4): starts `lanyard
-# dev` (server + built-in agent, one process), creates COUNT entries
-# `unix:uid:N` for the dev node through the admin API, waits until the agent
-# has signed an X.509-SVID for every one, and reports VmRSS before and after
-# and the bytes per cached identity. Loopback only; stopped by PID on exit.
+# Memory per cached identity in the node agent (issues 4 and 10): starts
+# `lanyard dev` (server + built-in agent, one process) to read its settled
+# VmRSS, stops it, writes COUNT entries `unix:uid:N` for the dev node
+# straight into its store (`svidload store-entries`: creating them one by one
+# through the admin API slows to ~8/s as the store grows), starts it again,
+# waits until the agent has signed an X.509-SVID for every one, and reports
+# VmRSS before and after and the bytes per cached identity. Loopback only;
+# stopped by PID on exit.
 #
 #   bench/agent/rss.sh [COUNT]     # default 10000
 #
@@ -32,21 +35,27 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 LANYARD="$TARGET_DIR/release/lanyard"
 DRIVER="$TARGET_DIR/release/svidload"
 
-# info level: the agent logs "workload SVIDs signed" with total N after each sync that signed.
-LANYARD_LOG=info "$LANYARD" --data-dir "$TMP" --log-format json dev --listen 127.0.0.1:0 >/dev/null 2>"$TMP/dev.log" &
-PID=$!
-for _ in $(seq 1 300); do
-    [ -s "$TMP/dev.json" ] && grep -q "\"pid\": $PID" "$TMP/dev.json" && break
-    kill -0 "$PID" 2>/dev/null || { cat "$TMP/dev.log" >&2; exit 1; }
-    sleep 0.1
-done
+start() {
+    rm -f "$TMP/dev.json"
+    # info level: the agent logs "workload SVIDs signed" with total N after each sync that signed.
+    LANYARD_LOG=info "$LANYARD" --data-dir "$TMP" --log-format json dev --listen 127.0.0.1:0 >/dev/null 2>"$TMP/dev.log" &
+    PID=$!
+    for _ in $(seq 1 300); do
+        [ -s "$TMP/dev.json" ] && grep -q "\"pid\": $PID" "$TMP/dev.json" && return 0
+        kill -0 "$PID" 2>/dev/null || { cat "$TMP/dev.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    echo "lanyard dev did not start" >&2; exit 1
+}
+stop() { kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=""; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+start
 sleep 2  # a few idle syncs, so the baseline is the settled process
 BASE=$(rss_kib "$PID")
-log "idle: $BASE KiB; creating $COUNT entries"
-ISSUER=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['issuer'])" "$TMP/dev.json")
-python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['admin_token'])" "$TMP/dev.json" > "$TMP/admin-token"
-"$DRIVER" entries --base "$ISSUER" --token-file "$TMP/admin-token" --count "$COUNT" --first-uid 100000 >&2
+stop
+log "idle: $BASE KiB; writing $COUNT entries into the store"
+"$DRIVER" store-entries --store "sqlite://$TMP/lanyard.db" --count "$COUNT" --first-uid 100000 >&2
+start
 t0=$(date +%s)
 total=0
 while [ "$total" -lt "$COUNT" ]; do

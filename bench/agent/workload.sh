@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Workload API load (issue 4): FetchJWTSVID from the agent's cache at N
-# concurrent clients on the Unix socket of `lanyard dev` (server + built-in
-# agent in one process), with an entry for this script's uid. Target: p99
-# under 1 ms at 100 clients. See docs/BENCHMARKS.md ("Node agent and X.509
-# CA (issue 4)").
+# Workload API load (issues 4 and 10): FetchJWTSVID from the agent's cache
+# at N concurrent clients on the Unix socket of `lanyard dev` (server +
+# built-in agent in one process), with an entry for this script's uid;
+# then FetchX509SVID stream setup (open, first response, close) at 10
+# clients; then a restart of `lanyard dev` and the time until its agent
+# serves an SVID again (node resync). Targets (issue 10): p99 < 1 ms at 10
+# clients, >= 30,000 calls/s at 100. See docs/BENCHMARKS.md ("Workload API
+# at fleet speed (issue 10)").
 #
 #   bench/agent/workload.sh                        # 10 s per run at c = 1 10 100
 #   bench/agent/workload.sh --concurrency "100" --duration 5
@@ -51,13 +54,17 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 LANYARD="$TARGET_DIR/release/lanyard"
 DRIVER="$TARGET_DIR/release/svidload"
 
-LANYARD_LOG=warn "$LANYARD" --data-dir "$TMP" dev --listen 127.0.0.1:0 > "$TMP/dev.out" 2> "$TMP/dev.log" &
-PID=$!
-for _ in $(seq 1 300); do
-    [ -s "$TMP/dev.json" ] && grep -q "\"pid\": $PID" "$TMP/dev.json" && break
-    kill -0 "$PID" 2>/dev/null || die "lanyard dev exited: $(tail -5 "$TMP/dev.log")"
-    sleep 0.1
-done
+start_dev() {
+    LANYARD_LOG=warn "$LANYARD" --data-dir "$TMP" dev --listen 127.0.0.1:0 > "$TMP/dev.out" 2> "$TMP/dev.log" &
+    PID=$!
+    for _ in $(seq 1 300); do
+        [ -s "$TMP/dev.json" ] && grep -q "\"pid\": $PID" "$TMP/dev.json" && return 0
+        kill -0 "$PID" 2>/dev/null || die "lanyard dev exited: $(tail -5 "$TMP/dev.log")"
+        sleep 0.1
+    done
+    die "lanyard dev did not start"
+}
+start_dev
 SOCKET="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["workload_socket"])' "$TMP/dev.json")"
 "$LANYARD" --data-dir "$TMP" --output json entry create --spiffe-id spiffe://example.org/bench/workload \
     --tenant dev --selector "unix:uid:$(id -u)" > /dev/null || die "entry create failed"
@@ -85,4 +92,23 @@ EOF
 )"
     echo "$out"
 done
+out="$(timeout $((DURATION + 60)) "$DRIVER" workload-x509 --socket "$SOCKET" \
+    --concurrency 10 --duration "$DURATION" --warmup 1)" || die "svidload workload-x509 failed: ${out:-no output}"
+echo "$out"
 echo "lanyard dev RSS after the runs: $(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$PID/status") MiB"
+
+# Node resync: stop lanyard dev, start it again on the same data directory
+# (stored node SVID, entries in the store) and time until its agent serves
+# this uid an X.509-SVID again.
+kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+rm -f "$TMP/dev.json"
+t0=$(date +%s%N)
+start_dev
+t1=$(date +%s%N)
+for i in $(seq 1 1000); do
+    "$LANYARD" --output json svid fetch --socket "$SOCKET" > /dev/null 2>&1 && break
+    [ "$i" = 1000 ] && die "no SVID after the restart"
+    sleep 0.01
+done
+t2=$(date +%s%N)
+echo "{\"target\":\"lanyard-dev-restart\",\"process_up_ms\":$(( (t1 - t0) / 1000000 )),\"first_svid_after_start_ms\":$(( (t2 - t0) / 1000000 ))}"

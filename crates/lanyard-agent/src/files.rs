@@ -117,7 +117,7 @@ pub async fn write_target(agent: &Agent, target: &FileTarget) -> Result<i64, Str
             .jwt_svid(&identity.entry, std::slice::from_ref(aud))
             .await
             .map_err(|e| format!("JWT-SVID for {}: {e}", target.spiffe_id))?;
-        put("token.jwt", token.as_bytes(), 0o600)?;
+        put("token.jwt", token.token.as_bytes(), 0o600)?;
     }
     Ok(identity.expires_at)
 }

@@ -17,21 +17,26 @@
 #![warn(missing_docs)]
 
 pub mod attest;
+pub mod audit;
+pub mod delegated;
 pub mod files;
+pub mod h2_front;
 pub mod metadata;
 pub mod node_client;
+pub mod sds;
+pub mod socket;
 pub mod workload_api;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use lanyard_core::{Clock, Entry, EntryIndex, Selector, SpiffeId, TenantId};
 use lanyard_jose::{Jwks, VerifyingKey};
 use lanyard_proto::node::{MintJwtSvidRequest, SignX509SvidsRequest, SvidRequest, SyncRequest};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::watch;
 
 pub use node_client::{Bootstrap, NodeClient};
 
@@ -96,9 +101,20 @@ impl Identity {
     }
 }
 
+/// The trust bundle of a federated trust domain, as the agent holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FederatedBundle {
+    /// X.509 roots (DER).
+    pub x509_roots: Vec<Vec<u8>>,
+    /// JWT-SVID keys as JWKS JSON.
+    pub jwt_bundle: Vec<u8>,
+}
+
 /// Everything the Workload API serves, swapped as a whole.
 #[derive(Debug, Default)]
 pub struct View {
+    /// Moves on every publish; caches keyed by it go stale with the view.
+    pub generation: u64,
     /// This node's SPIFFE ID.
     pub node: Option<SpiffeId>,
     /// `spiffe://TD`.
@@ -115,8 +131,34 @@ pub struct View {
     pub jwt_bundle: Vec<u8>,
     /// The same, parsed once.
     pub jwt_keys: Arc<Vec<VerifyingKey>>,
+    /// Bundles of federated trust domains by `spiffe://TD`. The node API
+    /// does not carry them yet (federation, issue 12), so this is empty
+    /// today; the Workload API's `federated_bundles`, SDS `ALL` and the
+    /// delegated bundle streams already serve whatever it holds.
+    pub federated: Arc<BTreeMap<String, FederatedBundle>>,
     /// False once the server refused this node: nothing is served.
     pub serving: bool,
+}
+
+impl View {
+    /// The trust domain's X.509 roots, then every federated one, keyed by
+    /// `spiffe://TD`.
+    pub fn x509_bundles(&self) -> impl Iterator<Item = (&str, &[Vec<u8>])> {
+        std::iter::once((self.trust_domain_id.as_str(), self.roots.as_slice())).chain(
+            self.federated
+                .iter()
+                .map(|(td, b)| (td.as_str(), b.x509_roots.as_slice())),
+        )
+    }
+
+    /// The same for JWKS documents.
+    pub fn jwt_bundles(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        std::iter::once((self.trust_domain_id.as_str(), self.jwt_bundle.as_slice())).chain(
+            self.federated
+                .iter()
+                .map(|(td, b)| (td.as_str(), b.jwt_bundle.as_slice())),
+        )
+    }
 }
 
 /// Agent settings.
@@ -144,12 +186,27 @@ pub struct AgentConfig {
     pub files: Vec<files::FileTarget>,
     /// Metadata endpoint address, if any.
     pub metadata_listen: Option<std::net::SocketAddr>,
+    /// The admin socket (Delegated Identity API), if any.
+    pub admin_socket_path: Option<PathBuf>,
+    /// Who may use the Delegated Identity API.
+    pub delegates: delegated::Delegates,
 }
 
-/// (entry id, audiences).
-type JwtKey = (String, Vec<String>);
-/// (token, refresh at, expires at), Unix seconds.
-type CachedJwt = (String, i64, i64);
+/// Most JWT-SVIDs cached at once: 100,000 (expired ones are dropped first).
+pub const JWT_CACHE_MAX: usize = 100_000;
+
+/// A cached JWT-SVID.
+#[derive(Debug, Clone)]
+pub struct CachedJwt {
+    /// The compact JWT.
+    pub token: Arc<str>,
+    /// Unix seconds: past this (half its life) a new one is minted.
+    pub refresh_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Unix seconds.
+    pub issued_at: i64,
+}
 
 /// The running agent's shared state.
 #[derive(Debug)]
@@ -158,7 +215,8 @@ pub struct Agent {
     node: NodeClient,
     view: ArcSwap<View>,
     changed: watch::Sender<u64>,
-    jwt_cache: Mutex<HashMap<JwtKey, CachedJwt>>,
+    /// Keyed by [`jwt_cache_key`] (entry id and audiences).
+    jwt_cache: RwLock<HashMap<String, CachedJwt>>,
     clock: Arc<dyn Clock>,
     attestor: attest::WorkloadAttestor,
 }
@@ -196,7 +254,7 @@ impl Agent {
             config,
             node,
             changed,
-            jwt_cache: Mutex::new(HashMap::new()),
+            jwt_cache: RwLock::new(HashMap::new()),
             clock,
             attestor,
         }))
@@ -227,9 +285,23 @@ impl Agent {
         self.clock.unix_seconds()
     }
 
-    fn publish(&self, view: View) {
-        self.view.store(Arc::new(view));
-        self.changed.send_modify(|v| *v += 1);
+    /// The agent's configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    fn publish(&self, mut view: View) {
+        self.changed.send_modify(|v| {
+            *v += 1;
+            view.generation = *v;
+            self.view.store(Arc::new(view));
+        });
+    }
+
+    fn clear_jwt_cache(&self) {
+        if let Ok(mut c) = self.jwt_cache.write() {
+            c.clear();
+        }
     }
 
     /// One round: make sure the node is attested and its SVID fresh, sync
@@ -252,7 +324,7 @@ impl Agent {
                     ..View::default()
                 });
             }
-            self.jwt_cache.lock().await.clear();
+            self.clear_jwt_cache();
         }
         result
     }
@@ -374,7 +446,7 @@ impl Agent {
                 );
             }
             if !resp.unchanged {
-                self.jwt_cache.lock().await.clear();
+                self.clear_jwt_cache();
             }
             self.publish(View {
                 node: Some(node_id),
@@ -385,7 +457,9 @@ impl Agent {
                 roots,
                 jwt_bundle,
                 jwt_keys,
+                federated: cur.federated.clone(),
                 serving: true,
+                generation: 0,
             });
         }
         Ok(())
@@ -400,13 +474,16 @@ impl Agent {
         &self,
         entry: &Entry,
         audiences: &[String],
-    ) -> Result<String, AgentError> {
+    ) -> Result<CachedJwt, AgentError> {
         let now = self.now();
-        let key = (entry.id.clone(), audiences.to_vec());
-        if let Some((token, refresh_at, _)) = self.jwt_cache.lock().await.get(&key) {
-            if now < *refresh_at {
-                return Ok(token.clone());
-            }
+        let key = jwt_cache_key(&entry.id, audiences);
+        if let Some(hit) = self
+            .jwt_cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(&key).filter(|j| now < j.refresh_at).cloned())
+        {
+            return Ok(hit);
         }
         let minted = self
             .node
@@ -418,13 +495,22 @@ impl Agent {
             .await
             .map_err(AgentError::from_status)?
             .into_inner();
-        let refresh_at = now + (minted.expires_at - now) / 2;
-        let mut cache = self.jwt_cache.lock().await;
-        if cache.len() > 100_000 {
-            cache.retain(|_, (_, r, _)| *r > now);
+        let jwt = CachedJwt {
+            token: Arc::from(minted.token),
+            refresh_at: now + (minted.expires_at - now) / 2,
+            expires_at: minted.expires_at,
+            issued_at: now,
+        };
+        if let Ok(mut cache) = self.jwt_cache.write() {
+            if cache.len() >= JWT_CACHE_MAX {
+                cache.retain(|_, j| j.refresh_at > now);
+                if cache.len() >= JWT_CACHE_MAX {
+                    cache.clear();
+                }
+            }
+            cache.insert(key, jwt.clone());
         }
-        cache.insert(key, (minted.token.clone(), refresh_at, minted.expires_at));
-        Ok(minted.token)
+        Ok(jwt)
     }
 
     /// Runs the sync loop until `shutdown` resolves.
@@ -445,6 +531,20 @@ impl Agent {
             }
         }
     }
+}
+
+/// The JWT cache key: the entry id, then each audience with its length
+/// (so no audience list can collide with another).
+fn jwt_cache_key(entry_id: &str, audiences: &[String]) -> String {
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(
+        entry_id.len() + audiences.iter().map(|a| a.len() + 6).sum::<usize>(),
+    );
+    key.push_str(entry_id);
+    for a in audiences {
+        let _ = write!(key, "\n{}:{a}", a.len());
+    }
+    key
 }
 
 fn entry_from_pb(e: &lanyard_proto::node::Entry, node: &SpiffeId) -> Option<Entry> {

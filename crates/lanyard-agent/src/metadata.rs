@@ -116,13 +116,12 @@ async fn jwt(State(m): State<Meta>, headers: HeaderMap, Query(q): Query<JwtQuery
         Err(r) => return r,
     };
     match m.agent.jwt_svid(&id.entry, &[audience]).await {
-        Ok(token) => {
-            let exp = crate::unverified_claims(&token)
-                .and_then(|c| c.get("exp").and_then(serde_json::Value::as_i64))
-                .unwrap_or(0);
-            Json(serde_json::json!({ "spiffe_id": m.spiffe_id, "token": token, "expires_at": exp }))
-                .into_response()
-        }
+        Ok(jwt) => Json(serde_json::json!({
+            "spiffe_id": m.spiffe_id,
+            "token": &*jwt.token,
+            "expires_at": jwt.expires_at,
+        }))
+        .into_response(),
         Err(crate::AgentError::Refused(reason)) => error(StatusCode::FORBIDDEN, &reason),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the server is unreachable"),
     }
@@ -151,6 +150,8 @@ mod tests {
             attest: crate::attest::AttestConfig::default(),
             files: Vec::new(),
             metadata_listen: None,
+            admin_socket_path: None,
+            delegates: crate::delegated::Delegates::default(),
         };
         Ok(Agent::new(config, Arc::new(lanyard_core::SystemClock))?)
     }

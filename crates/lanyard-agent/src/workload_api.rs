@@ -24,16 +24,20 @@ use lanyard_proto::workload::{
     ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
     X509svid, X509svidRequest, X509svidResponse,
 };
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use crate::attest::PeerCred;
+use crate::socket::{CallerConn, MAX_REQUEST_BYTES};
 use crate::{Agent, View};
 
 /// The metadata key every Workload API call must carry.
 pub const SECURITY_HEADER: &str = "workload.spiffe.io";
+/// Most audiences in one JWT-SVID request, and the longest one.
+pub const MAX_AUDIENCES: usize = 16;
+/// The longest audience, in bytes.
+pub const MAX_AUDIENCE_LEN: usize = 512;
 
-type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(crate) type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The Workload API service.
 #[derive(Debug, Clone)]
@@ -42,9 +46,9 @@ pub struct WorkloadApi {
 }
 
 impl WorkloadApi {
-    /// The service for `agent`.
+    /// The service for `agent`, requests limited to [`MAX_REQUEST_BYTES`].
     pub fn new(agent: Arc<Agent>) -> SpiffeWorkloadApiServer<Self> {
-        SpiffeWorkloadApiServer::new(Self { agent })
+        SpiffeWorkloadApiServer::new(Self { agent }).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 }
 
@@ -90,13 +94,94 @@ pub fn match_caller(view: &View, selectors: &[Selector]) -> (Vec<Arc<Entry>>, Ca
     (m.matched, report)
 }
 
+/// The entries `selectors` match in `view`, most specific first (no report).
+pub(crate) fn matched_entries(view: &View, selectors: &[Selector]) -> Vec<Arc<Entry>> {
+    match &view.node {
+        Some(node) => view.index.find_workload(node, selectors).matched,
+        None => Vec::new(),
+    }
+}
+
+/// An attested caller and what it is entitled to in `view`.
+#[derive(Debug)]
+pub(crate) struct Caller {
+    pub cred: PeerCred,
+    pub selectors: Arc<[Selector]>,
+    pub matched: Arc<[Arc<Entry>]>,
+    pub view: Arc<View>,
+}
+
+/// Kernel attestation (cached, see [`crate::attest`]) and entry match for
+/// the caller of `req`; shared by the Workload API and SDS. A caller no
+/// entry matches is `PermissionDenied`, logged with its selectors and near
+/// misses.
+pub(crate) async fn identify<T>(
+    agent: &Agent,
+    req: &Request<T>,
+    method: &'static str,
+) -> Result<Caller, Status> {
+    let conn = req
+        .extensions()
+        .get::<CallerConn>()
+        .copied()
+        .ok_or_else(|| {
+            Status::permission_denied("the caller's peer credentials are unavailable")
+        })?;
+    let view = agent.view();
+    let attested = agent
+        .attestor()
+        .attest_conn(&conn, view.generation)
+        .await
+        .map_err(|e| {
+            let pid = conn.peer.and_then(|p| p.pid);
+            tracing::warn!(method, pid = ?pid, code = e.code, reason = %e.reason, "workload attestation failed");
+            if e.retryable {
+                Status::unavailable(e.caller_message)
+            } else {
+                Status::permission_denied(e.caller_message)
+            }
+        })?;
+    let cred = attested.cred;
+    if !view.serving {
+        tracing::warn!(method, pid = ?cred.pid, uid = cred.uid, "no SVIDs: this node is not attested or was refused by the server");
+        return Err(Status::permission_denied("no identity issued"));
+    }
+    let matched = match attested.matched.clone() {
+        Some(m) => m,
+        None => {
+            let m: Arc<[Arc<Entry>]> = matched_entries(&view, &attested.selectors).into();
+            agent
+                .attestor()
+                .store_match(&attested, view.generation, m.clone());
+            m
+        }
+    };
+    if matched.is_empty() {
+        let (_, report) = match_caller(&view, &attested.selectors);
+        tracing::warn!(
+            method,
+            pid = ?cred.pid,
+            uid = cred.uid,
+            selectors = ?report.selectors,
+            near_misses = ?report.near,
+            "no identity issued: no entry of this node matches the caller"
+        );
+        return Err(Status::permission_denied("no identity issued"));
+    }
+    Ok(Caller {
+        cred,
+        selectors: attested.selectors,
+        matched,
+        view,
+    })
+}
+
 impl WorkloadApi {
     fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
         let ok = req
             .metadata()
             .get(SECURITY_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v == "true");
+            .is_some_and(|v| v.as_bytes() == b"true");
         if ok {
             Ok(())
         } else {
@@ -106,63 +191,20 @@ impl WorkloadApi {
         }
     }
 
-    /// Header check, kernel attestation, entry match.
-    /// The caller's selectors and the entries they match (most specific first).
-    async fn caller<T>(
-        &self,
-        req: &Request<T>,
-        method: &str,
-    ) -> Result<(Vec<Selector>, Vec<Arc<Entry>>), Status> {
+    /// Header check, then [`identify`].
+    async fn caller<T>(&self, req: &Request<T>, method: &'static str) -> Result<Caller, Status> {
         Self::check_header(req)?;
-        let cred = req
-            .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|i| i.peer_cred)
-            .ok_or_else(|| {
-                Status::permission_denied("the caller's peer credentials are unavailable")
-            })?;
-        let cred = PeerCred {
-            pid: cred.pid(),
-            uid: cred.uid(),
-            gid: cred.gid(),
-        };
-        let selectors = self.agent.attestor().attest(cred).await.map_err(|e| {
-            tracing::warn!(method, pid = ?cred.pid, uid = cred.uid, code = e.code, reason = %e.reason, "workload attestation failed");
-            if e.retryable {
-                Status::unavailable(e.caller_message)
-            } else {
-                Status::permission_denied(e.caller_message)
-            }
-        })?;
-        let view = self.agent.view();
-        if !view.serving {
-            tracing::warn!(method, pid = ?cred.pid, uid = cred.uid, "no SVIDs: this node is not attested or was refused by the server");
-            return Err(Status::permission_denied("no identity issued"));
-        }
-        let (matched, report) = match_caller(&view, &selectors);
-        if matched.is_empty() {
-            tracing::warn!(
-                method,
-                pid = ?cred.pid,
-                uid = cred.uid,
-                selectors = ?report.selectors,
-                near_misses = ?report.near,
-                "no identity issued: no entry of this node matches the caller"
-            );
-            return Err(Status::permission_denied("no identity issued"));
-        }
-        tracing::debug!(method, pid = ?cred.pid, selectors = ?report.selectors, matched = ?report.matched, "workload attested");
-        Ok((selectors, matched))
+        identify(&self.agent, req, method).await
     }
 }
 
-fn concat(ders: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn concat(ders: &[Vec<u8>]) -> Vec<u8> {
     ders.iter().flatten().copied().collect()
 }
 
 /// The X.509 response for `selectors` from `view`; `None` when nothing valid.
 fn x509_response(view: &View, selectors: &[Selector], now: i64) -> Option<X509svidResponse> {
-    let (matched, _) = match_caller(view, selectors);
+    let matched = matched_entries(view, selectors);
     let bundle = concat(&view.roots);
     let svids: Vec<X509svid> = matched
         .iter()
@@ -179,7 +221,11 @@ fn x509_response(view: &View, selectors: &[Selector], now: i64) -> Option<X509sv
     (view.serving && !svids.is_empty()).then(|| X509svidResponse {
         svids,
         crl: Vec::new(),
-        federated_bundles: Default::default(),
+        federated_bundles: view
+            .federated
+            .iter()
+            .map(|(td, b)| (td.clone(), concat(&b.x509_roots)))
+            .collect(),
     })
 }
 
@@ -193,7 +239,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let (selectors, _) = self.caller(&req, "FetchX509SVID").await?;
+        let selectors = self.caller(&req, "FetchX509SVID").await?.selectors;
         let agent = self.agent.clone();
         let mut changes = agent.subscribe();
         let stream = async_stream(move |tx| async move {
@@ -233,8 +279,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
         self.caller(&req, "FetchX509Bundles").await?;
         let stream = bundle_stream(self.agent.clone(), |view: &View| X509BundlesResponse {
             crl: Vec::new(),
-            bundles: [(view.trust_domain_id.clone(), concat(&view.roots))]
-                .into_iter()
+            bundles: view
+                .x509_bundles()
+                .map(|(td, roots)| (td.to_owned(), concat(roots)))
                 .collect(),
         });
         Ok(Response::new(stream))
@@ -244,13 +291,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        // The entries matched while attesting the caller: no second match.
-        let (_, matched) = self.caller(&req, "FetchJWTSVID").await?;
+        let matched = self.caller(&req, "FetchJWTSVID").await?.matched;
         let r = req.into_inner();
         if r.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
         }
-        if r.audience.len() > 16 || r.audience.iter().any(|a| a.is_empty() || a.len() > 512) {
+        if r.audience.len() > MAX_AUDIENCES
+            || r.audience
+                .iter()
+                .any(|a| a.is_empty() || a.len() > MAX_AUDIENCE_LEN)
+        {
             return Err(Status::invalid_argument(
                 "at most 16 audiences of at most 512 bytes",
             ));
@@ -269,9 +319,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let mut svids = Vec::with_capacity(wanted.len());
         for e in wanted {
             match self.agent.jwt_svid(e, &r.audience).await {
-                Ok(svid) => svids.push(Jwtsvid {
+                Ok(jwt) => svids.push(Jwtsvid {
                     spiffe_id: e.spiffe_id.to_string(),
-                    svid,
+                    svid: String::from(&*jwt.token),
                     hint: String::new(),
                 }),
                 Err(crate::AgentError::Refused(reason)) => {
@@ -293,8 +343,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         self.caller(&req, "FetchJWTBundles").await?;
         let stream = bundle_stream(self.agent.clone(), |view: &View| JwtBundlesResponse {
-            bundles: [(view.trust_domain_id.clone(), view.jwt_bundle.clone())]
-                .into_iter()
+            bundles: view
+                .jwt_bundles()
+                .map(|(td, jwks)| (td.to_owned(), jwks.to_vec()))
                 .collect(),
         });
         Ok(Response::new(stream))
@@ -361,7 +412,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
 
 /// A bundle stream: the full bundle set now and after every change, until
 /// the node stops serving (then `PermissionDenied`) or the client leaves.
-fn bundle_stream<T>(agent: Arc<Agent>, build: fn(&View) -> T) -> Streamed<T>
+pub(crate) fn bundle_stream<T>(agent: Arc<Agent>, build: fn(&View) -> T) -> Streamed<T>
 where
     T: Clone + PartialEq + Send + Sync + 'static,
 {
@@ -393,7 +444,7 @@ where
 
 /// A stream fed by a task through a small channel; the task sees when the
 /// client goes away (`tx.closed()`).
-fn async_stream<T, F, Fut>(f: F) -> Streamed<T>
+pub(crate) fn async_stream<T, F, Fut>(f: F) -> Streamed<T>
 where
     T: Send + 'static,
     F: FnOnce(tokio::sync::mpsc::Sender<Result<T, Status>>) -> Fut,
@@ -406,7 +457,7 @@ where
     }))
 }
 
-fn to_struct(v: &serde_json::Value) -> prost_types::Struct {
+pub(crate) fn to_struct(v: &serde_json::Value) -> prost_types::Struct {
     let fields = match v {
         serde_json::Value::Object(map) => {
             map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect()
@@ -431,49 +482,20 @@ fn to_value(v: &serde_json::Value) -> prost_types::Value {
     prost_types::Value { kind: Some(kind) }
 }
 
-/// Serves the Workload API on `path` (a stale socket is replaced; the socket
-/// is world-connectable, as every workload on the node must reach it) until
-/// `shutdown` changes.
+/// Serves the Workload API and Envoy SDS ([`crate::sds`]) on `path` (a
+/// stale socket is replaced; the socket is world-connectable, as every
+/// workload on the node must reach it) until `shutdown` changes.
 ///
 /// # Errors
 /// I/O errors binding the socket or serving.
 pub async fn serve(
     agent: Arc<Agent>,
     path: &std::path::Path,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), crate::AgentError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| crate::AgentError::Io(format!("creating {}", dir.display()), e))?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(crate::AgentError::Io(
-                format!("removing stale socket {}", path.display()),
-                e,
-            ))
-        }
-    }
-    let listener = tokio::net::UnixListener::bind(path)
-        .map_err(|e| crate::AgentError::Io(format!("binding {}", path.display()), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(|e| {
-        crate::AgentError::Io(format!("setting permissions on {}", path.display()), e)
-    })?;
-    tracing::info!(socket = %path.display(), "Workload API listening");
-    let incoming = futures_util::stream::unfold(listener, |l| async move {
-        let next = l.accept().await.map(|(s, _)| s);
-        Some((next, l))
-    });
-    tonic::transport::Server::builder()
-        .add_service(WorkloadApi::new(agent))
-        .serve_with_incoming_shutdown(incoming, async move {
-            let _ = shutdown.changed().await;
-        })
-        .await
-        .map_err(|e| {
-            crate::AgentError::Io("serving the Workload API".into(), std::io::Error::other(e))
-        })
+    let listener = crate::socket::bind(path, 0o777)?;
+    tracing::info!(socket = %path.display(), "Workload API and SDS listening");
+    let routes = tonic::service::Routes::new(WorkloadApi::new(agent.clone()))
+        .add_service(crate::sds::Sds::new(agent));
+    crate::socket::serve(listener, routes, "the Workload API", shutdown).await
 }

@@ -35,8 +35,9 @@ pub(crate) fn check_algorithm(header: &Header, config: &IssuerConfig) -> Result<
     Ok(alg)
 }
 
-/// The denial for a failed `lanyard_jose::verify_compact`.
-pub(crate) fn jose_denial(e: &JoseError) -> Denial {
+/// The denial for a failed `lanyard_jose::verify_compact` (every verifier of
+/// a JWS uses this one mapping).
+pub fn jose_denial(e: &JoseError) -> Denial {
     let reason = match e {
         JoseError::UnsupportedAlgorithm { .. }
         | JoseError::AlgorithmNotAllowed { .. }

@@ -1,6 +1,6 @@
 //! Verified claims → selectors and revocation keys, per issuer kind.
 
-use lanyard_core::{Denial, DenyReason, Selector, SelectorError};
+use lanyard_core::{Denial, DenyReason, RevocationKey, RevocationKind, Selector, SelectorError};
 use serde_json::{Map, Value};
 
 use crate::claims::opt_str;
@@ -53,7 +53,7 @@ pub(crate) struct Identity {
     pub jti: Option<String>,
     /// Sorted and deduplicated.
     pub selectors: Vec<Selector>,
-    pub revocation_keys: Vec<(String, String)>,
+    pub revocation_keys: Vec<RevocationKey>,
 }
 
 /// A Kubernetes service account (and pod, node) from a projected token's
@@ -163,9 +163,9 @@ pub(crate) fn k8s_identity(
             sel.claim(key, claim, v)?;
         }
     }
-    let mut revocation_keys = vec![("k8s-sa-uid".to_owned(), k.sa_uid.clone())];
+    let mut revocation_keys = vec![RevocationKey::new(RevocationKind::K8sSaUid, &k.sa_uid)];
     if let Some(uid) = &k.pod_uid {
-        revocation_keys.push(("k8s-pod-uid".to_owned(), uid.clone()));
+        revocation_keys.push(RevocationKey::new(RevocationKind::K8sPodUid, uid));
     }
     push_common_keys(&mut revocation_keys, config, &subject, jti.as_deref());
     Ok(Identity {
@@ -177,15 +177,18 @@ pub(crate) fn k8s_identity(
 }
 
 fn push_common_keys(
-    keys: &mut Vec<(String, String)>,
+    keys: &mut Vec<RevocationKey>,
     config: &IssuerConfig,
     subject: &str,
     jti: Option<&str>,
 ) {
     if let Some(jti) = jti {
-        keys.push(("jti".to_owned(), jti.to_owned()));
+        keys.push(RevocationKey::new(RevocationKind::Jti, jti));
     }
-    keys.push(("subject".to_owned(), format!("{}:{subject}", config.issuer)));
+    keys.push(RevocationKey::new(
+        RevocationKind::Subject,
+        format!("{}:{subject}", config.issuer),
+    ));
 }
 
 /// `sub`: a non-empty string.

@@ -56,6 +56,7 @@ use std::sync::Arc;
 use lanyard_core::{Clock, Denial, DenyReason, Evidence, TenantId};
 use serde::Serialize;
 
+pub use claims::jose_denial;
 pub use config::{
     validate_set, AttestError, IssuerConfig, IssuerKind, KeySource, TenantBinding,
     DEFAULT_MAX_TOKEN_LIFETIME_SECS, LEGACY_K8S_ISSUER, MAX_TOKEN_LIFETIME_CEILING_SECS,

@@ -43,6 +43,7 @@ fn bench(c: &mut Criterion) {
         spiffe_id: &id,
         csr_der: der,
         dns_names: &[],
+        kind: lanyard_ca::x509::SvidKind::Workload,
         ttl: Duration::from_secs(3600),
         now,
     };

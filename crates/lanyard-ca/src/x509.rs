@@ -21,6 +21,7 @@ use aws_lc_rs::signature::{
     self, UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1,
     RSA_PKCS1_2048_8192_SHA256,
 };
+use lanyard_core::naming::{self, Reserved};
 use lanyard_core::{SpiffeId, TrustDomain};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -71,6 +72,38 @@ pub enum X509Error {
     /// The signed certificate does not meet the X.509-SVID rules (a bug).
     #[error("signed certificate breaks the X.509-SVID rules: {0}")]
     Invariant(&'static str),
+    /// The SPIFFE ID does not fit the kind of certificate asked for: a
+    /// workload SVID for an ID under `spiffe://TD/lanyard/` (INV-8), or a
+    /// node or server certificate for any other ID.
+    #[error("{spiffe_id} cannot be signed as a {kind} certificate: IDs under spiffe://TD/lanyard/ are only for the server and its nodes")]
+    WrongKind {
+        /// The ID asked for.
+        spiffe_id: String,
+        /// The kind asked for.
+        kind: SvidKind,
+    },
+}
+
+/// Whose certificate is signed. Reserved IDs (`spiffe://TD/lanyard/…`) are
+/// only ever signed as `Node` or `Server`, and those kinds only for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SvidKind {
+    /// A workload's X.509-SVID (any ID outside the reserved prefix).
+    Workload,
+    /// A node agent's SVID, `spiffe://TD/lanyard/node/ID`.
+    Node,
+    /// The server's own certificate, `spiffe://TD/lanyard/server`.
+    Server,
+}
+
+impl std::fmt::Display for SvidKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Workload => "workload",
+            Self::Node => "node",
+            Self::Server => "server",
+        })
+    }
 }
 
 /// A CA certificate and its private key, as generated or stored.
@@ -315,6 +348,8 @@ pub struct X509SvidParams<'a> {
     pub csr_der: &'a [u8],
     /// Extra DNS SANs from the entry.
     pub dns_names: &'a [String],
+    /// Whose certificate this is; checked against the SPIFFE ID.
+    pub kind: SvidKind,
     /// Lifetime.
     pub ttl: Duration,
     /// Now.
@@ -423,16 +458,32 @@ impl Authority {
     ///
     /// # Security
     /// Only the CSR's public key is used; its subject, SANs and extensions
-    /// are ignored. The result is parsed back and checked before it is
-    /// returned.
+    /// are ignored. A reserved ID is signed only as the kind it names
+    /// (INV-8). The result is parsed back and checked before it is returned.
     ///
     /// # Errors
-    /// [`X509Error`] for a bad or weak CSR, bad DNS names or TTL.
+    /// [`X509Error`] for a bad or weak CSR, bad DNS names or TTL, or an ID
+    /// that does not fit `params.kind`.
     pub fn sign_svid(&self, params: &X509SvidParams<'_>) -> Result<X509Svid, X509Error> {
         if params.spiffe_id.trust_domain() != &self.trust_domain {
             return Err(X509Error::Invariant(
                 "SPIFFE ID is outside the CA's trust domain",
             ));
+        }
+        let fits = match (
+            naming::classify(params.spiffe_id, &self.trust_domain),
+            params.kind,
+        ) {
+            (None, SvidKind::Workload)
+            | (Some(Reserved::Node(_)), SvidKind::Node)
+            | (Some(Reserved::Server), SvidKind::Server) => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(X509Error::WrongKind {
+                spiffe_id: params.spiffe_id.to_string(),
+                kind: params.kind,
+            });
         }
         let key = verified_csr_key(params.csr_der)?;
         let not_after = params.now + params.ttl;

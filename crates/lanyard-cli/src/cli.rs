@@ -35,14 +35,22 @@ pub struct Global {
     /// Server URL for admin commands (default: from --data-dir's dev.json).
     #[arg(long, global = true, env = "LANYARD_SERVER")]
     pub server: Option<String>,
-    /// Admin bearer token (default: from --data-dir's dev.json).
+    /// Admin bearer token. Prefer LANYARD_ADMIN_TOKEN or --admin-token-file:
+    /// a token on the command line is visible to every user of the machine
+    /// (ps, /proc/PID/cmdline) and lands in shell history. Default: from
+    /// --data-dir's dev.json.
     #[arg(
         long,
         global = true,
         env = "LANYARD_ADMIN_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        conflicts_with = "admin_token_file"
     )]
     pub admin_token: Option<String>,
+    /// File holding the admin bearer token (e.g. the --token-file written by
+    /// `lanyard server init`); surrounding whitespace is ignored.
+    #[arg(long, global = true, env = "LANYARD_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// PEM CA certificate to trust for the server's TLS certificate.
     #[arg(long, global = true, env = "LANYARD_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
@@ -531,8 +539,32 @@ pub enum AuditCommand {
         #[arg(long)]
         since: Option<String>,
     },
-    /// Recompute the hash chain; exit 1 and name the first broken sequence on tampering.
-    Verify,
+    /// Recompute the hash chain and check it ends at the stored head; exit 1
+    /// and name the first broken sequence on tampering.
+    ///
+    /// With --checkpoint, also check that the log still holds exactly the
+    /// state a signed checkpoint recorded (catches truncation, a rollback to
+    /// a backup, and a chain rewritten from an earlier point). The
+    /// checkpoint's signature is checked with the server's published audit
+    /// keys (or --audit-keys FILE).
+    Verify {
+        /// A checkpoint: a line of the checkpoint file (the last one is
+        /// used), or the output of `lanyard audit checkpoint --output json`.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The published audit keys (JWKS) to check it with; default: fetched
+        /// from the server's /.well-known/lanyard-audit-keys.json.
+        #[arg(long, requires = "checkpoint")]
+        audit_keys: Option<PathBuf>,
+    },
+    /// The newest signed checkpoint of the audit log (--now signs one first).
+    /// Keep checkpoints somewhere the database's writers cannot reach; the
+    /// server also appends each one to [audit] checkpoint_file.
+    Checkpoint {
+        /// Sign a checkpoint of the log as it is now.
+        #[arg(long)]
+        now: bool,
+    },
     /// The events of one correlation id (printed in every response and denial).
     Show { correlation_id: String },
 }
@@ -572,6 +604,15 @@ pub struct DevArgs {
     /// values let you watch rotation, e.g. 30s.
     #[arg(long, default_value = "1h")]
     pub svid_ttl: String,
+    /// SPIFFE trust domain of this dev server (every SPIFFE ID it issues is
+    /// spiffe://TRUST_DOMAIN/...). Fixed when the data directory is first
+    /// created; two dev servers with different trust domains can federate.
+    #[arg(long, default_value = "example.org")]
+    pub trust_domain: String,
+    /// Serve the Delegated Identity API on DATA_DIR/admin.sock and let
+    /// callers holding this SPIFFE ID use it (repeatable).
+    #[arg(long = "delegate", value_name = "SPIFFE_ID")]
+    pub delegates: Vec<String>,
 }
 
 #[derive(Debug, Args)]

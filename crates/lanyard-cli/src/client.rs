@@ -40,7 +40,7 @@ impl AdminClient {
     pub fn from_global(g: &Global) -> anyhow::Result<Self> {
         let client = Self::anonymous(g)?;
         if client.token.is_none() {
-            bail!("no admin token given: pass --admin-token (or LANYARD_ADMIN_TOKEN), or --data-dir of a running `lanyard dev`");
+            bail!("no admin token given: set LANYARD_ADMIN_TOKEN or pass --admin-token-file FILE, or --data-dir of a running `lanyard dev`");
         }
         Ok(client)
     }
@@ -52,7 +52,17 @@ impl AdminClient {
             let d = Path::new(DEFAULT_DATA_DIR);
             d.join("dev.json").exists().then(|| d.to_path_buf())
         });
-        let dev = match (&g.server, &g.admin_token, &dir) {
+        let file_token = match &g.admin_token_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("reading the admin token file {}", f.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let given_token = g.admin_token.clone().or(file_token);
+        let dev = match (&g.server, &given_token, &dir) {
             (Some(_), Some(_), _) => None,
             (Some(_), None, None) => None,
             (_, _, Some(dir)) => Some(read_dev_json(dir)?),
@@ -67,7 +77,7 @@ impl AdminClient {
         let base = g.server.clone().or_else(|| from_dev("issuer")).ok_or_else(|| {
             anyhow!("no server given: pass --server URL (or LANYARD_SERVER), or --data-dir of a running `lanyard dev`")
         })?;
-        let token = g.admin_token.clone().or_else(|| from_dev("admin_token"));
+        let token = given_token.or_else(|| from_dev("admin_token"));
         let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
         if let Some(ca) = &g.ca_cert {
             let pem = std::fs::read(ca)
@@ -118,6 +128,22 @@ impl AdminClient {
             req = req.json(&b);
         }
         self.send(req, &method, path).await
+    }
+
+    /// GETs a public path of the server (no token), e.g. published keys.
+    pub async fn get_public(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.http.get(&url).send().await.map_err(|e| {
+            anyhow!("cannot reach the Lanyard server at {}: {e}; is it running? (set --server or LANYARD_SERVER)", self.base)
+        })?;
+        if !resp.status().is_success() {
+            bail!("GET {url}: HTTP {}", resp.status().as_u16());
+        }
+        let bytes = resp.bytes().await.context("reading the server's answer")?;
+        if bytes.len() > MAX_RESPONSE {
+            bail!("the server's answer is larger than {MAX_RESPONSE} bytes");
+        }
+        Ok(bytes.to_vec())
     }
 
     /// The server's base URL.
@@ -181,7 +207,7 @@ impl AdminClient {
             {
                 "; the JWT-SVID must be unexpired, unrevoked and for audience <server>/broker"
             }
-            StatusCode::UNAUTHORIZED => "; check --admin-token / LANYARD_ADMIN_TOKEN",
+            StatusCode::UNAUTHORIZED => "; check LANYARD_ADMIN_TOKEN / --admin-token-file",
             _ => "",
         };
         bail!(

@@ -1,6 +1,7 @@
 //! The `lanyard` binary end to end: `lanyard dev` in a temp dir on a free
 //! port, then admin commands against it, a restart, and config errors.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -290,6 +291,11 @@ fn server_config_errors_name_the_key_and_exit_1() -> TestResult {
         "token goes to the file only"
     );
     assert!(std::fs::read_to_string(&token_file)?.starts_with("lya1."));
+    assert_eq!(
+        std::fs::metadata(&db)?.permissions().mode() & 0o777,
+        0o600,
+        "the database file is private"
+    );
 
     // KEK rotation: re-seal under a new KEK, then only the new KEK opens the keys.
     let new_kek = dir.path().join("kek.new");
@@ -319,10 +325,27 @@ fn server_config_errors_name_the_key_and_exit_1() -> TestResult {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let done: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(done["resealed"], 2, "active + next ES256");
+    assert_eq!(done["resealed_cas"], 3, "root, active and next intermediates");
+    assert_eq!(done["audit_keys_resealed"], 1);
+    // issue 9: a rekey that stopped half-way (here: all of it done, the
+    // operator not sure) can be run again and finishes; each step skips
+    // what is already under the new KEK.
+    let out = rekey(&new_kek)?;
+    assert!(
+        out.status.success(),
+        "a rerun finishes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(
-        serde_json::from_slice::<Value>(&out.stdout)?["resealed"],
-        2,
-        "active + next ES256"
+        (
+            again["resealed"].as_u64(),
+            again["resealed_cas"].as_u64(),
+            again["audit_keys_resealed"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
     );
     let init_again = || {
         Command::new(BIN)
@@ -1111,4 +1134,252 @@ fn webhook_render_shows_the_mutation_or_the_refusal() -> TestResult {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("webhook.tls_cert"));
     Ok(())
+}
+
+// issue 9: `lanyard server` on a missing or 0-byte database started afresh,
+// with new signing keys, a new CA and an audit log restarting at sequence 1;
+// and it started with the audit table's append-only triggers gone.
+#[test]
+fn server_never_creates_or_recreates_a_store() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("lanyard.toml");
+    let kek = dir.path().join("kek");
+    let db = dir.path().join("lanyard.db");
+    std::fs::write(&kek, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n")?;
+    std::fs::set_permissions(&kek, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::write(
+        &cfg,
+        format!(
+            "issuer = \"http://127.0.0.1:1\"\n[server]\nlisten = \"127.0.0.1:1\"\n[store]\nurl = \"sqlite://{}\"\n[keys]\nkek_file = \"{}\"\n[node_api]\nlisten = \"\"\n",
+            db.display(),
+            kek.display()
+        ),
+    )?;
+    let serve = || {
+        Command::new(BIN)
+            .args(["server", "--insecure-plain-http", "--config"])
+            .arg(&cfg)
+            .env("LANYARD_LOG", "error")
+            .output()
+    };
+    let out = serve()?;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lanyard server init"), "{err}");
+    assert!(!db.exists(), "nothing was created");
+    let out = Command::new(BIN)
+        .args(["server", "init", "--insecure-plain-http", "--config"])
+        .arg(&cfg)
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Truncated to zero bytes (and its WAL gone): refused and left alone.
+    let files = ["lanyard.db", "lanyard.db-wal", "lanyard.db-shm"];
+    let saved: Vec<Option<Vec<u8>>> = files
+        .iter()
+        .map(|f| std::fs::read(dir.path().join(f)).ok())
+        .collect();
+    for f in &files[1..] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+    }
+    std::fs::write(&db, b"")?;
+    let out = serve()?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never creates one"));
+    assert_eq!(std::fs::metadata(&db)?.len(), 0);
+    // Restored, but with the append-only triggers dropped: refused, saying why.
+    for (f, bytes) in files.iter().zip(&saved) {
+        if let Some(b) = bytes {
+            std::fs::write(dir.path().join(f), b)?;
+        }
+    }
+    let dropped = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('DROP TRIGGER audit_events_no_delete'); c.commit()",
+        ])
+        .arg(&db)
+        .status()?;
+    assert!(dropped.success());
+    let out = serve()?;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("append-only"), "{err}");
+    Ok(())
+}
+
+/// Rewrites a Lanyard SQLite database as someone with write access could:
+/// `action` is `truncate N` (drop the events after N and move the head
+/// back, consistently) or `rewrite N` (change event N's reason and re-hash
+/// the chain from there, consistently). The hash is recomputed here in
+/// Python, independently of Lanyard's code.
+const TAMPER: &str = r#"
+import hashlib, json, sqlite3, sys
+db, action, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+c = sqlite3.connect(db)
+c.execute("DROP TRIGGER audit_events_no_update")
+c.execute("DROP TRIGGER audit_events_no_delete")
+if action == "delete_newest":
+    c.execute("DELETE FROM audit_events WHERE seq > ?", (n,))
+if action == "truncate":
+    c.execute("DELETE FROM audit_events WHERE seq > ?", (n,))
+    seq, h = c.execute("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
+    c.execute("UPDATE audit_head SET seq = ?, hash = ?", (seq, h))
+if action == "rewrite":
+    rows = c.execute("SELECT seq, at_ms, correlation_id, actor, action, subject, tenant, decision, reason, evidence_digest, prev_hash FROM audit_events WHERE seq >= ? ORDER BY seq", (n,)).fetchall()
+    prev = rows[0][10]
+    for r in rows:
+        r = list(r)
+        if r[0] == n:
+            r[8] = "nothing to see here"
+        fields = json.dumps(r[:10], separators=(",", ":"), ensure_ascii=False)
+        h = hashlib.sha256((prev + "\n" + fields).encode()).hexdigest()
+        c.execute("UPDATE audit_events SET reason = ?, prev_hash = ?, hash = ? WHERE seq = ?", (r[8], prev, h, r[0]))
+        prev = h
+    c.execute("UPDATE audit_head SET hash = ?", (prev,))
+c.execute("CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END")
+c.execute("CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END")
+c.commit()
+"#;
+
+// issue 9: deleting the newest audit events (after dropping the triggers)
+// left `lanyard audit verify` saying "intact"; nothing caught a truncated,
+// rolled-back or consistently rewritten log.
+#[test]
+fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let ok = |args: &[&str]| -> Result<Output, Box<dyn std::error::Error>> {
+        let out = lanyard(d, args)?;
+        if !out.status.success() {
+            return Err(format!("lanyard {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(out)
+    };
+    let verify = |checkpoint: Option<&Path>| {
+        let mut args = vec!["--output", "json", "audit", "verify"];
+        let shown;
+        if let Some(c) = checkpoint {
+            shown = c.display().to_string();
+            args.extend(["--checkpoint", shown.as_str()]);
+        }
+        lanyard(d, &args)
+    };
+    let tamper = |action: &str, n: i64| -> TestResult {
+        let s = Command::new("python3")
+            .args(["-c", TAMPER])
+            .arg(d.join("lanyard.db"))
+            .args([action, &n.to_string()])
+            .status()?;
+        if s.success() {
+            Ok(())
+        } else {
+            Err(format!("tamper {action} {n} failed").into())
+        }
+    };
+    // A log with a signed checkpoint in the middle, and the published key.
+    let dev = Dev::start(d)?;
+    for t in ["a", "b", "c"] {
+        ok(&["tenant", "create", t])?;
+    }
+    let cp = d.join("checkpoint.json");
+    std::fs::write(&cp, ok(&["--output", "json", "audit", "checkpoint", "--now"])?.stdout)?;
+    let signed: Value = serde_json::from_slice(&std::fs::read(&cp)?)?;
+    let seq = signed["seq"].as_i64().ok_or("seq")?;
+    for t in ["d", "e"] {
+        ok(&["tenant", "create", t])?;
+    }
+    let keys_url = dev.info["audit_keys_uri"].as_str().ok_or("audit_keys_uri")?.to_owned();
+    let keys = d.join("audit-keys.json");
+    let fetched = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())",
+            &keys_url,
+        ])
+        .output()?;
+    assert!(fetched.status.success(), "the audit keys are public");
+    std::fs::write(&keys, &fetched.stdout)?;
+    let out = verify(Some(&cp))?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // The server also wrote its checkpoints to the configured file.
+    let sink = std::fs::read_to_string(d.join("audit-checkpoints.jsonl"))?;
+    assert!(sink.lines().any(|l| l.contains(&signed["jws"].as_str().unwrap_or("-"))));
+    // A checkpoint forged with another key is refused.
+    let mut forged = signed.clone();
+    forged["jws"] = json_str(&format!("{}x", signed["jws"].as_str().unwrap_or("")));
+    let forged_path = d.join("forged.json");
+    std::fs::write(&forged_path, forged.to_string())?;
+    let out = verify(Some(&forged_path))?;
+    assert_eq!(out.status.code(), Some(1), "a bad signature is refused");
+    dev.stop()?;
+
+    // A stopped SQLite store is its file and its write-ahead log.
+    let files = ["lanyard.db", "lanyard.db-wal", "lanyard.db-shm"];
+    let backup: Vec<Option<Vec<u8>>> = files.iter().map(|f| std::fs::read(d.join(f)).ok()).collect();
+    let restore = || -> TestResult {
+        for (f, bytes) in files.iter().zip(&backup) {
+            let _ = std::fs::remove_file(d.join(f));
+            if let Some(b) = bytes {
+                std::fs::write(d.join(f), b)?;
+            }
+        }
+        Ok(())
+    };
+    let broken = |out: &Output, words: &str| {
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let hit = out.status.code() == Some(1)
+            && v["problem"].as_str().is_some_and(|p| p.contains(words));
+        if !hit {
+            eprintln!(
+                "expected {words:?}: {} / {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        hit
+    };
+
+    // 1. The newest events deleted, the head left: plain verify catches it.
+    tamper("delete_newest", seq + 1)?;
+    let dev = Dev::start(d)?;
+    let out = verify(None)?;
+    assert!(broken(&out, "events were removed"), "{}", String::from_utf8_lossy(&out.stdout));
+    dev.stop()?;
+
+    // 2. Truncated below the checkpoint with the head moved back: a
+    //    consistent chain, so only the checkpoint shows it.
+    restore()?;
+    tamper("truncate", seq - 2)?;
+    let dev = Dev::start(d)?;
+    assert!(verify(None)?.status.success(), "consistent after the rollback");
+    let out = verify(Some(&cp))?;
+    assert!(
+        broken(&out, "truncated or rolled back") || broken(&out, "rewritten"),
+        "the log no longer holds the checkpointed state"
+    );
+    dev.stop()?;
+
+    // 3. An event before the checkpoint rewritten and every hash after it
+    //    recomputed: consistent again, and again only the checkpoint shows it.
+    restore()?;
+    tamper("rewrite", seq - 1)?;
+    let dev = Dev::start(d)?;
+    assert!(verify(None)?.status.success(), "consistent after the rewrite");
+    let out = verify(Some(&cp))?;
+    assert!(broken(&out, "rewritten"), "{}", String::from_utf8_lossy(&out.stdout));
+    // The published key alone checks the checkpoint's signature (offline copy).
+    let out = lanyard(
+        d,
+        &[
+            "--output", "json", "audit", "verify", "--checkpoint",
+            &cp.display().to_string(), "--audit-keys", &keys.display().to_string(),
+        ],
+    )?;
+    assert!(broken(&out, "rewritten"));
+    dev.stop()?;
+    Ok(())
+}
+
+fn json_str(s: &str) -> Value {
+    Value::String(s.to_owned())
 }

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use spiffe::WorkloadApiClient;
 
+#[path = "workload_api/interop.rs"]
+mod interop;
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lanyard");

@@ -59,6 +59,14 @@ pub enum DenyReason {
     /// The audience profile cannot issue for this identity (subject template
     /// needs a role the entry lacks, algorithm without a key, audience not alone).
     AudienceProfile,
+    /// The identity is reserved for the Lanyard server and its nodes (INV-8).
+    ReservedId,
+    /// The entry is served by another node's agent (or by none).
+    NotServedByNode,
+    /// A node presented a certificate that is not its current node SVID.
+    StaleNodeSvid,
+    /// The request body exceeds the server's limit.
+    RequestTooLarge,
 }
 
 impl DenyReason {
@@ -90,6 +98,10 @@ impl DenyReason {
             Self::InvalidRequest => "invalid_request",
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::AudienceProfile => "audience_profile",
+            Self::ReservedId => "reserved_id",
+            Self::NotServedByNode => "not_served_by_node",
+            Self::StaleNodeSvid => "stale_node_svid",
+            Self::RequestTooLarge => "request_too_large",
         }
     }
 }

@@ -16,11 +16,18 @@
 //! a few short posting lists and checks each candidate's full selector set;
 //! it never scans all entries.
 
+pub mod validate;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{Denial, DenyReason, Evidence, Selector, SpiffeId, TenantId};
+
+/// [`Evidence::issuer`] of Lanyard's own JWT-SVIDs presented back to it. A
+/// trusted issuer's name can never take this value (names are `[a-z0-9_-]`),
+/// so evidence from any other issuer is never matched by SPIFFE ID.
+pub const SELF_ISSUER: &str = "lanyard:self";
 
 /// A registration entry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -311,8 +318,61 @@ impl EntryIndex {
 
     /// Finds the entry for `evidence` by the overlap rule above.
     pub fn find(&self, evidence: &Evidence) -> Result<Arc<Entry>, Denial> {
-        self.find_with(&evidence.issuer, &evidence.selectors, false)
-            .chosen
+        self.match_evidence(evidence, false).chosen
+    }
+
+    /// The one matcher of verified evidence to an entry. Lanyard's own
+    /// JWT-SVIDs ([`SELF_ISSUER`]) name their identity: the entry granting
+    /// that SPIFFE ID in the token's tenant. Any other evidence matches by
+    /// issuer and selectors ([`EntryIndex::find_with`]).
+    pub fn match_evidence(&self, evidence: &Evidence, report: bool) -> MatchReport {
+        if evidence.issuer == SELF_ISSUER {
+            let chosen = match &evidence.tenant {
+                Some(t) => self.find_granting(&evidence.subject, t),
+                None => Err(Denial::new(
+                    DenyReason::MissingTenant,
+                    "Lanyard token has no valid tenant",
+                )),
+            };
+            let considered = if report {
+                chosen
+                    .iter()
+                    .map(|e| (Arc::clone(e), "grants the token's SPIFFE ID"))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            return MatchReport { chosen, considered };
+        }
+        self.find_with(&evidence.issuer, &evidence.selectors, report)
+    }
+
+    /// The one entry granting `spiffe_id` in `tenant`.
+    ///
+    /// # Errors
+    /// [`DenyReason::NoMatchingEntry`], [`DenyReason::AmbiguousEntry`].
+    pub fn find_granting(&self, spiffe_id: &str, tenant: &TenantId) -> Result<Arc<Entry>, Denial> {
+        let mut found = self
+            .by_spiffe_id(spiffe_id)
+            .into_iter()
+            .filter(|e| &e.tenant == tenant);
+        match (found.next(), found.next()) {
+            (Some(one), None) => Ok(Arc::clone(one)),
+            (None, _) => Err(Denial::new(
+                DenyReason::NoMatchingEntry,
+                format!(
+                    "no entry grants {} in tenant {tenant}",
+                    crate::text::shown(spiffe_id, 128)
+                ),
+            )),
+            (Some(_), Some(_)) => Err(Denial::new(
+                DenyReason::AmbiguousEntry,
+                format!(
+                    "several entries grant {} in tenant {tenant}",
+                    crate::text::shown(spiffe_id, 128)
+                ),
+            )),
+        }
     }
 
     /// Like [`EntryIndex::find`], also reporting every candidate considered.

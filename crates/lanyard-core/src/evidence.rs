@@ -1,6 +1,6 @@
 //! Verified evidence: what an attestor proved about a caller.
 
-use crate::{Selector, TenantId};
+use crate::{RevocationKey, Selector, TenantId};
 
 /// The result of verifying a token or other attestation: who issued it, what
 /// it says about the workload (as selectors), and what audit needs.
@@ -20,6 +20,7 @@ pub struct Evidence {
     pub expires_at: i64,
     /// SHA-256 (hex) of the raw token: audit records this, never the token.
     pub digest: String,
-    /// Revocable identifiers named by the evidence, e.g. `k8s-sa-uid` → uid.
-    pub revocation_keys: Vec<(String, String)>,
+    /// Revocable identifiers named by the evidence (service-account and
+    /// pod uids, `jti`, `issuer:sub`).
+    pub revocation_keys: Vec<RevocationKey>,
 }

@@ -162,6 +162,15 @@ impl SpiffeId {
     pub fn path(&self) -> &str {
         &self.path
     }
+
+    /// An ID from parts the caller has already validated (a trust domain and
+    /// a path made only of valid segments). Used by [`crate::naming`].
+    pub(crate) fn from_valid_parts(trust_domain: &TrustDomain, path: String) -> Self {
+        Self {
+            trust_domain: trust_domain.clone(),
+            path,
+        }
+    }
 }
 
 impl fmt::Display for SpiffeId {

@@ -24,7 +24,7 @@ use lanyard_broker::template::Use;
 use lanyard_broker::{
     Broker, BrokerError, Credential, PostgresBroker, PostgresTarget, RoleTemplates, Template,
 };
-use lanyard_core::{Clock, Decision, Entry};
+use lanyard_core::{Clock, Decision, Entry, RevocationKey, RevocationSet};
 use lanyard_store::{
     AuditDraft, BrokerBackendRow, BrokerRoleRow, LeaseQuery, LeaseRow, LeaseState, Store,
     StoreError,
@@ -33,7 +33,7 @@ use serde::Serialize;
 use tokio::sync::{Mutex, Notify};
 
 use crate::keys::KeyManager;
-use crate::registry::{Registry, RevocationSet};
+use crate::registry::Registry;
 
 /// Default lease TTL when a role names none (INV-2: 15 minutes).
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15 * 60);
@@ -59,14 +59,8 @@ pub fn backoff(attempts: i64) -> i64 {
     (1_i64 << exp).min(300)
 }
 
-/// `backend/role` name rule: lowercase letters, digits, `_`, `-`; 1..=63.
-pub fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
-        && s.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
-}
+/// `backend/role` name rule (shared with entry validation).
+pub use lanyard_core::entry::validate::valid_name;
 
 /// Why the broker refused or failed. The caller sees [`Refusal::caller_text`];
 /// operators see `Display`.
@@ -100,6 +94,23 @@ pub enum Refusal {
     /// The decision could not be audited; nothing was issued.
     #[error("the decision could not be audited")]
     Audit,
+    /// The identity behind the lease has been revoked.
+    #[error("revoked: {0}")]
+    Revoked(String),
+}
+
+/// The caller's entry must grant `grant` (checked again at every renewal).
+fn check_grant_of(caller: &Caller, grant: &str) -> Result<(), Refusal> {
+    if caller.entry.grants.iter().any(|g| g == grant) {
+        Ok(())
+    } else {
+        Err(Refusal::NotGranted(format!(
+            "entry {} ({}) does not grant broker role {}",
+            caller.entry.id,
+            caller.entry.spiffe_id,
+            grant.chars().take(128).collect::<String>()
+        )))
+    }
 }
 
 /// A backend as the admin API shows it (no secret).
@@ -132,10 +143,13 @@ impl From<&BrokerBackendRow> for BackendView {
 /// Who asks for a credential: an identity the server verified.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The identity's entry.
+    /// The identity's entry (as the registry has it now).
     pub entry: Arc<Entry>,
-    /// Revocation keys of the identity and the token it presented.
-    pub revocation_keys: Vec<(String, String)>,
+    /// Revocation keys of the identity, the token it presented and every
+    /// actor acting for it.
+    pub revocation_keys: Vec<RevocationKey>,
+    /// `subject <- actor <- …`: who asks, for audit.
+    pub chain: String,
 }
 
 impl Caller {
@@ -494,14 +508,7 @@ impl BrokerService {
         ttl: Option<Duration>,
         correlation_id: &str,
     ) -> Result<Issued, Refusal> {
-        if !caller.entry.grants.iter().any(|g| g == grant) {
-            return Err(Refusal::NotGranted(format!(
-                "entry {} ({}) does not grant broker role {}",
-                caller.entry.id,
-                caller.entry.spiffe_id,
-                grant.chars().take(128).collect::<String>()
-            )));
-        }
+        check_grant_of(caller, grant)?;
         let view = self.view.load_full();
         let role = view
             .roles
@@ -555,8 +562,8 @@ impl BrokerService {
             "lease.create",
             Decision::Allow,
             format!(
-                "issued {grant} user {} until {expires_at} (max {max_expires_at})",
-                lease.username
+                "issued {grant} user {} until {expires_at} (max {max_expires_at}) for {}",
+                lease.username, caller.chain
             ),
         );
         if let Err(e) = self.store.create_lease(lease.clone(), draft).await {
@@ -580,12 +587,18 @@ impl BrokerService {
     /// # Errors
     /// [`Refusal::NotFound`] (also for another identity's lease),
     /// [`Refusal::BadRequest`] (not active), [`Refusal::Backend`].
+    ///
+    /// # Security
+    /// Renewal is a new decision: the caller's entry must still grant the
+    /// lease's role, and no revocation key of the lease (the identity and
+    /// the token it was issued to) may be revoked (issue 9).
     pub async fn renew(
         &self,
         caller: &Caller,
         id: &str,
         increment: Option<Duration>,
         request_id: &str,
+        revocations: &RevocationSet,
     ) -> Result<LeaseRow, Refusal> {
         let mut lease = self.owned_lease(caller, id).await?;
         let now = self.clock.unix_seconds();
@@ -594,6 +607,16 @@ impl BrokerService {
                 "lease {id} is no longer active; request a new credential"
             )));
         }
+        check_grant_of(caller, &format!("{}/{}", lease.backend, lease.role))?;
+        revocations
+            .check_keys(
+                lease
+                    .revocation_keys
+                    .iter()
+                    .map(|k| (k.kind, k.value.as_str())),
+                now,
+            )
+            .map_err(|d| Refusal::Revoked(d.detail))?;
         let view = self.view.load_full();
         let grant = format!("{}/{}", lease.backend, lease.role);
         let role = view
@@ -733,12 +756,15 @@ impl BrokerService {
                 })
                 .await?;
             for lease in active {
-                let hit = lease
-                    .revocation_keys
-                    .iter()
-                    .find_map(|(k, v)| revocations.check(k, v, now).map(|r| (k, v, r)));
-                if let Some((kind, value, why)) = hit {
-                    let reason = format!("identity revoked: {kind} {value} ({why})");
+                let hit = revocations.check_keys(
+                    lease
+                        .revocation_keys
+                        .iter()
+                        .map(|k| (k.kind, k.value.as_str())),
+                    now,
+                );
+                if let Err(d) = hit {
+                    let reason = format!("identity revoked: {}", d.detail);
                     self.start_revoking(lease.clone(), &reason).await?;
                 }
             }
@@ -854,8 +880,8 @@ pub async fn reseal_backends(
     new: &lanyard_ca::Kek,
     actor: &str,
     at_ms: i64,
+    correlation_id: &str,
 ) -> Result<usize, crate::ServerError> {
-    let correlation_id = crate::correlation::new_id();
     let mut n = 0;
     for mut row in store.list_broker_backends().await? {
         if row.kek_fingerprint == new.fingerprint() {
@@ -865,21 +891,15 @@ pub async fn reseal_backends(
         let plain = old.open(&row.sealed_secret, &aad)?;
         row.sealed_secret = new.seal(&plain, &aad)?;
         row.kek_fingerprint = new.fingerprint().to_owned();
-        let draft = AuditDraft {
+        let draft = crate::rekey::event(
+            actor,
             at_ms,
-            correlation_id: correlation_id.clone(),
-            actor: actor.to_owned(),
-            action: "broker.backend.reseal".into(),
-            subject: row.name.clone(),
-            tenant: None,
-            decision: Decision::Allow,
-            reason: format!(
-                "key-encryption key {} -> {}",
-                old.fingerprint(),
-                new.fingerprint()
-            ),
-            evidence_digest: None,
-        };
+            correlation_id,
+            "broker.backend.reseal",
+            &row.name,
+            old,
+            new,
+        );
         store.update_broker_backend(row, draft).await?;
         n += 1;
     }

@@ -428,8 +428,8 @@ pub async fn reseal_all(
     new: &Kek,
     actor: &str,
     at_ms: i64,
+    correlation_id: &str,
 ) -> Result<usize, ServerError> {
-    let correlation_id = crate::correlation::new_id();
     let planner = |rows: &[X509CaRow]| -> Result<(Vec<CaChange>, Vec<AuditDraft>), String> {
         let mut changes = Vec::new();
         let mut audits = Vec::new();
@@ -446,21 +446,15 @@ pub async fn reseal_all(
                 sealed_private: sealed,
                 kek_fingerprint: new.fingerprint().to_owned(),
             });
-            audits.push(AuditDraft {
+            audits.push(crate::rekey::event(
+                actor,
                 at_ms,
-                correlation_id: correlation_id.clone(),
-                actor: actor.to_owned(),
-                action: "ca.reseal".into(),
-                subject: row.id.clone(),
-                tenant: None,
-                decision: Decision::Allow,
-                reason: format!(
-                    "key-encryption key {} -> {}",
-                    old.fingerprint(),
-                    new.fingerprint()
-                ),
-                evidence_digest: None,
-            });
+                correlation_id,
+                "ca.reseal",
+                &row.id,
+                old,
+                new,
+            ));
         }
         Ok((changes, audits))
     };

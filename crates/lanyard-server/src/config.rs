@@ -79,6 +79,22 @@ pub struct RawConfig {
     /// `[node_api]`.
     #[serde(default)]
     pub node_api: RawNodeApi,
+    /// `[audit]`.
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+/// `[audit]`: signed checkpoints of the audit log.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// How often a checkpoint is signed (60s).
+    pub checkpoint_interval: Option<String>,
+    /// Append each checkpoint to this file (keep it off the database's disk,
+    /// or ship it elsewhere).
+    pub checkpoint_file: Option<PathBuf>,
+    /// Also print each checkpoint as a JSON line on stdout.
+    pub checkpoint_stdout: Option<bool>,
 }
 
 /// `[ca]`: the X.509 CA.
@@ -135,6 +151,13 @@ pub struct RawServer {
     pub insecure_plain_http: Option<bool>,
     /// Request body limit in bytes.
     pub max_request_bytes: Option<usize>,
+    /// Most connections served at once (default 4096, or 3/4 of the open
+    /// files limit when lower).
+    pub max_connections: Option<usize>,
+    /// Longest wait for a request's headers, and longest keep-alive idle (15s).
+    pub header_timeout: Option<String>,
+    /// Longest wait for a request's body (15s).
+    pub body_timeout: Option<String>,
 }
 
 /// `[store]`.
@@ -229,6 +252,28 @@ pub struct ServerConfig {
     pub ca: CaConfig,
     /// The node API; `None` when disabled.
     pub node_api: Option<NodeApiConfig>,
+    /// Limits of the HTTP listener.
+    pub listen_limits: crate::net::ListenLimits,
+    /// Audit checkpoints.
+    pub audit: AuditConfig,
+}
+
+/// The validated `[audit]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// How often a checkpoint is signed.
+    pub checkpoint_interval: Duration,
+    /// Where checkpoints are copied.
+    pub sink: crate::checkpoint::Sink,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: crate::checkpoint::DEFAULT_INTERVAL,
+            sink: crate::checkpoint::Sink::default(),
+        }
+    }
 }
 
 /// The validated `[ca]`.
@@ -279,6 +324,9 @@ pub struct NodeApiConfig {
     /// Service accounts (`ns:name`) allowed to attest nodes.
     pub k8s_agent_service_accounts: Vec<String>,
 }
+
+/// Default longest join token lifetime.
+pub const DEFAULT_JOIN_TOKEN_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Default delegation depth (seed 003: bounded chains).
 pub const DEFAULT_MAX_DELEGATION_DEPTH: usize = 3;
@@ -505,17 +553,17 @@ impl RawConfig {
                 let join_token_max_ttl = dur(
                     "node_api.join_token_max_ttl",
                     self.node_api.join_token_max_ttl,
-                    Duration::from_secs(24 * 3600),
+                    DEFAULT_JOIN_TOKEN_MAX_TTL,
                 )?;
                 let default_parent = match self.node_api.default_parent_node {
                     None => None,
                     Some(node) => Some(
-                        crate::node_api::node_spiffe_id(&trust_domain, &node).map_err(
-                            |message| ConfigError::Invalid {
+                        lanyard_core::naming::node_id(&trust_domain, &node).map_err(|e| {
+                            ConfigError::Invalid {
                                 key: "node_api.default_parent_node",
-                                message,
-                            },
-                        )?,
+                                message: e.to_string(),
+                            }
+                        })?,
                     ),
                 };
                 let k8s_agent_service_accounts =
@@ -538,7 +586,65 @@ impl RawConfig {
                 })
             }
         };
+        let defaults = crate::net::ListenLimits::default();
+        let max_connections = self
+            .server
+            .max_connections
+            .unwrap_or(defaults.max_connections);
+        if !(1..=1_000_000).contains(&max_connections) {
+            return Err(ConfigError::Invalid {
+                key: "server.max_connections",
+                message: format!("{max_connections} is outside 1..=1000000"),
+            });
+        }
+        let listen_limits = crate::net::ListenLimits {
+            max_connections,
+            header_timeout: dur(
+                "server.header_timeout",
+                self.server.header_timeout,
+                defaults.header_timeout,
+            )?,
+            body_timeout: dur(
+                "server.body_timeout",
+                self.server.body_timeout,
+                defaults.body_timeout,
+            )?,
+            ..defaults
+        };
+        for (key, d) in [
+            ("server.header_timeout", listen_limits.header_timeout),
+            ("server.body_timeout", listen_limits.body_timeout),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(600) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be above zero and at most 10m".into(),
+                });
+            }
+        }
+        let checkpoint_interval = dur(
+            "audit.checkpoint_interval",
+            self.audit.checkpoint_interval,
+            crate::checkpoint::DEFAULT_INTERVAL,
+        )?;
+        if checkpoint_interval < Duration::from_secs(1)
+            || checkpoint_interval > Duration::from_secs(24 * 3600)
+        {
+            return Err(ConfigError::Invalid {
+                key: "audit.checkpoint_interval",
+                message: "must be between 1s and 24h".into(),
+            });
+        }
+        let audit = AuditConfig {
+            checkpoint_interval,
+            sink: crate::checkpoint::Sink {
+                file: self.audit.checkpoint_file,
+                stdout: self.audit.checkpoint_stdout.unwrap_or(false),
+            },
+        };
         Ok(ServerConfig {
+            listen_limits,
+            audit,
             ca,
             node_api,
             trust_domain,

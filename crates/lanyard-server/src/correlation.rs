@@ -14,6 +14,14 @@ pub fn new_id() -> String {
     lanyard_core::hex::encode(&bytes)
 }
 
+/// A fresh random id (16 bytes, hex), or `None` when the random number
+/// generator fails: for ids that must be unique, such as a token's `jti`.
+pub fn try_new_id() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(lanyard_core::hex::encode(&bytes))
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn unix_millis(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)

@@ -40,6 +40,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The audit log is no longer append-only in the database.
+    #[error("the audit table's append-only triggers are missing or disabled, so the database no longer refuses edits and deletions of audit events; restore them (they are in the store's first migration) and run `lanyard audit verify` before starting the server")]
+    AuditNotAppendOnly,
     /// Binding or serving failed.
     #[error("{what}: {source}")]
     Io {

@@ -308,10 +308,13 @@ impl KeyManager {
     }
 }
 
-/// Re-seals every stored signing key under `new` (KEK rotation), in one
-/// transaction, each audited. Run it with the servers stopped (or restart
-/// them right after with the new KEK: a replica still holding the old KEK
-/// keeps its loaded keys but cannot load changed ones).
+/// Re-seals the signing keys not yet under `new` (KEK rotation), in one
+/// transaction, each audited. Keys already under `new` are skipped, so a
+/// rekey that stopped half-way can be run again (issue 9: it failed here
+/// every time, since `old` does not open a key re-sealed under `new`). Run
+/// it with the servers stopped (or restart them right after with the new
+/// KEK: a replica still holding the old KEK keeps its loaded keys but
+/// cannot load changed ones).
 ///
 /// # Errors
 /// A wrong `old` KEK or a corrupt key stops the whole operation; nothing is
@@ -322,12 +325,15 @@ pub async fn reseal_all(
     new: &Kek,
     actor: &str,
     at_ms: i64,
+    correlation_id: &str,
 ) -> Result<usize, ServerError> {
-    let correlation_id = crate::correlation::new_id();
     let planner = |rows: &[SigningKeyRow]| -> Result<(Vec<KeyChange>, Vec<AuditDraft>), String> {
         let mut changes = Vec::with_capacity(rows.len());
         let mut audits = Vec::with_capacity(rows.len());
-        for row in rows {
+        for row in rows
+            .iter()
+            .filter(|r| r.kek_fingerprint != new.fingerprint())
+        {
             let sealed = SealedKey {
                 meta: meta_from_row(row)?,
                 sealed: row.sealed_private.clone(),
@@ -339,21 +345,15 @@ pub async fn reseal_all(
                 sealed_private: moved.sealed,
                 kek_fingerprint: moved.kek_fingerprint,
             });
-            audits.push(AuditDraft {
+            audits.push(crate::rekey::event(
+                actor,
                 at_ms,
-                correlation_id: correlation_id.clone(),
-                actor: actor.to_owned(),
-                action: "key.reseal".into(),
-                subject: row.kid.clone(),
-                tenant: None,
-                decision: Decision::Allow,
-                reason: format!(
-                    "key-encryption key {} -> {}",
-                    old.fingerprint(),
-                    new.fingerprint()
-                ),
-                evidence_digest: None,
-            });
+                correlation_id,
+                "key.reseal",
+                &row.kid,
+                old,
+                new,
+            ));
         }
         Ok((changes, audits))
     };

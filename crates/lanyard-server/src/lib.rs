@@ -1,34 +1,39 @@
-//! The Lanyard identity server: the OIDC issuer (discovery, JWKS), the SPIFFE
-//! bundle endpoint, the admin API, health and metrics, over axum with TLS by
-//! rustls.
+//! The Lanyard identity server: the OIDC issuer (discovery, JWKS), the
+//! RFC 8693 token endpoint, the SPIFFE bundle, the gRPC node API for agents,
+//! the credential broker, the admin API, health and metrics.
 //!
-//! Start reading at [`Server::build`] (what happens at start-up) and
-//! [`app::router`] (every route). Key rotation lives in [`keys`], the config
-//! schema in [`config`], the HTTP error mapping in [`error`].
-//!
-//! The token path reads forward: [`exchange`] (attest → entry → tenant →
-//! revocation → delegation → audience/scope → sign) with [`registry`] (the
-//! in-memory entries, revocations, issuers) and [`audit_writer`] (group
-//! commit). The credential broker is [`broker`] (leases, reaper) with its
-//! routes in [`routes::broker`]. Not here yet: the gRPC node API.
+//! Read it forward. [`state`] holds what every part shares and imports no
+//! route. Services decide and issue: [`exchange`] (attest → match → decide
+//! → sign → audit), [`node`] (node attestation, entry sync, SVIDs for a
+//! node's workloads), [`broker`] (leases, reaper); every decision is the
+//! core policy's (`lanyard_core::policy`) and every credential is signed by
+//! [`issuer`], the one issuance path, which audits it. The surfaces are
+//! [`http`] (axum router, one module per surface, one OAuth error renderer)
+//! and [`node`] (tonic). [`serve`](Server) builds it all and runs the
+//! listeners ([`net`]: connection limits and timeouts) and background jobs
+//! (key and CA rotation, registry refresh, lease reaper, audit checkpoints).
 
 #![warn(missing_docs)]
 
 pub mod admin_token;
-pub mod app;
 pub mod audit_writer;
 pub mod broker;
 pub mod ca;
+pub mod checkpoint;
 pub mod config;
 pub mod correlation;
 pub mod error;
 pub mod exchange;
+pub mod http;
+pub mod issuer;
 pub mod keys;
 pub mod metrics;
-pub mod node_api;
+pub mod net;
+pub mod node;
 pub mod registry;
-pub mod routes;
+pub mod rekey;
 mod serve;
+pub mod state;
 
 pub use error::{ApiError, ServerError};
-pub use serve::{env_map, shutdown_signal, Server};
+pub use serve::{env_map, shutdown_signal, Server, StoreInit};

@@ -2,7 +2,9 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,8 +12,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-
-use crate::app::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -78,7 +78,7 @@ impl Metrics {
 
 /// Middleware recording one count and one latency sample per request, by
 /// matched route (never the raw path, so label cardinality stays bounded).
-pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn record(metrics: Arc<Metrics>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().as_str().to_owned();
     let route = req
@@ -87,7 +87,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let resp = next.run(req).await;
     let elapsed = start.elapsed().as_secs_f64();
-    let m = &state.metrics;
+    let m = &metrics;
     m.requests
         .get_or_create(&RequestLabels {
             method: method.clone(),

@@ -1,6 +1,6 @@
 //! What the token path reads on every request, kept in memory and swapped
-//! atomically: the entry index, revocations, trusted issuers and audience
-//! profiles.
+//! atomically: the entry index, revocations, trusted issuers, audience
+//! profiles and the nodes' current SVID serials.
 //!
 //! Each part is rebuilt from the store when its generation counter moves.
 //! The replica that made a change refreshes at once; the others poll every
@@ -13,40 +13,16 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use lanyard_attest::{Attestor, IssuerConfig};
-use lanyard_core::{Clock, EntryIndex, ProfileSet};
-use lanyard_store::{Store, StoreError};
+use lanyard_core::policy::Policy;
+use lanyard_core::revocation::{RevocationKey, RevocationRule};
+use lanyard_core::{Clock, EntryIndex, ProfileSet, RevocationSet};
+use lanyard_store::{NodeRow, Store, StoreError};
+
+use crate::state::Settings;
 use tokio::sync::Mutex;
 
 /// How often other replicas' changes are picked up.
 pub const POLL: Duration = Duration::from_secs(1);
-
-/// Revocations in force, by (kind, value).
-#[derive(Debug, Default)]
-pub struct RevocationSet {
-    by_key: HashMap<(String, String), (Option<i64>, String)>,
-}
-
-impl RevocationSet {
-    /// The reason `kind`/`value` is revoked at `now`, if it is.
-    pub fn check(&self, kind: &str, value: &str, now: i64) -> Option<&str> {
-        // Allocation-free lookup would need a borrowed key type; revocation
-        // checks are a handful per request, so the two small Strings are fine.
-        match self.by_key.get(&(kind.to_owned(), value.to_owned())) {
-            Some((until, reason)) if until.is_none_or(|u| u > now) => Some(reason.as_str()),
-            _ => None,
-        }
-    }
-
-    /// Number of revocations loaded.
-    pub fn len(&self) -> usize {
-        self.by_key.len()
-    }
-
-    /// Whether none are loaded.
-    pub fn is_empty(&self) -> bool {
-        self.by_key.is_empty()
-    }
-}
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Seen {
@@ -54,6 +30,49 @@ struct Seen {
     revocations: i64,
     issuers: i64,
     profiles: i64,
+    nodes: i64,
+}
+
+/// The SVID serials the node API accepts from one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSerials {
+    /// The node's current SVID.
+    pub current: String,
+    /// The SVID a renewal issued, not used yet (empty when none).
+    pub next: String,
+}
+
+/// One consistent view of what a decision reads, taken per request.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Entries.
+    pub entries: Arc<EntryIndex>,
+    /// Revocations.
+    pub revocations: Arc<RevocationSet>,
+    /// Audience profiles.
+    pub profiles: Arc<ProfileSet>,
+    /// Trusted issuers.
+    pub attestor: Arc<Attestor>,
+    settings: Arc<Settings>,
+    now: i64,
+}
+
+impl Snapshot {
+    /// The policy over this snapshot.
+    pub fn policy(&self) -> Policy<'_> {
+        Policy {
+            limits: &self.settings.limits,
+            revocations: &self.revocations,
+            profiles: &self.profiles,
+            algorithms: &self.settings.algorithm_names,
+            now: self.now,
+        }
+    }
+
+    /// The time the snapshot was taken at, Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.now
+    }
 }
 
 /// The in-memory view of entries, revocations and issuers.
@@ -65,6 +84,7 @@ pub struct Registry {
     revocations: ArcSwap<RevocationSet>,
     attestor: ArcSwap<Attestor>,
     profiles: ArcSwap<ProfileSet>,
+    nodes: ArcSwap<HashMap<String, NodeSerials>>,
     seen: Mutex<Option<Seen>>,
     generations: std::sync::atomic::AtomicI64,
 }
@@ -91,11 +111,42 @@ impl Registry {
             revocations: ArcSwap::from_pointee(RevocationSet::default()),
             attestor: ArcSwap::from_pointee(attestor),
             profiles: ArcSwap::from_pointee(ProfileSet::default()),
+            nodes: ArcSwap::from_pointee(HashMap::new()),
             seen: Mutex::new(None),
             generations: std::sync::atomic::AtomicI64::new(0),
         };
         registry.refresh().await?;
         Ok(registry)
+    }
+
+    /// A consistent view for one decision at `now`.
+    pub fn snapshot(&self, settings: &Arc<Settings>, now: i64) -> Snapshot {
+        Snapshot {
+            entries: self.entries(),
+            revocations: self.revocations(),
+            profiles: self.profiles(),
+            attestor: self.attestor(),
+            settings: settings.clone(),
+            now,
+        }
+    }
+
+    /// The SVID serials node `id` may present, as last loaded.
+    pub fn node_serials(&self, id: &str) -> Option<NodeSerials> {
+        self.nodes.load().get(id).cloned()
+    }
+
+    /// Records a node change made on this replica (before the next poll).
+    pub fn note_node(&self, row: &NodeRow) {
+        let mut next = HashMap::clone(&self.nodes.load());
+        next.insert(
+            row.id.clone(),
+            NodeSerials {
+                current: row.svid_serial.clone(),
+                next: row.svid_serial_next.clone(),
+            },
+        );
+        self.nodes.store(Arc::new(next));
     }
 
     /// The entry index.
@@ -108,7 +159,7 @@ impl Registry {
         self.revocations.load_full()
     }
 
-    /// The sum of the entry, revocation and issuer generations last loaded
+    /// The sum of the entry, revocation, issuer and profile generations last loaded
     /// (grows on every change; part of the node API's sync revision).
     pub fn generation_sum(&self) -> i64 {
         self.generations.load(std::sync::atomic::Ordering::Relaxed)
@@ -135,6 +186,7 @@ impl Registry {
             revocations: self.store.generation("revocations").await?,
             issuers: self.store.generation("issuers").await?,
             profiles: self.store.generation("audience_profiles").await?,
+            nodes: self.store.generation("nodes").await?,
         };
         let before = *seen;
         if before.is_none_or(|b| b.entries != now.entries) {
@@ -147,11 +199,12 @@ impl Registry {
                 .store
                 .list_revocations(self.clock.unix_seconds())
                 .await?;
-            let by_key = rows
-                .into_iter()
-                .map(|r| ((r.kind, r.value), (r.until, r.reason)))
-                .collect();
-            self.revocations.store(Arc::new(RevocationSet { by_key }));
+            let rules = rows.into_iter().map(|r| RevocationRule {
+                key: RevocationKey::new(r.kind, r.value),
+                until: r.until,
+                reason: r.reason,
+            });
+            self.revocations.store(Arc::new(RevocationSet::new(rules)));
         }
         if before.is_none_or(|b| b.issuers != now.issuers) {
             let mut configs = Vec::new();
@@ -174,9 +227,27 @@ impl Registry {
             let profiles = self.store.list_audience_profiles().await?;
             self.profiles.store(Arc::new(ProfileSet::new(profiles)));
         }
+        if before.is_none_or(|b| b.nodes != now.nodes) {
+            let nodes = self
+                .store
+                .list_nodes()
+                .await?
+                .into_iter()
+                .map(|n| {
+                    (
+                        n.id,
+                        NodeSerials {
+                            current: n.svid_serial,
+                            next: n.svid_serial_next,
+                        },
+                    )
+                })
+                .collect();
+            self.nodes.store(Arc::new(nodes));
+        }
         *seen = Some(now);
         self.generations.store(
-            now.entries + now.revocations + now.issuers,
+            now.entries + now.revocations + now.issuers + now.profiles,
             std::sync::atomic::Ordering::Relaxed,
         );
         Ok(())

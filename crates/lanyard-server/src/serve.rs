@@ -9,18 +9,33 @@ use axum::Router;
 use lanyard_ca::Kek;
 use lanyard_core::Clock;
 
-use crate::app::{router, AppState, Settings};
 use crate::audit_writer::AuditWriter;
+use crate::checkpoint::Checkpointer;
 use crate::config::{KekSource, ServerConfig};
+use crate::exchange::ExchangeService;
+use crate::http::router;
+use crate::issuer::Issuer;
 use crate::keys::KeyManager;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::state::{AppState, Settings};
 use crate::ServerError;
 
 /// How often each replica runs the rotation tick and reloads keys.
 const KEY_TICK: Duration = Duration::from_secs(30);
 /// How long in-flight requests get after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
+
+/// Whether building the server may create a new store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreInit {
+    /// Create the store, keys and CA when missing (`lanyard server init`,
+    /// `lanyard dev`, tests).
+    Create,
+    /// Only open an initialised store (`lanyard server`): a missing or
+    /// 0-byte database is an error, never a fresh start with new keys.
+    Existing,
+}
 
 /// A built server, ready to serve.
 #[derive(Debug)]
@@ -30,13 +45,28 @@ pub struct Server {
 }
 
 impl Server {
-    /// Loads the KEK, opens and migrates the store, opens the signing keys
-    /// (creating the first ones on a fresh store).
+    /// Loads the KEK, opens and migrates the store (creating it if
+    /// missing), opens the signing keys (creating the first ones on a fresh
+    /// store).
     ///
     /// # Errors
-    /// [`ServerError`] naming the file, store or key at fault. Nothing stored
-    /// is rewritten when start-up fails.
+    /// As [`Server::build_with`].
     pub async fn build(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Self, ServerError> {
+        Self::build_with(config, clock, StoreInit::Create).await
+    }
+
+    /// Like [`Server::build`]; with [`StoreInit::Existing`] the store must
+    /// already be initialised.
+    ///
+    /// # Errors
+    /// [`ServerError`] naming the file, store or key at fault; also when the
+    /// audit log's append-only triggers are missing. Nothing stored is
+    /// rewritten when start-up fails.
+    pub async fn build_with(
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+        init: StoreInit,
+    ) -> Result<Self, ServerError> {
         let load_kek = || -> Result<Kek, ServerError> {
             Ok(match &config.kek {
                 KekSource::File(path) => Kek::from_file(path)?,
@@ -44,7 +74,19 @@ impl Server {
             })
         };
         let kek = load_kek()?;
-        let store = lanyard_store::open(&config.store_url).await?;
+        let mode = match init {
+            StoreInit::Create => lanyard_store::OpenMode::Create,
+            StoreInit::Existing => lanyard_store::OpenMode::Existing,
+        };
+        let store = lanyard_store::open_with(&config.store_url, mode).await?;
+        if !store.audit_is_append_only().await? {
+            return Err(ServerError::AuditNotAppendOnly);
+        }
+        if init == StoreInit::Existing && store.list_signing_keys().await?.is_empty() {
+            return Err(ServerError::StoredKey(
+                "the store has no signing keys, so it was never initialised (or they were deleted); restore it from a backup, or create a new store with `lanyard server init`".into(),
+            ));
+        }
         let keys = KeyManager::start(
             store.clone(),
             kek,
@@ -63,14 +105,20 @@ impl Server {
         .await?;
         // Caches must expire well before a pre-published key starts signing.
         let jwks_max_age = (config.rotation.publish_lead / 4).min(Duration::from_secs(300));
-        let settings = Settings {
+        let settings = Arc::new(Settings {
             issuer: config.issuer.clone(),
             trust_domain: config.trust_domain.clone(),
             max_request_bytes: config.max_request_bytes,
             jwks_max_age,
-            jwt_default_ttl: config.jwt_default_ttl,
-            jwt_max_ttl: config.jwt_max_ttl,
-            max_delegation_depth: config.max_delegation_depth,
+            limits: lanyard_core::policy::Limits {
+                own_audience: config.issuer.clone(),
+                jwt_default_ttl: config.jwt_default_ttl,
+                jwt_max_ttl: config.jwt_max_ttl,
+                max_delegation_depth: config.max_delegation_depth,
+                x509_ttl: config.ca.svid_ttl,
+                x509_max_ttl: config.ca.svid_max_ttl,
+            },
+            algorithm_names: config.algorithms.iter().map(|a| a.as_str()).collect(),
             default_parent: config
                 .node_api
                 .as_ref()
@@ -78,14 +126,17 @@ impl Server {
             join_token_max_ttl: config
                 .node_api
                 .as_ref()
-                .map_or(Duration::from_secs(24 * 3600), |n| n.join_token_max_ttl),
-        };
+                .map_or(crate::config::DEFAULT_JOIN_TOKEN_MAX_TTL, |n| {
+                    n.join_token_max_ttl
+                }),
+        });
         let http = lanyard_attest::Attestor::http_client().map_err(|e| ServerError::Io {
             what: "building the HTTP client".into(),
             source: std::io::Error::other(e),
         })?;
-        let registry = Registry::load(store.clone(), clock.clone(), http).await?;
+        let registry = Arc::new(Registry::load(store.clone(), clock.clone(), http).await?);
         let keys = Arc::new(keys);
+        let ca = Arc::new(ca);
         let broker = crate::broker::BrokerService::load(
             store.clone(),
             keys.clone(),
@@ -93,16 +144,45 @@ impl Server {
             format!("{}/broker", config.issuer),
         )
         .await?;
+        let audit = AuditWriter::spawn(store.clone());
+        let issuer = Arc::new(Issuer::new(
+            keys.clone(),
+            ca.clone(),
+            audit.clone(),
+            clock.clone(),
+            settings.clone(),
+        ));
+        let exchange = Arc::new(ExchangeService::new(
+            registry.clone(),
+            keys.clone(),
+            issuer.clone(),
+            clock.clone(),
+            settings.clone(),
+        ));
+        let checkpoints = Arc::new(
+            Checkpointer::start(
+                store.clone(),
+                &load_kek()?,
+                clock.clone(),
+                config.issuer.clone(),
+                config.audit.sink.clone(),
+                config.audit.checkpoint_interval,
+            )
+            .await?,
+        );
         let state = AppState {
-            audit: AuditWriter::spawn(store.clone()),
+            audit,
             store,
             keys,
             broker: Arc::new(broker),
-            ca: Arc::new(ca),
+            ca,
             metrics: Arc::new(Metrics::default()),
             clock,
-            settings: Arc::new(settings),
-            registry: Arc::new(registry),
+            settings,
+            registry,
+            issuer,
+            exchange,
+            checkpoints,
         };
         Ok(Self { config, state })
     }
@@ -114,7 +194,7 @@ impl Server {
 
     /// The HTTP router.
     pub fn router(&self) -> Router {
-        router(self.state.clone())
+        router(self.state.clone(), self.config.listen_limits.body_timeout)
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains in-flight
@@ -183,7 +263,7 @@ impl Server {
                 let state = self.state.clone();
                 let stop = stopped(stop_rx.clone());
                 Some(tokio::spawn(async move {
-                    if let Err(e) = crate::node_api::serve(state, cfg, l, stop).await {
+                    if let Err(e) = crate::node::serve(state, cfg, l, stop).await {
                         tracing::error!(error = %e, "node API stopped");
                     }
                 }))
@@ -241,42 +321,29 @@ impl Server {
                 }
             }
         });
+        let checkpoints = tokio::spawn(self.state.checkpoints.clone().run());
         let app = self.router();
-        let result = match &self.config.tls {
-            Some(tls) => {
-                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-                let rustls =
-                    axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
-                        .await
-                        .map_err(|source| ServerError::Tls {
-                            cert: tls.cert.display().to_string(),
-                            key: tls.key.display().to_string(),
-                            source,
-                        })?;
-                tracing::info!(%addr, issuer = %self.config.issuer, tls = true, "listening");
-                let handle = axum_server::Handle::new();
-                let signal_handle = handle.clone();
-                tokio::spawn(async move {
-                    shutdown.await;
-                    signal_handle.graceful_shutdown(Some(DRAIN));
-                });
-                axum_server::from_tcp_rustls(listener, rustls)
-                    .handle(handle)
-                    .serve(app.into_make_service())
-                    .await
-                    .map_err(io("serving HTTPS"))
-            }
+        let tls = match &self.config.tls {
+            Some(tls) => Some(load_tls(&tls.cert, &tls.key)?),
             None => {
                 tracing::warn!(%addr, "serving plain HTTP (insecure_plain_http); use TLS anywhere but a developer machine");
-                tracing::info!(%addr, issuer = %self.config.issuer, tls = false, "listening");
-                let listener = tokio::net::TcpListener::from_std(listener)
-                    .map_err(io("adopting the listener"))?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                    .map_err(io("serving HTTP"))
+                None
             }
         };
+        tracing::info!(%addr, issuer = %self.config.issuer, tls = tls.is_some(), "listening");
+        let listener =
+            tokio::net::TcpListener::from_std(listener).map_err(io("adopting the listener"))?;
+        crate::net::serve_http(
+            listener,
+            tls,
+            app,
+            self.config.listen_limits,
+            shutdown,
+            DRAIN,
+        )
+        .await;
+        let result: Result<(), ServerError> = Ok(());
+        checkpoints.abort();
         job.abort();
         poll.abort();
         reaper.abort();
@@ -286,6 +353,39 @@ impl Server {
         tracing::info!("server stopped");
         result
     }
+}
+
+/// Loads a PEM certificate chain and key into a TLS 1.2/1.3 server config.
+fn load_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tls_error = |source: std::io::Error| ServerError::Tls {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        source,
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| tls_error(std::io::Error::other(e.to_string())))?;
+    if chain.is_empty() {
+        return Err(tls_error(std::io::Error::other(
+            "no certificate in the file",
+        )));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| tls_error(std::io::Error::other(e.to_string())))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(std::io::Error::other(e.to_string())))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| tls_error(std::io::Error::other(e.to_string())))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use lanyard_ca::{Kek, RotationPolicy};
 use lanyard_core::{Clock, TrustDomain};
 use lanyard_jose::{Algorithm, Jwks, SigningKey};
-use lanyard_server::app::AppState;
 use lanyard_server::config::{KekSource, ServerConfig};
+use lanyard_server::state::AppState;
 use lanyard_server::{admin_token, Server};
 use lanyard_testkit::FakeClock;
 use reqwest::Method;
@@ -127,6 +127,8 @@ impl Env {
             max_delegation_depth: 2,
             ca: lanyard_server::config::CaConfig::default(),
             node_api: None,
+            listen_limits: Default::default(),
+            audit: Default::default(),
         };
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
         let server = Server::build(cfg, shared.clone()).await?;
@@ -731,4 +733,142 @@ async fn token_exchange_and_root_rotation() -> TestResult {
     assert!(!listed.to_string().contains("first-pass"));
     assert_ne!(pg.group, pg.admin);
     Ok(())
+}
+
+// issue 9: a lease stayed renewable until its max TTL after the entry's
+// --grant was removed (renew checked only the SPIFFE ID and tenant).
+#[tokio::test]
+async fn renewal_is_a_new_decision() -> TestResult {
+    let Some(pg) = Pg::new("broker_renew_recheck").await? else {
+        return Ok(());
+    };
+    let env = Env::start().await?;
+    env.setup(&pg).await?;
+    let aud = format!("{}/broker", env.base);
+    let svid = env.svid("api", &aud).await?;
+    let (status, cred, _) = env
+        .broker(Method::POST, "creds/appdb/readonly", Some(&svid), None)
+        .await?;
+    assert_eq!(status, 200, "{cred}");
+    let lease = s(&cred["lease_id"]);
+    let renew = format!("leases/{lease}/renew");
+    let (status, _, _) = env.broker(Method::POST, &renew, Some(&svid), None).await?;
+    assert_eq!(status, 200, "renewable while granted");
+    // Remove the grant: the same (valid, unexpired) bearer can no longer renew.
+    let entries = env.admin_ok(Method::GET, "entries", Value::Null).await?;
+    let entry = entries["entries"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["spiffe_id"] == "spiffe://example.org/api"))
+        .cloned()
+        .ok_or("entry")?;
+    let id = s(&entry["id"]);
+    env.admin_ok(
+        Method::PUT,
+        &format!("entries/{id}"),
+        json!({"spiffe_id": "spiffe://example.org/api", "tenant": "payments", "issuer": "k8s",
+               "selectors": ["k8s:ns:payments", "k8s:sa:api"], "grants": []}),
+    )
+    .await?;
+    let (status, body, cid) = env.broker(Method::POST, &renew, Some(&svid), None).await?;
+    assert_eq!(status, 403, "{body}");
+    let events = env
+        .admin_ok(Method::GET, &format!("audit?correlation_id={cid}"), Value::Null)
+        .await?;
+    assert!(
+        events.to_string().contains("does not grant broker role appdb/readonly"),
+        "{events}"
+    );
+    // And a revoked token behind the lease stops its renewal, even with a
+    // new bearer of the same identity that is not revoked itself.
+    let first = env.svid("worker", &aud).await?;
+    let (_, cred, _) = env
+        .broker(Method::POST, "creds/appdb/readonly", Some(&first), None)
+        .await?;
+    let lease = s(&cred["lease_id"]);
+    let jti = claims_of(&first)["jti"].as_str().unwrap_or_default().to_owned();
+    env.clock.advance(Duration::from_secs(1));
+    let second = env.svid("worker", &aud).await?;
+    assert_ne!(first, second);
+    let (status, _, _) = env
+        .broker(Method::POST, &format!("leases/{lease}/renew"), Some(&second), None)
+        .await?;
+    assert_eq!(status, 200, "renewable with any valid bearer of the identity");
+    env.admin_ok(
+        Method::POST,
+        "revocations",
+        json!({"kind": "jti", "value": jti, "reason": "the first token leaked"}),
+    )
+    .await?;
+    let (status, body, _) = env
+        .broker(Method::POST, &format!("leases/{lease}/renew"), Some(&second), None)
+        .await?;
+    assert_eq!(status, 403, "{body}");
+    Ok(())
+}
+
+// issue 9: an actor_token on the broker's RFC 8693 path was parsed and
+// ignored: no may_act check, no actor in the audit event.
+#[tokio::test]
+async fn a_delegated_broker_request_checks_the_actor() -> TestResult {
+    let Some(pg) = Pg::new("broker_actor").await? else {
+        return Ok(());
+    };
+    let env = Env::start().await?;
+    env.setup(&pg).await?;
+    // worker may act for api; nogrant may act for nobody.
+    env.admin_ok(
+        Method::POST,
+        "entries",
+        json!({"spiffe_id": "spiffe://example.org/delegated", "tenant": "payments", "issuer": "k8s",
+               "selectors": ["k8s:ns:payments", "k8s:sa:delegated"], "grants": ["appdb/readonly"],
+               "may_act": ["spiffe://example.org/worker"]}),
+    )
+    .await?;
+    let subject = env.k8s_token("delegated");
+    let ask = |actor: String| {
+        let subject = subject.clone();
+        let env = &env;
+        async move {
+            env.exchange(&[
+                ("grant_type", EXCHANGE),
+                ("subject_token", &subject),
+                ("subject_token_type", JWT),
+                ("actor_token", &actor),
+                ("actor_token_type", JWT),
+                ("requested_token_type", PG_CREDS),
+                ("resource", "appdb/readonly"),
+            ])
+            .await
+        }
+    };
+    let (status, body, cid) = ask(env.k8s_token("nogrant")).await?;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "unauthorized_client");
+    let denied = env
+        .admin_ok(Method::GET, &format!("audit?correlation_id={cid}"), Value::Null)
+        .await?
+        .to_string();
+    assert!(denied.contains("actor_not_allowed"), "{denied}");
+    let (status, body, cid) = ask(env.k8s_token("worker")).await?;
+    assert_eq!(status, 200, "{body}");
+    assert!(pg.can_log_in(&s(&body["username"]), &s(&body["access_token"])).await);
+    let allowed = env
+        .admin_ok(Method::GET, &format!("audit?correlation_id={cid}"), Value::Null)
+        .await?
+        .to_string();
+    assert!(
+        allowed.contains("spiffe://example.org/delegated <- spiffe://example.org/worker"),
+        "the chain is audited: {allowed}"
+    );
+    Ok(())
+}
+
+fn claims_of(token: &str) -> Value {
+    use base64::Engine as _;
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
 }

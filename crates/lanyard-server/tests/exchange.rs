@@ -20,6 +20,11 @@ use serde_json::{json, Value};
 #[path = "exchange/federation.rs"]
 mod federation;
 
+/// The gRPC node API over real TLS: node attestation, SVID pinning, and the
+/// same policy as the exchange for the node's workloads.
+#[path = "exchange/node_api.rs"]
+mod node_api;
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const K8S_ISS: &str = "https://k8s.test";
@@ -33,6 +38,10 @@ struct Options {
     clock: FakeClock,
     /// Serve HTTPS with a self-signed certificate (its PEM is in `Env::ca_pem`).
     tls: bool,
+    /// `tokens.max_ttl` (1h when `None`).
+    jwt_max_ttl: Option<Duration>,
+    /// The KEK file (a new one when `None`); share it to share a store.
+    kek_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -42,6 +51,8 @@ impl Default for Options {
             algorithms: vec![Algorithm::Es256],
             clock: FakeClock::new(),
             tls: false,
+            jwt_max_ttl: None,
+            kek_file: None,
         }
     }
 }
@@ -54,7 +65,7 @@ struct Env {
     admin: String,
     http: reqwest::Client,
     clock: FakeClock,
-    state: lanyard_server::app::AppState,
+    state: lanyard_server::state::AppState,
     key: SigningKey,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
@@ -80,9 +91,18 @@ impl Env {
             algorithms,
             clock,
             tls,
+            jwt_max_ttl,
+            kek_file,
         } = opts;
+        let fresh = store_url.is_none();
         let dir = tempfile::tempdir()?;
-        Kek::generate_file(&dir.path().join("kek"))?;
+        let kek_file = match kek_file {
+            Some(f) => f,
+            None => {
+                Kek::generate_file(&dir.path().join("kek"))?;
+                dir.path().join("kek")
+            }
+        };
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let (tls, ca_pem) = if tls {
@@ -106,14 +126,16 @@ impl Env {
             max_request_bytes: 64 * 1024,
             store_url: store_url
                 .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("lanyard.db").display())),
-            kek: KekSource::File(dir.path().join("kek")),
+            kek: KekSource::File(kek_file),
             algorithms,
             rotation: RotationPolicy::default(),
             jwt_default_ttl: Duration::from_secs(300),
-            jwt_max_ttl: Duration::from_secs(3600),
+            jwt_max_ttl: jwt_max_ttl.unwrap_or(Duration::from_secs(3600)),
             max_delegation_depth: 2,
             ca: lanyard_server::config::CaConfig::default(),
             node_api: None,
+            listen_limits: Default::default(),
+            audit: Default::default(),
         };
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
         let server = Server::build(cfg.clone(), shared.clone()).await?;
@@ -142,7 +164,10 @@ impl Env {
             stop: Some(tx),
             _dir: dir,
         };
-        env.setup().await?;
+        // A store shared with an earlier test server already has the fixtures.
+        if fresh || env.admin(reqwest::Method::GET, "tenants/payments", Value::Null).await.is_err() {
+            env.setup().await?;
+        }
         Ok(env)
     }
 
@@ -231,11 +256,14 @@ impl Env {
         self.admin(
             Method::POST,
             "entries",
+            // Any trusted issuer: an entry for issuer k8s itself must be in
+            // k8s's tenant (refused at creation, issue 9), so the mismatch
+            // can only show at exchange through an unbound entry.
             entry(
                 "spiffe://example.org/other",
                 "agents-co",
                 &["k8s:ns:other"],
-                json!({"issuer": "k8s"}),
+                json!({}),
             ),
         )
         .await?;
@@ -1146,286 +1174,5 @@ async fn entry_and_revocation_bad_input() -> TestResult {
         .admin(reqwest::Method::GET, "revocations", Value::Null)
         .await?;
     assert_eq!(listed["revocations"].as_array().map(Vec::len), Some(0));
-    Ok(())
-}
-
-fn node_csr() -> Result<Vec<u8>, Box<dyn std::error::Error>> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    Ok(rcgen::CertificateParams::default()
-        .serialize_request(&key)?
-        .der()
-        .to_vec())
-}
-
-#[tokio::test]
-async fn join_tokens_work_once_and_fail_closed() -> Result<(), Box<dyn std::error::Error>> {
-    use lanyard_proto::node::node_server::Node as _;
-    use lanyard_proto::node::{attest_request::Method, AttestRequest, SyncRequest};
-    let env = Env::start().await?;
-    let svc = lanyard_server::node_api::NodeService::new(
-        env.state.clone(),
-        lanyard_server::config::NodeApiConfig {
-            listen: "127.0.0.1:0".parse()?,
-            dns_names: vec!["localhost".into()],
-            join_token_max_ttl: Duration::from_secs(3600),
-            default_parent: None,
-            k8s_agent_service_accounts: Vec::new(),
-        },
-    );
-    let attest = |token: String, csr: Vec<u8>| {
-        let svc = svc.clone();
-        async move {
-            svc.attest(tonic::Request::new(AttestRequest {
-                method: Some(Method::JoinToken(token)),
-                csr,
-            }))
-            .await
-            .map(tonic::Response::into_inner)
-        }
-    };
-    let created = env
-        .admin(
-            reqwest::Method::POST,
-            "jointokens",
-            json!({ "node_id": "vm-1", "ttl_seconds": 60 }),
-        )
-        .await?;
-    let token = created["token"].as_str().ok_or("token")?.to_owned();
-    // Too long a TTL and a bad node id are refused at creation.
-    assert!(env
-        .admin(
-            reqwest::Method::POST,
-            "jointokens",
-            json!({ "node_id": "vm-1", "ttl_seconds": 999_999 })
-        )
-        .await
-        .is_err());
-    assert!(env
-        .admin(
-            reqwest::Method::POST,
-            "jointokens",
-            json!({ "node_id": "../x" })
-        )
-        .await
-        .is_err());
-
-    // A garbage CSR is refused without spending the token.
-    let bad = attest(token.clone(), b"garbage".to_vec()).await;
-    assert_eq!(
-        bad.err().map(|s| s.code()),
-        Some(tonic::Code::InvalidArgument)
-    );
-    let svid = attest(token.clone(), node_csr()?).await?;
-    assert_eq!(svid.spiffe_id, "spiffe://example.org/lanyard/node/vm-1");
-    assert_eq!(svid.cert_chain.len(), 2);
-    assert!(!svid.x509_roots.is_empty());
-    // Used once: never again.
-    let again = attest(token.clone(), node_csr()?).await;
-    assert_eq!(
-        again.err().map(|s| s.code()),
-        Some(tonic::Code::PermissionDenied)
-    );
-
-    // Expired (fake clock), unknown, malformed, another trust domain.
-    let late = env
-        .admin(
-            reqwest::Method::POST,
-            "jointokens",
-            json!({ "node_id": "vm-2", "ttl_seconds": 60 }),
-        )
-        .await?;
-    env.clock.advance(Duration::from_secs(61));
-    let expired = attest(
-        late["token"].as_str().ok_or("token")?.to_owned(),
-        node_csr()?,
-    )
-    .await;
-    assert_eq!(
-        expired.err().map(|s| s.code()),
-        Some(tonic::Code::PermissionDenied)
-    );
-    let unknown = attest(
-        format!("lyj1.000000000000.{}", "ab".repeat(24)),
-        node_csr()?,
-    )
-    .await;
-    assert_eq!(
-        unknown.err().map(|s| s.code()),
-        Some(tonic::Code::PermissionDenied)
-    );
-    let junk = attest("not-a-token".into(), node_csr()?).await;
-    assert_eq!(
-        junk.err().map(|s| s.code()),
-        Some(tonic::Code::PermissionDenied)
-    );
-    let now = env.clock.unix_seconds();
-    let (foreign, mut row) = lanyard_server::node_api::new_join_token(
-        &lanyard_core::TrustDomain::parse("other.org")?,
-        "vm-9",
-        Vec::new(),
-        now,
-        Duration::from_secs(60),
-        "test",
-    )?;
-    row.trust_domain = "other.org".into();
-    let draft = lanyard_store::AuditDraft {
-        at_ms: now * 1000,
-        correlation_id: "c".into(),
-        actor: "test".into(),
-        action: "jointoken.create".into(),
-        subject: "foreign".into(),
-        tenant: None,
-        decision: lanyard_core::Decision::Allow,
-        reason: "test".into(),
-        evidence_digest: None,
-    };
-    env.state.store.create_join_token(row, draft).await?;
-    let other_td = attest(foreign, node_csr()?).await;
-    assert_eq!(
-        other_td.err().map(|s| s.code()),
-        Some(tonic::Code::PermissionDenied)
-    );
-
-    // Every refusal is in the audit log with its reason.
-    let audit = env
-        .admin(reqwest::Method::GET, "audit?limit=1000", Value::Null)
-        .await?;
-    let text = audit.to_string();
-    for reason in [
-        "join token already used",
-        "join token expired",
-        "unknown join token",
-        "not a Lanyard join token",
-        "join token is for trust domain other.org",
-    ] {
-        assert!(text.contains(reason), "audit lacks {reason:?}");
-    }
-    // The authenticated methods refuse a caller without a node certificate.
-    let anon = svc
-        .sync(tonic::Request::new(SyncRequest { known_revision: 0 }))
-        .await;
-    assert_eq!(
-        anon.err().map(|s| s.code()),
-        Some(tonic::Code::Unauthenticated)
-    );
-    Ok(())
-}
-
-#[tokio::test]
-async fn kubernetes_nodes_attest_with_an_allowed_service_account(
-) -> Result<(), Box<dyn std::error::Error>> {
-    use lanyard_proto::node::node_server::Node as _;
-    use lanyard_proto::node::{attest_request::Method, AttestRequest};
-    let env = Env::start().await?;
-    let svc = lanyard_server::node_api::NodeService::new(
-        env.state.clone(),
-        lanyard_server::config::NodeApiConfig {
-            listen: "127.0.0.1:0".parse()?,
-            dns_names: vec!["localhost".into()],
-            join_token_max_ttl: Duration::from_secs(3600),
-            default_parent: None,
-            k8s_agent_service_accounts: vec!["lanyard:agent".into()],
-        },
-    );
-    let attest = |token: String| {
-        let svc = svc.clone();
-        async move {
-            svc.attest(tonic::Request::new(AttestRequest {
-                method: Some(Method::K8sPsat(token)),
-                csr: node_csr().unwrap_or_default(),
-            }))
-            .await
-            .map(tonic::Response::into_inner)
-        }
-    };
-    let on_node = |c: &mut Value| {
-        c["kubernetes.io"]["node"] = json!({"name": "node-1", "uid": "node-uid-1"});
-    };
-    let ok = attest(env.k8s_token("lanyard", "agent", on_node)).await?;
-    assert_eq!(
-        ok.spiffe_id,
-        "spiffe://example.org/lanyard/node/k8s-k8s-node-1"
-    );
-    // Another service account of the cluster may not claim to be a node.
-    let other = attest(env.k8s_token("payments", "api", on_node)).await;
-    assert_eq!(
-        other.err().map(|s| s.code()),
-        Some(tonic::Code::PermissionDenied)
-    );
-    // A token without a node binding is refused.
-    let unbound = attest(env.k8s_token("lanyard", "agent", |_| {})).await;
-    assert_eq!(
-        unbound.err().map(|s| s.code()),
-        Some(tonic::Code::PermissionDenied)
-    );
-    // Revoking the node's SPIFFE ID refuses it at once.
-    env.admin(
-        reqwest::Method::POST,
-        "revocations",
-        json!({"kind": "spiffe-id", "value": "spiffe://example.org/lanyard/node/k8s-k8s-node-1", "reason": "test"}),
-    )
-    .await?;
-    let revoked = attest(env.k8s_token("lanyard", "agent", on_node)).await;
-    assert_eq!(
-        revoked.err().map(|s| s.code()),
-        Some(tonic::Code::PermissionDenied)
-    );
-    Ok(())
-}
-
-#[tokio::test]
-async fn the_intermediate_rotates_on_schedule_under_a_stable_root(
-) -> Result<(), Box<dyn std::error::Error>> {
-    let env = Env::start().await?;
-    let ca = env.state.ca.clone();
-    let states = || async {
-        let list = ca.list().await?;
-        Ok::<_, Box<dyn std::error::Error>>(
-            list.iter()
-                .map(|c| (c.id.clone(), c.role.clone(), c.state.clone()))
-                .collect::<Vec<_>>(),
-        )
-    };
-    let before = states().await?;
-    let of = |v: &[(String, String, String)], role: &str, state: &str| {
-        v.iter()
-            .filter(|c| c.1 == role && c.2 == state)
-            .map(|c| c.0.clone())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(of(&before, "root", "active").len(), 1);
-    assert_eq!(of(&before, "intermediate", "active").len(), 1);
-    // The next intermediate exists before it signs.
-    let next = of(&before, "intermediate", "next");
-    assert_eq!(next.len(), 1, "{before:?}");
-    let root_before = env.state.ca.current().roots.clone();
-    let old_int = env.state.ca.current().authority.intermediate_der().to_vec();
-    env.clock.advance(Duration::from_secs(24 * 3600 + 60));
-    ca.tick().await?;
-    let after = states().await?;
-    assert_eq!(
-        of(&after, "intermediate", "active"),
-        next,
-        "the prepared one took over"
-    );
-    assert_eq!(
-        of(&after, "intermediate", "previous").len(),
-        1,
-        "the old one stays until its SVIDs expire"
-    );
-    assert_eq!(
-        env.state.ca.current().roots,
-        root_before,
-        "the root and the bundle do not change"
-    );
-    let new_int = env.state.ca.current().authority.intermediate_der().to_vec();
-    assert_ne!(new_int, old_int);
-    assert!(lanyard_ca::x509::signed_by(&new_int, &root_before[0]));
-    // Both rotations are audited.
-    let audit = env
-        .admin(reqwest::Method::GET, "audit?limit=1000", Value::Null)
-        .await?
-        .to_string();
-    assert!(audit.contains("ca.intermediate.activate") && audit.contains("ca.intermediate.retire"));
     Ok(())
 }

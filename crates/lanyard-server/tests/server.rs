@@ -19,7 +19,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 struct Running {
     base: String,
     admin: String,
-    server: Arc<lanyard_server::app::AppState>,
+    server: Arc<lanyard_server::state::AppState>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<Result<(), lanyard_server::ServerError>>,
     http: reqwest::Client,
@@ -97,6 +97,8 @@ fn config(
         max_delegation_depth: 3,
         ca: lanyard_server::config::CaConfig::default(),
         node_api: None,
+        listen_limits: Default::default(),
+        audit: Default::default(),
     }
 }
 

@@ -70,6 +70,7 @@ impl Ca {
                 spiffe_id: &id(spiffe_id),
                 csr_der: csr.der(),
                 dns_names,
+                kind: lanyard_ca::x509::SvidKind::Workload,
                 ttl,
                 now,
             })

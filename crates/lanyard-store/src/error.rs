@@ -27,6 +27,21 @@ pub enum StoreError {
         /// What the driver said.
         detail: String,
     },
+    /// `lanyard server` found no Lanyard store where one must exist.
+    #[error("there is no Lanyard store at {url} (missing, empty, or without Lanyard's schema); `lanyard server` never creates one, so a lost or truncated database cannot silently restart with new keys and a new audit log. Restore it from a backup, or create a new store with `lanyard server init --config FILE`")]
+    NotInitialised {
+        /// The URL, password redacted.
+        url: String,
+    },
+    /// A file next to the store could not be prepared.
+    #[error("preparing the store file {path}: {source}")]
+    File {
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Migrations failed.
     #[error("migrating the store at {url} failed: {source}")]
     Migrate {

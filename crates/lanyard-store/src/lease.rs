@@ -109,7 +109,7 @@ pub struct LeaseRow {
     pub username: String,
     /// Revocation keys of the identity (`kind`, `value`): a revocation of any
     /// of them revokes the lease.
-    pub revocation_keys: Vec<(String, String)>,
+    pub revocation_keys: Vec<lanyard_core::RevocationKey>,
     /// Correlation id of the request that created it; every later audit
     /// event of the lease carries it too.
     pub correlation_id: String,

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod checkpoint;
 mod error;
 mod lease;
 mod model;
@@ -29,13 +30,14 @@ use std::pin::Pin;
 use lanyard_core::{AudienceProfile, Entry};
 
 pub use audit::{AuditDraft, AuditEvent};
+pub use checkpoint::{AuditKeyRow, AuditStore, CheckpointRow};
 pub use error::StoreError;
 pub use lease::{BrokerBackendRow, BrokerRoleRow, BrokerStore, LeaseQuery, LeaseRow, LeaseState};
 pub use model::{
     AdminTokenRow, AuditQuery, CaChange, IssuerRow, JoinTokenRow, KeyChange, NodeRow, Revocation,
     SigningKeyRow, Tenant, X509CaRow,
 };
-pub use open::{open, redact_url, Backend};
+pub use open::{open, open_with, redact_url, Backend, OpenMode};
 
 /// A boxed future returned by [`Store`] methods, so the trait stays object-safe.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -51,7 +53,7 @@ pub type CaPlanner<'a> =
 
 /// Everything Lanyard persists, grouped by entity. Verbs: create, fetch,
 /// list, update, delete, count, append.
-pub trait Store: BrokerStore + Send + Sync + std::fmt::Debug {
+pub trait Store: BrokerStore + AuditStore + Send + Sync + std::fmt::Debug {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
@@ -109,6 +111,13 @@ pub trait Store: BrokerStore + Send + Sync + std::fmt::Debug {
     /// Inserts or replaces a node (by id).
     fn upsert_node(&self, node: NodeRow) -> StoreFuture<'_, ()>;
 
+    /// One node.
+    fn fetch_node<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<NodeRow>>;
+
+    /// Makes the pending SVID `serial` of node `id` its current one (and
+    /// forgets the previous); false when `serial` is not the pending one.
+    fn promote_node_serial<'a>(&'a self, id: &'a str, serial: &'a str) -> StoreFuture<'a, bool>;
+
     /// Every node.
     fn list_nodes(&self) -> StoreFuture<'_, Vec<NodeRow>>;
 
@@ -131,7 +140,8 @@ pub trait Store: BrokerStore + Send + Sync + std::fmt::Debug {
     fn delete_issuer<'a>(&'a self, name: &'a str, audit: AuditDraft) -> StoreFuture<'a, ()>;
 
     /// Stores a new entry. [`StoreError::Conflict`] if one with the same id,
-    /// or the same issuer and selector set, exists.
+    /// or the same issuer and selector set, exists; [`StoreError::InUse`] if
+    /// another tenant's entry already grants its SPIFFE ID (INV-9).
     fn create_entry(&self, entry: Entry, audit: AuditDraft) -> StoreFuture<'_, ()>;
 
     /// Replaces an entry (same id). [`StoreError::NotFound`] if absent.

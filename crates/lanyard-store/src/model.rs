@@ -1,7 +1,11 @@
 //! Row types.
 
-use lanyard_core::{KeyState, TenantId};
+use lanyard_core::{KeyState, RevocationKind, TenantId};
 use serde::Serialize;
+
+fn ser_kind<S: serde::Serializer>(k: &RevocationKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(k.as_str())
+}
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -122,8 +126,9 @@ pub struct IssuerRow {
 /// until `until` (forever when `None`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Revocation {
-    /// What is revoked: `jti`, `spiffe-id`, `k8s-sa-uid`, `k8s-pod-uid`, `entry`, `subject`.
-    pub kind: String,
+    /// What is revoked.
+    #[serde(serialize_with = "ser_kind")]
+    pub kind: RevocationKind,
     /// The revoked value.
     pub value: String,
     /// Why (operator text).
@@ -259,8 +264,14 @@ pub struct NodeRow {
     pub attestation: String,
     /// Node selectors.
     pub selectors: Vec<String>,
-    /// Serial of its current node SVID, hex.
+    /// Serial of its current node SVID, hex: the only node certificate the
+    /// node API accepts from it.
     pub svid_serial: String,
+    /// Serial of the SVID a renewal just issued (empty when none is
+    /// pending); accepted too, and promoted to current at its first use, so
+    /// an agent that lost the renewal's answer keeps its old SVID working.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub svid_serial_next: String,
     /// Unix seconds.
     pub svid_expires_at: i64,
     /// Unix seconds.

@@ -1,5 +1,6 @@
 //! Opening a store from a URL: connect, check, migrate.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,24 +33,51 @@ impl Backend {
 /// How long to wait for a connection before reporting the store as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Whether opening may create a new, empty store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the database (SQLite file, or the schema in an empty
+    /// PostgreSQL database) when it is missing: `lanyard server init`,
+    /// `lanyard dev` on a fresh directory, tests.
+    Create,
+    /// Only open a store that already holds Lanyard's schema (migrating it
+    /// forward): `lanyard server`. A missing, 0-byte or foreign database is
+    /// an error, never silently re-initialised with new keys, a new CA and
+    /// an audit log restarting at 1.
+    Existing,
+}
+
+/// Opens the store at `url`, creating it when missing, and brings its
+/// schema up to date. See [`open_with`].
+///
+/// # Errors
+/// As [`open_with`].
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, OpenMode::Create).await
+}
+
 /// Opens the store at `url` and brings its schema up to date.
 ///
-/// `sqlite:///abs/path.db` (or `sqlite://relative.db`) creates the file if
-/// missing; `postgres://…` connects to an existing database.
+/// `sqlite:///abs/path.db` (or `sqlite://relative.db`); a file it creates
+/// is mode 0600 (and an existing one is tightened to it, as its WAL and
+/// shared-memory files inherit it). `postgres://…` connects to an existing
+/// database.
 ///
 /// # Errors
 /// [`StoreError::UnsupportedUrl`], [`StoreError::Connect`] (store down),
-/// [`StoreError::Corrupt`] (not a database, or not Lanyard's), or
+/// [`StoreError::Corrupt`] (not a database, or not Lanyard's),
+/// [`StoreError::NotInitialised`] (with [`OpenMode::Existing`]), or
 /// [`StoreError::Migrate`]. A failed open writes nothing.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_with(url: &str, mode: OpenMode) -> Result<Arc<dyn Store>, StoreError> {
     let shown = redact_url(url);
     if url.starts_with("sqlite:") {
-        let opts = SqliteConnectOptions::from_str(url)
-            .map_err(|source| StoreError::Connect {
-                url: shown.clone(),
-                source,
-            })?
-            .create_if_missing(true)
+        let opts = SqliteConnectOptions::from_str(url).map_err(|source| StoreError::Connect {
+            url: shown.clone(),
+            source,
+        })?;
+        prepare_sqlite_file(opts.get_filename(), mode, &shown)?;
+        let opts = opts
+            .create_if_missing(mode == OpenMode::Create)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a commit is on disk before the caller is answered (audit
             // events are durable before the response); group commit keeps
@@ -65,10 +93,15 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
             .map_err(|e| classify(&shown, e))?;
         // Touch the schema before migrating so a corrupt file is reported as
         // such and left alone.
-        sqlx::query("SELECT count(*) FROM sqlite_master")
-            .execute(&pool)
-            .await
-            .map_err(|e| classify(&shown, e))?;
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| classify(&shown, e))?;
+        if mode == OpenMode::Existing && tables == 0 {
+            return Err(StoreError::NotInitialised { url: shown });
+        }
         sqlx::migrate!("migrations/sqlite")
             .run(&pool)
             .await
@@ -85,6 +118,17 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
             .connect_with(opts)
             .await
             .map_err(|e| classify(&shown, e))?;
+        if mode == OpenMode::Existing {
+            let tables: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
+            )
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| classify(&shown, e))?;
+            if tables == 0 {
+                return Err(StoreError::NotInitialised { url: shown });
+            }
+        }
         sqlx::migrate!("migrations/postgres")
             .run(&pool)
             .await
@@ -92,6 +136,46 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         Ok(Arc::new(SqlStore::Postgres(pool)))
     } else {
         Err(StoreError::UnsupportedUrl { url: shown })
+    }
+}
+
+/// Creates a missing SQLite file as 0600 (mode `Create`), refuses a missing
+/// or empty one (mode `Existing`), and tightens an existing file to 0600.
+fn prepare_sqlite_file(path: &Path, mode: OpenMode, shown: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    let io = |source: std::io::Error| StoreError::File {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            if mode == OpenMode::Existing && meta.len() == 0 {
+                return Err(StoreError::NotInitialised {
+                    url: shown.to_owned(),
+                });
+            }
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match mode {
+            OpenMode::Existing => Err(StoreError::NotInitialised {
+                url: shown.to_owned(),
+            }),
+            OpenMode::Create => std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map(drop)
+                .map_err(io),
+        },
+        Err(e) => Err(io(e)),
     }
 }
 

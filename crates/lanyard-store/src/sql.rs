@@ -97,6 +97,56 @@ macro_rules! append_audit {
 }
 
 /// Reads every signing key through `$exec`; evaluates to `Result<Vec<SigningKeyRow>, StoreError>`.
+const NODE_COLUMNS: &str = "id, spiffe_id, attestation, selectors, svid_serial, svid_serial_next, svid_expires_at, created_at, last_seen";
+
+/// Builds a [`NodeRow`] from a row of [`NODE_COLUMNS`].
+macro_rules! node_row {
+    ($r:ident) => {{
+        let selectors: String = $r.try_get("selectors")?;
+        NodeRow {
+            id: $r.try_get("id")?,
+            spiffe_id: $r.try_get("spiffe_id")?,
+            attestation: $r.try_get("attestation")?,
+            selectors: serde_json::from_str(&selectors).map_err(|e| StoreError::Invalid {
+                what: "node selectors",
+                detail: e.to_string(),
+            })?,
+            svid_serial: $r.try_get("svid_serial")?,
+            svid_serial_next: $r.try_get("svid_serial_next")?,
+            svid_expires_at: $r.try_get("svid_expires_at")?,
+            created_at: $r.try_get("created_at")?,
+            last_seen: $r.try_get("last_seen")?,
+        }
+    }};
+}
+
+/// Inside a transaction holding the entries lock: refuses `$entry` when
+/// another entry gives its SPIFFE ID to another tenant (INV-9). The lock
+/// serialises entry writers, so two tenants racing for one ID cannot both
+/// pass.
+macro_rules! one_tenant_per_spiffe_id {
+    ($tx:ident, $entry:expr) => {{
+        let e: &Entry = &$entry;
+        let other = sqlx::query(
+            "SELECT tenant FROM entries WHERE spiffe_id = $1 AND tenant <> $2 AND id <> $3 LIMIT 1",
+        )
+        .bind(e.spiffe_id.to_string())
+        .bind(e.tenant.as_str())
+        .bind(&e.id)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        if let Some(row) = other {
+            let owner: String = row.try_get("tenant")?;
+            return Err(StoreError::InUse {
+                what: format!(
+                    "{} belongs to tenant {owner}; a SPIFFE ID has exactly one tenant (relying parties match iss + sub only), so choose another ID for tenant {}",
+                    e.spiffe_id, e.tenant
+                ),
+            });
+        }
+    }};
+}
+
 macro_rules! fetch_cas {
     ($exec:expr) => {{
         let rows = sqlx::query(
@@ -754,9 +804,9 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(
-                "INSERT INTO nodes (id, spiffe_id, attestation, selectors, svid_serial, svid_expires_at, created_at, last_seen) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (id) DO UPDATE SET attestation = $3, selectors = $4, svid_serial = $5, svid_expires_at = $6, last_seen = $8",
+                "INSERT INTO nodes (id, spiffe_id, attestation, selectors, svid_serial, svid_expires_at, created_at, last_seen, svid_serial_next) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (id) DO UPDATE SET attestation = $3, selectors = $4, svid_serial = $5, svid_expires_at = $6, last_seen = $8, svid_serial_next = $9",
             )
             .bind(&node.id)
             .bind(&node.spiffe_id)
@@ -766,6 +816,7 @@ impl Store for SqlStore {
             .bind(node.svid_expires_at)
             .bind(node.created_at)
             .bind(node.last_seen)
+            .bind(&node.svid_serial_next)
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict(e, || format!("node {}", node.id)))?;
@@ -774,33 +825,44 @@ impl Store for SqlStore {
         })
     }
 
+    fn fetch_node<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<NodeRow>> {
+        on_pool!(self, |pool| {
+            let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1");
+            match sqlx::query(&sql).bind(id).fetch_optional(pool).await? {
+                Some(r) => Ok(Some(node_row!(r))),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn promote_node_serial<'a>(&'a self, id: &'a str, serial: &'a str) -> StoreFuture<'a, bool> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'nodes'")
+                .execute(&mut *tx)
+                .await?;
+            let done = sqlx::query(
+                "UPDATE nodes SET svid_serial = svid_serial_next, svid_serial_next = '' \
+                 WHERE id = $1 AND svid_serial_next = $2 AND svid_serial_next <> ''",
+            )
+            .bind(id)
+            .bind(serial)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
     fn list_nodes(&self) -> StoreFuture<'_, Vec<NodeRow>> {
         on_pool!(self, |pool| {
-            let rows = sqlx::query(
-                "SELECT id, spiffe_id, attestation, selectors, svid_serial, svid_expires_at, created_at, last_seen FROM nodes ORDER BY id",
-            )
-            .fetch_all(pool)
-            .await?;
-            rows.into_iter()
-                .map(|r| {
-                    let selectors: String = r.try_get("selectors")?;
-                    Ok(NodeRow {
-                        id: r.try_get("id")?,
-                        spiffe_id: r.try_get("spiffe_id")?,
-                        attestation: r.try_get("attestation")?,
-                        selectors: serde_json::from_str(&selectors).map_err(|e| {
-                            StoreError::Invalid {
-                                what: "node selectors",
-                                detail: e.to_string(),
-                            }
-                        })?,
-                        svid_serial: r.try_get("svid_serial")?,
-                        svid_expires_at: r.try_get("svid_expires_at")?,
-                        created_at: r.try_get("created_at")?,
-                        last_seen: r.try_get("last_seen")?,
-                    })
-                })
-                .collect()
+            let sql = format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY id");
+            let rows = sqlx::query(&sql).fetch_all(pool).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                out.push(node_row!(r));
+            }
+            Ok(out)
         })
     }
 
@@ -927,6 +989,7 @@ impl Store for SqlStore {
             sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'")
                 .execute(&mut *tx)
                 .await?;
+            one_tenant_per_spiffe_id!(tx, entry);
             sqlx::query(
                 "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at, parent, dns_names, role, grants) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17)",
@@ -964,6 +1027,7 @@ impl Store for SqlStore {
             sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'")
                 .execute(&mut *tx)
                 .await?;
+            one_tenant_per_spiffe_id!(tx, entry);
             let done = sqlx::query(
                 "UPDATE entries SET tenant = $2, spiffe_id = $3, issuer = $4, selectors = $5, selector_key = $6, audiences = $7, \
                  ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13, parent = $14, dns_names = $15, role = $16, grants = $17 WHERE id = $1",
@@ -1035,7 +1099,7 @@ impl Store for SqlStore {
                  ON CONFLICT (kind, value) DO UPDATE SET reason = excluded.reason, until = excluded.until, \
                  created_at = excluded.created_at, actor = excluded.actor",
             )
-            .bind(&revocation.kind)
+            .bind(revocation.kind.as_str())
             .bind(&revocation.value)
             .bind(&revocation.reason)
             .bind(revocation.until)
@@ -1060,8 +1124,16 @@ impl Store for SqlStore {
             .await?;
             rows.into_iter()
                 .map(|r| {
+                    let kind: String = r.try_get("kind")?;
                     Ok(Revocation {
-                        kind: r.try_get("kind")?,
+                        kind: kind.parse().map_err(
+                            |e: lanyard_core::revocation::UnknownRevocationKind| {
+                                StoreError::Invalid {
+                                    what: "revocation kind",
+                                    detail: e.to_string(),
+                                }
+                            },
+                        )?,
                         value: r.try_get("value")?,
                         reason: r.try_get("reason")?,
                         until: r.try_get("until")?,
@@ -1228,4 +1300,5 @@ impl Store for SqlStore {
     }
 }
 
+mod audit;
 mod broker;

@@ -417,6 +417,207 @@ async fn entries_round_trip_conflict_and_tenant_binding(url: &str) -> TestResult
     Ok(())
 }
 
+// issue 9: tenant dev could register a SPIFFE ID tenant acme already used;
+// their tokens then shared iss + sub, all a cloud federated credential checks.
+conformance!(one_spiffe_id_has_one_tenant);
+async fn one_spiffe_id_has_one_tenant(url: &str) -> TestResult {
+    let store = lanyard_store::open(url).await?;
+    for t in ["payments", "acme"] {
+        store
+            .create_tenant(tenant(t)?, draft("tenant.create", t))
+            .await?;
+    }
+    let mut a = entry("a1", &["k8s:ns:payments"])?;
+    a.spiffe_id = lanyard_core::SpiffeId::parse("spiffe://example.org/ns/pay/sa/api")?;
+    store
+        .create_entry(a.clone(), draft("entry.create", "a1"))
+        .await?;
+    // The same tenant may grant it again (another cluster, another issuer).
+    let mut same = a.clone();
+    same.id = "a2".into();
+    same.issuer = Some("k8s-2".into());
+    store
+        .create_entry(same, draft("entry.create", "a2"))
+        .await?;
+    // Another tenant may not, by create or by update.
+    let mut other = a.clone();
+    other.id = "b1".into();
+    other.issuer = Some("k8s-acme".into());
+    other.tenant = TenantId::parse("acme")?;
+    let refused = store
+        .create_entry(other.clone(), draft("entry.create", "b1"))
+        .await;
+    assert!(
+        matches!(&refused, Err(StoreError::InUse { what }) if what.contains("belongs to tenant payments")),
+        "{refused:?}"
+    );
+    let mut elsewhere = other.clone();
+    elsewhere.spiffe_id = lanyard_core::SpiffeId::parse("spiffe://example.org/acme/api")?;
+    store
+        .create_entry(elsewhere, draft("entry.create", "b1"))
+        .await?;
+    let moved = store
+        .update_entry(other.clone(), draft("entry.update", "b1"))
+        .await;
+    assert!(matches!(moved, Err(StoreError::InUse { .. })), "{moved:?}");
+    // Concurrent creates by two tenants for a fresh ID: exactly one wins.
+    for round in 0..5 {
+        let id = lanyard_core::SpiffeId::parse(&format!("spiffe://example.org/race/{round}"))?;
+        let mut x = a.clone();
+        x.id = format!("x{round}");
+        x.issuer = Some(format!("race-x-{round}"));
+        x.spiffe_id = id.clone();
+        let mut y = other.clone();
+        y.id = format!("y{round}");
+        y.issuer = Some(format!("race-y-{round}"));
+        y.spiffe_id = id;
+        let (s1, s2) = (store.clone(), store.clone());
+        let (rx, ry) = tokio::join!(
+            async move { s1.create_entry(x, draft("entry.create", "x")).await },
+            async move { s2.create_entry(y, draft("entry.create", "y")).await }
+        );
+        assert!(rx.is_ok() ^ ry.is_ok(), "round {round}: {rx:?} / {ry:?}");
+    }
+    verify_all(&store).await?;
+    Ok(())
+}
+
+conformance!(audit_head_keys_and_checkpoints);
+async fn audit_head_keys_and_checkpoints(url: &str) -> TestResult {
+    use lanyard_store::{AuditKeyRow, CheckpointRow};
+    let store = lanyard_store::open(url).await?;
+    assert_eq!(
+        store.fetch_audit_head().await?,
+        (0, GENESIS_HASH.to_owned())
+    );
+    let last = store.append_audit(draft("test", "x")).await?;
+    assert_eq!(
+        store.fetch_audit_head().await?,
+        (last.seq, last.hash.clone())
+    );
+    assert!(store.audit_is_append_only().await?);
+    let key = |kid: &str| AuditKeyRow {
+        kid: kid.into(),
+        created_at: 1,
+        public_jwk: "{}".into(),
+        sealed_private: vec![1, 2, 3],
+        kek_fingerprint: "f1".into(),
+    };
+    // Two replicas starting together agree on one key.
+    let (s1, s2) = (store.clone(), store.clone());
+    let (k1, k2) = tokio::join!(
+        async move {
+            s1.create_audit_key(key("k1"), draft("audit_key.create", "k1"))
+                .await
+        },
+        async move {
+            s2.create_audit_key(key("k2"), draft("audit_key.create", "k2"))
+                .await
+        }
+    );
+    let (k1, k2) = (k1?, k2?);
+    assert_eq!(k1.len(), 1);
+    assert_eq!(k1, k2);
+    let mut resealed = k1[0].clone();
+    resealed.sealed_private = vec![9];
+    resealed.kek_fingerprint = "f2".into();
+    store
+        .reseal_audit_key(resealed.clone(), draft("audit_key.reseal", "k"))
+        .await?;
+    assert_eq!(store.list_audit_keys().await?, vec![resealed]);
+    assert!(store.list_audit_checkpoints(5).await?.is_empty());
+    for (seq, at) in [(1, 10), (2, 20)] {
+        store
+            .create_audit_checkpoint(CheckpointRow {
+                seq,
+                hash: format!("h{seq}"),
+                at_ms: at,
+                kid: "k".into(),
+                jws: "a.b.c".into(),
+            })
+            .await?;
+    }
+    let newest = store.list_audit_checkpoints(1).await?;
+    assert_eq!(newest.first().map(|c| c.seq), Some(2));
+    verify_all(&store).await?;
+    Ok(())
+}
+
+// issue 9: a truncated-to-zero database started with new keys, a new CA and
+// an audit log restarting at 1; without its triggers the log is not append-only.
+#[tokio::test]
+async fn an_existing_store_is_never_silently_recreated() -> TestResult {
+    use lanyard_store::OpenMode;
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("lanyard.db");
+    let url = format!("sqlite://{}", path.display());
+    let missing = lanyard_store::open_with(&url, OpenMode::Existing)
+        .await
+        .err();
+    assert!(
+        matches!(missing, Some(StoreError::NotInitialised { .. })),
+        "{missing:?}"
+    );
+    assert!(!path.exists(), "nothing created");
+    let store = lanyard_store::open_with(&url, OpenMode::Create).await?;
+    store.append_audit(draft("test", "x")).await?;
+    drop(store);
+    assert_eq!(
+        std::fs::metadata(&path)?.permissions().mode() & 0o777,
+        0o600
+    );
+    // An existing store opens (and is tightened to 0600 if it was not).
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    let store = lanyard_store::open_with(&url, OpenMode::Existing).await?;
+    assert_eq!(store.list_audit(0, 10).await?.len(), 1);
+    drop(store);
+    assert_eq!(
+        std::fs::metadata(&path)?.permissions().mode() & 0o777,
+        0o600
+    );
+    // Truncated to zero bytes: refused, and left as it is.
+    for f in ["lanyard.db-wal", "lanyard.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+    }
+    std::fs::write(&path, b"")?;
+    let empty = lanyard_store::open_with(&url, OpenMode::Existing)
+        .await
+        .err();
+    assert!(
+        matches!(empty, Some(StoreError::NotInitialised { .. })),
+        "{empty:?}"
+    );
+    assert_eq!(std::fs::metadata(&path)?.len(), 0);
+    // A SQLite database that is not Lanyard's is refused too.
+    let other = dir.path().join("other.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", other.display())).await?;
+    sqlx::query("CREATE TABLE t (x INTEGER)")
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    let foreign =
+        lanyard_store::open_with(&format!("sqlite://{}", other.display()), OpenMode::Existing)
+            .await
+            .err();
+    assert!(
+        matches!(foreign, Some(StoreError::NotInitialised { .. })),
+        "{foreign:?}"
+    );
+    // Without its append-only triggers the store says so.
+    let store = lanyard_store::open(&url.replace("lanyard.db", "t.db")).await?;
+    assert!(store.audit_is_append_only().await?);
+    drop(store);
+    let pool = sqlx::SqlitePool::connect(&url.replace("lanyard.db", "t.db")).await?;
+    sqlx::query("DROP TRIGGER audit_events_no_delete")
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    let store = lanyard_store::open(&url.replace("lanyard.db", "t.db")).await?;
+    assert!(!store.audit_is_append_only().await?);
+    Ok(())
+}
+
 conformance!(agent_entries_are_unique_per_parent);
 async fn agent_entries_are_unique_per_parent(url: &str) -> TestResult {
     let store = lanyard_store::open(url).await?;
@@ -576,6 +777,7 @@ async fn join_tokens_are_used_once(url: &str) -> TestResult {
         attestation: "join_token".into(),
         selectors: vec!["lanyard:pool:web".into()],
         svid_serial: "aa".into(),
+        svid_serial_next: String::new(),
         svid_expires_at: 1000,
         created_at: 200,
         last_seen: 200,
@@ -585,8 +787,27 @@ async fn join_tokens_are_used_once(url: &str) -> TestResult {
     node.svid_serial = "bb".into();
     node.last_seen = 500;
     store.upsert_node(node.clone()).await?;
-    assert_eq!(store.list_nodes().await?, vec![node]);
+    assert_eq!(store.list_nodes().await?, vec![node.clone()]);
     assert!(store.generation("nodes").await? > g);
+    // issue 9: a renewal's SVID is pending until first used; only then does
+    // it replace the current one, and only the pending serial can be promoted.
+    node.svid_serial_next = "cc".into();
+    store.upsert_node(node.clone()).await?;
+    assert!(!store.promote_node_serial("vm-1", "dd").await?);
+    assert!(!store.promote_node_serial("vm-2", "cc").await?);
+    let g = store.generation("nodes").await?;
+    assert!(store.promote_node_serial("vm-1", "cc").await?);
+    assert!(store.generation("nodes").await? > g);
+    let now = store.fetch_node("vm-1").await?.ok_or("node")?;
+    assert_eq!(
+        (now.svid_serial.as_str(), now.svid_serial_next.as_str()),
+        ("cc", "")
+    );
+    assert!(
+        !store.promote_node_serial("vm-1", "cc").await?,
+        "promoted once"
+    );
+    assert!(store.fetch_node("nope").await?.is_none());
     Ok(())
 }
 
@@ -614,7 +835,7 @@ async fn issuers_and_revocations(url: &str) -> TestResult {
     assert!(store.list_issuers().await?.is_empty());
 
     let rev = |value: &str, until: Option<i64>| lanyard_store::Revocation {
-        kind: "jti".into(),
+        kind: lanyard_core::RevocationKind::Jti,
         value: value.into(),
         reason: "leaked".into(),
         until,
@@ -886,7 +1107,10 @@ fn lease(id: &str, created_at: i64, expires_at: i64) -> LeaseRow {
         spiffe_id: "spiffe://example.org/api".into(),
         entry_id: "e1".into(),
         username: format!("lanyard_readonly_{id}"),
-        revocation_keys: vec![("entry".into(), "e1".into()), ("jti".into(), id.into())],
+        revocation_keys: vec![
+            lanyard_core::RevocationKey::new(lanyard_core::RevocationKind::Entry, "e1"),
+            lanyard_core::RevocationKey::new(lanyard_core::RevocationKind::Jti, id),
+        ],
         correlation_id: format!("corr-{id}"),
         state: LeaseState::Active,
         created_at,

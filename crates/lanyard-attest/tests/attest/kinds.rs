@@ -20,9 +20,12 @@ fn sha256_hex(s: &str) -> String {
         .collect()
 }
 
-fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+fn pairs(v: &[(&str, &str)]) -> Vec<lanyard_core::RevocationKey> {
     v.iter()
-        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .map(|(a, b)| {
+            let kind = a.parse().unwrap_or_else(|e| panic!("{e}"));
+            lanyard_core::RevocationKey::new(kind, *b)
+        })
         .collect()
 }
 

@@ -156,7 +156,10 @@ async fn the_api_server_decides() -> TestResult {
     );
     assert!(ev
         .revocation_keys
-        .contains(&("k8s-pod-uid".into(), "pod-uid-api".into())));
+        .contains(&lanyard_core::RevocationKey::new(
+            lanyard_core::RevocationKind::K8sPodUid,
+            "pod-uid-api"
+        )));
     let sent = stub
         .last_request
         .lock()

@@ -51,6 +51,7 @@ fn sign(
         spiffe_id: spiffe,
         csr_der: csr,
         dns_names: dns,
+        kind: SvidKind::Workload,
         ttl,
         now: now(),
     })
@@ -433,8 +434,49 @@ fn an_upstream_ca_signs_lanyards_intermediates() -> Result<(), X509Error> {
 fn the_spiffe_id_of_an_svid_is_its_one_uri_san() -> Result<(), X509Error> {
     let ca = authority();
     let me = id("spiffe://example.org/w");
-    let svid = sign(&ca, &me, &csr_for(&p256()), &["api.internal".to_owned()], HOUR)?;
+    let svid = sign(
+        &ca,
+        &me,
+        &csr_for(&p256()),
+        &["api.internal".to_owned()],
+        HOUR,
+    )?;
     assert_eq!(spiffe_id_of(&svid.cert_der), Some(me));
     assert_eq!(spiffe_id_of(b"not a certificate"), None);
     Ok(())
+}
+
+// issue 9: a workload entry for spiffe://TD/lanyard/node/X was signed like
+// any other, so a workload could act as a node (or as the server).
+#[test]
+fn reserved_ids_are_signed_only_as_what_they_name() {
+    let ca = authority();
+    let csr = csr_for(&p256());
+    let sign_as = |spiffe: &str, kind: SvidKind| {
+        ca.sign_svid(&X509SvidParams {
+            spiffe_id: &id(spiffe),
+            csr_der: &csr,
+            dns_names: &[],
+            kind,
+            ttl: Duration::from_secs(600),
+            now: now(),
+        })
+        .map(|_| ())
+    };
+    let wrong = |r: Result<(), X509Error>| matches!(r, Err(X509Error::WrongKind { .. }));
+    for (spiffe, kind) in [
+        ("spiffe://example.org/lanyard/node/dev", SvidKind::Workload),
+        ("spiffe://example.org/lanyard/server", SvidKind::Workload),
+        ("spiffe://example.org/lanyard/other", SvidKind::Workload),
+        ("spiffe://example.org/lanyard/other", SvidKind::Node),
+        ("spiffe://example.org/lanyard/server", SvidKind::Node),
+        ("spiffe://example.org/lanyard/node/dev", SvidKind::Server),
+        ("spiffe://example.org/ns/a", SvidKind::Node),
+        ("spiffe://example.org/ns/a", SvidKind::Server),
+    ] {
+        assert!(wrong(sign_as(spiffe, kind)), "{spiffe} as {kind}");
+    }
+    assert!(sign_as("spiffe://example.org/lanyard/node/dev", SvidKind::Node).is_ok());
+    assert!(sign_as("spiffe://example.org/lanyard/server", SvidKind::Server).is_ok());
+    assert!(sign_as("spiffe://example.org/ns/a", SvidKind::Workload).is_ok());
 }

@@ -32,14 +32,65 @@ pub(crate) struct RawAgent {
     k8s_token_file: Option<PathBuf>,
     /// Where the node SVID is kept.
     state_dir: PathBuf,
-    /// Workload API socket.
+    /// Workload API (and SDS) socket.
     socket: PathBuf,
+    /// Admin socket for the Delegated Identity API (off when absent).
+    admin_socket: Option<PathBuf>,
+    /// Who may use the Delegated Identity API.
+    delegated_identity: Option<RawDelegated>,
     sync_interval: Option<String>,
     #[serde(default)]
     files: Vec<RawFiles>,
     metadata: Option<RawMetadata>,
     /// Resolve callers' pods through the kubelet (Kubernetes nodes).
     kubelet: Option<RawKubelet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelegated {
+    /// Callers holding one of these SPIFFE IDs are delegates.
+    #[serde(default)]
+    authorized_delegates: Vec<String>,
+    /// Callers whose selectors include all of one of these sets are delegates.
+    #[serde(default)]
+    authorized_delegate_selectors: Vec<Vec<String>>,
+}
+
+impl RawDelegated {
+    fn build(self) -> anyhow::Result<lanyard_agent::delegated::Delegates> {
+        let spiffe_ids = self
+            .authorized_delegates
+            .iter()
+            .map(|d| {
+                lanyard_core::SpiffeId::parse(d).with_context(|| {
+                    format!("agent config delegated_identity.authorized_delegates: {d:?}")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let mut selector_sets = Vec::new();
+        for set in self.authorized_delegate_selectors {
+            if set.is_empty() {
+                bail!("agent config delegated_identity.authorized_delegate_selectors: an empty set would authorize everyone");
+            }
+            let mut parsed = set
+                .iter()
+                .map(|s| {
+                    lanyard_core::Selector::parse(s).with_context(|| {
+                        format!(
+                            "agent config delegated_identity.authorized_delegate_selectors: {s:?}"
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            parsed.sort();
+            selector_sets.push(parsed);
+        }
+        Ok(lanyard_agent::delegated::Delegates {
+            spiffe_ids,
+            selector_sets,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +175,16 @@ pub async fn start(
             tracing::error!(error = %e, "the Workload API stopped");
         }
     });
+    if let Some(admin) = config.admin_socket_path.clone() {
+        let (a, r) = (agent.clone(), rx.clone());
+        let audit: Arc<dyn lanyard_agent::audit::AuditSink> =
+            Arc::new(lanyard_agent::audit::TracingAuditSink);
+        tokio::spawn(async move {
+            if let Err(e) = lanyard_agent::delegated::serve(a, audit, &admin, r).await {
+                tracing::error!(error = %e, "the admin socket stopped");
+            }
+        });
+    }
     tokio::spawn(lanyard_agent::files::run(
         agent.clone(),
         config.files.clone(),
@@ -208,6 +269,12 @@ pub async fn run(_g: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> {
             })
             .collect(),
         metadata_listen: raw.metadata.as_ref().map(|m| m.listen),
+        admin_socket_path: raw.admin_socket,
+        delegates: raw
+            .delegated_identity
+            .map(RawDelegated::build)
+            .transpose()?
+            .unwrap_or_default(),
     };
     let running = start(
         config,

@@ -112,26 +112,103 @@ pub async fn run(g: &Global, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        AuditCommand::Verify => {
-            let v = client
-                .call(Method::GET, "audit/verify", None)
+        AuditCommand::Verify {
+            checkpoint,
+            audit_keys,
+        } => {
+            let mut path = "audit/verify".to_owned();
+            let mut signed = None;
+            if let Some(file) = &checkpoint {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading the checkpoint {}", file.display()))?;
+                // One checkpoint (`audit checkpoint --output json`, pretty
+                // or not), or the server's file of JSON lines: the last one.
+                let line = if serde_json::from_str::<Value>(&text).is_ok() {
+                    text.as_str()
+                } else {
+                    text.lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .ok_or_else(|| anyhow!("{} holds no checkpoint", file.display()))?
+                };
+                let keys = match &audit_keys {
+                    Some(f) => std::fs::read(f)
+                        .with_context(|| format!("reading the audit keys {}", f.display()))?,
+                    None => client
+                        .get_public(lanyard_server::http::oidc::AUDIT_KEYS_PATH)
+                        .await
+                        .context("fetching the published audit keys")?,
+                };
+                let c = lanyard_server::checkpoint::verify(line, &keys)
+                    .with_context(|| format!("checkpoint {}", file.display()))?;
+                // The signature, by a key this server publishes, is what ties
+                // the checkpoint to its log; the origin (the issuer URL when it
+                // was signed) may differ, e.g. `lanyard dev` on a new port.
+                if c.origin != client.base() {
+                    eprintln!(
+                        "note: the checkpoint was signed when the server's issuer was {}",
+                        lanyard_core::text::escape_control(&c.origin)
+                    );
+                }
+                path = format!("audit/verify?at_seq={}&at_hash={}", c.seq, c.hash);
+                signed = Some(c);
+            }
+            let mut v = client
+                .call(Method::GET, &path, None)
                 .await
                 .context("verifying the audit chain")?;
             let ok = v["ok"].as_bool().unwrap_or(false);
+            if let Some(c) = &signed {
+                v["checkpoint"] = serde_json::json!({"seq": c.seq, "hash": c.hash, "at_ms": c.at_ms});
+            }
             output::print(g.output, &v, |v| {
                 if ok {
-                    println!("audit chain intact: {} events verified", v["verified"]);
+                    println!(
+                        "audit chain intact: {} events verified, ending at the stored head (sequence {})",
+                        v["verified"], v["head_seq"]
+                    );
+                    if let Some(c) = &signed {
+                        println!(
+                            "the log still holds the signed checkpoint of sequence {} ({})",
+                            c.seq,
+                            output::time(&serde_json::Value::from(c.at_ms / 1000))
+                        );
+                    }
                 } else {
                     println!(
                         "audit chain BROKEN at sequence {}: {}",
                         v["first_broken_seq"],
-                        s(v, "problem")
+                        lanyard_core::text::escape_control(s(v, "problem"))
                     );
                 }
             });
             if !ok {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        AuditCommand::Checkpoint { now } => {
+            let v = if now {
+                client.call(Method::POST, "audit/checkpoints", None).await?
+            } else {
+                let list = client
+                    .call(Method::GET, "audit/checkpoints?limit=1", None)
+                    .await?;
+                match list["checkpoints"].as_array().and_then(|a| a.first()) {
+                    Some(c) => c.clone(),
+                    None => client.call(Method::POST, "audit/checkpoints", None).await?,
+                }
+            };
+            output::print(g.output, &v, |v| {
+                println!(
+                    "checkpoint: sequence {} hash {} at {} (audit key {})",
+                    v["seq"],
+                    s(v, "hash"),
+                    output::time(&serde_json::Value::from(v["at_ms"].as_i64().unwrap_or(0) / 1000)),
+                    s(v, "kid")
+                );
+                println!("keep this line somewhere the database's writers cannot change it:");
+                println!("{v}");
+            });
         }
         AuditCommand::Show { correlation_id } => {
             if !correlation_id.bytes().all(|b| b.is_ascii_hexdigit()) {

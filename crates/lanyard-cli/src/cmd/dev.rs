@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use lanyard_ca::{Kek, RotationPolicy};
-use lanyard_core::ttl::DEFAULT_JWT_SVID_TTL;
+use lanyard_ca::Kek;
 use lanyard_core::{Clock, Decision, SystemClock, TenantId, TrustDomain};
-use lanyard_jose::Algorithm;
-use lanyard_server::config::{KekSource, ServerConfig, DEFAULT_MAX_REQUEST_BYTES};
+use lanyard_server::config::{
+    RawAudit, RawCa, RawConfig, RawKeys, RawNodeApi, RawServer, RawStore,
+};
 use lanyard_server::{admin_token, shutdown_signal, Server};
 use lanyard_store::{AuditDraft, Tenant};
 use serde_json::json;
@@ -21,7 +21,6 @@ use crate::client::DEFAULT_DATA_DIR;
 use crate::output;
 
 const DEV_TENANT: &str = "dev";
-const DEV_TRUST_DOMAIN: &str = "example.org";
 /// The built-in agent's node id: entries with only `unix:` selectors and no
 /// `--parent` belong to it.
 pub const DEV_NODE: &str = "dev";
@@ -53,40 +52,45 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         .local_addr()
         .context("reading the listen address")?;
     let issuer = format!("http://{addr}");
-    let config = ServerConfig {
-        trust_domain: TrustDomain::parse(DEV_TRUST_DOMAIN)?,
-        issuer: issuer.clone(),
-        listen: addr,
-        tls: None,
-        max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
-        store_url: format!("sqlite://{}", dir.join("lanyard.db").display()),
-        kek: KekSource::File(kek_path),
-        // RS256 too, so Azure Entra (RS256 only) works out of the box.
-        algorithms: vec![Algorithm::Es256, Algorithm::Rs256],
-        rotation: RotationPolicy::default(),
-        jwt_default_ttl: DEFAULT_JWT_SVID_TTL,
-        jwt_max_ttl: std::time::Duration::from_secs(3600),
-        max_delegation_depth: lanyard_server::config::DEFAULT_MAX_DELEGATION_DEPTH,
-        ca: lanyard_server::config::CaConfig {
-            svid_ttl: lanyard_core::ttl::parse_duration(&args.svid_ttl)
-                .map_err(|e| anyhow::anyhow!("--svid-ttl: {e}"))?
-                .max(std::time::Duration::from_secs(2)),
-            ..lanyard_server::config::CaConfig::default()
+    let td = TrustDomain::parse(&args.trust_domain)
+        .map_err(|e| anyhow::anyhow!("--trust-domain {:?}: {e}", args.trust_domain))?;
+    // The same validation as `lanyard server --config` (one set of rules).
+    let raw = RawConfig {
+        trust_domain: Some(td.to_string()),
+        issuer: Some(issuer.clone()),
+        server: RawServer {
+            listen: Some(addr.to_string()),
+            insecure_plain_http: Some(true),
+            ..RawServer::default()
         },
-        node_api: Some(lanyard_server::config::NodeApiConfig {
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            dns_names: vec!["localhost".into()],
-            join_token_max_ttl: std::time::Duration::from_secs(24 * 3600),
-            default_parent: Some(
-                lanyard_server::node_api::node_spiffe_id(
-                    &TrustDomain::parse(DEV_TRUST_DOMAIN)?,
-                    DEV_NODE,
-                )
-                .map_err(anyhow::Error::msg)?,
-            ),
-            k8s_agent_service_accounts: Vec::new(),
-        }),
+        store: RawStore {
+            url: Some(format!("sqlite://{}", dir.join("lanyard.db").display())),
+        },
+        keys: RawKeys {
+            kek_file: Some(kek_path),
+            // RS256 too, so Azure Entra (RS256 only) works out of the box.
+            algorithms: Some(vec!["ES256".into(), "RS256".into()]),
+            ..RawKeys::default()
+        },
+        ca: RawCa {
+            svid_ttl: Some(args.svid_ttl.clone()),
+            ..RawCa::default()
+        },
+        node_api: RawNodeApi {
+            listen: Some("127.0.0.1:0".into()),
+            dns_names: Some(vec!["localhost".into()]),
+            default_parent_node: Some(DEV_NODE.into()),
+            ..RawNodeApi::default()
+        },
+        audit: RawAudit {
+            checkpoint_file: Some(dir.join("audit-checkpoints.jsonl")),
+            ..RawAudit::default()
+        },
+        ..RawConfig::default()
     };
+    let config = raw
+        .validate(&std::collections::BTreeMap::new())
+        .context("the dev configuration (check --svid-ttl and --trust-domain)")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let server = Server::build(config, clock.clone())
         .await
@@ -140,21 +144,42 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
     let state = server.state().clone();
     let mut server_task =
         tokio::spawn(server.serve_all(listener, Some(node_listener), shutdown_signal()));
-    let agent = start_agent(&state, &dir, &socket, node_addr, clock.clone()).await?;
+    let delegates = lanyard_agent::delegated::Delegates {
+        spiffe_ids: args
+            .delegates
+            .iter()
+            .map(|d| lanyard_core::SpiffeId::parse(d).with_context(|| format!("--delegate {d}")))
+            .collect::<anyhow::Result<_>>()?,
+        selector_sets: Vec::new(),
+    };
+    let admin_socket = (!delegates.is_empty()).then(|| dir.join("admin.sock"));
+    let agent = start_agent(
+        &state,
+        &td,
+        &dir,
+        &socket,
+        (admin_socket.clone(), delegates),
+        node_addr,
+        clock.clone(),
+    )
+    .await?;
     let info = json!({
         "issuer": issuer,
         "admin_token": token,
         "workload_socket": socket,
+        "admin_socket": admin_socket,
         "bundle_endpoint": format!("{issuer}/bundle"),
-        "jwks_uri": format!("{issuer}{}", lanyard_server::routes::oidc::JWKS_PATH),
-        "token_endpoint": format!("{issuer}{}", lanyard_server::routes::oidc::TOKEN_PATH),
-        "trust_domain": DEV_TRUST_DOMAIN,
+        "jwks_uri": format!("{issuer}{}", lanyard_server::http::oidc::JWKS_PATH),
+        "token_endpoint": format!("{issuer}{}", lanyard_server::http::oidc::TOKEN_PATH),
+        "audit_keys_uri": format!("{issuer}{}", lanyard_server::http::oidc::AUDIT_KEYS_PATH),
+        "audit_checkpoints": dir.join("audit-checkpoints.jsonl"),
+        "trust_domain": td.to_string(),
         "tenant": DEV_TENANT,
         "data_dir": dir,
         "pid": std::process::id(),
         "node_api": node_addr.to_string(),
         "node_id": DEV_NODE,
-        "node_spiffe_id": format!("spiffe://{DEV_TRUST_DOMAIN}/lanyard/node/{DEV_NODE}"),
+        "node_spiffe_id": lanyard_core::naming::node_id(&td, DEV_NODE)?.to_string(),
     });
     write_private(&dev_json, serde_json::to_vec_pretty(&info)?.as_slice())?;
 
@@ -166,15 +191,18 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         println!("  issuer           {issuer}");
         println!("  discovery        {issuer}/.well-known/openid-configuration");
         println!("  bundle endpoint  {issuer}/bundle");
-        println!("  trust domain     {DEV_TRUST_DOMAIN}   tenant {DEV_TENANT}");
-        println!("  workload API     unix:{}  (node spiffe://{DEV_TRUST_DOMAIN}/lanyard/node/{DEV_NODE})", socket.display());
+        println!("  trust domain     {td}   tenant {DEV_TENANT}");
+        println!(
+            "  workload API     unix:{}  (node spiffe://{td}/lanyard/node/{DEV_NODE})",
+            socket.display()
+        );
         println!("  state            {}", dir.display());
         println!("  admin token      in {} (mode 0600)", dev_json.display());
         println!();
         println!("Try, in another shell:");
         println!("  curl -s {issuer}/.well-known/openid-configuration");
         println!(
-            "  cargo run --release -- --data-dir {} entry create --spiffe-id spiffe://{DEV_TRUST_DOMAIN}/me --tenant {DEV_TENANT} --selector unix:uid:$(id -u)",
+            "  cargo run --release -- --data-dir {} entry create --spiffe-id spiffe://{td}/me --tenant {DEV_TENANT} --selector unix:uid:$(id -u)",
             dir.display()
         );
         println!(
@@ -198,13 +226,14 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
 /// join token the dev server makes for itself (once; the node SVID is kept
 /// in DATA_DIR/agent), then serves the Workload API on `socket`.
 async fn start_agent(
-    state: &lanyard_server::app::AppState,
+    state: &lanyard_server::state::AppState,
+    td: &TrustDomain,
     dir: &Path,
     socket: &Path,
+    (admin_socket_path, delegates): (Option<PathBuf>, lanyard_agent::delegated::Delegates),
     node_addr: std::net::SocketAddr,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<crate::cmd::agent::Running> {
-    let td = TrustDomain::parse(DEV_TRUST_DOMAIN)?;
     let state_dir = dir.join("agent");
     let stored = std::fs::read(state_dir.join("node-svid.json"))
         .ok()
@@ -213,8 +242,8 @@ async fn start_agent(
     let bootstrap = if stored.is_some() {
         lanyard_agent::Bootstrap::Stored
     } else {
-        let (token, row) = lanyard_server::node_api::new_join_token(
-            &td,
+        let (token, row) = lanyard_server::node::new_join_token(
+            td,
             DEV_NODE,
             Vec::new(),
             clock.unix_seconds(),
@@ -239,7 +268,7 @@ async fn start_agent(
     let config = lanyard_agent::AgentConfig {
         server_addr: node_addr.to_string(),
         server_name: Some("localhost".into()),
-        trust_domain: DEV_TRUST_DOMAIN.into(),
+        trust_domain: td.to_string(),
         bootstrap_roots: state.ca.current().roots.clone(),
         bootstrap,
         state_dir,
@@ -248,6 +277,8 @@ async fn start_agent(
         attest: lanyard_agent::attest::AttestConfig::default(),
         files: Vec::new(),
         metadata_listen: None,
+        admin_socket_path,
+        delegates,
     };
     crate::cmd::agent::start(config, None, clock).await
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use lanyard_core::{Clock, SystemClock};
 use lanyard_server::config::ServerConfig;
-use lanyard_server::{admin_token, env_map, shutdown_signal, Server};
+use lanyard_server::{admin_token, env_map, shutdown_signal, Server, StoreInit};
 use serde_json::json;
 
 use crate::cli::{Global, ServerAction, ServerArgs};
@@ -48,7 +48,9 @@ async fn serve(path: &Path, insecure_plain_http: bool) -> anyhow::Result<ExitCod
     let config = load(path, insecure_plain_http)?;
     let listen = config.listen;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let server = Server::build(config, clock)
+    // Never creates a store: a missing or truncated database is an error,
+    // not a fresh start with new keys (create one with `lanyard server init`).
+    let server = Server::build_with(config, clock, StoreInit::Existing)
         .await
         .context("starting the server")?;
     let listener =
@@ -131,26 +133,22 @@ async fn rekey(
             new_kek_file.display()
         );
     }
-    let store = lanyard_store::open(&config.store_url).await?;
+    let store = lanyard_store::open_with(&config.store_url, lanyard_store::OpenMode::Existing)
+        .await
+        .context("opening the store to re-seal (nothing was changed)")?;
     let at_ms = SystemClock.unix_seconds().saturating_mul(1000);
-    // CA keys first: that step skips keys already under the new KEK, so if
-    // the signing keys then fail, running rekey again finishes the job.
-    let cas = lanyard_server::ca::reseal_all(&*store, &old, &new, "system:rekey", at_ms)
-        .await
-        .context("re-sealing the X.509 CA keys (nothing was changed)")?;
-    let n = lanyard_server::keys::reseal_all(&*store, &old, &new, "system:rekey", at_ms)
-        .await
-        .context(
-            "re-sealing the signing keys (the CA keys are already re-sealed; run rekey again)",
-        )?;
-    let backends =
-        lanyard_server::broker::reseal_backends(&*store, &old, &new, "system:rekey", at_ms)
-            .await
-            .context("re-sealing the broker backends' secrets (CA and signing keys are already re-sealed; run rekey again to finish)")?;
-    let result = json!({ "resealed": n, "resealed_cas": cas, "broker_backends_resealed": backends, "old_kek": old.fingerprint(), "new_kek": new.fingerprint() });
+    let done = lanyard_server::rekey::reseal_everything(&*store, &old, &new, "system:rekey", at_ms)
+        .await?;
+    let (n, cas, backends, audit_keys) = (
+        done.signing_keys,
+        done.ca_keys,
+        done.broker_backends,
+        done.audit_keys,
+    );
+    let result = json!({ "resealed": n, "resealed_cas": cas, "broker_backends_resealed": backends, "audit_keys_resealed": audit_keys, "old_kek": old.fingerprint(), "new_kek": new.fingerprint() });
     output::print(g.output, &result, |_| {
         println!(
-            "{n} signing keys, {cas} X.509 CA keys and {backends} broker backend secrets re-sealed under key-encryption key {} (was {}).",
+            "{n} signing keys, {cas} X.509 CA keys, {backends} broker backend secrets and {audit_keys} audit keys re-sealed under key-encryption key {} (was {}).",
             new.fingerprint(),
             old.fingerprint()
         );

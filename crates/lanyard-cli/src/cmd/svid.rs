@@ -112,6 +112,30 @@ fn describe(resp: &X509svidResponse) -> Value {
     json!({ "svids": svids })
 }
 
+/// Keeps only the SVID for `wanted` when given (issue 10: with
+/// `--spiffe-id X` a process that does not hold X is an error, never
+/// another identity).
+fn select(mut resp: X509svidResponse, wanted: Option<&str>) -> anyhow::Result<X509svidResponse> {
+    if let Some(id) = wanted {
+        let held: Vec<String> = resp.svids.iter().map(|s| s.spiffe_id.clone()).collect();
+        resp.svids.retain(|s| s.spiffe_id == id);
+        if resp.svids.is_empty() {
+            bail!(
+                "this process holds no X.509-SVID for {id}; the Workload API issued it only {}",
+                if held.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    held.join(", ")
+                }
+            );
+        }
+    }
+    if resp.svids.is_empty() {
+        bail!("the Workload API returned no SVID");
+    }
+    Ok(resp)
+}
+
 fn write_x509(dir: &Path, resp: &X509svidResponse) -> anyhow::Result<()> {
     let Some(first) = resp.svids.first() else {
         bail!("the Workload API returned no SVID");
@@ -152,10 +176,26 @@ pub async fn fetch(g: &Global, a: SvidFetchArgs) -> anyhow::Result<ExitCode> {
                 spiffe_id: a.spiffe_id.clone().unwrap_or_default(),
             }))
             .await
-            .map_err(|s| explain_status(&s, &path))?
+            .map_err(|s| match (&a.spiffe_id, s.code()) {
+                (Some(id), tonic::Code::PermissionDenied) => anyhow::anyhow!(
+                    "this process holds no JWT-SVID for {id}: no entry of the node gives it that identity. Run `lanyard explain --pid {}` to see its selectors",
+                    std::process::id()
+                ),
+                _ => explain_status(&s, &path),
+            })?
             .into_inner();
-        let Some(first) = resp.svids.first() else {
-            bail!("the Workload API returned no JWT-SVID");
+        let first = match &a.spiffe_id {
+            Some(id) => resp.svids.iter().find(|s| &s.spiffe_id == id),
+            None => resp.svids.first(),
+        };
+        let Some(first) = first else {
+            bail!(
+                "the Workload API returned no JWT-SVID{}",
+                a.spiffe_id
+                    .as_ref()
+                    .map(|id| format!(" for {id}"))
+                    .unwrap_or_default()
+            );
         };
         if let Some(dir) = &a.write {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -177,6 +217,7 @@ pub async fn fetch(g: &Global, a: SvidFetchArgs) -> anyhow::Result<ExitCode> {
             Ok(None) => bail!("the Workload API closed the stream"),
             Err(s) => return Err(explain_status(&s, &path)),
         };
+        let resp = select(resp, a.spiffe_id.as_deref())?;
         if let Some(dir) = &a.write {
             write_x509(dir, &resp)?;
         }

@@ -157,10 +157,19 @@ async fn openbao_jwt_auth_accepts_lanyard_tokens_bound_to_tenant_and_subject() -
     let dir = tempfile::tempdir()?;
     let bao = Bao::start(Path::new(&bin), dir.path()).await?;
 
-    // Lanyard: the workload, a look-alike with the same SPIFFE ID in another
-    // tenant, and a second workload in the same tenant.
+    // Lanyard: the workload, a workload of another tenant, and a second
+    // workload in the same tenant. A look-alike with the same SPIFFE ID in
+    // another tenant cannot exist (INV-9, issue 9): its tokens would share
+    // iss + sub with the real one.
     env.cloud_entry("payments", "app", Some("api")).await?;
-    env.cloud_entry("agents-co", "app", Some("api")).await?;
+    let lookalike = env.cloud_entry("agents-co", "app", Some("api")).await;
+    assert!(
+        lookalike
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("belongs to tenant payments")),
+        "{lookalike:?}"
+    );
+    env.cloud_entry("agents-co", "app2", Some("api")).await?;
     env.cloud_entry("payments", "batch", Some("batch")).await?;
 
     // OpenBao: trust Lanyard by OIDC discovery over TLS; one role per workload.
@@ -235,9 +244,9 @@ async fn openbao_jwt_auth_accepts_lanyard_tokens_bound_to_tenant_and_subject() -
         .await?;
     assert_eq!(other.status().as_u16(), 403);
 
-    // Refused: the same SPIFFE ID in another tenant, another workload of the
+    // Refused: another tenant's workload, another workload of the
     // tenant, the right workload with another audience, a forged signature.
-    let (_, other_tenant, _) = env.issue_for("agents-co", "app", &[BAO_AUDIENCE]).await?;
+    let (_, other_tenant, _) = env.issue_for("agents-co", "app2", &[BAO_AUDIENCE]).await?;
     let (_, other_sub, _) = env.issue_for("payments", "batch", &[BAO_AUDIENCE]).await?;
     let (_, other_aud, _) = env
         .issue_for("payments", "app", &["api://not-openbao"])

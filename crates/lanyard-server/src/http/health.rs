@@ -4,7 +4,9 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 
-use crate::app::St;
+use crate::state::AppState;
+
+type St = axum::extract::State<AppState>;
 
 /// `/healthz`: the process is up.
 pub async fn healthz() -> impl IntoResponse {

@@ -9,23 +9,25 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use lanyard_core::{Decision, Denial, DenyReason};
+use lanyard_core::policy::{Principal, Trace};
+use lanyard_core::{ActChain, Decision, Denial, DenyReason, RevocationKey, RevocationKind};
 use lanyard_store::{AuditDraft, BrokerRoleRow, LeaseQuery, LeaseRow, LeaseState};
 use serde::Deserialize;
 
-use crate::app::{AppState, CorrelationId, St};
 use crate::broker::{Caller, Issued, Refusal, DEFAULT_LEASE_MAX_TTL, DEFAULT_LEASE_TTL};
 use crate::error::ApiError;
-use crate::exchange::{
-    authenticate, verify_bearer, ExchangeRequest, Facts, Principal, Trace,
-    TYPE_POSTGRES_CREDENTIALS,
-};
-use crate::routes::admin::{audit, Admin, Body};
-use crate::routes::oidc::oauth_denial;
+use crate::exchange::{ExchangeRequest, Facts, TYPE_POSTGRES_CREDENTIALS};
+use crate::http::admin::audit;
+use crate::http::extract::{Admin, Body, StoreResultExt as _};
+use crate::http::oauth::OAuthError;
+use crate::issuer::AuditContext;
+use crate::state::{AppState, CorrelationId};
+
+type St = State<AppState>;
 
 /// Optional body of `POST /broker/v1/creds/{backend}/{role}`.
 #[derive(Debug, Default, Deserialize)]
@@ -82,7 +84,12 @@ pub async fn renew(
     let inc = body
         .and_then(|Json(b)| b.increment_seconds)
         .map(Duration::from_secs);
-    match state.broker.renew(&caller, &id, inc, &cid.0).await {
+    let revocations = state.registry.revocations();
+    match state
+        .broker
+        .renew(&caller, &id, inc, &cid.0, &revocations)
+        .await
+    {
         Ok(lease) => Json(serde_json::json!({
             "lease_id": lease.id,
             "expires_at": lease.expires_at,
@@ -118,29 +125,32 @@ pub async fn exchange(state: &AppState, cid: &str, req: &ExchangeRequest) -> Res
     let grant = req.broker_role.clone().unwrap_or_default();
     let mut trace = Trace::for_audit();
     let mut facts = Facts::default();
-    let principal = match authenticate(state, req, &mut trace, &mut facts).await {
-        Ok((p, _tenant)) => p,
+    let (principal, chain) = match state
+        .exchange
+        .authenticate(req, &mut trace, &mut facts)
+        .await
+    {
+        Ok(p) => p,
         Err(d) => {
-            let draft = AuditDraft {
-                evidence_digest: facts.digest.clone(),
-                ..decision_audit(
-                    state,
-                    cid,
-                    facts.subject.as_deref().unwrap_or("unauthenticated"),
-                    &grant,
-                    facts.tenant.as_deref(),
-                    Decision::Deny,
-                    format!("{d}\n{}", trace.lines()),
-                )
+            let actor = facts
+                .subject
+                .clone()
+                .unwrap_or_else(|| "unauthenticated".into());
+            let ctx = AuditContext {
+                correlation_id: cid,
+                actor: &actor,
+                action: "broker.creds",
+                evidence_digest: facts.digest.as_deref(),
             };
-            if state.audit.append(draft).await.is_err() {
-                return unavailable(cid);
+            let mut facts = facts.clone();
+            facts.subject = Some(grant.chars().take(256).collect());
+            if state.exchange.deny(ctx, &facts, &trace, &d).await.is_err() {
+                return OAuthError::unaudited(cid).into_response();
             }
-            let (status, code, description) = oauth_denial(&d);
-            return error_body(status, code, &description, cid);
+            return OAuthError::denial(&d, cid).into_response();
         }
     };
-    let caller = caller_of(&principal);
+    let caller = caller_of(&principal, &chain);
     match state.broker.issue(&caller, &grant, req.ttl, cid).await {
         Ok(issued) => {
             let Issued { lease, credential } = issued;
@@ -325,7 +335,7 @@ pub async fn list_leases(
             ..LeaseQuery::default()
         })
         .await
-        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+        .api(&cid)?;
     Ok(Json(serde_json::json!({ "leases": leases })).into_response())
 }
 
@@ -364,26 +374,44 @@ fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Caller, Denial> {
                 "Authorization: Bearer <JWT-SVID> is required",
             )
         })?;
-    let principal = verify_bearer(state, token, state.broker.audience())?;
-    Ok(caller_of(&principal))
+    let principal = state
+        .exchange
+        .verify_bearer(token, state.broker.audience())?;
+    let chain = principal
+        .carried
+        .as_ref()
+        .map(|c| c.act.clone())
+        .unwrap_or_default();
+    Ok(caller_of(&principal, &chain))
 }
 
-fn caller_of(p: &Principal) -> Caller {
+/// The broker's caller: the principal's entry, the chain that acts for it,
+/// and every key that, revoked, ends its leases.
+fn caller_of(p: &Principal, chain: &ActChain) -> Caller {
     let mut keys = vec![
-        ("entry".to_owned(), p.entry.id.clone()),
-        ("spiffe-id".to_owned(), p.entry.spiffe_id.to_string()),
+        RevocationKey::new(RevocationKind::Entry, &p.entry.id),
+        RevocationKey::new(RevocationKind::SpiffeId, p.entry.spiffe_id.to_string()),
     ];
     if p.evidence.subject != p.entry.spiffe_id.to_string() {
-        keys.push(("subject".to_owned(), p.evidence.subject.clone()));
+        keys.push(RevocationKey::new(
+            RevocationKind::Subject,
+            &p.evidence.subject,
+        ));
     }
-    for k in &p.evidence.revocation_keys {
-        if !keys.contains(k) {
-            keys.push(k.clone());
+    for k in p.evidence.revocation_keys.iter().cloned().chain(
+        chain
+            .actors()
+            .iter()
+            .map(|a| RevocationKey::new(RevocationKind::SpiffeId, a.to_string())),
+    ) {
+        if !keys.contains(&k) {
+            keys.push(k);
         }
     }
     Caller {
         entry: p.entry.clone(),
         revocation_keys: keys,
+        chain: chain.describe(&p.entry.spiffe_id.to_string()),
     }
 }
 
@@ -420,28 +448,16 @@ async fn deny_bearer(state: &AppState, cid: &str, subject: &str, d: &Denial) -> 
         d.to_string(),
     );
     if state.audit.append(draft).await.is_err() {
-        return unavailable(cid);
+        return OAuthError::unaudited(cid).into_response();
     }
     tracing::info!(correlation_id = %cid, reason = d.reason.as_str(), detail = %d.detail, "broker request denied");
-    let (_, code, description) = oauth_denial(d);
-    let (status, code) = if d.reason == DenyReason::InvalidRequest {
-        (StatusCode::UNAUTHORIZED, "invalid_request")
-    } else {
-        (
-            StatusCode::UNAUTHORIZED,
-            if code == "invalid_grant" {
-                "invalid_token"
-            } else {
-                code
-            },
-        )
-    };
-    let mut resp = error_body(status, code, &description, cid);
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"lanyard-broker\", error=\"invalid_token\""),
-    );
-    resp
+    let mut e = OAuthError::denial(d, cid);
+    e.status = StatusCode::UNAUTHORIZED;
+    if d.reason != DenyReason::InvalidRequest && e.code == "invalid_grant" {
+        e.code = "invalid_token";
+    }
+    e.www_authenticate = Some("Bearer realm=\"lanyard-broker\", error=\"invalid_token\"");
+    no_store(e.into_response())
 }
 
 async fn refused(
@@ -469,6 +485,11 @@ async fn refused(
             "temporarily_unavailable",
             "the credential backend is unavailable; try again later".to_owned(),
         ),
+        Refusal::Revoked(_) => (
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            "the credential or identity has been revoked".to_owned(),
+        ),
         Refusal::Store(_) | Refusal::Audit => (
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -479,16 +500,16 @@ async fn refused(
     let draft = decision_audit(
         state,
         cid,
-        &caller.entry.spiffe_id.to_string(),
+        &caller.chain,
         subject,
         Some(caller.entry.tenant.as_str()),
         Decision::Deny,
         r.to_string(),
     );
     if state.audit.append(draft).await.is_err() {
-        return unavailable(cid);
+        return OAuthError::unaudited(cid).into_response();
     }
-    error_body(status, code, &text, cid)
+    no_store(OAuthError::new(status, code, text, cid).into_response())
 }
 
 fn admin_error(r: Refusal, cid: &str) -> ApiError {
@@ -503,6 +524,7 @@ fn admin_error(r: Refusal, cid: &str) -> ApiError {
         }
         Refusal::Store(e) => ApiError::from_store(e, cid),
         Refusal::Audit => ApiError::Unavailable,
+        Refusal::Revoked(m) => ApiError::Conflict(m),
     }
 }
 
@@ -553,22 +575,4 @@ fn no_store(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
-}
-
-fn error_body(status: StatusCode, code: &str, description: &str, cid: &str) -> Response {
-    let body = serde_json::json!({
-        "error": code,
-        "error_description": format!("{description}; correlation id {cid}"),
-        "correlation_id": cid,
-    });
-    no_store((status, Json(body)).into_response())
-}
-
-fn unavailable(cid: &str) -> Response {
-    error_body(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "temporarily_unavailable",
-        "the decision could not be audited; nothing was issued",
-        cid,
-    )
 }

@@ -12,9 +12,12 @@ use lanyard_core::{AudienceProfile, SubjectTemplate, TenantId};
 use lanyard_jose::Algorithm;
 use serde::Deserialize;
 
-use crate::app::{CorrelationId, St};
 use crate::error::ApiError;
-use crate::routes::admin::{audit, refresh, require_tenant, Admin, Body};
+use crate::http::admin::{audit, refresh, require_tenant};
+use crate::http::extract::{Admin, Body, StoreResultExt as _};
+use crate::state::{AppState, CorrelationId};
+
+type St = axum::extract::State<AppState>;
 
 /// The audience Azure Entra federated identity credentials expect.
 pub const AZURE_AUDIENCE: &str = "api://AzureADTokenExchange";
@@ -52,7 +55,7 @@ pub async fn list_profiles(
         .store
         .list_audience_profiles()
         .await
-        .map_err(|e| ApiError::from_store(e, &cid.0))?
+        .api(&cid)?
         .into_iter()
         .filter(|p| {
             f.tenant
@@ -158,7 +161,7 @@ pub async fn create_profile(
         .store
         .create_audience_profile(profile.clone(), draft)
         .await
-        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+        .api(&cid)?;
     refresh(&state).await;
     tracing::info!(profile = %profile.id, audience = %profile.audience, actor = %admin.actor, "audience profile added");
     Ok((StatusCode::CREATED, Json(profile)).into_response())
@@ -192,7 +195,7 @@ pub async fn delete_profile(
         .store
         .delete_audience_profile(&id, draft)
         .await
-        .map_err(|e| ApiError::from_store(e, &cid.0))?;
+        .api(&cid)?;
     refresh(&state).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,0 +1,596 @@
+//! Registration entry validation: an [`EntryDraft`] (what an operator
+//! wrote, as strings) becomes an [`Entry`] only if every rule holds.
+//!
+//! The rules that need the store (does the tenant exist, what does the named
+//! issuer bind, which broker roles exist, would the selectors collide) are
+//! looked up by the caller and passed in as [`EntryContext`]; everything
+//! decided here is pure.
+
+use std::time::Duration;
+
+use crate::audience::{validate_audience, validate_role};
+use crate::naming;
+use crate::text::{has_control, shown};
+use crate::{Entry, Selector, SpiffeId, TenantId, TrustDomain};
+
+/// Most values in one list field (selectors, audiences, …).
+pub const MAX_LIST: usize = 64;
+/// Longest value in a list field.
+pub const MAX_VALUE_LEN: usize = 512;
+
+/// An entry as an operator wrote it (the admin API's body, `lanyard entry
+/// apply`'s file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryDraft {
+    /// The SPIFFE ID granted.
+    pub spiffe_id: String,
+    /// Owner tenant.
+    pub tenant: String,
+    /// Only evidence from this trusted issuer matches.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// The node whose agent serves the identity.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// DNS SANs for X.509-SVIDs.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    /// Selectors, all required.
+    pub selectors: Vec<String>,
+    /// Audiences tokens may be issued for (any when empty).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Default token TTL, seconds.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// Longest token TTL, seconds.
+    #[serde(default)]
+    pub max_ttl_seconds: Option<u64>,
+    /// Scopes granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Actors allowed to act for this identity.
+    #[serde(default)]
+    pub may_act: Vec<String>,
+    /// May call the admin API.
+    #[serde(default)]
+    pub admin: bool,
+    /// Broker roles (`backend/role`).
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// `{role}` for audience profiles.
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// What the trusted issuer an entry names binds, as the store has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerBinding<'a> {
+    /// No trusted issuer has that name.
+    Unknown,
+    /// The tenant comes from a claim of each token.
+    FromClaim,
+    /// Every token of the issuer is in this tenant.
+    Fixed(&'a TenantId),
+}
+
+/// What validation needs from the server and the store.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryContext<'a> {
+    /// The server's trust domain.
+    pub trust_domain: &'a TrustDomain,
+    /// `tokens.max_ttl`.
+    pub jwt_max_ttl: Duration,
+    /// Node whose agent serves `unix:`-only entries made without a parent.
+    pub default_parent: Option<&'a SpiffeId>,
+    /// Whether the draft's tenant exists.
+    pub tenant_exists: bool,
+    /// The binding of the issuer the draft names (ignored when it names none).
+    pub issuer: IssuerBinding<'a>,
+}
+
+/// Why a draft is not a valid entry: the field and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct EntryError {
+    /// The field at fault.
+    pub field: &'static str,
+    /// What is wrong and how to fix it (caller text bounded and escaped).
+    pub message: String,
+}
+
+fn bad(field: &'static str, message: impl Into<String>) -> EntryError {
+    EntryError {
+        field,
+        message: message.into(),
+    }
+}
+
+impl EntryDraft {
+    /// Validates the draft as entry `id`, created at `created_at`.
+    ///
+    /// # Security
+    /// Refuses IDs under `spiffe://TD/lanyard/` (INV-8), IDs of another
+    /// trust domain, a parent that is not a node ID, an issuer whose fixed
+    /// tenant differs from the entry's (INV-9: one tenant per identity),
+    /// control characters anywhere, and entries without selectors (which
+    /// would match every workload).
+    ///
+    /// # Errors
+    /// [`EntryError`] naming the first bad field.
+    pub fn validate(
+        self,
+        id: String,
+        created_at: i64,
+        ctx: &EntryContext<'_>,
+    ) -> Result<Entry, EntryError> {
+        let td = ctx.trust_domain;
+        let spiffe_id = SpiffeId::parse(&self.spiffe_id)
+            .map_err(|e| bad("spiffe_id", format!("{}: {e}", shown(&self.spiffe_id, 128))))?;
+        if spiffe_id.trust_domain() != td {
+            return Err(bad(
+                "spiffe_id",
+                format!("{spiffe_id} is not in this server's trust domain {td}"),
+            ));
+        }
+        if naming::is_reserved(&spiffe_id) {
+            return Err(bad(
+                "spiffe_id",
+                format!(
+                    "{spiffe_id} is reserved: IDs under {}{} belong to the Lanyard server and its nodes; choose another path",
+                    td.id_string(),
+                    naming::RESERVED_PREFIX
+                ),
+            ));
+        }
+        let tenant = TenantId::parse(&self.tenant)
+            .map_err(|e| bad("tenant", format!("{}: {e}", shown(&self.tenant, 64))))?;
+        if !ctx.tenant_exists {
+            return Err(bad(
+                "tenant",
+                format!("tenant {tenant} does not exist; create it with `lanyard tenant create {tenant}`"),
+            ));
+        }
+        if let Some(issuer) = &self.issuer {
+            match ctx.issuer {
+                IssuerBinding::Unknown => {
+                    return Err(bad(
+                        "issuer",
+                        format!(
+                            "{} is not a trusted issuer; add it with `lanyard issuer add`",
+                            shown(issuer, 64)
+                        ),
+                    ))
+                }
+                IssuerBinding::Fixed(bound) if *bound != tenant => {
+                    return Err(bad(
+                        "tenant",
+                        format!(
+                            "issuer {} binds every token to tenant {bound}; an entry for it must be in {bound}, not {tenant}",
+                            shown(issuer, 64)
+                        ),
+                    ))
+                }
+                IssuerBinding::Fixed(_) | IssuerBinding::FromClaim => {}
+            }
+        }
+        if self.selectors.is_empty() {
+            return Err(bad(
+                "selectors",
+                "at least one selector is required (an entry without selectors would match every workload)",
+            ));
+        }
+        for (field, list) in [
+            ("selectors", &self.selectors),
+            ("audiences", &self.audiences),
+            ("scopes", &self.scopes),
+            ("may_act", &self.may_act),
+            ("grants", &self.grants),
+            ("dns_names", &self.dns_names),
+        ] {
+            if list.len() > MAX_LIST
+                || list
+                    .iter()
+                    .any(|v| v.is_empty() || v.len() > MAX_VALUE_LEN || has_control(v))
+            {
+                return Err(bad(
+                    field,
+                    format!("at most {MAX_LIST} non-empty values of at most {MAX_VALUE_LEN} bytes, without control characters"),
+                ));
+            }
+        }
+        let mut selectors = self
+            .selectors
+            .iter()
+            .map(|s| Selector::parse(s).map_err(|e| bad("selectors", e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        selectors.sort();
+        selectors.dedup();
+        for aud in &self.audiences {
+            validate_audience(aud)
+                .map_err(|e| bad("audiences", format!("{}: {e}", shown(aud, 64))))?;
+        }
+        for scope in &self.scopes {
+            if scope.contains(' ') || !scope.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(bad(
+                    "scopes",
+                    format!(
+                        "{} is not a scope: printable ASCII without spaces (RFC 6749 §3.3)",
+                        shown(scope, 64)
+                    ),
+                ));
+            }
+        }
+        for pattern in &self.may_act {
+            let base = pattern.strip_suffix("/*").unwrap_or(pattern);
+            if SpiffeId::parse(base).is_err()
+                && !(pattern.ends_with("/*") && TrustDomain::parse(base).is_ok())
+            {
+                return Err(bad(
+                    "may_act",
+                    format!(
+                        "{} is not a SPIFFE ID or a SPIFFE ID prefix ending in /*",
+                        shown(pattern, 128)
+                    ),
+                ));
+            }
+        }
+        let max = ctx.jwt_max_ttl;
+        let ttl = self.ttl_seconds.map(Duration::from_secs);
+        let max_ttl = self.max_ttl_seconds.map(Duration::from_secs);
+        for (field, v) in [("ttl", ttl), ("max_ttl", max_ttl)] {
+            if v.is_some_and(|d| d.is_zero() || d > max) {
+                return Err(bad(
+                    field,
+                    format!(
+                        "must be above zero and at most the server's tokens.max_ttl ({}s)",
+                        max.as_secs()
+                    ),
+                ));
+            }
+        }
+        if let (Some(t), Some(m)) = (ttl, max_ttl) {
+            if t > m {
+                return Err(bad("ttl", "must not exceed max_ttl"));
+            }
+        }
+        let parent = match &self.parent {
+            Some(p) => {
+                let parent = SpiffeId::parse(p)
+                    .map_err(|e| bad("parent", format!("{}: {e}", shown(p, 128))))?;
+                if naming::node_of(&parent, td).is_none() {
+                    return Err(bad(
+                        "parent",
+                        format!(
+                            "{parent} is not a node of this trust domain; a parent is {}{}node/NODE_ID (see `lanyard node list`)",
+                            td.id_string(),
+                            naming::RESERVED_PREFIX
+                        ),
+                    ));
+                }
+                Some(parent)
+            }
+            // Where the server has a default node (`lanyard dev`), an entry
+            // made only of kernel-attested `unix:` selectors belongs to its agent.
+            None if self.issuer.is_none() && selectors.iter().all(|s| s.kind() == "unix") => {
+                ctx.default_parent.cloned()
+            }
+            None => None,
+        };
+        if parent.is_some() && self.issuer.is_some() {
+            return Err(bad("parent", "an entry is either served by a node agent (parent) or matched in token exchange (issuer), not both"));
+        }
+        if parent.is_none() && selectors.iter().any(|s| s.kind() == "unix") {
+            return Err(bad("parent", format!("unix: selectors come from a node agent's kernel attestation: give the entry a parent node (--parent {}{}node/ID)", td.id_string(), naming::RESERVED_PREFIX)));
+        }
+        for dns in &self.dns_names {
+            let ok = dns.len() <= 253
+                && dns.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !ok {
+                return Err(bad(
+                    "dns_names",
+                    format!("{} is not a DNS name", shown(dns, 64)),
+                ));
+            }
+        }
+        if let Some(role) = &self.role {
+            validate_role(role).map_err(|e| bad("role", e.to_string()))?;
+        }
+        let mut scopes = self.scopes;
+        scopes.sort();
+        scopes.dedup();
+        let mut grants = self.grants;
+        grants.sort();
+        grants.dedup();
+        for grant in &grants {
+            let valid = grant
+                .split_once('/')
+                .is_some_and(|(b, r)| valid_name(b) && valid_name(r));
+            if !valid {
+                return Err(bad(
+                    "grants",
+                    format!(
+                        "{} must be backend/role, each lowercase letters, digits, _ or -, e.g. appdb/readonly",
+                        shown(grant, 64)
+                    ),
+                ));
+            }
+        }
+        Ok(Entry {
+            id,
+            spiffe_id,
+            tenant,
+            issuer: self.issuer,
+            parent,
+            dns_names: self.dns_names,
+            selectors,
+            audiences: self.audiences,
+            ttl,
+            max_ttl,
+            scopes,
+            may_act: self.may_act,
+            admin: self.admin,
+            grants,
+            role: self.role,
+            created_at,
+        })
+    }
+}
+
+/// A broker backend or role name: 1-63 of `[a-z0-9_-]`, starting with a
+/// letter or digit.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+        && s.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn td() -> TrustDomain {
+        TrustDomain::parse("example.org").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn draft(spiffe_id: &str) -> EntryDraft {
+        EntryDraft {
+            spiffe_id: spiffe_id.into(),
+            tenant: "dev".into(),
+            selectors: vec!["k8s:ns:pay".into()],
+            ..EntryDraft::default()
+        }
+    }
+
+    fn check(d: EntryDraft, ctx: &EntryContext<'_>) -> Result<Entry, EntryError> {
+        d.validate("e1".into(), 0, ctx)
+    }
+
+    #[test]
+    fn the_rules_table() {
+        let t = td();
+        let acme = TenantId::parse("acme").unwrap_or_else(|e| panic!("{e}"));
+        let ctx = EntryContext {
+            trust_domain: &t,
+            jwt_max_ttl: Duration::from_secs(3600),
+            default_parent: None,
+            tenant_exists: true,
+            issuer: IssuerBinding::FromClaim,
+        };
+        let ok = |d: EntryDraft| check(d, &ctx);
+        let with = |f: &dyn Fn(&mut EntryDraft)| {
+            let mut d = draft("spiffe://example.org/ns/pay/sa/api");
+            f(&mut d);
+            d
+        };
+        assert!(ok(draft("spiffe://example.org/ns/pay/sa/api")).is_ok());
+        // (draft, context change, field, words the message must contain)
+        let cases: Vec<(EntryDraft, EntryContext<'_>, &str, &str)> = vec![
+            // issue 9: a workload could become a node or pose as the server.
+            (
+                draft("spiffe://example.org/lanyard/node/dev"),
+                ctx,
+                "spiffe_id",
+                "reserved",
+            ),
+            (
+                draft("spiffe://example.org/lanyard/server"),
+                ctx,
+                "spiffe_id",
+                "reserved",
+            ),
+            (
+                draft("spiffe://example.org/lanyard"),
+                ctx,
+                "spiffe_id",
+                "reserved",
+            ),
+            (
+                draft("spiffe://other.org/a"),
+                ctx,
+                "spiffe_id",
+                "trust domain",
+            ),
+            (
+                draft("spiffe://example.org/a/../b"),
+                ctx,
+                "spiffe_id",
+                "'..'",
+            ),
+            (
+                draft("spiffe://example.org/a"),
+                EntryContext {
+                    tenant_exists: false,
+                    ..ctx
+                },
+                "tenant",
+                "lanyard tenant create",
+            ),
+            (
+                with(&|d| d.issuer = Some("prod".into())),
+                EntryContext {
+                    issuer: IssuerBinding::Unknown,
+                    ..ctx
+                },
+                "issuer",
+                "not a trusted issuer",
+            ),
+            // issue 9: the issuer's bound tenant must be the entry's, at creation.
+            (
+                with(&|d| d.issuer = Some("prod".into())),
+                EntryContext {
+                    issuer: IssuerBinding::Fixed(&acme),
+                    ..ctx
+                },
+                "tenant",
+                "binds every token to tenant acme",
+            ),
+            (
+                with(&|d| d.selectors.clear()),
+                ctx,
+                "selectors",
+                "at least one",
+            ),
+            (
+                with(&|d| d.selectors = vec!["k8s:ns:a\u{1b}[2J".into()]),
+                ctx,
+                "selectors",
+                "control",
+            ),
+            (
+                with(&|d| d.audiences = vec!["api://x\ny".into()]),
+                ctx,
+                "audiences",
+                "control",
+            ),
+            (
+                with(&|d| d.audiences = vec!["a b".into()]),
+                ctx,
+                "audiences",
+                "a b",
+            ),
+            (
+                with(&|d| d.scopes = vec!["read write".into()]),
+                ctx,
+                "scopes",
+                "without spaces",
+            ),
+            (
+                with(&|d| d.may_act = vec!["agents".into()]),
+                ctx,
+                "may_act",
+                "SPIFFE ID",
+            ),
+            (
+                with(&|d| d.ttl_seconds = Some(7200)),
+                ctx,
+                "ttl",
+                "tokens.max_ttl",
+            ),
+            (with(&|d| d.ttl_seconds = Some(0)), ctx, "ttl", "above zero"),
+            (
+                with(&|d| {
+                    d.ttl_seconds = Some(600);
+                    d.max_ttl_seconds = Some(60)
+                }),
+                ctx,
+                "ttl",
+                "max_ttl",
+            ),
+            // issue 9: a parent must be a node ID.
+            (
+                with(&|d| d.parent = Some("spiffe://example.org/ns/x".into())),
+                ctx,
+                "parent",
+                "not a node",
+            ),
+            (
+                with(&|d| d.parent = Some("spiffe://other.org/lanyard/node/a".into())),
+                ctx,
+                "parent",
+                "not a node",
+            ),
+            (
+                with(&|d| {
+                    d.parent = Some("spiffe://example.org/lanyard/node/a".into());
+                    d.issuer = Some("k".into())
+                }),
+                ctx,
+                "parent",
+                "not both",
+            ),
+            (
+                with(&|d| d.selectors = vec!["unix:uid:0".into()]),
+                ctx,
+                "parent",
+                "give the entry a parent",
+            ),
+            (
+                with(&|d| d.dns_names = vec!["a..b".into()]),
+                ctx,
+                "dns_names",
+                "not a DNS name",
+            ),
+            (with(&|d| d.role = Some("a/b".into())), ctx, "role", ""),
+            (
+                with(&|d| d.grants = vec!["appdb".into()]),
+                ctx,
+                "grants",
+                "backend/role",
+            ),
+            (
+                with(&|d| d.selectors = vec!["k8s:ns:a".into(); 65]),
+                ctx,
+                "selectors",
+                "at most 64",
+            ),
+        ];
+        for (d, c, field, words) in cases {
+            let shown = format!("{d:?}");
+            let err = check(d, &c).err();
+            assert_eq!(
+                err.as_ref().map(|e| e.field),
+                Some(field),
+                "{shown}: {err:?}"
+            );
+            let msg = err.map(|e| e.message).unwrap_or_default();
+            assert!(msg.contains(words), "{shown}: {msg}");
+            assert!(
+                !has_control(&msg),
+                "{shown}: message echoes control characters"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_normalise_and_the_dev_parent_applies() {
+        let t = td();
+        let node = naming::node_id(&t, "dev").unwrap_or_else(|e| panic!("{e}"));
+        let ctx = EntryContext {
+            trust_domain: &t,
+            jwt_max_ttl: Duration::from_secs(3600),
+            default_parent: Some(&node),
+            tenant_exists: true,
+            issuer: IssuerBinding::FromClaim,
+        };
+        let mut d = draft("spiffe://example.org/me");
+        d.selectors = vec!["unix:uid:1000".into(), "unix:uid:1000".into()];
+        d.scopes = vec!["b".into(), "a".into(), "b".into()];
+        let e = check(d, &ctx).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.parent.as_ref(), Some(&node));
+        assert_eq!(e.selectors.len(), 1);
+        assert_eq!(e.scopes, vec!["a".to_owned(), "b".to_owned()]);
+        // A token-exchange entry never gets the default parent.
+        let mut d = draft("spiffe://example.org/me");
+        d.issuer = Some("k8s".into());
+        d.selectors = vec!["k8s:ns:x".into()];
+        assert_eq!(check(d, &ctx).ok().and_then(|e| e.parent), None);
+    }
+}

@@ -1,0 +1,209 @@
+//! `/admin/v1/entries`: registration entries (selectors -> SPIFFE ID). What
+//! an entry may say is decided by `lanyard_core::entry::validate`; this
+//! module looks up what that needs and stores the result.
+
+use lanyard_attest::{IssuerConfig, TenantBinding};
+use lanyard_core::entry::validate::{EntryContext, EntryDraft, IssuerBinding};
+use lanyard_core::Entry;
+use serde::Deserialize;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+
+use crate::error::ApiError;
+use crate::http::admin::{audit, refresh};
+use crate::http::extract::{Admin, Body, StoreResultExt as _};
+use crate::state::{AppState, CorrelationId};
+
+type St = State<AppState>;
+
+/// Validates `draft` as entry `id`: looks up what the core rules need (the
+/// tenant, the issuer's tenant binding), lets them decide, then checks the
+/// broker grants exist.
+async fn build_entry(
+    state: &AppState,
+    id: String,
+    draft: EntryDraft,
+    cid: &str,
+) -> Result<Entry, ApiError> {
+    let cid_ = CorrelationId(cid.to_owned());
+    let tenant_exists = match lanyard_core::TenantId::parse(&draft.tenant) {
+        Ok(t) => state
+            .store
+            .fetch_tenant(t.as_str())
+            .await
+            .api(&cid_)?
+            .is_some(),
+        // The rules name the bad tenant.
+        Err(_) => true,
+    };
+    let issuer_config: Option<IssuerConfig> = match &draft.issuer {
+        None => None,
+        Some(name) => state
+            .store
+            .list_issuers()
+            .await
+            .api(&cid_)?
+            .into_iter()
+            .find(|r| &r.name == name)
+            .and_then(|r| serde_json::from_str(&r.config).ok()),
+    };
+    let issuer = match &issuer_config {
+        None => IssuerBinding::Unknown,
+        Some(IssuerConfig {
+            tenant: TenantBinding::Fixed(t),
+            ..
+        }) => IssuerBinding::Fixed(t),
+        Some(_) => IssuerBinding::FromClaim,
+    };
+    let ctx = EntryContext {
+        trust_domain: &state.settings.trust_domain,
+        jwt_max_ttl: state.settings.limits.jwt_max_ttl,
+        default_parent: state.settings.default_parent.as_ref(),
+        tenant_exists,
+        issuer,
+    };
+    let entry = draft
+        .validate(id, state.clock.unix_seconds(), &ctx)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    for grant in &entry.grants {
+        state
+            .broker
+            .check_grant(grant)
+            .map_err(ApiError::BadRequest)?;
+    }
+    Ok(entry)
+}
+
+/// `GET /admin/v1/entries?tenant=T`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryFilter {
+    tenant: Option<String>,
+}
+
+/// `GET /admin/v1/entries`.
+pub async fn list_entries(
+    state: St,
+    _admin: Admin,
+    Query(f): Query<EntryFilter>,
+) -> Result<Response, ApiError> {
+    let index = state.registry.entries();
+    let entries: Vec<&Entry> = index
+        .iter()
+        .map(|e| e.as_ref())
+        .filter(|e| f.tenant.as_deref().is_none_or(|t| e.tenant.as_str() == t))
+        .collect();
+    Ok(Json(serde_json::json!({ "entries": entries })).into_response())
+}
+
+/// `GET /admin/v1/entries/{id}`.
+pub async fn show_entry(
+    state: St,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let index = state.registry.entries();
+    let entry = index
+        .get(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("entry {id:?}")))?;
+    Ok(Json(entry.as_ref()).into_response())
+}
+
+/// `POST /admin/v1/entries`.
+pub async fn create_entry(
+    state: St,
+    admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+    Body(req): Body<EntryDraft>,
+) -> Result<Response, ApiError> {
+    let entry = build_entry(&state, crate::correlation::new_id(), req, &cid.0).await?;
+    let entry = save_entry(&state, &admin, &cid.0, entry, false).await?;
+    Ok((StatusCode::CREATED, Json(entry)).into_response())
+}
+
+/// `PUT /admin/v1/entries/{id}`.
+pub async fn update_entry(
+    state: St,
+    admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+    Path(id): Path<String>,
+    Body(req): Body<EntryDraft>,
+) -> Result<Response, ApiError> {
+    let created_at = state
+        .registry
+        .entries()
+        .get(&id)
+        .map(|e| e.created_at)
+        .ok_or_else(|| ApiError::NotFound(format!("entry {id:?}")))?;
+    let mut entry = build_entry(&state, id, req, &cid.0).await?;
+    entry.created_at = created_at;
+    let entry = save_entry(&state, &admin, &cid.0, entry, true).await?;
+    Ok(Json(entry).into_response())
+}
+
+/// Refuses an entry that would make identities ambiguous, then stores it
+/// (create or replace) with its audit event and refreshes this replica.
+async fn save_entry(
+    state: &AppState,
+    admin: &Admin,
+    cid: &str,
+    entry: Entry,
+    replace: bool,
+) -> Result<Entry, ApiError> {
+    if let Some(existing) = state.registry.entries().conflict(&entry) {
+        return Err(ApiError::Conflict(format!(
+            "entry {} already has the same issuer and selectors (it grants {}); update it, or make the selectors differ",
+            existing.id, existing.spiffe_id
+        )));
+    }
+    let action = if replace {
+        "entry.update"
+    } else {
+        "entry.create"
+    };
+    let subject = format!("{} {}", entry.id, entry.spiffe_id);
+    let draft = audit(
+        state,
+        cid,
+        &admin.actor,
+        action,
+        &subject,
+        Some(entry.tenant.as_str()),
+    );
+    let stored = if replace {
+        state.store.update_entry(entry.clone(), draft).await
+    } else {
+        state.store.create_entry(entry.clone(), draft).await
+    };
+    stored.api(&CorrelationId(cid.to_owned()))?;
+    refresh(state).await;
+    Ok(entry)
+}
+
+/// `DELETE /admin/v1/entries/{id}`.
+pub async fn delete_entry(
+    state: St,
+    admin: Admin,
+    Extension(cid): Extension<CorrelationId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = state
+        .registry
+        .entries()
+        .get(&id)
+        .map(|e| e.tenant.to_string());
+    let draft = audit(
+        &state,
+        &cid.0,
+        &admin.actor,
+        "entry.delete",
+        &id,
+        tenant.as_deref(),
+    );
+    state.store.delete_entry(&id, draft).await.api(&cid)?;
+    refresh(&state).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
