@@ -133,6 +133,61 @@ pub enum Command {
     /// Attested nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Kubernetes admission webhooks: pods get workload identity (Azure
+    /// Workload Identity, EKS and Lanyard conventions), SpinApps are checked.
+    ///
+    /// `lanyard webhook --config F` serves them over HTTPS; `lanyard webhook
+    /// render --pod F` shows what they would do to one pod, without a cluster.
+    /// Guides: docs/kubernetes/.
+    Webhook(WebhookArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct WebhookArgs {
+    /// Webhook TOML config: [webhook] listen, tls_cert, tls_key (reloaded when
+    /// they change), kubeconfig, on_api_error = "deny"|"allow"; optional
+    /// [webhook.azure] tenant_id, cloud, token_layout = "v1.6"|"v1.5";
+    /// [webhook.aws] region; [webhook.lanyard] audience.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: Option<WebhookAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookAction {
+    /// Show what the webhook does to one pod, running exactly its code path:
+    /// the patch, the resulting pod, warnings, or why it would be refused.
+    ///
+    /// This is how to debug "why did my pod not get the token". The file may
+    /// hold a Pod, or a Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or
+    /// CronJob (its pod template is used, named as its ReplicaSet would name
+    /// it). Without --service-account the service account is treated as not
+    /// found, as the API server would answer for one that does not exist.
+    ///
+    /// Exit status: 0 when the pod would be admitted, 1 when refused.
+    ///
+    /// Example: lanyard webhook render --pod deploy.yaml --service-account sa.yaml
+    ///   --config webhook.toml --output json
+    Render(WebhookRenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookRenderArgs {
+    /// The pod (or workload) as YAML or JSON.
+    #[arg(long)]
+    pub pod: PathBuf,
+    /// Its ServiceAccount as YAML or JSON (`kubectl get sa NAME -o yaml`).
+    #[arg(long)]
+    pub service_account: Option<PathBuf>,
+    /// Namespace of the pod (default: the file's metadata.namespace, else default).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// The webhook's config; without it every convention is on with
+    /// upstream's defaults and no default Azure tenant.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

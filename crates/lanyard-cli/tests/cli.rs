@@ -1023,6 +1023,122 @@ fn broker_commands_and_creds_through_the_workload_api() -> TestResult {
     dev.stop()
 }
 
+/// `lanyard webhook render`: the webhook's code path on one pod, JSON and
+/// text, exit 1 when the pod would be refused.
+#[test]
+fn webhook_render_shows_the_mutation_or_the_refusal() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pod = dir.path().join("deploy.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: payments}\nspec:\n  template:\n    metadata:\n      labels: {azure.workload.identity/use: \"true\"}\n    spec:\n      serviceAccountName: api\n      containers: [{name: app, image: nginx}]\n",
+    )?;
+    let sa = dir.path().join("sa.json");
+    std::fs::write(
+        &sa,
+        r#"{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"api","namespace":"payments","annotations":{"azure.workload.identity/client-id":"c-1"}}}"#,
+    )?;
+    let cfg = dir.path().join("webhook.toml");
+    std::fs::write(
+        &cfg,
+        "[webhook.azure]\ntenant_id = \"t-1\"\ntoken_layout = \"v1.5\"\n",
+    )?;
+
+    let render = |extra: &[&Path], json: bool| -> Result<Output, std::io::Error> {
+        let mut c = Command::new(BIN);
+        c.args(["webhook", "render", "--pod"]).arg(&pod);
+        for (flag, p) in ["--service-account", "--config"].iter().zip(extra) {
+            c.arg(flag).arg(p);
+        }
+        if json {
+            c.args(["--output", "json"]);
+        }
+        c.output()
+    };
+
+    let out = render(&[&sa, &cfg], true)?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["allowed"], true);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("mutated (azure)"),
+        "{v}"
+    );
+    assert!(v["patch"].as_array().is_some_and(|p| !p.is_empty()));
+    let env = &v["pod"]["spec"]["containers"][0]["env"];
+    assert_eq!(
+        env[0],
+        serde_json::json!({"name": "AZURE_CLIENT_ID", "value": "c-1"})
+    );
+    assert_eq!(
+        env[1],
+        serde_json::json!({"name": "AZURE_TENANT_ID", "value": "t-1"})
+    );
+    assert_eq!(
+        env[2]["value"],
+        "/var/run/secrets/azure/tokens/azure-identity-token"
+    );
+    assert_eq!(
+        v["pod"]["spec"]["volumes"][0]["name"],
+        "azure-identity-token"
+    );
+
+    // Text: a readable diff.
+    let out = render(&[&sa, &cfg], false)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("admitted: mutated (azure)"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with('+') && l.contains("name: AZURE_CLIENT_ID")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("--- pod as given")),
+        "{text}"
+    );
+
+    // No service account: refused as the webhook would refuse it, exit 1.
+    let out = render(&[], true)?;
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["message"], "serviceaccounts \"api\" not found");
+
+    // A bad config names its key.
+    std::fs::write(
+        &cfg,
+        "[webhook.azure]\ntenant_id = \"t\"\ncloud = \"Mars\"\n",
+    )?;
+    let out = render(&[&sa, &cfg], false)?;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("webhook.azure.cloud") && err.contains("AzureChinaCloud"),
+        "{err}"
+    );
+
+    // `lanyard webhook` without --config says what to do; a config without TLS names the key.
+    let out = Command::new(BIN).arg("webhook").output()?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("webhook render --pod"));
+    std::fs::write(&cfg, "[webhook]\nlisten = \"127.0.0.1:0\"\n")?;
+    let out = Command::new(BIN)
+        .args(["webhook", "--config"])
+        .arg(&cfg)
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("webhook.tls_cert"));
+    Ok(())
+}
+
 // issue 9: `lanyard server` on a missing or 0-byte database started afresh,
 // with new signing keys, a new CA and an audit log restarting at sequence 1;
 // and it started with the audit table's append-only triggers gone.
