@@ -347,6 +347,24 @@ mod admin {
         }
         let (status, _, _) = srv.admin(Method::GET, "/admin/v1/tenants", None).await?;
         assert_eq!(status, 200);
+        // issue 9: failed admin authentications are audited, not only logged,
+        // naming the token's public id at most (never the token).
+        let (_, body, _) = srv
+            .admin(Method::GET, "/admin/v1/audit?limit=1000", None)
+            .await?;
+        let events = body["events"].as_array().cloned().unwrap_or_default();
+        let denied: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["action"] == "admin.authenticate" && e["decision"] == "deny")
+            .collect();
+        assert_eq!(denied.len(), 6, "{denied:?}");
+        assert!(denied
+            .iter()
+            .any(|e| e["subject"] == "admin:0000000000000000"));
+        let text = body.to_string();
+        assert!(
+            !text.contains(&wrong_secret) && !text.contains(parts.get(2).copied().unwrap_or("-"))
+        );
         srv.stop().await
     }
 

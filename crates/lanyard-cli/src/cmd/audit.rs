@@ -179,7 +179,7 @@ pub async fn run(g: &Global, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                     println!(
                         "audit chain BROKEN at sequence {}: {}",
                         v["first_broken_seq"],
-                        lanyard_core::text::escape_control(s(v, "problem"))
+                        s(v, "problem")
                     );
                 }
             });
