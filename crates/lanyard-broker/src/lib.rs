@@ -21,7 +21,6 @@
 //! Start reading at [`Broker`], then [`postgres::PostgresBroker`].
 
 #![warn(missing_docs)]
-#![warn(clippy::indexing_slicing)]
 
 pub mod generate;
 pub mod postgres;

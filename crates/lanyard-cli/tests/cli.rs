@@ -1,6 +1,14 @@
 //! The `lanyard` binary end to end: `lanyard dev` in a temp dir on a free
 //! port, then admin commands against it, a restart, and config errors.
 
+// Tests and benchmarks fail by panicking and index fixtures they built.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -1324,7 +1332,7 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
     let sink = std::fs::read_to_string(d.join("audit-checkpoints.jsonl"))?;
     assert!(sink
         .lines()
-        .any(|l| l.contains(&signed["jws"].as_str().unwrap_or("-"))));
+        .any(|l| l.contains(signed["jws"].as_str().unwrap_or("-"))));
     // A checkpoint forged with another key is refused.
     let mut forged = signed.clone();
     forged["jws"] = json_str(&format!("{}x", signed["jws"].as_str().unwrap_or("")));

@@ -29,7 +29,6 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-#![warn(clippy::unwrap_used, clippy::indexing_slicing)]
 
 pub mod accounts;
 pub mod admission;

@@ -4,6 +4,14 @@
 //! Lease expiry runs on an injected clock; PostgreSQL's own `VALID UNTIL`
 //! is real time, so the server's fake clock starts at the real time.
 
+// Tests and benchmarks fail by panicking and index fixtures they built.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 

@@ -141,13 +141,22 @@ fn yaml(v: &Value) -> Vec<String> {
 /// can be large: beyond 4 million line pairs the middle is shown whole.
 fn diff_lines(a: &[String], b: &[String]) -> Vec<String> {
     let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    let suffix = a[prefix..]
+    let (a_rest, b_rest) = (
+        a.get(prefix..).unwrap_or_default(),
+        b.get(prefix..).unwrap_or_default(),
+    );
+    let suffix = a_rest
         .iter()
         .rev()
-        .zip(b[prefix..].iter().rev())
+        .zip(b_rest.iter().rev())
         .take_while(|(x, y)| x == y)
         .count();
-    let (am, bm) = (&a[prefix..a.len() - suffix], &b[prefix..b.len() - suffix]);
+    let am = a_rest
+        .get(..a_rest.len().saturating_sub(suffix))
+        .unwrap_or_default();
+    let bm = b_rest
+        .get(..b_rest.len().saturating_sub(suffix))
+        .unwrap_or_default();
     let mut ops: Vec<(char, &str)> = Vec::new();
     if am.len().saturating_mul(bm.len()) > 4_000_000 {
         ops.extend(am.iter().map(|l| ('-', l.as_str())));

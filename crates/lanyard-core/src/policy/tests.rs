@@ -405,7 +405,8 @@ fn grants_narrow_and_name_the_chain() {
 #[test]
 fn ttl_never_exceeds_any_maximum() {
     // (entry ttl, entry max, requested, evidence left, expected)
-    let cases: [(Option<u64>, Option<u64>, Option<u64>, i64, u64); 7] = [
+    type Case = (Option<u64>, Option<u64>, Option<u64>, i64, u64);
+    let cases: [Case; 7] = [
         (None, None, None, 3600, 300),
         (Some(600), None, None, 3600, 600),
         (None, Some(120), Some(900), 3600, 120),
