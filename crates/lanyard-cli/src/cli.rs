@@ -284,6 +284,13 @@ pub struct IssuerAddArgs {
     /// Name used by entries (--issuer) and in audit events.
     #[arg(long)]
     pub name: String,
+    /// kubernetes only: the cluster's name; its tokens get the selector
+    /// k8s:cluster:NAME (default: --name). Add one issuer per cluster: the
+    /// same namespace and service account in two clusters are different
+    /// workloads, and entries say which cluster (--issuer, or
+    /// --selector k8s:cluster:NAME) they mean.
+    #[arg(long)]
+    pub cluster: Option<String>,
     /// kubernetes | github-actions | gitlab | oidc.
     #[arg(long)]
     pub kind: String,

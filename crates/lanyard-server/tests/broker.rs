@@ -560,7 +560,7 @@ async fn requests_without_a_valid_grant_are_refused_and_audited() -> TestResult 
         ),
         (
             "entries",
-            json!({"spiffe_id": "spiffe://example.org/z", "tenant": "payments", "selectors": ["k8s:sa:z"], "grants": ["appdb/nope"]}),
+            json!({"spiffe_id": "spiffe://example.org/z", "tenant": "payments", "issuer": "k8s", "selectors": ["k8s:sa:z"], "grants": ["appdb/nope"]}),
             "appdb/nope",
         ),
     ] {

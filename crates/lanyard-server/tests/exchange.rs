@@ -275,7 +275,7 @@ impl Env {
             entry(
                 "spiffe://example.org/other",
                 "agents-co",
-                &["k8s:ns:other"],
+                &["k8s:cluster:k8s", "k8s:ns:other"],
                 json!({}),
             ),
         )
