@@ -571,6 +571,7 @@ fn entry_from_pb(e: &lanyard_proto::node::Entry, node: &SpiffeId) -> Option<Entr
         scopes: Vec::new(),
         may_act: Vec::new(),
         admin: false,
+        token_reviewer: false,
         // Broker grants are used by the server only; agents never see them.
         grants: Vec::new(),
         role: None,

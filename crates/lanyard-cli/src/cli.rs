@@ -402,6 +402,11 @@ pub struct EntryArgs {
     /// May call the admin API with its SVID.
     #[arg(long)]
     pub admin: bool,
+    /// May review other workloads' tokens at the TokenReview endpoint
+    /// (/apis/authentication.k8s.io/v1/tokenreviews) with a JWT-SVID for
+    /// audience SERVER/tokenreview.
+    #[arg(long)]
+    pub token_reviewer: bool,
     /// Broker roles this identity may get credentials for, as backend/role (repeatable).
     #[arg(long = "grant")]
     pub grants: Vec<String>,

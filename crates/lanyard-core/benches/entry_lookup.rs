@@ -47,6 +47,7 @@ fn entries() -> Vec<lanyard_core::Entry> {
                 scopes: vec![],
                 may_act: vec![],
                 admin: false,
+                token_reviewer: false,
                 grants: Vec::new(),
                 role: None,
                 created_at: 0,

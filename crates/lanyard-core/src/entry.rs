@@ -65,6 +65,10 @@ pub struct Entry {
     pub may_act: Vec<String>,
     /// Whether this identity may call the admin API.
     pub admin: bool,
+    /// Whether this identity may call the TokenReview endpoint (review
+    /// other workloads' tokens, as Kubernetes' `system:auth-delegator`).
+    #[serde(default)]
+    pub token_reviewer: bool,
     /// Broker roles (`backend/role`) this identity may get credentials for.
     #[serde(default)]
     pub grants: Vec<String>,
@@ -464,6 +468,7 @@ mod tests {
             scopes: vec![],
             may_act: vec![],
             admin: false,
+            token_reviewer: false,
             grants: Vec::new(),
             role: None,
             created_at: 0,

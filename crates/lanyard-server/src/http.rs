@@ -9,6 +9,7 @@ pub mod extract;
 pub mod health;
 pub mod oauth;
 pub mod oidc;
+pub mod tokenreview;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method, Uri};
@@ -32,6 +33,7 @@ pub fn router(state: AppState, body_timeout: std::time::Duration) -> Router {
         .route(oidc::AUDIT_KEYS_PATH, get(oidc::audit_keys))
         .route("/bundle", get(oidc::bundle))
         .route(oidc::TOKEN_PATH, post(oidc::token))
+        .route(tokenreview::PATH, post(tokenreview::review))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -32,6 +32,7 @@ pub mod net;
 pub mod node;
 pub mod registry;
 pub mod rekey;
+pub mod review;
 mod serve;
 pub mod state;
 

@@ -33,6 +33,10 @@ mod federation;
 #[path = "exchange/node_api.rs"]
 mod node_api;
 
+/// TokenReview and several clusters.
+#[path = "exchange/tokenreview.rs"]
+mod tokenreview;
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const K8S_ISS: &str = "https://k8s.test";

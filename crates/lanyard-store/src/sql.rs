@@ -298,6 +298,7 @@ macro_rules! entry_row {
             scopes: r.try_get("scopes")?,
             may_act: r.try_get("may_act")?,
             admin: r.try_get("admin")?,
+            token_reviewer: r.try_get("token_reviewer")?,
             grants: r.try_get("grants")?,
             role: r.try_get("role")?,
             created_at: r.try_get("created_at")?,
@@ -307,7 +308,7 @@ macro_rules! entry_row {
 }
 
 const ENTRY_COLUMNS: &str =
-    "id, tenant, spiffe_id, issuer, parent, dns_names, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, role, grants, created_at";
+    "id, tenant, spiffe_id, issuer, parent, dns_names, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, token_reviewer, role, grants, created_at";
 
 struct RawEntry {
     id: String,
@@ -323,6 +324,7 @@ struct RawEntry {
     scopes: String,
     may_act: String,
     admin: bool,
+    token_reviewer: bool,
     grants: String,
     role: Option<String>,
     created_at: i64,
@@ -363,6 +365,7 @@ impl RawEntry {
             scopes: list("entry scopes", &self.scopes)?,
             may_act: list("entry may_act", &self.may_act)?,
             admin: self.admin,
+            token_reviewer: self.token_reviewer,
             grants: list("entry grants", &self.grants)?,
             role: self.role,
             created_at: self.created_at,
@@ -991,8 +994,8 @@ impl Store for SqlStore {
                 .await?;
             one_tenant_per_spiffe_id!(tx, entry);
             sqlx::query(
-                "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at, parent, dns_names, role, grants) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17)",
+                "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at, parent, dns_names, role, grants, token_reviewer) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17, $18)",
             )
             .bind(&entry.id)
             .bind(entry.tenant.as_str())
@@ -1011,6 +1014,7 @@ impl Store for SqlStore {
             .bind(&c.dns_names)
             .bind(entry.role.as_deref())
             .bind(&c.grants)
+            .bind(entry.token_reviewer)
             .execute(&mut *tx)
             .await
             .map_err(|e| entry_conflict(e, &entry))?;
@@ -1030,7 +1034,7 @@ impl Store for SqlStore {
             one_tenant_per_spiffe_id!(tx, entry);
             let done = sqlx::query(
                 "UPDATE entries SET tenant = $2, spiffe_id = $3, issuer = $4, selectors = $5, selector_key = $6, audiences = $7, \
-                 ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13, parent = $14, dns_names = $15, role = $16, grants = $17 WHERE id = $1",
+                 ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13, parent = $14, dns_names = $15, role = $16, grants = $17, token_reviewer = $18 WHERE id = $1",
             )
             .bind(&entry.id)
             .bind(entry.tenant.as_str())
@@ -1049,6 +1053,7 @@ impl Store for SqlStore {
             .bind(&c.dns_names)
             .bind(entry.role.as_deref())
             .bind(&c.grants)
+            .bind(entry.token_reviewer)
             .execute(&mut *tx)
             .await
             .map_err(|e| entry_conflict(e, &entry))?;

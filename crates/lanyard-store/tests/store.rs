@@ -365,6 +365,7 @@ fn entry(id: &str, selectors: &[&str]) -> Result<lanyard_core::Entry, Box<dyn st
         scopes: vec!["read".into(), "write".into()],
         may_act: vec!["spiffe://example.org/agents/*".into()],
         admin: true,
+        token_reviewer: false,
         role: Some("reader".into()),
         grants: vec!["appdb/readonly".into()],
         created_at: 7,
@@ -401,6 +402,7 @@ async fn entries_round_trip_conflict_and_tenant_binding(url: &str) -> TestResult
     let mut changed = e.clone();
     changed.audiences = vec!["api://y".into()];
     changed.admin = false;
+    changed.token_reviewer = true;
     changed.role = None;
     changed.grants = vec!["appdb/readonly".into(), "appdb/rw".into()];
     store

@@ -100,6 +100,7 @@ fn body(a: EntryArgs) -> anyhow::Result<Value> {
         "scopes": a.scopes,
         "may_act": a.may_act,
         "admin": a.admin,
+        "token_reviewer": a.token_reviewer,
         "grants": a.grants,
         "role": a.role,
     }))

@@ -56,6 +56,9 @@ pub struct EntryDraft {
     /// May call the admin API.
     #[serde(default)]
     pub admin: bool,
+    /// May call the TokenReview endpoint.
+    #[serde(default)]
+    pub token_reviewer: bool,
     /// Broker roles (`backend/role`).
     #[serde(default)]
     pub grants: Vec<String>,
@@ -348,6 +351,7 @@ impl EntryDraft {
             scopes,
             may_act: self.may_act,
             admin: self.admin,
+            token_reviewer: self.token_reviewer,
             grants,
             role: self.role,
             created_at,

@@ -35,6 +35,7 @@ fn entry(eid: &str, spiffe_id: &str, tenant_name: &str) -> Entry {
         scopes: vec!["read".into(), "write".into()],
         may_act: Vec::new(),
         admin: false,
+        token_reviewer: false,
         grants: Vec::new(),
         role: None,
         created_at: 0,
