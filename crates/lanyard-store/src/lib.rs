@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod changes;
 pub mod checkpoint;
 mod error;
 mod lease;
@@ -30,6 +31,7 @@ use std::pin::Pin;
 use lanyard_core::{AudienceProfile, Entry};
 
 pub use audit::{AuditDraft, AuditEvent};
+pub use changes::{ChangeKind, ChangeRecord, ChangeRow, ChangeStore, EntryBatch};
 pub use checkpoint::{AuditKeyRow, AuditStore, CheckpointRow};
 pub use error::StoreError;
 pub use lease::{BrokerBackendRow, BrokerRoleRow, BrokerStore, LeaseQuery, LeaseRow, LeaseState};
@@ -53,7 +55,7 @@ pub type CaPlanner<'a> =
 
 /// Everything Lanyard persists, grouped by entity. Verbs: create, fetch,
 /// list, update, delete, count, append.
-pub trait Store: BrokerStore + AuditStore + Send + Sync + std::fmt::Debug {
+pub trait Store: BrokerStore + AuditStore + ChangeStore + Send + Sync + std::fmt::Debug {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
