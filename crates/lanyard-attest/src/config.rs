@@ -247,8 +247,7 @@ impl IssuerConfig {
 
     /// The cluster name of a `kubernetes` issuer (`None` for other kinds).
     pub fn cluster_name(&self) -> Option<&str> {
-        (self.kind == IssuerKind::Kubernetes)
-            .then(|| self.cluster.as_deref().unwrap_or(&self.name))
+        (self.kind == IssuerKind::Kubernetes).then(|| self.cluster.as_deref().unwrap_or(&self.name))
     }
 
     /// Checks every field without touching the network or the file system.
@@ -263,12 +262,18 @@ impl IssuerConfig {
         };
         if let Some(c) = &self.cluster {
             if self.kind != IssuerKind::Kubernetes {
-                return Err(bad("cluster", "only kubernetes issuers name a cluster".into()));
+                return Err(bad(
+                    "cluster",
+                    "only kubernetes issuers name a cluster".into(),
+                ));
             }
             if !name_ok(c) {
                 return Err(bad(
                     "cluster",
-                    format!("{} must be 1-63 lowercase letters, digits, '-' and '_'", shown(c)),
+                    format!(
+                        "{} must be 1-63 lowercase letters, digits, '-' and '_'",
+                        shown(c)
+                    ),
                 ));
             }
         }

@@ -360,6 +360,36 @@ pub enum EntryCommand {
     },
     /// Delete an entry.
     Delete { id: String },
+    /// Make the entries match a file (declarative, idempotent). The file is
+    /// YAML or JSON: a list of entries with the fields `lanyard entry list
+    /// --output json` prints (that output itself is a valid file; `id` and
+    /// `created_at` are optional). An entry is the stored one with the same
+    /// id, or else with the same issuer, parent and selectors. Example:
+    ///
+    ///   - spiffe_id: spiffe://example.org/ns/pay/sa/api
+    ///     selectors: [k8s:ns:pay, k8s:sa:api, k8s:cluster:prod]
+    ///     audiences: [api://x]
+    ///
+    /// lanyard entry apply -f entries.yaml --tenant pay --prune --dry-run
+    ///
+    /// Applying the same file again changes nothing and says so. Changes are
+    /// committed in transactions of 1000, each change audited.
+    Apply {
+        /// The file (`-` reads standard input).
+        #[arg(short = 'f', long = "file")]
+        file: std::path::PathBuf,
+        /// Only this tenant: entries without a tenant get it, entries of
+        /// another tenant are refused, and --prune deletes only its entries.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Delete the entries of the scope (--tenant, or else the tenants
+        /// the file names) that the file does not list.
+        #[arg(long)]
+        prune: bool,
+        /// Print the plan (create/update/delete lines) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Args)]

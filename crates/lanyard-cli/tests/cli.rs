@@ -1435,3 +1435,213 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
 fn json_str(s: &str) -> Value {
     Value::String(s.to_owned())
 }
+
+/// Runs `lanyard` with `args` and asserts it succeeded.
+fn ok(dir: &Path, args: &[&str]) -> Result<Output, Box<dyn std::error::Error>> {
+    let out = lanyard(dir, args)?;
+    if !out.status.success() {
+        return Err(format!(
+            "lanyard {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(out)
+}
+
+// issue 13: declarative entries.
+#[test]
+fn entry_apply_is_declarative_idempotent_and_scoped() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let _dev = Dev::start(d)?;
+    ok(d, &["tenant", "create", "pay"])?;
+    ok(d, &["tenant", "create", "ops"])?;
+    ok(
+        d,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/ops/db",
+            "--tenant",
+            "ops",
+            "--selector",
+            "k8s:ns:ops",
+            "--selector",
+            "k8s:sa:db",
+            "--selector",
+            "k8s:cluster:prod",
+        ],
+    )?;
+    let entry = |n: &str, aud: &str| {
+        format!(
+            "- spiffe_id: spiffe://example.org/pay/{n}\n  selectors: [k8s:ns:pay, 'k8s:sa:{n}', k8s:cluster:prod]\n  audiences: ['{aud}']\n"
+        )
+    };
+    let file = d.join("pay.yaml");
+    std::fs::write(
+        &file,
+        [
+            entry("a", "api://x"),
+            entry("b", "api://x"),
+            entry("c", "api://x"),
+        ]
+        .concat(),
+    )?;
+    let f = file.display().to_string();
+    let pay_entries = |d: &Path| -> Result<Vec<Value>, Box<dyn std::error::Error>> {
+        let out = ok(d, &["--output", "json", "entry", "list", "--tenant", "pay"])?;
+        Ok(json_of(&out)?["entries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    };
+
+    // A dry run prints the plan and changes nothing.
+    let out = ok(
+        d,
+        &["entry", "apply", "-f", &f, "--tenant", "pay", "--dry-run"],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("create")).count(),
+        3,
+        "{text}"
+    );
+    assert!(text.contains("nothing was changed"), "{text}");
+    assert!(pay_entries(d)?.is_empty());
+
+    let out = ok(d, &["entry", "apply", "-f", &f, "--tenant", "pay"])?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("created 3"),
+        "{out:?}"
+    );
+    assert_eq!(pay_entries(d)?.len(), 3);
+    // Twice: nothing changes, and it says so.
+    let out = ok(d, &["entry", "apply", "-f", &f, "--tenant", "pay"])?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing to change: 3 entries unchanged"),
+        "{out:?}"
+    );
+    // What `entry list --output json` prints is itself a file to apply.
+    let listed = d.join("listed.json");
+    std::fs::write(
+        &listed,
+        &ok(d, &["--output", "json", "entry", "list", "--tenant", "pay"])?.stdout,
+    )?;
+    let out = ok(
+        d,
+        &[
+            "--output",
+            "json",
+            "entry",
+            "apply",
+            "-f",
+            &listed.display().to_string(),
+        ],
+    )?;
+    let v = json_of(&out)?;
+    assert_eq!(
+        (v["unchanged"].as_u64(), v["create"].as_u64()),
+        (Some(3), Some(0)),
+        "{v}"
+    );
+
+    // Change one, drop one, add one; prune deletes only in the scope.
+    std::fs::write(
+        &file,
+        [
+            entry("a", "api://changed"),
+            entry("c", "api://x"),
+            entry("d", "api://x"),
+        ]
+        .concat(),
+    )?;
+    let out = ok(
+        d,
+        &[
+            "--output",
+            "json",
+            "entry",
+            "apply",
+            "-f",
+            &f,
+            "--tenant",
+            "pay",
+            "--prune",
+            "--dry-run",
+        ],
+    )?;
+    let v = json_of(&out)?;
+    assert_eq!(
+        (
+            v["create"].as_u64(),
+            v["update"].as_u64(),
+            v["delete"].as_u64(),
+            v["unchanged"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(pay_entries(d)?.len(), 3, "a dry run changes nothing");
+    let out = ok(
+        d,
+        &[
+            "--output", "json", "entry", "apply", "-f", &f, "--tenant", "pay", "--prune",
+        ],
+    )?;
+    assert!(json_of(&out)?["revision"].is_i64());
+    let mut ids: Vec<String> = pay_entries(d)?
+        .iter()
+        .map(|e| e["spiffe_id"].as_str().unwrap_or("").to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "spiffe://example.org/pay/a",
+            "spiffe://example.org/pay/c",
+            "spiffe://example.org/pay/d"
+        ]
+    );
+    let all = json_of(&ok(d, &["--output", "json", "entry", "list"])?)?;
+    assert!(
+        all["entries"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["tenant"] == "ops")),
+        "another tenant's entry survives --prune"
+    );
+
+    // Hostile files are refused, by entry position, before anything is written.
+    let before = pay_entries(d)?.len();
+    for (body, expect) in [
+        ("- {spiffe_id: 'spiffe://example.org/x', tenant: ops, selectors: ['k8s:sa:x', 'k8s:cluster:prod']}\n", "outside --tenant pay"),
+        ("- {spiffe_id: 'spiffe://example.org/lanyard/node/n1', selectors: ['k8s:sa:x', 'k8s:cluster:prod']}\n", "reserved"),
+        ("- {spiffe_id: 'spiffe://example.org/steal', selectors: ['k8s:ns:ops', 'k8s:sa:db', 'k8s:cluster:prod']}\n", "tenant ops"),
+        ("- {spiffe_id: 'spiffe://example.org/ok', selectors: ['k8s:sa:y', 'k8s:cluster:prod']}\n- {spiffe_id: 'spiffe://example.org/ok2', selectors: ['k8s:sa:y', 'k8s:cluster:prod']}\n", "entry #2"),
+        ("- {spiffe_id: 'spiffe://example.org/ok', selectors: ['k8s:sa:y'], bogus: 1}\n", "bogus"),
+        ("{spiffe_id: 1}\n", "expected a list"),
+    ] {
+        std::fs::write(&file, body)?;
+        let out = lanyard(d, &["entry", "apply", "-f", &f, "--tenant", "pay", "--prune"])?;
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{body} was accepted");
+        assert!(err.contains(expect), "{body}: {err}");
+    }
+    assert_eq!(pay_entries(d)?.len(), before);
+
+    // Each change is audited, in the admin's name.
+    let export = String::from_utf8(ok(d, &["audit", "export"])?.stdout)?;
+    let applied = export
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["reason"] == "entry apply")
+        .count();
+    assert_eq!(
+        applied,
+        3 + 3,
+        "3 creates, then 1 create + 1 update + 1 delete"
+    );
+    Ok(())
+}

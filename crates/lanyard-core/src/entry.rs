@@ -16,6 +16,7 @@
 //! a few short posting lists and checks each candidate's full selector set;
 //! it never scans all entries.
 
+pub mod apply;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -164,8 +165,8 @@ struct Segment {
     by_parent: HashMap<String, Vec<u32>>,
 }
 
-/// An overlay larger than this (or than a quarter of the base) is folded
-/// into a new base.
+/// An overlay larger than this (or than a quarter of the base, when that
+/// is smaller) is folded into a new base.
 const MAX_OVERLAY: usize = 4096;
 
 /// What a node agent's caller matched (Workload API semantics: every entry
@@ -274,7 +275,10 @@ impl EntryIndex {
                 shadowed.insert(id);
             }
         }
-        if overlay.len() > max_overlay.max(self.base.entries.len() / 4) {
+        // The overlay is rebuilt on every change, so it stays small: at most
+        // `max_overlay`, and a quarter of the base below that. A change then
+        // costs O(overlay) plus, amortised, a fold per overlay-full.
+        if overlay.len() > max_overlay.min((self.base.entries.len() / 4).max(64)) {
             // Fold: one rebuild per many changes.
             let mut all: Vec<Arc<Entry>> = self
                 .base
@@ -759,7 +763,10 @@ mod tests {
             let mut e = entry(
                 &format!("e{i}"),
                 if i % 3 == 0 { None } else { Some("k8s") },
-                &[&format!("k8s:ns:ns{}", i % 7), &format!("k8s:sa:sa{}", (i + gen) % 11)],
+                &[
+                    &format!("k8s:ns:ns{}", i % 7),
+                    &format!("k8s:sa:sa{}", (i + gen) % 11),
+                ],
             );
             if i % 5 == 0 {
                 e.parent = Some(
@@ -776,7 +783,9 @@ mod tests {
         // enough to fold the overlay more than once.
         let mut x: u64 = 7;
         for step in 0..3000usize {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let i = usize::try_from(x >> 54).unwrap_or(0) % 400;
             if x % 5 == 0 {
                 live.remove(&i);
@@ -798,12 +807,20 @@ mod tests {
             };
             assert_eq!(ids(&mut idx.iter()), ids(&mut fresh.iter()), "step {step}");
             for q in 0..80usize {
-                let sels = [format!("k8s:ns:ns{}", q % 7), format!("k8s:sa:sa{}", q % 11)];
+                let sels = [
+                    format!("k8s:ns:ns{}", q % 7),
+                    format!("k8s:sa:sa{}", q % 11),
+                ];
                 let sels: Vec<&str> = sels.iter().map(String::as_str).collect();
                 let evidence = ev("k8s", &sels);
                 assert_eq!(
-                    idx.find(&evidence).map(|e| e.id.clone()).map_err(|d| d.reason),
-                    fresh.find(&evidence).map(|e| e.id.clone()).map_err(|d| d.reason),
+                    idx.find(&evidence)
+                        .map(|e| e.id.clone())
+                        .map_err(|d| d.reason),
+                    fresh
+                        .find(&evidence)
+                        .map(|e| e.id.clone())
+                        .map_err(|d| d.reason),
                     "step {step} query {q}"
                 );
                 let id = format!("e{q}");

@@ -283,7 +283,7 @@ impl Node for NodeService {
 
     async fn sync(&self, req: Request<SyncRequest>) -> Result<Response<SyncResponse>, Status> {
         let peer = self.peer_node(&req).await?;
-        Ok(Response::new(self.sync_node(&peer, req.get_ref())))
+        Ok(Response::new(self.sync_node(&peer, req.get_ref()).await))
     }
 
     async fn sign_x509_svids(

@@ -84,7 +84,10 @@ impl ExchangeService {
                         let mut extra = std::collections::BTreeMap::new();
                         extra.insert("lanyard.io/entry".into(), vec![p.entry.id.clone()]);
                         if let Some(jti) = &p.evidence.jti {
-                            extra.insert("authentication.kubernetes.io/credential-id".into(), vec![format!("JTI={jti}")]);
+                            extra.insert(
+                                "authentication.kubernetes.io/credential-id".into(),
+                                vec![format!("JTI={jti}")],
+                            );
                         }
                         return Ok(Reviewed {
                             user: UserInfo {
@@ -106,7 +109,10 @@ impl ExchangeService {
                 }
             }
             return Err(last.unwrap_or_else(|| {
-                Denial::new(DenyReason::WrongAudience, "no audience to review the token for")
+                Denial::new(
+                    DenyReason::WrongAudience,
+                    "no audience to review the token for",
+                )
             }));
         }
         let evidence = snap.attestor.verify(token).await?;
@@ -124,14 +130,13 @@ impl ExchangeService {
                 "the token is for none of the audiences asked for",
             ));
         }
-        snap.revocations
-            .check_keys(
-                evidence
-                    .revocation_keys
-                    .iter()
-                    .map(|k| (k.kind, k.value.as_str())),
-                snap.now(),
-            )?;
+        snap.revocations.check_keys(
+            evidence
+                .revocation_keys
+                .iter()
+                .map(|k| (k.kind, k.value.as_str())),
+            snap.now(),
+        )?;
         let user = service_account_user(&evidence)?;
         let tenant = evidence
             .tenant

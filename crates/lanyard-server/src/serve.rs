@@ -282,11 +282,34 @@ impl Server {
             .set_nonblocking(true)
             .map_err(io("configuring the listener"))?;
         let registry = self.state.registry.clone();
+        let store = self.state.store.clone();
         let poll = tokio::spawn(async move {
+            // Other replicas' commits wake us (PostgreSQL NOTIFY); the poll
+            // is the backstop for a lost wake-up or a lost listener.
+            let mut wake = match store.watch_changes().await {
+                Ok(rx) => rx,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for other replicas' changes; polling only");
+                    None
+                }
+            };
             let mut every = tokio::time::interval(crate::registry::POLL);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                every.tick().await;
+                let woken = async {
+                    match wake.as_mut() {
+                        Some(rx) => rx.recv().await.is_some(),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = every.tick() => {}
+                    alive = woken => {
+                        if !alive {
+                            wake = None;
+                        }
+                    }
+                }
                 if let Err(e) = registry.refresh().await {
                     tracing::warn!(error = %e, "registry refresh failed; serving the previous view");
                 }

@@ -129,12 +129,17 @@ macro_rules! log_changes {
     ($tx:ident, $changes:expr) => {{
         let changes: Vec<$crate::ChangeRecord> = $changes;
         let n = i64::try_from(changes.len()).unwrap_or(i64::MAX);
-        let head = sqlx::query("UPDATE change_head SET revision = revision + $1 WHERE id = 1 RETURNING revision")
-            .bind(n)
-            .fetch_one(&mut *$tx)
-            .await?;
+        let head = sqlx::query(
+            "UPDATE change_head SET revision = revision + $1 WHERE id = 1 RETURNING revision",
+        )
+        .bind(n)
+        .fetch_one(&mut *$tx)
+        .await?;
         let last: i64 = head.try_get("revision")?;
-        for (chunk_start, chunk) in (0..).step_by(AUDIT_ROWS_PER_INSERT).zip(changes.chunks(AUDIT_ROWS_PER_INSERT)) {
+        for (chunk_start, chunk) in (0..)
+            .step_by(AUDIT_ROWS_PER_INSERT)
+            .zip(changes.chunks(AUDIT_ROWS_PER_INSERT))
+        {
             let mut insert = sqlx::QueryBuilder::new(
                 "INSERT INTO changes (revision, kind, key, old_parent, new_parent, deleted) ",
             );
@@ -555,9 +560,11 @@ fn entry_cols(e: &Entry) -> EntryCols {
 
 /// An entry's parent as the change log records it ('' = none).
 fn parent_of(e: &Entry) -> String {
-    e.parent.as_ref().map(ToString::to_string).unwrap_or_default()
+    e.parent
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default()
 }
-
 
 fn entry_conflict(e: sqlx::Error, entry: &Entry) -> StoreError {
     match &e {
@@ -1145,7 +1152,15 @@ impl Store for SqlStore {
                 .await?;
             one_tenant_per_spiffe_id!(tx, entry);
             insert_entry!(tx, &entry);
-            log_changes!(tx, vec![ChangeRecord::entry(&entry.id, "", &parent_of(&entry), false)]);
+            log_changes!(
+                tx,
+                vec![ChangeRecord::entry(
+                    &entry.id,
+                    "",
+                    &parent_of(&entry),
+                    false
+                )]
+            );
             append_audit!(tx, audit);
             tx.commit().await?;
             Ok(())
@@ -1160,7 +1175,15 @@ impl Store for SqlStore {
                 .await?;
             one_tenant_per_spiffe_id!(tx, entry);
             let old_parent = replace_entry!(tx, &entry, audit.at_ms / 1000);
-            log_changes!(tx, vec![ChangeRecord::entry(&entry.id, &old_parent, &parent_of(&entry), false)]);
+            log_changes!(
+                tx,
+                vec![ChangeRecord::entry(
+                    &entry.id,
+                    &old_parent,
+                    &parent_of(&entry),
+                    false
+                )]
+            );
             append_audit!(tx, audit);
             tx.commit().await?;
             Ok(())
@@ -1214,7 +1237,13 @@ impl Store for SqlStore {
             .bind(&revocation.actor)
             .execute(&mut *tx)
             .await?;
-            log_changes!(tx, vec![ChangeRecord::of(ChangeKind::Revocation, revocation.kind.as_str())]);
+            log_changes!(
+                tx,
+                vec![ChangeRecord::of(
+                    ChangeKind::Revocation,
+                    revocation.kind.as_str()
+                )]
+            );
             append_audit!(tx, audit);
             tx.commit().await?;
             Ok(())

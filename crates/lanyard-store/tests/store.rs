@@ -1254,14 +1254,19 @@ async fn the_change_log_is_gap_free_and_transactional(url: &str) -> TestResult {
         .await?;
     let (epoch, start) = store.fetch_change_head().await?;
     assert!(!epoch.is_empty());
-    let node = |n: &str| lanyard_core::SpiffeId::parse(&format!("spiffe://example.org/lanyard/node/{n}"));
+    let node =
+        |n: &str| lanyard_core::SpiffeId::parse(&format!("spiffe://example.org/lanyard/node/{n}"));
     let mut a = entry("a", &["unix:uid:1"])?;
     a.issuer = None;
     a.parent = Some(node("n1")?);
-    store.create_entry(a.clone(), draft("entry.create", "a")).await?;
+    store
+        .create_entry(a.clone(), draft("entry.create", "a"))
+        .await?;
     let mut moved = a.clone();
     moved.parent = Some(node("n2")?);
-    store.update_entry(moved, draft("entry.update", "a")).await?;
+    store
+        .update_entry(moved, draft("entry.update", "a"))
+        .await?;
     store.delete_entry("a", draft("entry.delete", "a")).await?;
     store
         .create_revocation(
@@ -1279,17 +1284,37 @@ async fn the_change_log_is_gap_free_and_transactional(url: &str) -> TestResult {
     let changes = store.list_changes(start, 100).await?;
     let got: Vec<(i64, ChangeKind, String, String, bool)> = changes
         .iter()
-        .map(|c| (c.revision, c.change.kind, c.change.old_parent.clone(), c.change.new_parent.clone(), c.change.deleted))
+        .map(|c| {
+            (
+                c.revision,
+                c.change.kind,
+                c.change.old_parent.clone(),
+                c.change.new_parent.clone(),
+                c.change.deleted,
+            )
+        })
         .collect();
     let n1 = "spiffe://example.org/lanyard/node/n1".to_owned();
     let n2 = "spiffe://example.org/lanyard/node/n2".to_owned();
     assert_eq!(
         got,
         vec![
-            (start + 1, ChangeKind::Entry, String::new(), n1.clone(), false),
+            (
+                start + 1,
+                ChangeKind::Entry,
+                String::new(),
+                n1.clone(),
+                false
+            ),
             (start + 2, ChangeKind::Entry, n1, n2.clone(), false),
             (start + 3, ChangeKind::Entry, n2, String::new(), true),
-            (start + 4, ChangeKind::Revocation, String::new(), String::new(), false),
+            (
+                start + 4,
+                ChangeKind::Revocation,
+                String::new(),
+                String::new(),
+                false
+            ),
         ]
     );
     assert_eq!(store.fetch_change_head().await?, (epoch.clone(), start + 4));
@@ -1303,7 +1328,9 @@ async fn the_change_log_is_gap_free_and_transactional(url: &str) -> TestResult {
         create: vec![mk("b1")?, mk("b2")?, mk("b3")?],
         ..EntryBatch::default()
     };
-    let audits = (1..=3).map(|i| draft("entry.create", &format!("b{i}"))).collect();
+    let audits = (1..=3)
+        .map(|i| draft("entry.create", &format!("b{i}")))
+        .collect();
     let rev = store.apply_entries(batch, audits).await?;
     assert_eq!(rev, start + 7);
     let mut b2 = mk("b2")?;
@@ -1317,28 +1344,48 @@ async fn the_change_log_is_gap_free_and_transactional(url: &str) -> TestResult {
     };
     let audits = (0..3).map(|_| draft("entry.apply", "x")).collect();
     assert!(store.apply_entries(failing, audits).await.is_err());
-    assert_eq!(store.fetch_change_head().await?.1, rev, "nothing of a failed batch stays");
-    let ids = ["b1".to_owned(), "b2".to_owned(), "b3".to_owned(), "nope".to_owned()];
+    assert_eq!(
+        store.fetch_change_head().await?.1,
+        rev,
+        "nothing of a failed batch stays"
+    );
+    let ids = [
+        "b1".to_owned(),
+        "b2".to_owned(),
+        "b3".to_owned(),
+        "nope".to_owned(),
+    ];
     let fetched = store.fetch_entries(&ids).await?;
     assert_eq!(fetched.len(), 3);
-    assert!(fetched.iter().all(|e| e.scopes != vec!["changed".to_owned()]));
+    assert!(fetched
+        .iter()
+        .all(|e| e.scopes != vec!["changed".to_owned()]));
     // Concurrent writers: gap-free, unique revisions.
     let mut tasks = Vec::new();
     for i in 0..8 {
         let s = store.clone();
         let e = mk(&format!("c{i}"))?;
-        tasks.push(tokio::spawn(async move { s.create_entry(e, draft("entry.create", "c")).await }));
+        tasks.push(tokio::spawn(async move {
+            s.create_entry(e, draft("entry.create", "c")).await
+        }));
     }
     for t in tasks {
         t.await??;
     }
-    let revs: Vec<i64> = store.list_changes(rev, 100).await?.iter().map(|c| c.revision).collect();
+    let revs: Vec<i64> = store
+        .list_changes(rev, 100)
+        .await?
+        .iter()
+        .map(|c| c.revision)
+        .collect();
     assert_eq!(revs, ((rev + 1)..=(rev + 8)).collect::<Vec<_>>());
     // Another replica is woken by a change (PostgreSQL).
     if let Some(mut rx) = watch {
         while rx.try_recv().is_ok() {}
         let other = lanyard_store::open(url).await?;
-        other.create_entry(mk("w")?, draft("entry.create", "w")).await?;
+        other
+            .create_entry(mk("w")?, draft("entry.create", "w"))
+            .await?;
         let woke = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await;
         assert!(matches!(woke, Ok(Some(()))), "no wake-up");
     }

@@ -84,7 +84,12 @@ async fn kubernetes_token_without_pod_or_node() -> TestResult {
     let ev = a.verify(&k8s.sign(&c)).await?;
     assert_eq!(
         selectors(&ev),
-        ["k8s:cluster:k8s", "k8s:ns:payments", "k8s:sa:api", "k8s:sa-uid:sa-uid-api"]
+        [
+            "k8s:cluster:k8s",
+            "k8s:ns:payments",
+            "k8s:sa:api",
+            "k8s:sa-uid:sa-uid-api"
+        ]
     );
     assert_eq!(ev.jti, None);
     assert_eq!(

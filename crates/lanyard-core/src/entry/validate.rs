@@ -408,7 +408,10 @@ mod tests {
             f(&mut d);
             d
         };
-        let pinned = |d: EntryDraft| EntryDraft { issuer: Some("k8s".into()), ..d };
+        let pinned = |d: EntryDraft| EntryDraft {
+            issuer: Some("k8s".into()),
+            ..d
+        };
         assert!(ok(pinned(draft("spiffe://example.org/ns/pay/sa/api"))).is_ok());
         let mut by_cluster = draft("spiffe://example.org/c");
         by_cluster.selectors.push("k8s:cluster:west".into());

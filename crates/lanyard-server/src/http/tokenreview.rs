@@ -85,7 +85,13 @@ pub async fn review(
                 ),
             )
         }
-        Err(_) => return status(StatusCode::BAD_REQUEST, "BadRequest", "the request body could not be read"),
+        Err(_) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "the request body could not be read",
+            )
+        }
     };
     let req: ReviewRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -93,7 +99,10 @@ pub async fn review(
             return status(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
-                &format!("not a TokenReview: {}", lanyard_core::text::escape_control(&e.to_string())),
+                &format!(
+                    "not a TokenReview: {}",
+                    lanyard_core::text::escape_control(&e.to_string())
+                ),
             )
         }
     };
@@ -114,9 +123,17 @@ pub async fn review(
         return status(StatusCode::BAD_REQUEST, "BadRequest", "token is required");
     }
     if req.spec.audiences.len() > lanyard_core::policy::MAX_AUDIENCES
-        || req.spec.audiences.iter().any(|a| a.len() > 512 || lanyard_core::text::has_control(a))
+        || req
+            .spec
+            .audiences
+            .iter()
+            .any(|a| a.len() > 512 || lanyard_core::text::has_control(a))
     {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "at most 16 audiences of at most 512 printable bytes");
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "at most 16 audiences of at most 512 printable bytes",
+        );
     }
     let caller = match authenticate(&state, &headers, &token).await {
         Ok(c) => c,
@@ -138,7 +155,11 @@ pub async fn review(
                 .await;
             return match recorded {
                 Ok(()) => resp,
-                Err(_) => status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "try again"),
+                Err(_) => status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "try again",
+                ),
             };
         }
     };
@@ -242,7 +263,11 @@ async fn authenticate(
         Err(e) => {
             tracing::error!(error = %e, "admin token lookup failed");
             return Err((
-                status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "try again"),
+                status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "try again",
+                ),
                 "store unavailable".into(),
             ));
         }

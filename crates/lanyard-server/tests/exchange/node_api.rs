@@ -163,9 +163,7 @@ async fn join_tokens_work_once_and_fail_closed() -> Result<(), Box<dyn std::erro
         assert!(text.contains(reason), "audit lacks {reason:?}");
     }
     // The authenticated methods refuse a caller without a node certificate.
-    let anon = svc
-        .sync(tonic::Request::new(SyncRequest { known_revision: 0 }))
-        .await;
+    let anon = svc.sync(tonic::Request::new(SyncRequest::default())).await;
     assert_eq!(
         anon.err().map(|s| s.code()),
         Some(tonic::Code::Unauthenticated)
@@ -446,7 +444,7 @@ async fn only_the_nodes_current_svid_is_accepted() -> Result<(), Box<dyn std::er
             api.client(Some(&c))
                 .await
                 .map_err(|e| tonic::Status::unavailable(e.to_string()))?
-                .sync(SyncRequest { known_revision: 0 })
+                .sync(SyncRequest::default())
                 .await
         }
     };

@@ -34,7 +34,12 @@ async fn second_cluster(env: &Env) -> TestResult {
     env.admin(
         Method::POST,
         "issuers",
-        issuer_config("k8s-b", "https://k8s-b.test", json!({"fixed": "agents-co"}), &jwks),
+        issuer_config(
+            "k8s-b",
+            "https://k8s-b.test",
+            json!({"fixed": "agents-co"}),
+            &jwks,
+        ),
     )
     .await?;
     Ok(())
@@ -72,7 +77,10 @@ async fn service_account_tokens_are_reviewed_as_kubernetes_does() -> TestResult 
     ] {
         assert!(groups.contains(&g), "{groups:?} lacks {g}");
     }
-    assert_eq!(st["user"]["extra"]["authentication.kubernetes.io/pod-uid"], json!(["pod-uid-api"]));
+    assert_eq!(
+        st["user"]["extra"]["authentication.kubernetes.io/pod-uid"],
+        json!(["pod-uid-api"])
+    );
     assert_eq!(st["audiences"], json!(["lanyard"]));
     // No audiences asked: the issuer's own.
     let (_, body) = review(&env, Some(&env.admin), &token, &[]).await?;
@@ -82,7 +90,12 @@ async fn service_account_tokens_are_reviewed_as_kubernetes_does() -> TestResult 
     assert_eq!(status, 201);
     assert_eq!(body["status"]["authenticated"], false);
     assert_eq!(body["status"]["user"], json!({}));
-    assert!(body["status"]["error"].as_str().is_some_and(|e| e.contains("wrong_audience")), "{body}");
+    assert!(
+        body["status"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("wrong_audience")),
+        "{body}"
+    );
     // A token of an untrusted cluster (another key), garbage: not authenticated.
     let (forger, _) = lanyard_jose::SigningKey::generate(lanyard_jose::Algorithm::Es256)?;
     let mut claims = super::claims_of(&token);
@@ -90,7 +103,11 @@ async fn service_account_tokens_are_reviewed_as_kubernetes_does() -> TestResult 
     let forged = lanyard_jose::encode_jwt(&forger, &claims)?;
     for bad in [forged.as_str(), "garbage"] {
         let (status, body) = review(&env, Some(&env.admin), bad, &["lanyard"]).await?;
-        assert_eq!((status, body["status"]["authenticated"].clone()), (201, json!(false)), "{body}");
+        assert_eq!(
+            (status, body["status"]["authenticated"].clone()),
+            (201, json!(false)),
+            "{body}"
+        );
     }
     // Lanyard's revocations apply: revoke the pod, every integrator refuses it.
     env.admin(
@@ -101,8 +118,13 @@ async fn service_account_tokens_are_reviewed_as_kubernetes_does() -> TestResult 
     .await?;
     let (_, body) = review(&env, Some(&env.admin), &token, &["lanyard"]).await?;
     assert_eq!(body["status"]["authenticated"], false);
-    assert!(body["status"]["error"].as_str().is_some_and(|e| e.contains("revoked")));
-    assert!(!body.to_string().contains("pod compromised"), "operator detail stays in the audit log");
+    assert!(body["status"]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("revoked")));
+    assert!(
+        !body.to_string().contains("pod compromised"),
+        "operator detail stays in the audit log"
+    );
     Ok(())
 }
 
@@ -117,8 +139,13 @@ async fn jwt_svids_are_reviewed_and_callers_must_be_allowed() -> TestResult {
     assert_eq!(status, 201);
     let st = &body["status"];
     assert_eq!(st["authenticated"], true, "{body}");
-    assert_eq!(st["user"]["username"], "spiffe://example.org/ns/payments/sa/api");
-    assert!(st["user"]["groups"].as_array().is_some_and(|g| g.contains(&json!("lanyard:tenant:payments"))));
+    assert_eq!(
+        st["user"]["username"],
+        "spiffe://example.org/ns/payments/sa/api"
+    );
+    assert!(st["user"]["groups"]
+        .as_array()
+        .is_some_and(|g| g.contains(&json!("lanyard:tenant:payments"))));
     assert!(st["user"]["extra"]["lanyard.io/entry"].is_array());
     assert_eq!(st["audiences"], json!(["api://x"]));
 
@@ -140,7 +167,9 @@ async fn jwt_svids_are_reviewed_and_callers_must_be_allowed() -> TestResult {
     let not_reviewer = body["access_token"].as_str().ok_or("token")?.to_owned();
     let (status, body) = review(&env, Some(&not_reviewer), &svid, &["api://x"]).await?;
     assert_eq!(status, 403, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| m.contains("--token-reviewer")));
+    assert!(body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("--token-reviewer")));
     // A reviewer entry (issue 11: `--token-reviewer`) may.
     env.admin(
         Method::POST,
@@ -153,10 +182,18 @@ async fn jwt_svids_are_reviewed_and_callers_must_be_allowed() -> TestResult {
     let (_, body, _) = env.exchange(&base_form(&r, &aud)).await?;
     let reviewer = body["access_token"].as_str().ok_or("token")?.to_owned();
     let (status, body) = review(&env, Some(&reviewer), &svid, &["api://x"]).await?;
-    assert_eq!((status, body["status"]["authenticated"].clone()), (201, json!(true)), "{body}");
+    assert_eq!(
+        (status, body["status"]["authenticated"].clone()),
+        (201, json!(true)),
+        "{body}"
+    );
     // Self-review: the reviewed token as its own bearer (OpenBao outside a pod).
     let (status, body) = review(&env, Some(&k8s), &k8s, &["lanyard"]).await?;
-    assert_eq!((status, body["status"]["authenticated"].clone()), (201, json!(true)), "{body}");
+    assert_eq!(
+        (status, body["status"]["authenticated"].clone()),
+        (201, json!(true)),
+        "{body}"
+    );
     // Bad requests: no token, not a TokenReview, not JSON, too large.
     let (status, _) = review(&env, Some(&env.admin), "", &[]).await?;
     assert_eq!(status, 400);
@@ -173,10 +210,17 @@ async fn jwt_svids_are_reviewed_and_callers_must_be_allowed() -> TestResult {
             .body(body)
             .send()
             .await?;
-        assert!([400, 413].contains(&resp.status().as_u16()), "{}", resp.status());
+        assert!(
+            [400, 413].contains(&resp.status().as_u16()),
+            "{}",
+            resp.status()
+        );
     }
     // Every review and refusal is audited.
-    let audit = env.admin(Method::GET, "audit?limit=1000", Value::Null).await?.to_string();
+    let audit = env
+        .admin(Method::GET, "audit?limit=1000", Value::Null)
+        .await?
+        .to_string();
     assert!(audit.contains("token.review") && audit.contains("caller refused"));
     Ok(())
 }
@@ -194,7 +238,9 @@ async fn two_clusters_never_share_identities() -> TestResult {
     assert_eq!(status, 200);
     let (status, body, cid) = env.exchange(&base_form(&b, "api://x")).await?;
     assert_eq!(status, 400, "{body}");
-    assert!(env.audit_for(&cid).await?.iter().any(|e| e["reason"].as_str().is_some_and(|r| r.starts_with("no_matching_entry"))));
+    assert!(env.audit_for(&cid).await?.iter().any(|e| e["reason"]
+        .as_str()
+        .is_some_and(|r| r.starts_with("no_matching_entry"))));
     // An entry for cluster b by its cluster selector, in cluster b's tenant.
     env.admin(
         Method::POST,
@@ -210,7 +256,10 @@ async fn two_clusters_never_share_identities() -> TestResult {
     assert_eq!(claims["tenant"], "agents-co");
     // Cluster a's pod still gets only cluster a's identity.
     let (_, body, _) = env.exchange(&base_form(&a, "api://x")).await?;
-    assert_eq!(super::claims_of(body["access_token"].as_str().unwrap_or(""))["sub"], "spiffe://example.org/ns/payments/sa/api");
+    assert_eq!(
+        super::claims_of(body["access_token"].as_str().unwrap_or(""))["sub"],
+        "spiffe://example.org/ns/payments/sa/api"
+    );
     // An entry that names no cluster for Kubernetes evidence is refused.
     let err = env
         .admin(
@@ -232,6 +281,9 @@ async fn two_clusters_never_share_identities() -> TestResult {
     // TokenReview tells the clusters apart too.
     let (_, body) = review(&env, Some(&env.admin), &b, &["lanyard"]).await?;
     let groups = body["status"]["user"]["groups"].to_string();
-    assert!(groups.contains("lanyard:cluster:k8s-b") && groups.contains("lanyard:tenant:agents-co"), "{groups}");
+    assert!(
+        groups.contains("lanyard:cluster:k8s-b") && groups.contains("lanyard:tenant:agents-co"),
+        "{groups}"
+    );
     Ok(())
 }

@@ -3,7 +3,7 @@
 use sqlx::Row as _;
 
 use super::{
-    entry_conflict, entry_cols, parent_of, RawEntry, SqlStore, AUDIT_ROWS_PER_INSERT, ENTRY_COLUMNS,
+    entry_cols, entry_conflict, parent_of, RawEntry, SqlStore, AUDIT_ROWS_PER_INSERT, ENTRY_COLUMNS,
 };
 use crate::audit::chain_hash;
 use crate::changes::{ChangeKind, ChangeRecord, ChangeRow, ChangeStore, EntryBatch};
@@ -95,7 +95,12 @@ impl ChangeStore for SqlStore {
             for entry in &batch.update {
                 one_tenant_per_spiffe_id!(tx, entry);
                 let old = replace_entry!(tx, entry, at);
-                changes.push(ChangeRecord::entry(&entry.id, &old, &parent_of(entry), false));
+                changes.push(ChangeRecord::entry(
+                    &entry.id,
+                    &old,
+                    &parent_of(entry),
+                    false,
+                ));
             }
             for entry in &batch.create {
                 one_tenant_per_spiffe_id!(tx, entry);

@@ -325,8 +325,12 @@ async fn openbao_kubernetes_auth_logs_in_through_lanyards_tokenreview() -> TestR
     .await?;
     let dir = tempfile::tempdir()?;
     let bao = Bao::start(Path::new(&bin), dir.path()).await?;
-    bao.api(Method::POST, "sys/auth/kubernetes", json!({"type": "kubernetes"}))
-        .await?;
+    bao.api(
+        Method::POST,
+        "sys/auth/kubernetes",
+        json!({"type": "kubernetes"}),
+    )
+    .await?;
     // Self-review first: no reviewer JWT, the pod's token reviews itself
     // (OpenBao's default outside a pod; the docs say to set
     // disable_local_ca_jwt then).
@@ -372,8 +376,13 @@ async fn openbao_kubernetes_auth_logs_in_through_lanyards_tokenreview() -> TestR
     let (status, login) = bao.k8s_login("payments-api", &pod).await?;
     assert_eq!(status, 200, "{login}\n{}", bao.log_tail());
     assert_eq!(login["auth"]["metadata"]["service_account_name"], "api");
-    assert_eq!(login["auth"]["metadata"]["service_account_uid"], "sa-uid-api");
-    let client_token = login["auth"]["client_token"].as_str().ok_or("no client token")?;
+    assert_eq!(
+        login["auth"]["metadata"]["service_account_uid"],
+        "sa-uid-api"
+    );
+    let client_token = login["auth"]["client_token"]
+        .as_str()
+        .ok_or("no client token")?;
     let secret: Value = bao
         .http
         .get(format!("{}/v1/secret/data/payments/k8s/db", bao.url))
@@ -405,8 +414,12 @@ async fn openbao_kubernetes_auth_logs_in_through_lanyards_tokenreview() -> TestR
     }
 
     // With a reviewer JWT (Lanyard's admin token here), still through Lanyard.
-    bao.api(Method::POST, "auth/kubernetes/config", config(Some(&env.admin)))
-        .await?;
+    bao.api(
+        Method::POST,
+        "auth/kubernetes/config",
+        config(Some(&env.admin)),
+    )
+    .await?;
     let (status, login) = bao.k8s_login("payments-api", &pod).await?;
     assert_eq!(status, 200, "{login}\n{}", bao.log_tail());
 
