@@ -553,7 +553,7 @@ impl Agent {
                 .map_err(AgentError::from_status)?
                 .into_inner();
             let same_epoch = cur.serving && resp.epoch == cur.epoch;
-            if resp.unchanged || (same_epoch && resp.revision < cur.revision) {
+            if resp.unchanged || goes_back(cur, &resp.epoch, resp.revision) {
                 if !resp.unchanged {
                     tracing::debug!(
                         seen = cur.revision,
@@ -693,6 +693,13 @@ fn jwt_cache_key(entry_id: &str, audiences: &[String]) -> String {
     key
 }
 
+/// Whether an answer at `(epoch, revision)` would take `cur` back: within an
+/// epoch an agent never accepts an older revision than one it has applied
+/// (a replica behind the one it synced with last).
+fn goes_back(cur: &View, epoch: &str, revision: i64) -> bool {
+    cur.serving && cur.epoch == epoch && revision < cur.revision
+}
+
 fn entry_from_pb(e: &lanyard_proto::node::Entry, node: &SpiffeId) -> Option<Entry> {
     let mut selectors = e
         .selectors
@@ -734,4 +741,30 @@ pub fn unverified_claims(token: &str) -> Option<serde_json::Value> {
         .decode(payload)
         .ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod sync_tests {
+    use super::{goes_back, View};
+
+    #[test]
+    fn a_revision_never_goes_back_within_an_epoch() {
+        let cur = View {
+            epoch: "e1".into(),
+            revision: 10,
+            serving: true,
+            ..View::default()
+        };
+        assert!(goes_back(&cur, "e1", 9));
+        assert!(!goes_back(&cur, "e1", 10));
+        assert!(!goes_back(&cur, "e1", 11));
+        // Another epoch (a restored store) is a new history.
+        assert!(!goes_back(&cur, "e2", 1));
+        // A refused node holds nothing to protect.
+        let refused = View {
+            serving: false,
+            ..cur
+        };
+        assert!(!goes_back(&refused, "e1", 1));
+    }
 }

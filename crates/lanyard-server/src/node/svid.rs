@@ -127,10 +127,11 @@ impl NodeService {
                 with_bundle(&mut resp);
                 return resp;
             }
+            // Too many changes for one answer: a paged resync instead.
             None => self
                 .registry
                 .changes_for(&node, req.cursor, head.revision)
-                .filter(|d| !d.everything),
+                .filter(|d| !d.everything && d.entries.len() <= SYNC_PAGE),
         };
         if let Some(delta) = delta {
             resp.delta = true;

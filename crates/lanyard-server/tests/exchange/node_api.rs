@@ -300,6 +300,14 @@ struct NodeApi {
 
 impl NodeApi {
     async fn start(env: &Env, k8s_agents: Vec<String>) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::start_on(&env.state, k8s_agents).await
+    }
+
+    /// The node API of one replica.
+    async fn start_on(
+        state: &lanyard_server::state::AppState,
+        k8s_agents: Vec<String>,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let cfg = lanyard_server::config::NodeApiConfig {
             listen: "127.0.0.1:0".parse()?,
             dns_names: vec!["localhost".into()],
@@ -312,7 +320,7 @@ impl NodeApi {
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(lanyard_server::node::serve(
-            env.state.clone(),
+            state.clone(),
             cfg,
             listener,
             async move {
@@ -321,7 +329,7 @@ impl NodeApi {
         ));
         Ok(Self {
             addr,
-            roots: env.state.ca.current().roots.clone(),
+            roots: state.ca.current().roots.clone(),
             _stop: tx,
         })
     }
@@ -783,6 +791,251 @@ async fn a_lowered_token_limit_applies_to_existing_entries(
     assert_eq!(
         c["exp"].as_i64().zip(c["iat"].as_i64()).map(|(e, i)| e - i),
         Some(60)
+    );
+    Ok(())
+}
+
+/// `POST /admin/v1/entries/apply` (NDJSON answer); returns the last line.
+async fn apply(env: &Env, entries: Value) -> Result<Value, Box<dyn std::error::Error>> {
+    let text = env
+        .http
+        .post(format!("{}/admin/v1/entries/apply", env.base))
+        .bearer_auth(&env.admin)
+        .json(&json!({ "entries": entries, "tenant": "payments" }))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let last: Value = serde_json::from_str(text.lines().last().ok_or("empty answer")?)?;
+    if last.get("done").is_none() {
+        return Err(format!("apply failed: {text}").into());
+    }
+    Ok(last)
+}
+
+fn node_entries(node: &str, from: usize, n: usize) -> Value {
+    (from..from + n)
+        .map(|i| {
+            json!({
+                "spiffe_id": format!("spiffe://example.org/{node}/w{i}"),
+                "parent": format!("spiffe://example.org/lanyard/node/{node}"),
+                "selectors": [format!("unix:uid:{i}")],
+            })
+        })
+        .collect()
+}
+
+/// Every page of a full resync from `req` on, checking each page's shape.
+async fn full_resync(
+    client: &mut lanyard_proto::node::node_client::NodeClient<tonic::transport::Channel>,
+    mut req: lanyard_proto::node::SyncRequest,
+) -> Result<(i64, Vec<String>, usize), Box<dyn std::error::Error>> {
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    loop {
+        let r = client.sync(req.clone()).await?.into_inner();
+        assert!(!r.delta && !r.unchanged, "{r:?}");
+        assert!(r.bundle_included && !r.x509_roots.is_empty());
+        assert!(r.entries.len() <= lanyard_server::node::svid::SYNC_PAGE);
+        ids.extend(r.entries.into_iter().map(|e| e.id));
+        pages += 1;
+        if r.next_page_token.is_empty() {
+            return Ok((r.revision, ids, pages));
+        }
+        req.page_token = r.next_page_token;
+    }
+}
+
+// issue 13: an agent gets only what changed for its node since its cursor,
+// tombstones for what it no longer serves, a paged resync when its cursor is
+// useless, and nothing at all when nothing changed.
+#[tokio::test]
+async fn sync_sends_deltas_pages_and_never_goes_back() -> Result<(), Box<dyn std::error::Error>> {
+    use lanyard_proto::node::SyncRequest;
+    let env = tls_env().await?;
+    let api = NodeApi::start(&env, Vec::new()).await?;
+    let vm1 = join(&env, &api, "vm-1").await?;
+    let vm2 = join(&env, &api, "vm-2").await?;
+    let mut c1 = api.client(Some(&vm1)).await?;
+    let mut c2 = api.client(Some(&vm2)).await?;
+
+    let first = c1.sync(SyncRequest::default()).await?.into_inner();
+    assert!(!first.delta && first.bundle_included && first.entries.is_empty());
+    let (epoch, bundle) = (first.epoch.clone(), first.bundle_revision);
+    let at = |cursor: i64| SyncRequest {
+        epoch: epoch.clone(),
+        cursor,
+        known_bundle: bundle,
+        ..SyncRequest::default()
+    };
+    let r = c1.sync(at(first.revision)).await?.into_inner();
+    assert!(
+        r.unchanged && r.entries.is_empty() && r.x509_roots.is_empty(),
+        "{r:?}"
+    );
+
+    // 2,500 entries for vm-1, one for vm-2.
+    apply(&env, node_entries("vm-1", 0, 2500)).await?;
+    apply(&env, node_entries("vm-2", 5000, 1)).await?;
+    // vm-2 gets its one entry as a delta, nothing of vm-1's.
+    let r = c2.sync(at(first.revision)).await?.into_inner();
+    assert!(r.delta && !r.bundle_included, "{r:?}");
+    assert_eq!(r.entries.len(), 1);
+    assert_eq!(r.entries[0].spiffe_id, "spiffe://example.org/vm-2/w5000");
+    let r2 = r.revision;
+    // vm-1's change is larger than a page: a full resync in three pages.
+    let (r1, ids, pages) = full_resync(&mut c1, at(first.revision)).await?;
+    assert_eq!((ids.len(), pages), (2500, 3));
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        2500
+    );
+    assert_eq!(r1, r2);
+    assert!(c1.sync(at(r1)).await?.into_inner().unchanged);
+
+    // Update one, delete one, move one to vm-2, and change vm-2 only.
+    let listed = env
+        .admin(reqwest::Method::GET, "entries", Value::Null)
+        .await?;
+    let find = |sid: &str| {
+        listed["entries"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["spiffe_id"] == sid).cloned())
+            .ok_or_else(|| format!("no entry {sid}"))
+    };
+    let (upd, del, mv) = (
+        find("spiffe://example.org/vm-1/w1")?,
+        find("spiffe://example.org/vm-1/w2")?,
+        find("spiffe://example.org/vm-1/w3")?,
+    );
+    let id = |e: &Value| e["id"].as_str().unwrap_or("").to_owned();
+    env.admin(
+        reqwest::Method::PUT,
+        &format!("entries/{}", id(&upd)),
+        json!({"spiffe_id": "spiffe://example.org/vm-1/w1", "tenant": "payments",
+               "parent": "spiffe://example.org/lanyard/node/vm-1",
+               "selectors": ["unix:uid:1"], "dns_names": ["w1.example.org"]}),
+    )
+    .await?;
+    env.admin(
+        reqwest::Method::DELETE,
+        &format!("entries/{}", id(&del)),
+        Value::Null,
+    )
+    .await?;
+    env.admin(
+        reqwest::Method::PUT,
+        &format!("entries/{}", id(&mv)),
+        json!({"spiffe_id": "spiffe://example.org/vm-1/w3", "tenant": "payments",
+               "parent": "spiffe://example.org/lanyard/node/vm-2", "selectors": ["unix:uid:3"]}),
+    )
+    .await?;
+    apply(&env, node_entries("vm-2", 6000, 1)).await?;
+    let r = c1.sync(at(r1)).await?.into_inner();
+    assert!(r.delta, "{r:?}");
+    assert_eq!(r.entries.len(), 1);
+    assert_eq!(r.entries[0].id, id(&upd));
+    assert_eq!(r.entries[0].dns_names, ["w1.example.org"]);
+    let mut gone = r.deleted_entry_ids.clone();
+    gone.sort();
+    let mut want = vec![id(&del), id(&mv)];
+    want.sort();
+    assert_eq!(gone, want, "tombstones for the deleted and the moved entry");
+    let r1b = r.revision;
+    let r = c2.sync(at(r2)).await?.into_inner();
+    assert!(r.delta && r.deleted_entry_ids.is_empty());
+    let mut got: Vec<&str> = r.entries.iter().map(|e| e.spiffe_id.as_str()).collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        [
+            "spiffe://example.org/vm-1/w3",
+            "spiffe://example.org/vm-2/w6000"
+        ]
+    );
+
+    // A revocation changes what every node may serve: a full resync.
+    env.admin(
+        reqwest::Method::POST,
+        "revocations",
+        json!({"kind": "spiffe-id", "value": "spiffe://example.org/vm-1/w4", "reason": "test"}),
+    )
+    .await?;
+    let (_, ids, _) = full_resync(&mut c1, at(r1b)).await?;
+    assert_eq!(ids.len(), 2497, "the revoked entry is no longer served");
+
+    // Another epoch, a bad page token: a full resync from the start.
+    let other = SyncRequest {
+        epoch: "another".into(),
+        cursor: r1b,
+        ..SyncRequest::default()
+    };
+    assert_eq!(full_resync(&mut c1, other).await?.1.len(), 2497);
+    let forged = SyncRequest {
+        page_token: "another|x|\u{0}".into(),
+        ..at(r1b)
+    };
+    let r = c1.sync(forged).await?.into_inner();
+    // The first page again (one entry of it may be the revoked one).
+    assert!(!r.delta && !r.next_page_token.is_empty(), "{r:?}");
+    assert!(r.entries.len() + 1 >= lanyard_server::node::svid::SYNC_PAGE);
+    // A cursor from the future (another replica ahead): nothing to apply,
+    // and the answer never moves the agent back.
+    let r = c1.sync(at(r1b + 1_000_000)).await?.into_inner();
+    assert!(r.unchanged && r.entries.is_empty(), "{r:?}");
+    Ok(())
+}
+
+// issue 13: an agent that synced with a replica ahead of this one is not
+// sent back: the lagging replica catches up from the change log first.
+#[tokio::test]
+async fn a_lagging_replica_catches_up_before_answering() -> Result<(), Box<dyn std::error::Error>> {
+    use lanyard_proto::node::SyncRequest;
+    let Some(url) = lanyard_testkit::fresh_postgres("a_lagging_replica_catches_up").await else {
+        return Ok(());
+    };
+    let a = Env::start_with(Options {
+        clock: lanyard_testkit::FakeClock::at(std::time::SystemTime::now()),
+        store_url: Some(url),
+        ..Options::default()
+    })
+    .await?;
+    let api_a = NodeApi::start(&a, Vec::new()).await?;
+    // Replica B: same store, no poller (it refreshes only when asked).
+    let mut cfg = a.config.clone();
+    cfg.listen = "127.0.0.1:0".parse()?;
+    let b = lanyard_server::Server::build(cfg, std::sync::Arc::new(a.clock.clone())).await?;
+    let api_b = NodeApi::start_on(b.state(), Vec::new()).await?;
+    let vm = join(&a, &api_a, "vm-1").await?;
+    b.state().registry.refresh().await?;
+    apply(&a, node_entries("vm-1", 0, 3)).await?;
+    let seen = api_a
+        .client(Some(&vm))
+        .await?
+        .sync(SyncRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(seen.entries.len(), 3);
+    assert!(
+        b.state().registry.head().revision < seen.revision,
+        "B is behind"
+    );
+    let r = api_b
+        .client(Some(&vm))
+        .await?
+        .sync(SyncRequest {
+            epoch: seen.epoch.clone(),
+            cursor: seen.revision,
+            known_bundle: seen.bundle_revision,
+            ..SyncRequest::default()
+        })
+        .await?
+        .into_inner();
+    assert!(r.unchanged, "{r:?}");
+    assert_eq!(
+        b.state().registry.head().revision,
+        seen.revision,
+        "B caught up"
     );
     Ok(())
 }
