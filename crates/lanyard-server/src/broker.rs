@@ -194,7 +194,8 @@ pub struct BrokerService {
     keys: Arc<KeyManager>,
     clock: Arc<dyn Clock>,
     audience: String,
-    holder: String,
+    /// The lease reaper's job lease (one replica at a time).
+    reaper: crate::jobs::JobLease,
     view: ArcSwap<View>,
     seen: Mutex<Option<i64>>,
     reaping: Mutex<Option<Arc<RevocationSet>>>,
@@ -212,12 +213,20 @@ impl BrokerService {
         clock: Arc<dyn Clock>,
         audience: String,
     ) -> Result<Self, StoreError> {
+        let holder = crate::correlation::new_id();
+        let reaper = crate::jobs::JobLease::new(
+            "broker_reaper",
+            &holder,
+            CLAIM_SECS,
+            store.clone(),
+            clock.clone(),
+        );
         let service = Self {
             store,
             keys,
             clock,
             audience,
-            holder: crate::correlation::new_id(),
+            reaper,
             view: ArcSwap::from_pointee(View::default()),
             seen: Mutex::new(None),
             reaping: Mutex::new(None),
@@ -706,12 +715,12 @@ impl BrokerService {
         let lease = match lease.state {
             LeaseState::Revoked => return Ok(lease),
             LeaseState::Active => {
-                self.start_revoking(lease, &format!("{reason}; request {request_id}"))
+                self.start_revoking(lease, &format!("{reason}; request {request_id}"), None)
                     .await?
             }
             LeaseState::Revoking => lease,
         };
-        Ok(self.attempt(lease).await?)
+        Ok(self.attempt(lease, None).await?)
     }
 
     /// One reaper step: if this replica holds the reaper claim, moves
@@ -723,13 +732,10 @@ impl BrokerService {
     pub async fn tick(&self, registry: &Registry) -> Result<(), StoreError> {
         let mut last_revocations = self.reaping.lock().await;
         let now = self.clock.unix_seconds();
-        if !self
-            .store
-            .claim_job("broker_reaper", &self.holder, now, now + CLAIM_SECS)
-            .await?
-        {
+        if !self.reaper.claim().await? {
             return Ok(());
         }
+        let job = &self.reaper;
         let expired = self
             .store
             .list_leases(LeaseQuery {
@@ -740,7 +746,7 @@ impl BrokerService {
             })
             .await?;
         for lease in expired {
-            self.start_revoking(lease, "expired").await?;
+            self.start_revoking(lease, "expired", Some(job)).await?;
         }
         let revocations = registry.revocations();
         let changed = last_revocations
@@ -765,7 +771,8 @@ impl BrokerService {
                 );
                 if let Err(d) = hit {
                     let reason = format!("identity revoked: {}", d.detail);
-                    self.start_revoking(lease.clone(), &reason).await?;
+                    self.start_revoking(lease.clone(), &reason, Some(job))
+                        .await?;
                 }
             }
         }
@@ -780,7 +787,12 @@ impl BrokerService {
             })
             .await?;
         for lease in due {
-            self.attempt(lease).await?;
+            // Dropping a role is outside the store: only while the lease is
+            // surely still ours (see crate::jobs).
+            if !job.held() {
+                break;
+            }
+            self.attempt(lease, Some(job)).await?;
         }
         Ok(())
     }
@@ -789,6 +801,7 @@ impl BrokerService {
         &self,
         mut lease: LeaseRow,
         reason: &str,
+        job: Option<&crate::jobs::JobLease>,
     ) -> Result<LeaseRow, StoreError> {
         lease.state = LeaseState::Revoking;
         lease.revoke_reason = reason.chars().take(1024).collect();
@@ -799,13 +812,20 @@ impl BrokerService {
             Decision::Allow,
             format!("revoking user {}: {}", lease.username, lease.revoke_reason),
         );
-        self.store.update_lease(lease.clone(), vec![draft]).await?;
+        let fence = job.map(crate::jobs::JobLease::fence);
+        self.store
+            .update_lease_fenced(lease.clone(), vec![draft], fence.as_ref())
+            .await?;
         Ok(lease)
     }
 
     /// One revocation attempt; on failure the lease stays `revoking` with
     /// its next attempt scheduled.
-    async fn attempt(&self, mut lease: LeaseRow) -> Result<LeaseRow, StoreError> {
+    async fn attempt(
+        &self,
+        mut lease: LeaseRow,
+        job: Option<&crate::jobs::JobLease>,
+    ) -> Result<LeaseRow, StoreError> {
         let view = self.view.load_full();
         let grant = format!("{}/{}", lease.backend, lease.role);
         let result = match (view.backends.get(&lease.backend), view.roles.get(&grant)) {
@@ -819,6 +839,8 @@ impl BrokerService {
             )),
         };
         let now = self.clock.unix_seconds();
+        let fence = job.map(crate::jobs::JobLease::fence);
+        let fence = fence.as_ref();
         match result {
             Ok(()) => {
                 lease.state = LeaseState::Revoked;
@@ -833,7 +855,9 @@ impl BrokerService {
                         lease.username, lease.attempts, lease.revoke_reason
                     ),
                 );
-                self.store.update_lease(lease.clone(), vec![draft]).await?;
+                self.store
+                    .update_lease_fenced(lease.clone(), vec![draft], fence)
+                    .await?;
                 tracing::debug!(lease = %lease.id, "lease revoked");
             }
             Err(e) => {
@@ -841,7 +865,9 @@ impl BrokerService {
                 lease.next_attempt_at = now + backoff(lease.attempts);
                 lease.last_error = e.chars().take(1024).collect();
                 tracing::warn!(lease = %lease.id, backend = %lease.backend, attempts = lease.attempts, error = %lease.last_error, "lease revocation failed; will retry");
-                self.store.update_lease(lease.clone(), Vec::new()).await?;
+                self.store
+                    .update_lease_fenced(lease.clone(), Vec::new(), fence)
+                    .await?;
             }
         }
         Ok(lease)

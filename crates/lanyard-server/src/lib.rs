@@ -26,6 +26,7 @@ pub mod error;
 pub mod exchange;
 pub mod http;
 pub mod issuer;
+pub mod jobs;
 pub mod keys;
 pub mod metrics;
 pub mod net;

@@ -330,16 +330,28 @@ impl Server {
         });
         let keys = self.state.keys.clone();
         let ca = self.state.ca.clone();
+        // Rotation is planned under the store's key lock anyway (replicas
+        // never plan concurrently); the lease keeps it on one replica.
+        let rotation = crate::jobs::JobLease::new(
+            "key_rotation",
+            &crate::correlation::new_id(),
+            i64::try_from(KEY_TICK.as_secs() * 3).unwrap_or(90),
+            self.state.store.clone(),
+            self.state.clock.clone(),
+        );
         let job = tokio::spawn(async move {
             let mut every = tokio::time::interval(KEY_TICK);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             every.tick().await;
             loop {
                 every.tick().await;
-                if let Err(e) = keys.tick().await {
+                if let Err(e) = rotation.claim().await {
+                    tracing::warn!(error = %e, job = rotation.name(), "cannot renew the job's lease; not rotating until the store answers");
+                }
+                if let Err(e) = keys.tick_as(Some(&rotation)).await {
                     tracing::error!(error = %e, "key rotation tick failed; keeping the current keys");
                 }
-                if let Err(e) = ca.tick().await {
+                if let Err(e) = ca.tick_as(Some(&rotation)).await {
                     tracing::error!(error = %e, "X.509 CA rotation tick failed; keeping the current CA");
                 }
             }

@@ -63,6 +63,13 @@ pub enum StoreError {
         /// What references it, and what to do.
         what: String,
     },
+    /// A background job's write found that this replica no longer holds
+    /// the job's lease (another replica took it over); nothing was written.
+    #[error("this replica no longer holds the {job} job (another replica took it over); nothing was written")]
+    Fenced {
+        /// The job.
+        job: String,
+    },
     /// The row does not exist.
     #[error("{what} does not exist")]
     NotFound {

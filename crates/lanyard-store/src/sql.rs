@@ -42,6 +42,28 @@ macro_rules! on_pool {
     };
 }
 
+/// Inside transaction `$tx`: with a fence, refuses ([`StoreError::Fenced`])
+/// unless its holder still holds the job, and keeps the job's row locked
+/// until the commit (a claim by another replica waits for it).
+macro_rules! check_fence {
+    ($tx:ident, $fence:expr) => {{
+        let fence: Option<&crate::Fence> = $fence;
+        if let Some(f) = fence {
+            let held = sqlx::query(
+                "UPDATE job_leaders SET until = until WHERE name = $1 AND holder = $2 AND until > $3",
+            )
+            .bind(&f.job)
+            .bind(&f.holder)
+            .bind(f.now)
+            .execute(&mut *$tx)
+            .await?;
+            if held.rows_affected() != 1 {
+                return Err(StoreError::Fenced { job: f.job.clone() });
+            }
+        }
+    }};
+}
+
 /// Appends `$drafts` (a non-empty `Vec<AuditDraft>`) to the audit chain
 /// inside transaction `$tx`; evaluates to the events. Three statements
 /// whatever the count: claim a range of sequence numbers (this also takes the
@@ -708,12 +730,14 @@ impl Store for SqlStore {
         on_pool!(self, |pool| fetch_keys!(pool))
     }
 
-    fn update_signing_keys<'a>(
+    fn update_signing_keys_fenced<'a>(
         &'a self,
         planner: KeyPlanner<'a>,
+        fence: Option<&'a crate::Fence>,
     ) -> StoreFuture<'a, Vec<KeyChange>> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            check_fence!(tx, fence);
             // A write first, to take the lock; the counter moves only on change.
             sqlx::query("UPDATE locks SET n = n WHERE name = 'signing_keys'")
                 .execute(&mut *tx)
@@ -807,9 +831,14 @@ impl Store for SqlStore {
         on_pool!(self, |pool| fetch_cas!(pool))
     }
 
-    fn update_x509_cas<'a>(&'a self, planner: CaPlanner<'a>) -> StoreFuture<'a, Vec<CaChange>> {
+    fn update_x509_cas_fenced<'a>(
+        &'a self,
+        planner: CaPlanner<'a>,
+        fence: Option<&'a crate::Fence>,
+    ) -> StoreFuture<'a, Vec<CaChange>> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            check_fence!(tx, fence);
             sqlx::query("UPDATE locks SET n = n WHERE name = 'x509_cas'")
                 .execute(&mut *tx)
                 .await?;

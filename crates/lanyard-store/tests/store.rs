@@ -1237,6 +1237,85 @@ async fn broker_backends_roles_and_leases(url: &str) -> TestResult {
     assert!(!store.claim_job("broker_reaper", "b", 110, 120).await?);
     assert!(store.claim_job("broker_reaper", "b", 115, 125).await?);
     assert!(!store.claim_job("broker_reaper", "a", 116, 126).await?);
+
+    // issue 13: a job's writes are fenced. "a" lost the job to "b": its
+    // write is refused and changes nothing; "b"'s goes through.
+    let fence = |holder: &str, now| lanyard_store::Fence {
+        job: "broker_reaper".into(),
+        holder: holder.into(),
+        now,
+    };
+    let mut l1 = lease("l1", 10, 910);
+    l1.state = LeaseState::Revoking;
+    let head = store.fetch_audit_head().await?;
+    assert!(matches!(
+        store
+            .update_lease_fenced(
+                l1.clone(),
+                vec![draft("lease.revoke", "l1")],
+                Some(&fence("a", 116))
+            )
+            .await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert_eq!(store.fetch_lease("l1").await?, Some(lease("l1", 10, 910)));
+    assert_eq!(
+        store.fetch_audit_head().await?,
+        head,
+        "no audit event either"
+    );
+    // Nor may "b" once its own lease has run out.
+    assert!(matches!(
+        store
+            .update_lease_fenced(l1.clone(), Vec::new(), Some(&fence("b", 125)))
+            .await,
+        Err(StoreError::Fenced { .. })
+    ));
+    store
+        .update_lease_fenced(
+            l1.clone(),
+            vec![draft("lease.revoke", "l1")],
+            Some(&fence("b", 120)),
+        )
+        .await?;
+    assert_eq!(store.fetch_lease("l1").await?, Some(l1));
+    // The same fence guards checkpoints and key rotation.
+    assert!(store.claim_job("audit_checkpoint", "c", 100, 200).await?);
+    let cp = lanyard_store::CheckpointRow {
+        seq: 1,
+        hash: "h".into(),
+        at_ms: 1,
+        kid: "k".into(),
+        jws: "a.b.c".into(),
+    };
+    let cp_fence = |holder: &str| lanyard_store::Fence {
+        job: "audit_checkpoint".into(),
+        holder: holder.into(),
+        now: 150,
+    };
+    assert!(matches!(
+        store
+            .create_audit_checkpoint_fenced(cp.clone(), Some(&cp_fence("x")))
+            .await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert!(store.list_audit_checkpoints(10).await?.is_empty());
+    store
+        .create_audit_checkpoint_fenced(cp.clone(), Some(&cp_fence("c")))
+        .await?;
+    assert_eq!(store.list_audit_checkpoints(10).await?, vec![cp]);
+    let planner = |_: &[SigningKeyRow]| Ok((Vec::new(), Vec::new()));
+    let rotation = lanyard_store::Fence {
+        job: "key_rotation".into(),
+        holder: "nobody".into(),
+        now: 1,
+    };
+    assert!(matches!(
+        store
+            .update_signing_keys_fenced(&planner, Some(&rotation))
+            .await,
+        Err(StoreError::Fenced { .. })
+    ));
     verify_all(&store).await?;
     Ok(())
 }
