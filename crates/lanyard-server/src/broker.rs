@@ -51,6 +51,9 @@ pub const BACKEND_CONNECTIONS: u32 = 4;
 const REAP_BATCH: i64 = 500;
 /// How long a reaper claim lasts without renewal.
 const CLAIM_SECS: i64 = 15;
+/// How long a lease written ahead of its login may stay unconfirmed before
+/// the reaper drops the login (an issuance takes milliseconds).
+const PENDING_GRACE: i64 = 60;
 
 /// Retry delay after `attempts` failed revocations: 2, 4, 8 … seconds, at
 /// most 5 minutes.
@@ -538,34 +541,65 @@ impl BrokerService {
         }
         let max_expires_at = now.saturating_add(role.row.max_ttl_secs);
         let expires_at = now.saturating_add(asked).min(max_expires_at);
-        let credential = backend
-            .broker
-            .issue(&role.templates, expires_at)
-            .await
-            .map_err(|source| Refusal::Backend {
-                backend: backend.row.name.clone(),
-                source,
+        // Write-ahead: the lease exists (as a pending revocation) before
+        // the login does, so a crash between the two leaves a lease the
+        // reaper finishes by dropping the login, never a login without one.
+        let username =
+            lanyard_broker::generate::username(&role.templates.role).map_err(|source| {
+                Refusal::Backend {
+                    backend: backend.row.name.clone(),
+                    source,
+                }
             })?;
-        let lease = LeaseRow {
+        let mut lease = LeaseRow {
             id: crate::correlation::new_id(),
             backend: role.row.backend.clone(),
             role: role.row.name.clone(),
             tenant: caller.entry.tenant.to_string(),
             spiffe_id: caller.entry.spiffe_id.to_string(),
             entry_id: caller.entry.id.clone(),
-            username: credential.username.clone(),
+            username: username.clone(),
             revocation_keys: caller.revocation_keys.clone(),
             correlation_id: correlation_id.to_owned(),
-            state: LeaseState::Active,
+            state: LeaseState::Revoking,
             created_at: now,
             expires_at,
             max_expires_at,
             attempts: 0,
-            next_attempt_at: 0,
+            next_attempt_at: now.saturating_add(PENDING_GRACE),
             last_error: String::new(),
-            revoke_reason: String::new(),
+            revoke_reason: "issuing (dropped unless the issuance completes)".into(),
             revoked_at: None,
         };
+        let pending = self.lease_audit(
+            &lease,
+            "lease.pending",
+            Decision::Allow,
+            format!("creating {grant} user {username} for {}", caller.chain),
+        );
+        self.store.create_lease(lease.clone(), pending).await?;
+        let credential = match backend
+            .broker
+            .issue_as(&role.templates, &username, expires_at)
+            .await
+        {
+            Ok(c) => c,
+            Err(source) => {
+                // Whatever the backend did, the reaper removes it now.
+                lease.next_attempt_at = now;
+                lease.revoke_reason = "issuance failed".into();
+                if let Err(e) = self.store.update_lease(lease.clone(), Vec::new()).await {
+                    tracing::warn!(lease = %lease.id, error = %e, "could not hand a failed issuance to the reaper; it takes it at the grace period");
+                }
+                return Err(Refusal::Backend {
+                    backend: backend.row.name.clone(),
+                    source,
+                });
+            }
+        };
+        lease.state = LeaseState::Active;
+        lease.next_attempt_at = 0;
+        lease.revoke_reason.clear();
         let draft = self.lease_audit(
             &lease,
             "lease.create",
@@ -575,14 +609,15 @@ impl BrokerService {
                 lease.username, caller.chain
             ),
         );
-        if let Err(e) = self.store.create_lease(lease.clone(), draft).await {
-            // No lease, no credential: take it back at once.
+        if let Err(e) = self.store.update_lease(lease.clone(), vec![draft]).await {
+            // No lease, no credential: take it back at once (the pending
+            // lease stays with the reaper if this fails too).
             if let Err(re) = backend
                 .broker
                 .revoke(&role.templates, &credential.username)
                 .await
             {
-                tracing::error!(user = %credential.username, error = %re, "credential without a lease could not be removed; drop the role by hand");
+                tracing::error!(user = %credential.username, error = %re, "credential without an active lease could not be removed yet; the reaper drops it at the grace period");
             }
             return Err(e.into());
         }

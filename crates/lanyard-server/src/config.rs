@@ -160,6 +160,9 @@ pub struct RawServer {
     pub header_timeout: Option<String>,
     /// Longest wait for a request's body (15s).
     pub body_timeout: Option<String>,
+    /// Longest time a request may take to be answered (20s); a store that
+    /// hangs costs callers this long and a 503.
+    pub request_timeout: Option<String>,
 }
 
 /// `[store]`.
@@ -630,11 +633,17 @@ impl RawConfig {
                 self.server.body_timeout,
                 defaults.body_timeout,
             )?,
+            request_timeout: dur(
+                "server.request_timeout",
+                self.server.request_timeout,
+                defaults.request_timeout,
+            )?,
             ..defaults
         };
         for (key, d) in [
             ("server.header_timeout", listen_limits.header_timeout),
             ("server.body_timeout", listen_limits.body_timeout),
+            ("server.request_timeout", listen_limits.request_timeout),
         ] {
             if d.is_zero() || d > Duration::from_secs(600) {
                 return Err(ConfigError::Invalid {

@@ -39,6 +39,9 @@ pub struct ListenLimits {
     pub header_timeout: Duration,
     /// Longest wait for a request's body.
     pub body_timeout: Duration,
+    /// Longest time from a request's headers to its answer (HTTP; see
+    /// [`request_deadline`]).
+    pub request_timeout: Duration,
 }
 
 impl Default for ListenLimits {
@@ -52,6 +55,7 @@ impl Default for ListenLimits {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(15),
             body_timeout: Duration::from_secs(15),
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 }
@@ -174,6 +178,37 @@ pub async fn body_deadline(timeout: Duration, req: Request, next: Next) -> Respo
         sleep: Box::pin(tokio::time::sleep(timeout)),
     });
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// How long a request may take from its headers to its answer's headers
+/// (`server.request_timeout`, default).
+/// A store that hangs (a connection that stopped answering) then costs a
+/// caller this long, and an honest 503, not forever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Answers 503 when the handler has not answered within `timeout`. The
+/// handler runs in its own task and is not cancelled (an issuance half-way
+/// through finishes, or fails, with its audit event; nothing is left half
+/// done), only no longer waited for.
+pub async fn request_deadline(timeout: Duration, req: Request, next: Next) -> Response {
+    use axum::response::IntoResponse as _;
+    let path: String = req.uri().path().chars().take(100).collect();
+    let handler = tokio::spawn(next.run(req));
+    match tokio::time::timeout(timeout, handler).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            tracing::error!(path, error = %e, "request handler failed");
+            crate::error::ApiError::Internal.into_response()
+        }
+        Err(_) => {
+            tracing::warn!(
+                path,
+                seconds = timeout.as_secs(),
+                "request timed out (is the store hanging?); answered 503"
+            );
+            crate::error::ApiError::Unavailable.into_response()
+        }
+    }
 }
 
 /// The body did not arrive within the body-read timeout.

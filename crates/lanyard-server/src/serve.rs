@@ -23,6 +23,9 @@ use crate::ServerError;
 
 /// How often each replica runs the rotation tick and reloads keys.
 const KEY_TICK: Duration = Duration::from_secs(30);
+/// Longest one background step (a refresh, a reaper or rotation tick) may
+/// take before it is abandoned and retried.
+const JOB_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -194,7 +197,7 @@ impl Server {
 
     /// The HTTP router.
     pub fn router(&self) -> Router {
-        router(self.state.clone(), self.config.listen_limits.body_timeout)
+        router(self.state.clone(), &self.config.listen_limits)
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains in-flight
@@ -310,8 +313,13 @@ impl Server {
                         }
                     }
                 }
-                if let Err(e) = registry.refresh().await {
-                    tracing::warn!(error = %e, "registry refresh failed; serving the previous view");
+                // A hung store connection must not stop the refreshes.
+                match tokio::time::timeout(JOB_TIMEOUT, registry.refresh()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "registry refresh failed; serving the previous view")
+                    }
+                    Err(_) => tracing::warn!("registry refresh timed out (the store is not answering); serving the previous view"),
                 }
             }
         });
@@ -323,8 +331,12 @@ impl Server {
                 if let Err(e) = broker.refresh().await {
                     tracing::warn!(error = %e, "broker refresh failed; using the previous view");
                 }
-                if let Err(e) = broker.tick(&reaper_state.registry).await {
-                    tracing::warn!(error = %e, "broker reaper tick failed; retrying");
+                match tokio::time::timeout(JOB_TIMEOUT, broker.tick(&reaper_state.registry)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "broker reaper tick failed; retrying"),
+                    Err(_) => tracing::warn!(
+                        "broker reaper tick timed out (the store is not answering); retrying"
+                    ),
                 }
             }
         });

@@ -32,6 +32,9 @@ mod federation;
 /// same policy as the exchange for the node's workloads.
 #[path = "exchange/node_api.rs"]
 mod node_api;
+/// The store going away and hanging.
+#[path = "exchange/outage.rs"]
+mod outage;
 
 /// TokenReview and several clusters.
 #[path = "exchange/tokenreview.rs"]
@@ -54,6 +57,8 @@ struct Options {
     jwt_max_ttl: Option<Duration>,
     /// The KEK file (a new one when `None`); share it to share a store.
     kek_file: Option<std::path::PathBuf>,
+    /// `server.request_timeout` (the default when `None`).
+    request_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -65,6 +70,7 @@ impl Default for Options {
             tls: false,
             jwt_max_ttl: None,
             kek_file: None,
+            request_timeout: None,
         }
     }
 }
@@ -105,6 +111,7 @@ impl Env {
             tls,
             jwt_max_ttl,
             kek_file,
+            request_timeout,
         } = opts;
         let fresh = store_url.is_none();
         let dir = tempfile::tempdir()?;
@@ -146,7 +153,10 @@ impl Env {
             max_delegation_depth: 2,
             ca: lanyard_server::config::CaConfig::default(),
             node_api: None,
-            listen_limits: Default::default(),
+            listen_limits: lanyard_server::net::ListenLimits {
+                request_timeout: request_timeout.unwrap_or(lanyard_server::net::REQUEST_TIMEOUT),
+                ..Default::default()
+            },
             audit: Default::default(),
         };
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());

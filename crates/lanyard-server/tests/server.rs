@@ -972,6 +972,7 @@ mod limits {
             handshake_timeout: Duration::from_secs(1),
             header_timeout: Duration::from_secs(1),
             body_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
         };
         let clock: Arc<dyn Clock> = Arc::new(lanyard_core::SystemClock);
         let server = Server::build(cfg, clock).await?;

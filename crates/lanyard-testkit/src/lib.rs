@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use lanyard_core::Clock;
 
+pub mod proxy;
 pub mod tokens;
 
 /// A clock that moves only when told to.
