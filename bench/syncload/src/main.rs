@@ -170,6 +170,7 @@ struct Report {
     quiet: Phase,
     probes: Phase,
     probes_sent: usize,
+    probe_errors: usize,
     probes_seen: usize,
     propagation_p50_ms: Option<f64>,
     propagation_p99_ms: Option<f64>,
@@ -391,6 +392,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let a = sample(args.server_pid);
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
     let mut probes_sent = 0usize;
+    let mut probe_errors = 0usize;
     let mut every = tokio::time::interval(Duration::from_secs_f64(args.probe_every));
     while Instant::now() < deadline {
         every.tick().await;
@@ -400,7 +402,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if let Ok(mut p) = shared.probes.lock() {
             p.insert(spiffe_id.clone(), Instant::now());
         }
-        post(
+        let created = post(
             "entries",
             json!({
                 "spiffe_id": spiffe_id,
@@ -409,8 +411,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 "selectors": [format!("unix:uid:{}", 900_000 + k)],
             }),
         )
-        .await?;
+        .await;
         probes_sent += 1;
+        if let Err(e) = created {
+            // A replica down (fault tests): the probe never existed.
+            probe_errors += 1;
+            eprintln!("[syncload] probe {k} not created: {e:#}");
+            if let Ok(mut p) = shared.probes.lock() {
+                p.remove(&spiffe_id);
+            }
+        }
     }
     // The last probes need up to one interval to arrive.
     let grace = Instant::now() + interval + Duration::from_secs(2);
@@ -442,6 +452,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         quiet,
         probes,
         probes_sent,
+        probe_errors,
         probes_seen: lat.len(),
         propagation_p50_ms: percentile_ms(&lat, 0.50),
         propagation_p99_ms: percentile_ms(&lat, 0.99),

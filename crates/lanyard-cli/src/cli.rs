@@ -699,6 +699,18 @@ pub enum ServerAction {
         #[arg(long)]
         insecure_plain_http: bool,
     },
+    /// After restoring the store from a backup, before starting the servers:
+    /// start a new change-log epoch, so every agent resyncs in full (an
+    /// agent never accepts an older revision within an epoch, and the
+    /// restored log is older than what agents have seen). Audited.
+    NewEpoch {
+        /// TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Accepted like `server` so the same config validates.
+        #[arg(long)]
+        insecure_plain_http: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1645,3 +1645,54 @@ fn entry_apply_is_declarative_idempotent_and_scoped() -> TestResult {
     );
     Ok(())
 }
+
+// issue 13: after restoring a backup, a new change-log epoch makes every
+// agent resync in full (they never take an older revision within one).
+#[test]
+fn new_epoch_after_a_restore_is_audited() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("lanyard.toml");
+    let kek = dir.path().join("kek");
+    std::fs::write(&kek, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n")?;
+    std::fs::set_permissions(&kek, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::write(
+        &cfg,
+        format!(
+            "issuer = \"http://127.0.0.1:1\"\n[server]\nlisten = \"127.0.0.1:1\"\n[store]\nurl = \"sqlite://{}\"\n[keys]\nkek_file = \"{}\"\n[node_api]\nlisten = \"\"\n",
+            dir.path().join("lanyard.db").display(),
+            kek.display()
+        ),
+    )?;
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--insecure-plain-http", "--output", "json"])
+            .env("LANYARD_LOG", "error")
+            .output()
+    };
+    let out = run(&["server", "new-epoch"])?;
+    assert!(!out.status.success(), "no store yet: refused");
+    assert!(run(&["server", "init"])?.status.success());
+    let out = run(&["server", "new-epoch"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out)?;
+    assert_ne!(v["epoch"], v["old_epoch"]);
+    let again = json_of(&run(&["server", "new-epoch"])?)?;
+    assert_eq!(again["old_epoch"], v["epoch"], "the epoch was stored");
+    let db = dir.path().join("lanyard.db");
+    let audited = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(\"SELECT count(*) FROM audit_events WHERE action='changes.epoch'\").fetchone()[0])",
+        ])
+        .arg(&db)
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&audited.stdout).trim(), "2");
+    Ok(())
+}

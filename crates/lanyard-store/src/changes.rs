@@ -144,6 +144,12 @@ pub trait ChangeStore {
     /// tenant per SPIFFE ID, unique selector sets). All or nothing.
     fn apply_entries(&self, batch: EntryBatch, audits: Vec<AuditDraft>) -> StoreFuture<'_, i64>;
 
+    /// Starts a new change-log epoch (`epoch`) and appends `audit`, in one
+    /// transaction. After a restore from a backup: agents' cursors name
+    /// revisions the restored log may not have, and an agent never takes an
+    /// older revision within an epoch; a new epoch makes each resync in full.
+    fn new_change_epoch<'a>(&'a self, epoch: &'a str, audit: AuditDraft) -> StoreFuture<'a, ()>;
+
     /// A channel that receives a message soon after another process
     /// commits a change (PostgreSQL `LISTEN`), or `None` where there is
     /// nobody else (SQLite). A wake-up only: read the log after it.

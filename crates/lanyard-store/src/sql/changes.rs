@@ -116,6 +116,19 @@ impl ChangeStore for SqlStore {
         })
     }
 
+    fn new_change_epoch<'a>(&'a self, epoch: &'a str, audit: AuditDraft) -> StoreFuture<'a, ()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE change_head SET epoch = $1 WHERE id = 1")
+                .bind(epoch)
+                .execute(&mut *tx)
+                .await?;
+            append_audit!(tx, audit);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
     fn watch_changes(&self) -> StoreFuture<'_, Option<tokio::sync::mpsc::Receiver<()>>> {
         match self {
             SqlStore::Sqlite(_) => Box::pin(async { Ok(None) }),
