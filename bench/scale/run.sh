@@ -63,11 +63,19 @@ trap 'exit 143' TERM
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 if [ "$BUILD" = 1 ]; then
-    log "cargo build --release -p lanyard-cli -p syncload"
-    (cd "$ROOT" && cargo build --release --quiet -p lanyard-cli -p syncload) || die "build failed"
+    log "cargo build --release -p lanyard-cli -p syncload -p loadgen"
+    (cd "$ROOT" && cargo build --release --quiet -p lanyard-cli -p syncload -p loadgen) || die "build failed"
 fi
 LANYARD="$TARGET_DIR/release/lanyard"
 SYNCLOAD="$TARGET_DIR/release/syncload"
+LOADGEN="$TARGET_DIR/release/loadgen"
+VENV="$ROOT/bench/.venv"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+PY="$VENV/bin/python"
+"$PY" -c 'import jwt, cryptography' 2>/dev/null \
+    || timeout 900 "$VENV/bin/pip" install -q --disable-pip-version-check pyjwt cryptography \
+    || die "pip install pyjwt cryptography failed"
+"$PY" "$ROOT/bench/exchange/mint_tokens.py" -n 1000 "$TMP/keys" >/dev/null || die "minting tokens failed"
 
 HTTP_PORT=$(free_port); NODE_PORT=$(free_port)
 if [ "$STORE" = postgres ]; then
@@ -84,9 +92,19 @@ BASE="http://127.0.0.1:$HTTP_PORT"
 TOKEN_FILE="$TMP/server/admin-token"
 L=("$LANYARD" --server "$BASE" --admin-token-file "$TOKEN_FILE")
 "${L[@]}" tenant create bench >/dev/null
+"${L[@]}" issuer add --name k8s --kind kubernetes --issuer https://kubernetes.default.svc.cluster.local \
+    --jwks-file "$TMP/keys/jwks.json" --audience lanyard --tenant bench >/dev/null
+"${L[@]}" entry create --spiffe-id spiffe://example.org/ns/bench/sa/api --tenant bench --issuer k8s \
+    --selector k8s:ns:bench --selector k8s:sa:api --audience bench-api >/dev/null
+exchange_p99() { # exchange_p99 TAG: 10 s of token exchange at concurrency 8
+    "$LOADGEN" --flow lanyard-exchange --base "$BASE" --tokens "$TMP/keys/tokens.txt" --concurrency 8 \
+        --duration 10 --warmup 1 --audience bench-api | sed "s/^{/{\"step\":\"exchange_$1\",/"
+}
 rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 RSS_EMPTY=$(rss "$PID")
 
+log "token exchange on an empty store"
+exchange_p99 empty
 log "create latency on an empty store"
 python3 "$HERE/create_latency.py" "$BASE" "$TOKEN_FILE" bench 200 empty | sed 's/^/{"step":"create_empty",/; s/,{/,/'
 
@@ -116,6 +134,8 @@ RSS_LOADED=$(rss "$PID")
 log "create latency at $ENTRIES entries"
 python3 "$HERE/create_latency.py" "$BASE" "$TOKEN_FILE" bench 200 loaded | sed 's/^/{"step":"create_loaded",/; s/,{/,/'
 echo "{\"step\":\"rss\",\"empty_mib\":$RSS_EMPTY,\"loaded_mib\":$RSS_LOADED,\"entries\":$ENTRIES}"
+log "token exchange at $ENTRIES entries"
+exchange_p99 loaded
 
 log "fleet: $AGENTS agents syncing every ${INTERVAL}s"
 timeout $((QUIET + DURATION + 600)) "$SYNCLOAD" --admin "$BASE" --admin-token-file "$TOKEN_FILE" \
@@ -123,3 +143,10 @@ timeout $((QUIET + DURATION + 600)) "$SYNCLOAD" --admin "$BASE" --admin-token-fi
     --interval "$INTERVAL" --quiet "$QUIET" --duration "$DURATION" --server-pid "$PID" \
     | sed 's/^{/{"step":"fleet",/' || die "syncload failed"
 echo "{\"step\":\"store\",\"store\":\"$STORE\",\"server_rss_end_mib\":$(rss "$PID")}"
+if [ "$STORE" = postgres ]; then
+    log "second replica: revocation propagation from replica 0 to replica 1"
+    H1=$(free_port); N1=$(free_port)
+    lanyard_replica "$TMP/server" 1 "$H1" "$N1" || die "replica 1 did not start"
+    python3 "$HERE/revocation.py" "$BASE" "http://127.0.0.1:$H1" "$TOKEN_FILE" "$TMP/keys/tokens.txt" 50 bench-api \
+        | sed 's/^{/{"step":"revocation_propagation",/' || die "revocation propagation failed"
+fi

@@ -1696,3 +1696,147 @@ fn new_epoch_after_a_restore_is_audited() -> TestResult {
     assert_eq!(String::from_utf8_lossy(&audited.stdout).trim(), "2");
     Ok(())
 }
+
+/// Kills and reaps a child on drop.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16, std::io::Error> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+// issue 13 (found by the scale benchmark): `lanyard server` never served
+// its node API, only `lanyard dev` did, so no agent could attest to it.
+#[test]
+fn lanyard_server_serves_agents_on_its_node_api() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let (http, node) = (free_port()?, free_port()?);
+    let kek = d.join("kek");
+    std::fs::write(&kek, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n")?;
+    std::fs::set_permissions(&kek, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let cfg = d.join("lanyard.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "issuer = \"http://127.0.0.1:{http}\"\n[server]\nlisten = \"127.0.0.1:{http}\"\ninsecure_plain_http = true\n[store]\nurl = \"sqlite://{}\"\n[keys]\nkek_file = \"{}\"\n[node_api]\nlisten = \"127.0.0.1:{node}\"\ndns_names = [\"localhost\"]\n",
+            d.join("lanyard.db").display(),
+            kek.display()
+        ),
+    )?;
+    let token_file = d.join("admin-token");
+    let out = Command::new(BIN)
+        .args(["server", "init", "--config"])
+        .arg(&cfg)
+        .arg("--token-file")
+        .arg(&token_file)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _server = Reaped(
+        Command::new(BIN)
+            .args(["server", "--config"])
+            .arg(&cfg)
+            .env("LANYARD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let admin = |args: &[&str]| {
+        Command::new(BIN)
+            .args([
+                "--server",
+                &format!("http://127.0.0.1:{http}"),
+                "--admin-token-file",
+            ])
+            .arg(&token_file)
+            .args(args)
+            .output()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !admin(&["tenant", "create", "vm"])?.status.success() {
+        assert!(Instant::now() < deadline, "the server did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let uid = String::from_utf8(Command::new("id").arg("-u").output()?.stdout)?;
+    let out = admin(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/vm/app",
+        "--tenant",
+        "vm",
+        "--parent",
+        "spiffe://example.org/lanyard/node/vm-1",
+        "--selector",
+        &format!("unix:uid:{}", uid.trim()),
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let joined = json_of(&admin(&[
+        "--output",
+        "json",
+        "jointoken",
+        "create",
+        "--node-id",
+        "vm-1",
+    ])?)?;
+    std::fs::write(d.join("join"), joined["token"].as_str().ok_or("token")?)?;
+    std::fs::write(
+        d.join("bundle.pem"),
+        joined["trust_bundle_pem"].as_str().ok_or("bundle")?,
+    )?;
+    let socket = d.join("agent.sock");
+    std::fs::write(
+        d.join("agent.toml"),
+        format!(
+            "server_address = \"127.0.0.1:{node}\"\nserver_name = \"localhost\"\ntrust_domain = \"example.org\"\ntrust_bundle = \"{}\"\njoin_token_file = \"{}\"\nstate_dir = \"{}\"\nsocket = \"{}\"\n",
+            d.join("bundle.pem").display(),
+            d.join("join").display(),
+            d.join("agent-state").display(),
+            socket.display()
+        ),
+    )?;
+    let _agent = Reaped(
+        Command::new(BIN)
+            .args(["agent", "--config"])
+            .arg(d.join("agent.toml"))
+            .env("LANYARD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new(BIN)
+            .args(["--output", "json", "svid", "fetch", "--socket"])
+            .arg(&socket)
+            .output()?;
+        if out.status.success() {
+            let v = json_of(&out)?;
+            assert_eq!(v["svids"][0]["spiffe_id"], "spiffe://example.org/vm/app");
+            assert!(!v["svids"][0]["serial"].as_str().unwrap_or("").is_empty());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no SVID through `lanyard server`'s node API within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}

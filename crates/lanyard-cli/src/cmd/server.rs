@@ -59,7 +59,11 @@ async fn serve(path: &Path, insecure_plain_http: bool) -> anyhow::Result<ExitCod
         .context("starting the server")?;
     let listener =
         std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
-    server.serve(listener, shutdown_signal()).await?;
+    // The gRPC node API for `lanyard agent` ([node_api] listen; "" disables).
+    let node_listener = server.bind_node_api()?;
+    server
+        .serve_all(listener, node_listener, shutdown_signal())
+        .await?;
     Ok(ExitCode::SUCCESS)
 }
 
