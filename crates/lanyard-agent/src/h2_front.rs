@@ -24,6 +24,9 @@
 //! Clients with a valid authority (tonic, Go, grpc-js's `localhost`) thus
 //! cost one decode per block and no re-encoding; C-core clients, which put
 //! the socket path in every request, are rewritten from their first one.
+//! A HEADERS frame whose stream depends on itself also switches to
+//! rewriting: `h2` resets that stream without decoding its block (RFC 9113
+//! §5.3.1), so its table would miss what the block adds.
 //!
 //! # Security
 //! Nothing in the agent reads `:authority`; callers are identified by the
@@ -152,6 +155,16 @@ impl AuthorityRewriter {
         self.rewriting
     }
 
+    /// A rewriter that re-encodes every header block from the first one:
+    /// the reference the verbatim mode is fuzzed against
+    /// (`fuzz/fuzz_targets/h2_front.rs`: `h2` must decode both outputs alike).
+    pub fn rewriting_from_start() -> Self {
+        Self {
+            rewriting: true,
+            ..Self::new()
+        }
+    }
+
     /// Takes `input` from the client and appends to `out` what the server
     /// should receive. Incomplete frames are kept until the rest arrives.
     ///
@@ -278,6 +291,12 @@ impl AuthorityRewriter {
                     end_stream: frame.flags & FLAG_END_STREAM != 0,
                     priority,
                 };
+                if priority.is_some_and(|p| {
+                    u32::from_be_bytes([p[0] & 0x7f, p[1], p[2], p[3]]) == frame.stream_id
+                }) {
+                    // h2 resets the stream without decoding the block.
+                    self.rewriting = true;
+                }
                 if frame.flags & FLAG_END_HEADERS != 0 {
                     // The usual case: the whole block in one frame, decoded
                     // where it lies.

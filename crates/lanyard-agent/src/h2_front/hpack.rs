@@ -32,13 +32,24 @@ pub(crate) enum HpackError {
 #[derive(Debug)]
 pub(crate) struct Decoder {
     /// Newest entry first (index 62).
-    table: VecDeque<(Box<[u8]>, Box<[u8]>)>,
+    table: VecDeque<TableEntry>,
     /// Sum of the entries' sizes (name + value + 32, RFC 7541 §4.1).
     size: usize,
     /// The current maximum, set by size updates.
     max_size: usize,
     /// The most a size update may ask for (our SETTINGS_HEADER_TABLE_SIZE).
     allowed: usize,
+}
+
+/// One dynamic table entry: name, value.
+#[derive(Debug)]
+struct TableEntry(Box<[u8]>, Box<[u8]>);
+
+/// A literal field: name (maybe from a table), value, what follows.
+struct Literal<'s, 'b> {
+    name: Cow<'s, [u8]>,
+    value: Cow<'b, [u8]>,
+    rest: &'b [u8],
 }
 
 /// Integers above this cannot describe anything in a bounded header block.
@@ -77,7 +88,11 @@ impl Decoder {
                 field(name, value);
             } else if first & 0x40 != 0 {
                 // Literal with incremental indexing (§6.2.1).
-                let (name, value, r) = self.literal(rest, 6)?;
+                let Literal {
+                    name,
+                    value,
+                    rest: r,
+                } = self.literal(rest, 6)?;
                 rest = r;
                 field(&name, &value);
                 self.insert(name.into_owned().into(), value.into_owned().into());
@@ -96,7 +111,11 @@ impl Decoder {
                 continue;
             } else {
                 // Literal without indexing or never indexed (§6.2.2, §6.2.3).
-                let (name, value, r) = self.literal(rest, 4)?;
+                let Literal {
+                    name,
+                    value,
+                    rest: r,
+                } = self.literal(rest, 4)?;
                 rest = r;
                 field(&name, &value);
             }
@@ -115,7 +134,7 @@ impl Decoder {
         }
         self.table
             .get(index - 1 - STATIC_TABLE.len())
-            .map(|(n, v)| (&**n, &**v))
+            .map(|TableEntry(n, v)| (&**n, &**v))
             .ok_or(HpackError::BadIndex)
     }
 
@@ -124,7 +143,7 @@ impl Decoder {
         &'s self,
         src: &'b [u8],
         prefix: u8,
-    ) -> Result<(Cow<'s, [u8]>, Cow<'b, [u8]>, &'b [u8]), HpackError> {
+    ) -> Result<Literal<'s, 'b>, HpackError> {
         let (index, rest) = integer(src, prefix)?;
         let (name, rest) = if index == 0 {
             string(rest)?
@@ -132,7 +151,7 @@ impl Decoder {
             (Cow::Borrowed(self.entry(index)?.0), rest)
         };
         let (value, rest) = string(rest)?;
-        Ok((name, value, rest))
+        Ok(Literal { name, value, rest })
     }
 
     fn insert(&mut self, name: Box<[u8]>, value: Box<[u8]>) {
@@ -145,13 +164,13 @@ impl Decoder {
         }
         self.evict_to(self.max_size - size);
         self.size += size;
-        self.table.push_front((name, value));
+        self.table.push_front(TableEntry(name, value));
     }
 
     fn evict_to(&mut self, limit: usize) {
         while self.size > limit {
             match self.table.pop_back() {
-                Some((n, v)) => self.size -= n.len() + v.len() + 32,
+                Some(TableEntry(n, v)) => self.size -= n.len() + v.len() + 32,
                 None => {
                     self.size = 0;
                     break;
@@ -171,9 +190,10 @@ fn integer(src: &[u8], n: u8) -> Result<(usize, &[u8]), HpackError> {
     }
     let mut shift = 0u32;
     loop {
-        // Five continuation bytes hold more than MAX_INTEGER (and keep the
-        // shift in range however many zero bytes pad the encoding).
-        if shift > 28 {
+        // At most four continuation bytes, as h2 (which refuses a fifth
+        // whatever its value): 2^28, more than MAX_INTEGER, and the shift
+        // stays in range however many zero bytes pad the encoding.
+        if shift > 21 {
             return Err(HpackError::IntegerOverflow);
         }
         let (&b, r) = rest.split_first().ok_or(HpackError::Truncated)?;

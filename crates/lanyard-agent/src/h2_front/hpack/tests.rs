@@ -11,13 +11,15 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn fields(dec: &mut Decoder, block: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, HpackError> {
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn fields(dec: &mut Decoder, block: &[u8]) -> Result<Fields, HpackError> {
     let mut out = Vec::new();
     dec.decode(block, |n, v| out.push((n.to_vec(), v.to_vec())))?;
     Ok(out)
 }
 
-fn pairs(list: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn pairs(list: &[(&str, &str)]) -> Fields {
     list.iter()
         .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect()
@@ -194,6 +196,15 @@ fn integers_are_bounded() {
         Err(HpackError::IntegerOverflow)
     );
     assert_eq!(integer(&[0x7f, 0x80], 7), Err(HpackError::Truncated));
+    // As h2: four continuation bytes at most, whatever their value.
+    assert_eq!(
+        integer(&[0x7f, 0x80, 0x80, 0x80, 0x00], 7),
+        Ok((127, &[][..]))
+    );
+    assert_eq!(
+        integer(&[0x7f, 0x80, 0x80, 0x80, 0x80, 0x00], 7),
+        Err(HpackError::IntegerOverflow)
+    );
     for v in [0, 30, 31, 127, 128, 1337, 65_536, MAX_INTEGER] {
         let mut out = vec![];
         encode_integer(&mut out, v, 5, 0);
