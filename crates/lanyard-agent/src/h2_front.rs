@@ -60,6 +60,7 @@ pub const REPLACEMENT_AUTHORITY: &[u8] = b"localhost";
 
 const FRAME_HEADER_LEN: usize = 9;
 const TYPE_HEADERS: u8 = 0x1;
+const TYPE_PUSH_PROMISE: u8 = 0x5;
 const TYPE_CONTINUATION: u8 = 0x9;
 const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_END_HEADERS: u8 = 0x4;
@@ -309,8 +310,11 @@ impl AuthorityRewriter {
                     });
                 }
             }
-            TYPE_CONTINUATION => {
-                // CONTINUATION without HEADERS: PROTOCOL_ERROR from h2.
+            TYPE_CONTINUATION | TYPE_PUSH_PROMISE => {
+                // CONTINUATION without HEADERS, or a client pushing (RFC
+                // 9113 §8.4): PROTOCOL_ERROR from h2. (h2 decodes a
+                // PUSH_PROMISE's block first, with its table, which the
+                // front does not follow for it.)
                 out.extend_from_slice(whole);
                 self.state = State::Passthrough;
             }
