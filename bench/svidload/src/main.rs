@@ -929,6 +929,7 @@ async fn store_entries(
                     scopes: Vec::new(),
                     may_act: Vec::new(),
                     admin: false,
+                    token_reviewer: false,
                     grants: Vec::new(),
                     role: None,
                     created_at: 0,

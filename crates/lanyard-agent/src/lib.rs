@@ -119,8 +119,13 @@ pub struct View {
     pub node: Option<SpiffeId>,
     /// `spiffe://TD`.
     pub trust_domain_id: String,
-    /// Server revision last synced.
+    /// The server's change-log epoch of `revision`.
+    pub epoch: String,
+    /// The change-log revision this node's entries are at. Within an
+    /// epoch it never goes back: a replica that is behind is ignored.
     pub revision: i64,
+    /// The server's bundle revision of `roots` and `jwt_bundle`.
+    pub bundle_revision: i64,
     /// This node's entries.
     pub index: Arc<EntryIndex>,
     /// X.509-SVIDs by entry id.
@@ -159,6 +164,37 @@ impl View {
                 .map(|(td, b)| (td.as_str(), b.jwt_bundle.as_slice())),
         )
     }
+}
+
+/// Most pages one full resync may take.
+const MAX_SYNC_PAGES: usize = 1000;
+
+/// What one sync brought.
+#[derive(Debug)]
+struct Synced {
+    epoch: String,
+    revision: i64,
+    entries: SyncedEntries,
+    bundle: Option<SyncedBundle>,
+}
+
+#[derive(Debug)]
+enum SyncedEntries {
+    /// Changes on top of the current set.
+    Delta {
+        upserts: Vec<lanyard_proto::node::Entry>,
+        deletes: Vec<String>,
+    },
+    /// The whole set.
+    All(Vec<lanyard_proto::node::Entry>),
+}
+
+#[derive(Debug)]
+struct SyncedBundle {
+    trust_domain: String,
+    x509_roots: Vec<Vec<u8>>,
+    jwt_bundle: Vec<u8>,
+    revision: i64,
 }
 
 /// Agent settings.
@@ -339,50 +375,73 @@ impl Agent {
             .and_then(|i| SpiffeId::parse(&i.spiffe_id).ok())
             .ok_or_else(|| AgentError::Node("no node identity".into()))?;
         let cur = self.view();
-        let known = if cur.serving { cur.revision } else { -1 };
-        let resp = self
-            .node
-            .grpc()?
-            .sync(SyncRequest {
-                known_revision: known,
-            })
-            .await
-            .map_err(AgentError::from_status)?
-            .into_inner();
-        let (index, roots, jwt_bundle, jwt_keys, td, revision) = if resp.unchanged {
-            (
+        let resp = self.fetch_sync(&cur).await?;
+        let (index, roots, jwt_bundle, jwt_keys, td, epoch, revision, bundle_revision) = match resp
+        {
+            None => (
                 cur.index.clone(),
                 cur.roots.clone(),
                 cur.jwt_bundle.clone(),
                 cur.jwt_keys.clone(),
                 cur.trust_domain_id.clone(),
+                cur.epoch.clone(),
                 cur.revision,
-            )
-        } else {
-            let entries = resp
-                .entries
-                .iter()
-                .filter_map(|e| entry_from_pb(e, &node_id))
-                .collect::<Vec<_>>();
-            self.node.set_roots(resp.x509_roots.clone());
-            let keys: Vec<VerifyingKey> = serde_json::from_slice::<Jwks>(&resp.jwt_bundle)
-                .map(|jwks| {
-                    jwks.keys
-                        .iter()
-                        .filter_map(|k| VerifyingKey::from_jwk(k).ok())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let keys = Arc::new(keys);
-            (
-                Arc::new(EntryIndex::new(entries)),
-                resp.x509_roots,
-                resp.jwt_bundle,
-                keys,
-                format!("spiffe://{}", resp.trust_domain),
-                resp.revision,
-            )
+                cur.bundle_revision,
+            ),
+            Some(sync) => {
+                let index = match sync.entries {
+                    SyncedEntries::Delta { upserts, deletes } => {
+                        let upserts = upserts
+                            .iter()
+                            .filter_map(|e| entry_from_pb(e, &node_id))
+                            .collect();
+                        Arc::new(cur.index.with_changes(upserts, &deletes))
+                    }
+                    SyncedEntries::All(all) => Arc::new(EntryIndex::new(
+                        all.iter()
+                            .filter_map(|e| entry_from_pb(e, &node_id))
+                            .collect(),
+                    )),
+                };
+                match sync.bundle {
+                    Some(b) => {
+                        self.node.set_roots(b.x509_roots.clone());
+                        let keys: Vec<VerifyingKey> = serde_json::from_slice::<Jwks>(&b.jwt_bundle)
+                            .map(|jwks| {
+                                jwks.keys
+                                    .iter()
+                                    .filter_map(|k| VerifyingKey::from_jwk(k).ok())
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        (
+                            index,
+                            b.x509_roots,
+                            b.jwt_bundle,
+                            Arc::new(keys),
+                            format!("spiffe://{}", b.trust_domain),
+                            sync.epoch,
+                            sync.revision,
+                            b.revision,
+                        )
+                    }
+                    None => (
+                        index,
+                        cur.roots.clone(),
+                        cur.jwt_bundle.clone(),
+                        cur.jwt_keys.clone(),
+                        cur.trust_domain_id.clone(),
+                        sync.epoch,
+                        sync.revision,
+                        cur.bundle_revision,
+                    ),
+                }
+            }
         };
+        let synced = revision != cur.revision
+            || epoch != cur.epoch
+            || bundle_revision != cur.bundle_revision
+            || !Arc::ptr_eq(&index, &cur.index);
         // Keep SVIDs still good for entries that still exist; sign the rest.
         let mut identities: HashMap<String, Arc<Identity>> = HashMap::new();
         let mut wanted = Vec::new();
@@ -435,8 +494,7 @@ impl Agent {
                 );
             }
         }
-        let changed =
-            rotated || !resp.unchanged || !cur.serving || identities.len() != cur.identities.len();
+        let changed = rotated || synced || !cur.serving || identities.len() != cur.identities.len();
         if changed {
             if rotated {
                 tracing::info!(
@@ -445,13 +503,15 @@ impl Agent {
                     "workload SVIDs signed"
                 );
             }
-            if !resp.unchanged {
+            if synced {
                 self.clear_jwt_cache();
             }
             self.publish(View {
                 node: Some(node_id),
                 trust_domain_id: td,
+                epoch,
                 revision,
+                bundle_revision,
                 index,
                 identities,
                 roots,
@@ -463,6 +523,92 @@ impl Agent {
             });
         }
         Ok(())
+    }
+
+    /// Asks the server what changed since this view: `None` when nothing
+    /// did (or the replica answering is behind this view, which is then
+    /// kept: a revision never goes back within an epoch), else a delta or
+    /// the whole set (every page of a full resync, applied at once).
+    async fn fetch_sync(&self, cur: &View) -> Result<Option<Synced>, AgentError> {
+        let mut req = SyncRequest {
+            epoch: if cur.serving {
+                cur.epoch.clone()
+            } else {
+                String::new()
+            },
+            cursor: cur.revision,
+            known_bundle: if cur.serving { cur.bundle_revision } else { -1 },
+            ..SyncRequest::default()
+        };
+        let mut all: BTreeMap<String, lanyard_proto::node::Entry> = BTreeMap::new();
+        let mut first_revision = None;
+        let mut bundle = None;
+        // A full resync of a million entries is a thousand pages.
+        for _ in 0..MAX_SYNC_PAGES {
+            let resp = self
+                .node
+                .grpc()?
+                .sync(req.clone())
+                .await
+                .map_err(AgentError::from_status)?
+                .into_inner();
+            let same_epoch = cur.serving && resp.epoch == cur.epoch;
+            if resp.unchanged || goes_back(cur, &resp.epoch, resp.revision) {
+                if !resp.unchanged {
+                    tracing::debug!(
+                        seen = cur.revision,
+                        offered = resp.revision,
+                        "the server replica is behind this agent; keeping the newer view"
+                    );
+                }
+                return Ok(None);
+            }
+            if resp.bundle_included && !(same_epoch && resp.bundle_revision < cur.bundle_revision) {
+                bundle = Some(SyncedBundle {
+                    trust_domain: resp.trust_domain.clone(),
+                    x509_roots: resp.x509_roots.clone(),
+                    jwt_bundle: resp.jwt_bundle.clone(),
+                    revision: resp.bundle_revision,
+                });
+            }
+            if resp.delta {
+                return Ok(Some(Synced {
+                    epoch: resp.epoch,
+                    revision: resp.revision,
+                    entries: SyncedEntries::Delta {
+                        upserts: resp.entries,
+                        deletes: resp.deleted_entry_ids,
+                    },
+                    bundle,
+                }));
+            }
+            // A page of a full resync; one that restarted at another
+            // revision replaces the pages before it.
+            if first_revision.is_some_and(|r| r != resp.revision) {
+                all.clear();
+            }
+            first_revision = Some(resp.revision);
+            for e in resp.entries {
+                all.insert(e.id.clone(), e);
+            }
+            if resp.next_page_token.is_empty() {
+                if bundle.is_none() && !cur.serving {
+                    return Err(AgentError::Node(
+                        "the server's full sync carried no trust bundle".into(),
+                    ));
+                }
+                return Ok(Some(Synced {
+                    epoch: resp.epoch,
+                    revision: resp.revision,
+                    entries: SyncedEntries::All(all.into_values().collect()),
+                    bundle,
+                }));
+            }
+            req.page_token = resp.next_page_token;
+        }
+        Err(AgentError::Node(format!(
+            "the server's full sync did not end within {MAX_SYNC_PAGES} pages"
+        )))
     }
 
     /// A JWT-SVID for `entry` and `audiences`: cached until half its life,
@@ -547,6 +693,13 @@ fn jwt_cache_key(entry_id: &str, audiences: &[String]) -> String {
     key
 }
 
+/// Whether an answer at `(epoch, revision)` would take `cur` back: within an
+/// epoch an agent never accepts an older revision than one it has applied
+/// (a replica behind the one it synced with last).
+fn goes_back(cur: &View, epoch: &str, revision: i64) -> bool {
+    cur.serving && cur.epoch == epoch && revision < cur.revision
+}
+
 fn entry_from_pb(e: &lanyard_proto::node::Entry, node: &SpiffeId) -> Option<Entry> {
     let mut selectors = e
         .selectors
@@ -571,6 +724,7 @@ fn entry_from_pb(e: &lanyard_proto::node::Entry, node: &SpiffeId) -> Option<Entr
         scopes: Vec::new(),
         may_act: Vec::new(),
         admin: false,
+        token_reviewer: false,
         // Broker grants are used by the server only; agents never see them.
         grants: Vec::new(),
         role: None,
@@ -587,4 +741,30 @@ pub fn unverified_claims(token: &str) -> Option<serde_json::Value> {
         .decode(payload)
         .ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod sync_tests {
+    use super::{goes_back, View};
+
+    #[test]
+    fn a_revision_never_goes_back_within_an_epoch() {
+        let cur = View {
+            epoch: "e1".into(),
+            revision: 10,
+            serving: true,
+            ..View::default()
+        };
+        assert!(goes_back(&cur, "e1", 9));
+        assert!(!goes_back(&cur, "e1", 10));
+        assert!(!goes_back(&cur, "e1", 11));
+        // Another epoch (a restored store) is a new history.
+        assert!(!goes_back(&cur, "e2", 1));
+        // A refused node holds nothing to protect.
+        let refused = View {
+            serving: false,
+            ..cur
+        };
+        assert!(!goes_back(&refused, "e1", 1));
+    }
 }

@@ -4,6 +4,14 @@
 //!
 //! `cargo bench -p lanyard-attest --bench workload_attest`
 
+// Tests and benchmarks fail by panicking and index fixtures they built.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::hint::black_box;
 use std::os::unix::fs::MetadataExt as _;
 

@@ -187,6 +187,12 @@ pub struct IssuerConfig {
     /// loopback). Off by default; logs a warning when on.
     #[serde(default)]
     pub insecure_http: bool,
+    /// For `kubernetes` issuers: the cluster's name, given to its tokens as
+    /// the selector `k8s:cluster:NAME` (default: the issuer's name). Two
+    /// clusters' identical namespaces and service accounts are different
+    /// workloads; entries say which cluster they mean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 fn default_algorithms() -> Vec<Algorithm> {
@@ -235,7 +241,13 @@ impl IssuerConfig {
             max_token_lifetime_secs: DEFAULT_MAX_TOKEN_LIFETIME_SECS,
             insecure_allow_legacy_tokens: false,
             insecure_http: false,
+            cluster: None,
         }
+    }
+
+    /// The cluster name of a `kubernetes` issuer (`None` for other kinds).
+    pub fn cluster_name(&self) -> Option<&str> {
+        (self.kind == IssuerKind::Kubernetes).then(|| self.cluster.as_deref().unwrap_or(&self.name))
     }
 
     /// Checks every field without touching the network or the file system.
@@ -248,6 +260,23 @@ impl IssuerConfig {
             field,
             message,
         };
+        if let Some(c) = &self.cluster {
+            if self.kind != IssuerKind::Kubernetes {
+                return Err(bad(
+                    "cluster",
+                    "only kubernetes issuers name a cluster".into(),
+                ));
+            }
+            if !name_ok(c) {
+                return Err(bad(
+                    "cluster",
+                    format!(
+                        "{} must be 1-63 lowercase letters, digits, '-' and '_'",
+                        shown(c)
+                    ),
+                ));
+            }
+        }
         if !name_ok(&self.name) {
             return Err(bad(
                 "name",

@@ -150,6 +150,9 @@ pub(crate) fn k8s_identity(
     k: &K8sIdentity,
 ) -> Result<Identity, Denial> {
     let mut sel = Selectors::new(IssuerKind::Kubernetes);
+    if let Some(cluster) = config.cluster_name() {
+        sel.claim("cluster", "the issuer's cluster name", cluster)?;
+    }
     sel.claim("ns", "kubernetes.io/namespace", &k.namespace)?;
     sel.claim("sa", "kubernetes.io/serviceaccount/name", &k.sa_name)?;
     sel.claim("sa-uid", "kubernetes.io/serviceaccount/uid", &k.sa_uid)?;

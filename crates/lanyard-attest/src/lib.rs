@@ -38,7 +38,6 @@
 //! Start at [`Attestor::verify`] and [`IssuerConfig`].
 
 #![warn(missing_docs)]
-#![warn(clippy::indexing_slicing)]
 
 mod claims;
 mod config;

@@ -21,7 +21,6 @@
 //! Start reading at [`Broker`], then [`postgres::PostgresBroker`].
 
 #![warn(missing_docs)]
-#![warn(clippy::indexing_slicing)]
 
 pub mod generate;
 pub mod postgres;
@@ -45,6 +44,21 @@ pub trait Broker: Send + Sync + std::fmt::Debug {
     fn issue<'a>(
         &'a self,
         role: &'a RoleTemplates,
+        expires_at: i64,
+    ) -> BrokerFuture<'a, Credential> {
+        Box::pin(async move {
+            let username = generate::username(&role.role)?;
+            self.issue_as(role, &username, expires_at).await
+        })
+    }
+
+    /// [`Broker::issue`] with a login name chosen beforehand
+    /// ([`generate::username`]), so the caller can record its intent to
+    /// create it (and remove it after a crash) before it exists.
+    fn issue_as<'a>(
+        &'a self,
+        role: &'a RoleTemplates,
+        username: &'a str,
         expires_at: i64,
     ) -> BrokerFuture<'a, Credential>;
 

@@ -178,13 +178,14 @@ fn safe_name(name: &str) -> Result<&str, BrokerError> {
 }
 
 impl Broker for PostgresBroker {
-    fn issue<'a>(
+    fn issue_as<'a>(
         &'a self,
         role: &'a RoleTemplates,
+        username: &'a str,
         expires_at: i64,
     ) -> BrokerFuture<'a, Credential> {
         Box::pin(async move {
-            let username = generate::username(&role.role)?;
+            let username = safe_name(username)?.to_owned();
             let password = generate::password()?;
             let sql = role.creation.render(
                 &username,

@@ -16,7 +16,6 @@
 //!   X.509-SVID specification's constraints, validated after signing).
 
 #![warn(missing_docs)]
-#![warn(clippy::indexing_slicing)]
 
 mod error;
 mod kek;

@@ -470,15 +470,15 @@ impl Authority {
                 "SPIFFE ID is outside the CA's trust domain",
             ));
         }
-        let fits = match (
-            naming::classify(params.spiffe_id, &self.trust_domain),
-            params.kind,
-        ) {
+        let fits = matches!(
+            (
+                naming::classify(params.spiffe_id, &self.trust_domain),
+                params.kind,
+            ),
             (None, SvidKind::Workload)
-            | (Some(Reserved::Node(_)), SvidKind::Node)
-            | (Some(Reserved::Server), SvidKind::Server) => true,
-            _ => false,
-        };
+                | (Some(Reserved::Node(_)), SvidKind::Node)
+                | (Some(Reserved::Server), SvidKind::Server)
+        );
         if !fits {
             return Err(X509Error::WrongKind {
                 spiffe_id: params.spiffe_id.to_string(),

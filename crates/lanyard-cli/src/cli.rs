@@ -133,6 +133,61 @@ pub enum Command {
     /// Attested nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Kubernetes admission webhooks: pods get workload identity (Azure
+    /// Workload Identity, EKS and Lanyard conventions), SpinApps are checked.
+    ///
+    /// `lanyard webhook --config F` serves them over HTTPS; `lanyard webhook
+    /// render --pod F` shows what they would do to one pod, without a cluster.
+    /// Guides: docs/kubernetes/.
+    Webhook(WebhookArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct WebhookArgs {
+    /// Webhook TOML config: [webhook] listen, tls_cert, tls_key (reloaded when
+    /// they change), kubeconfig, on_api_error = "deny"|"allow"; optional
+    /// [webhook.azure] tenant_id, cloud, token_layout = "v1.6"|"v1.5";
+    /// [webhook.aws] region; [webhook.lanyard] audience.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: Option<WebhookAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookAction {
+    /// Show what the webhook does to one pod, running exactly its code path:
+    /// the patch, the resulting pod, warnings, or why it would be refused.
+    ///
+    /// This is how to debug "why did my pod not get the token". The file may
+    /// hold a Pod, or a Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or
+    /// CronJob (its pod template is used, named as its ReplicaSet would name
+    /// it). Without --service-account the service account is treated as not
+    /// found, as the API server would answer for one that does not exist.
+    ///
+    /// Exit status: 0 when the pod would be admitted, 1 when refused.
+    ///
+    /// Example: lanyard webhook render --pod deploy.yaml --service-account sa.yaml
+    ///   --config webhook.toml --output json
+    Render(WebhookRenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookRenderArgs {
+    /// The pod (or workload) as YAML or JSON.
+    #[arg(long)]
+    pub pod: PathBuf,
+    /// Its ServiceAccount as YAML or JSON (`kubectl get sa NAME -o yaml`).
+    #[arg(long)]
+    pub service_account: Option<PathBuf>,
+    /// Namespace of the pod (default: the file's metadata.namespace, else default).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// The webhook's config; without it every convention is on with
+    /// upstream's defaults and no default Azure tenant.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +284,13 @@ pub struct IssuerAddArgs {
     /// Name used by entries (--issuer) and in audit events.
     #[arg(long)]
     pub name: String,
+    /// kubernetes only: the cluster's name; its tokens get the selector
+    /// k8s:cluster:NAME (default: --name). Add one issuer per cluster: the
+    /// same namespace and service account in two clusters are different
+    /// workloads, and entries say which cluster (--issuer, or
+    /// --selector k8s:cluster:NAME) they mean.
+    #[arg(long)]
+    pub cluster: Option<String>,
     /// kubernetes | github-actions | gitlab | oidc.
     #[arg(long)]
     pub kind: String,
@@ -298,6 +360,36 @@ pub enum EntryCommand {
     },
     /// Delete an entry.
     Delete { id: String },
+    /// Make the entries match a file (declarative, idempotent). The file is
+    /// YAML or JSON: a list of entries with the fields `lanyard entry list
+    /// --output json` prints (that output itself is a valid file; `id` and
+    /// `created_at` are optional). An entry is the stored one with the same
+    /// id, or else with the same issuer, parent and selectors. Example:
+    ///
+    ///   - spiffe_id: spiffe://example.org/ns/pay/sa/api
+    ///     selectors: [k8s:ns:pay, k8s:sa:api, k8s:cluster:prod]
+    ///     audiences: [api://x]
+    ///
+    /// lanyard entry apply -f entries.yaml --tenant pay --prune --dry-run
+    ///
+    /// Applying the same file again changes nothing and says so. Changes are
+    /// committed in transactions of 1000, each change audited.
+    Apply {
+        /// The file (`-` reads standard input).
+        #[arg(short = 'f', long = "file")]
+        file: std::path::PathBuf,
+        /// Only this tenant: entries without a tenant get it, entries of
+        /// another tenant are refused, and --prune deletes only its entries.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Delete the entries of the scope (--tenant, or else the tenants
+        /// the file names) that the file does not list.
+        #[arg(long)]
+        prune: bool,
+        /// Print the plan (create/update/delete lines) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -340,6 +432,11 @@ pub struct EntryArgs {
     /// May call the admin API with its SVID.
     #[arg(long)]
     pub admin: bool,
+    /// May review other workloads' tokens at the TokenReview endpoint
+    /// (/apis/authentication.k8s.io/v1/tokenreviews) with a JWT-SVID for
+    /// audience SERVER/tokenreview.
+    #[arg(long)]
+    pub token_reviewer: bool,
     /// Broker roles this identity may get credentials for, as backend/role (repeatable).
     #[arg(long = "grant")]
     pub grants: Vec<String>,
@@ -598,6 +695,18 @@ pub enum ServerAction {
         /// The new KEK file (0600; create one with `head -c 32 /dev/urandom | base64`).
         #[arg(long)]
         new_kek_file: PathBuf,
+        /// Accepted like `server` so the same config validates.
+        #[arg(long)]
+        insecure_plain_http: bool,
+    },
+    /// After restoring the store from a backup, before starting the servers:
+    /// start a new change-log epoch, so every agent resyncs in full (an
+    /// agent never accepts an older revision within an epoch, and the
+    /// restored log is older than what agents have seen). Audited.
+    NewEpoch {
+        /// TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
         /// Accepted like `server` so the same config validates.
         #[arg(long)]
         insecure_plain_http: bool,

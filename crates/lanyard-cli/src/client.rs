@@ -8,8 +8,12 @@ use serde_json::Value;
 
 use crate::cli::Global;
 
-/// Bound on admin responses read into memory.
-const MAX_RESPONSE: usize = 4 * 1024 * 1024;
+/// Bound on admin responses read into memory (a listing of 100,000
+/// entries is about 40 MB).
+const MAX_RESPONSE: usize = 256 * 1024 * 1024;
+
+/// Longest line of a streamed answer.
+const MAX_LINE: usize = 1024 * 1024;
 
 /// The default `lanyard dev` data directory.
 pub const DEFAULT_DATA_DIR: &str = ".lanyard-dev";
@@ -112,6 +116,48 @@ impl AdminClient {
         self.send(req, &method, path).await
     }
 
+    /// POSTs `body` to an admin path that answers one JSON object per line
+    /// (`entries/apply`), calling `on_line` as each arrives. A slow
+    /// operation may take an hour; progress lines keep arriving meanwhile.
+    pub async fn call_stream(
+        &self,
+        path: &str,
+        body: &Value,
+        mut on_line: impl FnMut(Value) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let url = format!("{}/admin/v1/{path}", self.base);
+        let req = self
+            .http
+            .post(&url)
+            .timeout(std::time::Duration::from_secs(3600))
+            .bearer_auth(self.token.as_deref().unwrap_or(""))
+            .json(body);
+        let mut resp = req.send().await.map_err(|e| {
+            anyhow!("cannot reach the Lanyard server at {}: {e}; is it running? (set --server or LANYARD_SERVER)", self.base)
+        })?;
+        if !resp.status().is_success() {
+            // An ordinary error answer: one JSON object.
+            return self.finish(resp, &Method::POST, path).await.map(|_| ());
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.context("reading the server's answer")? {
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                let v: Value = serde_json::from_slice(&line)
+                    .context("the server's answer is not one JSON object per line")?;
+                on_line(v)?;
+            }
+            if buf.len() > MAX_LINE {
+                bail!("the server sent a line longer than {MAX_LINE} bytes");
+            }
+        }
+        if !buf.iter().all(u8::is_ascii_whitespace) {
+            bail!("the server's answer ended in the middle of a line");
+        }
+        Ok(())
+    }
+
     /// Calls `/broker/v1/{path}` with a workload's bearer JWT-SVID.
     pub async fn broker(
         &self,
@@ -175,6 +221,15 @@ impl AdminClient {
         let resp = req.send().await.map_err(|e| {
             anyhow!("cannot reach the Lanyard server at {}: {e}; is it running? (set --server or LANYARD_SERVER)", self.base)
         })?;
+        self.finish(resp, method, path).await
+    }
+
+    async fn finish(
+        &self,
+        resp: reqwest::Response,
+        method: &Method,
+        path: &str,
+    ) -> anyhow::Result<Value> {
         let status = resp.status();
         let correlation = resp
             .headers()

@@ -15,6 +15,7 @@ mod server;
 pub mod svid;
 mod tenant;
 mod token;
+mod webhook;
 
 use std::process::ExitCode;
 
@@ -39,5 +40,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jointoken(c) => jointoken::run(&cli.global, c).await,
         Command::Svid(crate::cli::SvidCommand::Fetch(a)) => svid::fetch(&cli.global, a).await,
         Command::Node(c) => node::run(&cli.global, c).await,
+        Command::Webhook(a) => webhook::run(&cli.global, a).await,
     }
 }

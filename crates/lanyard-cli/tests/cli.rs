@@ -1,6 +1,14 @@
 //! The `lanyard` binary end to end: `lanyard dev` in a temp dir on a free
 //! port, then admin commands against it, a restart, and config errors.
 
+// Tests and benchmarks fail by panicking and index fixtures they built.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -327,7 +335,10 @@ fn server_config_errors_name_the_key_and_exit_1() -> TestResult {
     );
     let done: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(done["resealed"], 2, "active + next ES256");
-    assert_eq!(done["resealed_cas"], 3, "root, active and next intermediates");
+    assert_eq!(
+        done["resealed_cas"], 3,
+        "root, active and next intermediates"
+    );
     assert_eq!(done["audit_keys_resealed"], 1);
     // issue 9: a rekey that stopped half-way (here: all of it done, the
     // operator not sure) can be run again and finishes; each step skips
@@ -1020,6 +1031,122 @@ fn broker_commands_and_creds_through_the_workload_api() -> TestResult {
     dev.stop()
 }
 
+/// `lanyard webhook render`: the webhook's code path on one pod, JSON and
+/// text, exit 1 when the pod would be refused.
+#[test]
+fn webhook_render_shows_the_mutation_or_the_refusal() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let pod = dir.path().join("deploy.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: payments}\nspec:\n  template:\n    metadata:\n      labels: {azure.workload.identity/use: \"true\"}\n    spec:\n      serviceAccountName: api\n      containers: [{name: app, image: nginx}]\n",
+    )?;
+    let sa = dir.path().join("sa.json");
+    std::fs::write(
+        &sa,
+        r#"{"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"api","namespace":"payments","annotations":{"azure.workload.identity/client-id":"c-1"}}}"#,
+    )?;
+    let cfg = dir.path().join("webhook.toml");
+    std::fs::write(
+        &cfg,
+        "[webhook.azure]\ntenant_id = \"t-1\"\ntoken_layout = \"v1.5\"\n",
+    )?;
+
+    let render = |extra: &[&Path], json: bool| -> Result<Output, std::io::Error> {
+        let mut c = Command::new(BIN);
+        c.args(["webhook", "render", "--pod"]).arg(&pod);
+        for (flag, p) in ["--service-account", "--config"].iter().zip(extra) {
+            c.arg(flag).arg(p);
+        }
+        if json {
+            c.args(["--output", "json"]);
+        }
+        c.output()
+    };
+
+    let out = render(&[&sa, &cfg], true)?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["allowed"], true);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("mutated (azure)"),
+        "{v}"
+    );
+    assert!(v["patch"].as_array().is_some_and(|p| !p.is_empty()));
+    let env = &v["pod"]["spec"]["containers"][0]["env"];
+    assert_eq!(
+        env[0],
+        serde_json::json!({"name": "AZURE_CLIENT_ID", "value": "c-1"})
+    );
+    assert_eq!(
+        env[1],
+        serde_json::json!({"name": "AZURE_TENANT_ID", "value": "t-1"})
+    );
+    assert_eq!(
+        env[2]["value"],
+        "/var/run/secrets/azure/tokens/azure-identity-token"
+    );
+    assert_eq!(
+        v["pod"]["spec"]["volumes"][0]["name"],
+        "azure-identity-token"
+    );
+
+    // Text: a readable diff.
+    let out = render(&[&sa, &cfg], false)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("admitted: mutated (azure)"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with('+') && l.contains("name: AZURE_CLIENT_ID")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("--- pod as given")),
+        "{text}"
+    );
+
+    // No service account: refused as the webhook would refuse it, exit 1.
+    let out = render(&[], true)?;
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["message"], "serviceaccounts \"api\" not found");
+
+    // A bad config names its key.
+    std::fs::write(
+        &cfg,
+        "[webhook.azure]\ntenant_id = \"t\"\ncloud = \"Mars\"\n",
+    )?;
+    let out = render(&[&sa, &cfg], false)?;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("webhook.azure.cloud") && err.contains("AzureChinaCloud"),
+        "{err}"
+    );
+
+    // `lanyard webhook` without --config says what to do; a config without TLS names the key.
+    let out = Command::new(BIN).arg("webhook").output()?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("webhook render --pod"));
+    std::fs::write(&cfg, "[webhook]\nlisten = \"127.0.0.1:0\"\n")?;
+    let out = Command::new(BIN)
+        .args(["webhook", "--config"])
+        .arg(&cfg)
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("webhook.tls_cert"));
+    Ok(())
+}
+
 // issue 9: `lanyard server` on a missing or 0-byte database started afresh,
 // with new signing keys, a new CA and an audit log restarting at sequence 1;
 // and it started with the audit table's append-only triggers gone.
@@ -1055,7 +1182,11 @@ fn server_never_creates_or_recreates_a_store() -> TestResult {
         .args(["server", "init", "--insecure-plain-http", "--config"])
         .arg(&cfg)
         .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Truncated to zero bytes (and its WAL gone): refused and left alone.
     let files = ["lanyard.db", "lanyard.db-wal", "lanyard.db-shm"];
     let saved: Vec<Option<Vec<u8>>> = files
@@ -1135,7 +1266,9 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
     let ok = |args: &[&str]| -> Result<Output, Box<dyn std::error::Error>> {
         let out = lanyard(d, args)?;
         if !out.status.success() {
-            return Err(format!("lanyard {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+            return Err(
+                format!("lanyard {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into(),
+            );
         }
         Ok(out)
     };
@@ -1166,13 +1299,19 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
         ok(&["tenant", "create", t])?;
     }
     let cp = d.join("checkpoint.json");
-    std::fs::write(&cp, ok(&["--output", "json", "audit", "checkpoint", "--now"])?.stdout)?;
+    std::fs::write(
+        &cp,
+        ok(&["--output", "json", "audit", "checkpoint", "--now"])?.stdout,
+    )?;
     let signed: Value = serde_json::from_slice(&std::fs::read(&cp)?)?;
     let seq = signed["seq"].as_i64().ok_or("seq")?;
     for t in ["d", "e"] {
         ok(&["tenant", "create", t])?;
     }
-    let keys_url = dev.info["audit_keys_uri"].as_str().ok_or("audit_keys_uri")?.to_owned();
+    let keys_url = dev.info["audit_keys_uri"]
+        .as_str()
+        .ok_or("audit_keys_uri")?
+        .to_owned();
     let keys = d.join("audit-keys.json");
     let fetched = Command::new("python3")
         .args([
@@ -1184,10 +1323,16 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
     assert!(fetched.status.success(), "the audit keys are public");
     std::fs::write(&keys, &fetched.stdout)?;
     let out = verify(Some(&cp))?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // The server also wrote its checkpoints to the configured file.
     let sink = std::fs::read_to_string(d.join("audit-checkpoints.jsonl"))?;
-    assert!(sink.lines().any(|l| l.contains(&signed["jws"].as_str().unwrap_or("-"))));
+    assert!(sink
+        .lines()
+        .any(|l| l.contains(signed["jws"].as_str().unwrap_or("-"))));
     // A checkpoint forged with another key is refused.
     let mut forged = signed.clone();
     forged["jws"] = json_str(&format!("{}x", signed["jws"].as_str().unwrap_or("")));
@@ -1199,7 +1344,10 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
 
     // A stopped SQLite store is its file and its write-ahead log.
     let files = ["lanyard.db", "lanyard.db-wal", "lanyard.db-shm"];
-    let backup: Vec<Option<Vec<u8>>> = files.iter().map(|f| std::fs::read(d.join(f)).ok()).collect();
+    let backup: Vec<Option<Vec<u8>>> = files
+        .iter()
+        .map(|f| std::fs::read(d.join(f)).ok())
+        .collect();
     let restore = || -> TestResult {
         for (f, bytes) in files.iter().zip(&backup) {
             let _ = std::fs::remove_file(d.join(f));
@@ -1227,7 +1375,11 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
     tamper("delete_newest", seq + 1)?;
     let dev = Dev::start(d)?;
     let out = verify(None)?;
-    assert!(broken(&out, "events were removed"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        broken(&out, "events were removed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     dev.stop()?;
 
     // 2. Truncated below the checkpoint with the head moved back: a
@@ -1235,7 +1387,10 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
     restore()?;
     tamper("truncate", seq - 2)?;
     let dev = Dev::start(d)?;
-    assert!(verify(None)?.status.success(), "consistent after the rollback");
+    assert!(
+        verify(None)?.status.success(),
+        "consistent after the rollback"
+    );
     let out = verify(Some(&cp))?;
     assert!(
         broken(&out, "truncated or rolled back") || broken(&out, "rewritten"),
@@ -1248,15 +1403,28 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
     restore()?;
     tamper("rewrite", seq - 1)?;
     let dev = Dev::start(d)?;
-    assert!(verify(None)?.status.success(), "consistent after the rewrite");
+    assert!(
+        verify(None)?.status.success(),
+        "consistent after the rewrite"
+    );
     let out = verify(Some(&cp))?;
-    assert!(broken(&out, "rewritten"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        broken(&out, "rewritten"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // The published key alone checks the checkpoint's signature (offline copy).
     let out = lanyard(
         d,
         &[
-            "--output", "json", "audit", "verify", "--checkpoint",
-            &cp.display().to_string(), "--audit-keys", &keys.display().to_string(),
+            "--output",
+            "json",
+            "audit",
+            "verify",
+            "--checkpoint",
+            &cp.display().to_string(),
+            "--audit-keys",
+            &keys.display().to_string(),
         ],
     )?;
     assert!(broken(&out, "rewritten"));
@@ -1266,4 +1434,265 @@ fn audit_tampering_is_caught_by_the_head_and_signed_checkpoints() -> TestResult 
 
 fn json_str(s: &str) -> Value {
     Value::String(s.to_owned())
+}
+
+/// Runs `lanyard` with `args` and asserts it succeeded.
+fn ok(dir: &Path, args: &[&str]) -> Result<Output, Box<dyn std::error::Error>> {
+    let out = lanyard(dir, args)?;
+    if !out.status.success() {
+        return Err(format!(
+            "lanyard {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(out)
+}
+
+// issue 13: declarative entries.
+#[test]
+fn entry_apply_is_declarative_idempotent_and_scoped() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let _dev = Dev::start(d)?;
+    ok(d, &["tenant", "create", "pay"])?;
+    ok(d, &["tenant", "create", "ops"])?;
+    ok(
+        d,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/ops/db",
+            "--tenant",
+            "ops",
+            "--selector",
+            "k8s:ns:ops",
+            "--selector",
+            "k8s:sa:db",
+            "--selector",
+            "k8s:cluster:prod",
+        ],
+    )?;
+    let entry = |n: &str, aud: &str| {
+        format!(
+            "- spiffe_id: spiffe://example.org/pay/{n}\n  selectors: [k8s:ns:pay, 'k8s:sa:{n}', k8s:cluster:prod]\n  audiences: ['{aud}']\n"
+        )
+    };
+    let file = d.join("pay.yaml");
+    std::fs::write(
+        &file,
+        [
+            entry("a", "api://x"),
+            entry("b", "api://x"),
+            entry("c", "api://x"),
+        ]
+        .concat(),
+    )?;
+    let f = file.display().to_string();
+    let pay_entries = |d: &Path| -> Result<Vec<Value>, Box<dyn std::error::Error>> {
+        let out = ok(d, &["--output", "json", "entry", "list", "--tenant", "pay"])?;
+        Ok(json_of(&out)?["entries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    };
+
+    // A dry run prints the plan and changes nothing.
+    let out = ok(
+        d,
+        &["entry", "apply", "-f", &f, "--tenant", "pay", "--dry-run"],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("create")).count(),
+        3,
+        "{text}"
+    );
+    assert!(text.contains("nothing was changed"), "{text}");
+    assert!(pay_entries(d)?.is_empty());
+
+    let out = ok(d, &["entry", "apply", "-f", &f, "--tenant", "pay"])?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("created 3"),
+        "{out:?}"
+    );
+    assert_eq!(pay_entries(d)?.len(), 3);
+    // Twice: nothing changes, and it says so.
+    let out = ok(d, &["entry", "apply", "-f", &f, "--tenant", "pay"])?;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing to change: 3 entries unchanged"),
+        "{out:?}"
+    );
+    // What `entry list --output json` prints is itself a file to apply.
+    let listed = d.join("listed.json");
+    std::fs::write(
+        &listed,
+        &ok(d, &["--output", "json", "entry", "list", "--tenant", "pay"])?.stdout,
+    )?;
+    let out = ok(
+        d,
+        &[
+            "--output",
+            "json",
+            "entry",
+            "apply",
+            "-f",
+            &listed.display().to_string(),
+        ],
+    )?;
+    let v = json_of(&out)?;
+    assert_eq!(
+        (v["unchanged"].as_u64(), v["create"].as_u64()),
+        (Some(3), Some(0)),
+        "{v}"
+    );
+
+    // Change one, drop one, add one; prune deletes only in the scope.
+    std::fs::write(
+        &file,
+        [
+            entry("a", "api://changed"),
+            entry("c", "api://x"),
+            entry("d", "api://x"),
+        ]
+        .concat(),
+    )?;
+    let out = ok(
+        d,
+        &[
+            "--output",
+            "json",
+            "entry",
+            "apply",
+            "-f",
+            &f,
+            "--tenant",
+            "pay",
+            "--prune",
+            "--dry-run",
+        ],
+    )?;
+    let v = json_of(&out)?;
+    assert_eq!(
+        (
+            v["create"].as_u64(),
+            v["update"].as_u64(),
+            v["delete"].as_u64(),
+            v["unchanged"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(pay_entries(d)?.len(), 3, "a dry run changes nothing");
+    let out = ok(
+        d,
+        &[
+            "--output", "json", "entry", "apply", "-f", &f, "--tenant", "pay", "--prune",
+        ],
+    )?;
+    assert!(json_of(&out)?["revision"].is_i64());
+    let mut ids: Vec<String> = pay_entries(d)?
+        .iter()
+        .map(|e| e["spiffe_id"].as_str().unwrap_or("").to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "spiffe://example.org/pay/a",
+            "spiffe://example.org/pay/c",
+            "spiffe://example.org/pay/d"
+        ]
+    );
+    let all = json_of(&ok(d, &["--output", "json", "entry", "list"])?)?;
+    assert!(
+        all["entries"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["tenant"] == "ops")),
+        "another tenant's entry survives --prune"
+    );
+
+    // Hostile files are refused, by entry position, before anything is written.
+    let before = pay_entries(d)?.len();
+    for (body, expect) in [
+        ("- {spiffe_id: 'spiffe://example.org/x', tenant: ops, selectors: ['k8s:sa:x', 'k8s:cluster:prod']}\n", "outside --tenant pay"),
+        ("- {spiffe_id: 'spiffe://example.org/lanyard/node/n1', selectors: ['k8s:sa:x', 'k8s:cluster:prod']}\n", "reserved"),
+        ("- {spiffe_id: 'spiffe://example.org/steal', selectors: ['k8s:ns:ops', 'k8s:sa:db', 'k8s:cluster:prod']}\n", "tenant ops"),
+        ("- {spiffe_id: 'spiffe://example.org/ok', selectors: ['k8s:sa:y', 'k8s:cluster:prod']}\n- {spiffe_id: 'spiffe://example.org/ok2', selectors: ['k8s:sa:y', 'k8s:cluster:prod']}\n", "entry #2"),
+        ("- {spiffe_id: 'spiffe://example.org/ok', selectors: ['k8s:sa:y'], bogus: 1}\n", "bogus"),
+        ("{spiffe_id: 1}\n", "expected a list"),
+    ] {
+        std::fs::write(&file, body)?;
+        let out = lanyard(d, &["entry", "apply", "-f", &f, "--tenant", "pay", "--prune"])?;
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{body} was accepted");
+        assert!(err.contains(expect), "{body}: {err}");
+    }
+    assert_eq!(pay_entries(d)?.len(), before);
+
+    // Each change is audited, in the admin's name.
+    let export = String::from_utf8(ok(d, &["audit", "export"])?.stdout)?;
+    let applied = export
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["reason"] == "entry apply")
+        .count();
+    assert_eq!(
+        applied,
+        3 + 3,
+        "3 creates, then 1 create + 1 update + 1 delete"
+    );
+    Ok(())
+}
+
+// issue 13: after restoring a backup, a new change-log epoch makes every
+// agent resync in full (they never take an older revision within one).
+#[test]
+fn new_epoch_after_a_restore_is_audited() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("lanyard.toml");
+    let kek = dir.path().join("kek");
+    std::fs::write(&kek, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n")?;
+    std::fs::set_permissions(&kek, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::write(
+        &cfg,
+        format!(
+            "issuer = \"http://127.0.0.1:1\"\n[server]\nlisten = \"127.0.0.1:1\"\n[store]\nurl = \"sqlite://{}\"\n[keys]\nkek_file = \"{}\"\n[node_api]\nlisten = \"\"\n",
+            dir.path().join("lanyard.db").display(),
+            kek.display()
+        ),
+    )?;
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--insecure-plain-http", "--output", "json"])
+            .env("LANYARD_LOG", "error")
+            .output()
+    };
+    let out = run(&["server", "new-epoch"])?;
+    assert!(!out.status.success(), "no store yet: refused");
+    assert!(run(&["server", "init"])?.status.success());
+    let out = run(&["server", "new-epoch"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out)?;
+    assert_ne!(v["epoch"], v["old_epoch"]);
+    let again = json_of(&run(&["server", "new-epoch"])?)?;
+    assert_eq!(again["old_epoch"], v["epoch"], "the epoch was stored");
+    let db = dir.path().join("lanyard.db");
+    let audited = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(\"SELECT count(*) FROM audit_events WHERE action='changes.epoch'\").fetchone()[0])",
+        ])
+        .arg(&db)
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&audited.stdout).trim(), "2");
+    Ok(())
 }

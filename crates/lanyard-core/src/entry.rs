@@ -16,6 +16,7 @@
 //! a few short posting lists and checks each candidate's full selector set;
 //! it never scans all entries.
 
+pub mod apply;
 pub mod validate;
 
 use std::collections::HashMap;
@@ -65,6 +66,10 @@ pub struct Entry {
     pub may_act: Vec<String>,
     /// Whether this identity may call the admin API.
     pub admin: bool,
+    /// Whether this identity may call the TokenReview endpoint (review
+    /// other workloads' tokens, as Kubernetes' `system:auth-delegator`).
+    #[serde(default)]
+    pub token_reviewer: bool,
     /// Broker roles (`backend/role`) this identity may get credentials for.
     #[serde(default)]
     pub grants: Vec<String>,
@@ -135,15 +140,34 @@ pub struct MatchReport {
     pub considered: Vec<(Arc<Entry>, &'static str)>,
 }
 
-/// An immutable index of entries by selector. Rebuilt on change and swapped in.
-#[derive(Debug, Default)]
+/// An immutable index of entries by selector, swapped in atomically.
+///
+/// A change does not rebuild it: [`EntryIndex::with_changes`] returns a new
+/// index that shares the large base and carries the changes in a small
+/// overlay (shadowing the base entries they replace or delete), and folds
+/// the overlay into a new base only once it has grown, so applying one
+/// change costs the same at 100 and at 100,000 entries (amortised).
+#[derive(Debug, Default, Clone)]
 pub struct EntryIndex {
+    base: Arc<Segment>,
+    overlay: Arc<Segment>,
+    /// Base entry ids replaced or deleted by the overlay.
+    shadowed: Arc<std::collections::HashSet<String>>,
+}
+
+/// One immutable run of entries and its lookups.
+#[derive(Debug, Default)]
+struct Segment {
     entries: Vec<Arc<Entry>>,
     by_selector: HashMap<Selector, Vec<u32>>,
     by_id: HashMap<String, u32>,
     by_spiffe_id: HashMap<String, Vec<u32>>,
     by_parent: HashMap<String, Vec<u32>>,
 }
+
+/// An overlay larger than this (or than a quarter of the base, when that
+/// is smaller) is folded into a new base.
+const MAX_OVERLAY: usize = 4096;
 
 /// What a node agent's caller matched (Workload API semantics: every entry
 /// whose selectors are all present, most specific first).
@@ -156,27 +180,26 @@ pub struct WorkloadMatch {
     pub near: Vec<(Arc<Entry>, Vec<Selector>)>,
 }
 
-impl EntryIndex {
-    /// Builds the index. Entries with no selectors are skipped (they would
-    /// match everything; creation refuses them).
-    pub fn new(entries: Vec<Entry>) -> Self {
+impl Segment {
+    /// Entries with no selectors are skipped (they would match everything;
+    /// creation refuses them).
+    fn new(entries: Vec<Arc<Entry>>) -> Self {
         let mut frequency: HashMap<&Selector, usize> = HashMap::new();
         for e in &entries {
             for s in &e.selectors {
                 *frequency.entry(s).or_default() += 1;
             }
         }
+        let keys: Vec<Option<Selector>> = entries
+            .iter()
+            .map(|e| {
+                e.selectors
+                    .iter()
+                    .min_by_key(|s| (frequency.get(s).copied().unwrap_or(0), *s))
+                    .cloned()
+            })
+            .collect();
         let mut by_selector: HashMap<Selector, Vec<u32>> = HashMap::new();
-        let mut keys: Vec<Option<Selector>> = Vec::with_capacity(entries.len());
-        for e in &entries {
-            let rarest = e
-                .selectors
-                .iter()
-                .min_by_key(|s| (frequency.get(s).copied().unwrap_or(0), *s))
-                .cloned();
-            keys.push(rarest);
-        }
-        let entries: Vec<Arc<Entry>> = entries.into_iter().map(Arc::new).collect();
         let mut by_id = HashMap::with_capacity(entries.len());
         let mut by_spiffe_id: HashMap<String, Vec<u32>> = HashMap::new();
         let mut by_parent: HashMap<String, Vec<u32>> = HashMap::new();
@@ -203,17 +226,96 @@ impl EntryIndex {
         }
     }
 
+    fn at<'a>(&'a self, ids: Option<&'a Vec<u32>>) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
+        ids.into_iter()
+            .flatten()
+            .filter_map(|i| self.entries.get(*i as usize))
+    }
+
+    fn get(&self, id: &str) -> Option<&Arc<Entry>> {
+        self.by_id
+            .get(id)
+            .and_then(|i| self.entries.get(*i as usize))
+    }
+}
+
+impl EntryIndex {
+    /// Builds the index.
+    pub fn new(entries: Vec<Entry>) -> Self {
+        Self {
+            base: Arc::new(Segment::new(entries.into_iter().map(Arc::new).collect())),
+            overlay: Arc::default(),
+            shadowed: Arc::default(),
+        }
+    }
+
+    /// This index with `upserts` (new or replaced entries, by id) and
+    /// `deletes` (entry ids) applied.
+    pub fn with_changes(&self, upserts: Vec<Entry>, deletes: &[String]) -> Self {
+        self.apply(upserts, deletes, MAX_OVERLAY)
+    }
+
+    fn apply(&self, upserts: Vec<Entry>, deletes: &[String], max_overlay: usize) -> Self {
+        let changed: std::collections::HashSet<String> = upserts
+            .iter()
+            .map(|e| e.id.clone())
+            .chain(deletes.iter().cloned())
+            .collect();
+        let mut overlay: Vec<Arc<Entry>> = self
+            .overlay
+            .entries
+            .iter()
+            .filter(|e| !changed.contains(&e.id))
+            .cloned()
+            .collect();
+        overlay.extend(upserts.into_iter().map(Arc::new));
+        let mut shadowed = (*self.shadowed).clone();
+        for id in changed {
+            if self.base.by_id.contains_key(&id) {
+                shadowed.insert(id);
+            }
+        }
+        // The overlay is rebuilt on every change, so it stays small: at most
+        // `max_overlay`, and a quarter of the base below that. A change then
+        // costs O(overlay) plus, amortised, a fold per overlay-full.
+        if overlay.len() > max_overlay.min((self.base.entries.len() / 4).max(64)) {
+            // Fold: one rebuild per many changes.
+            let mut all: Vec<Arc<Entry>> = self
+                .base
+                .entries
+                .iter()
+                .filter(|e| !shadowed.contains(&e.id))
+                .cloned()
+                .collect();
+            all.extend(overlay);
+            return Self {
+                base: Arc::new(Segment::new(all)),
+                overlay: Arc::default(),
+                shadowed: Arc::default(),
+            };
+        }
+        Self {
+            base: self.base.clone(),
+            overlay: Arc::new(Segment::new(overlay)),
+            shadowed: Arc::new(shadowed),
+        }
+    }
+
+    fn live<'a>(&'a self, e: &'a Arc<Entry>) -> bool {
+        !self.shadowed.contains(&e.id)
+    }
+
     /// Entries served by the agent of node `parent`.
     pub fn for_parent(&self, parent: &str) -> Vec<Arc<Entry>> {
-        self.by_parent
-            .get(parent)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|i| self.entries.get(*i as usize))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.overlay
+            .at(self.overlay.by_parent.get(parent))
+            .chain(
+                self.base
+                    .at(self.base.by_parent.get(parent))
+                    .filter(|e| self.live(e)),
+            )
+            .cloned()
+            .collect()
     }
 
     /// Every entry of node `parent` whose selectors the caller has
@@ -221,17 +323,12 @@ impl EntryIndex {
     pub fn find_workload(&self, parent: &SpiffeId, selectors: &[Selector]) -> WorkloadMatch {
         let mut out = WorkloadMatch::default();
         let mut seen = std::collections::HashSet::new();
-        for s in selectors {
-            for i in self.by_selector.get(s).into_iter().flatten() {
-                let Some(e) = self.entries.get(*i as usize) else {
-                    continue;
-                };
-                if e.parent.as_ref() != Some(parent) || !seen.insert(*i) {
-                    continue;
-                }
-                if e.matches("", selectors) {
-                    out.matched.push(Arc::clone(e));
-                }
+        for e in self.candidates(selectors) {
+            if e.parent.as_ref() != Some(parent) || !seen.insert(e.id.as_str()) {
+                continue;
+            }
+            if e.matches("", selectors) {
+                out.matched.push(Arc::clone(e));
             }
         }
         // Near misses: same parent, at least one selector in common.
@@ -261,36 +358,41 @@ impl EntryIndex {
 
     /// Entries granting `spiffe_id` (for tokens Lanyard itself issued).
     pub fn by_spiffe_id(&self, spiffe_id: &str) -> Vec<&Arc<Entry>> {
-        self.by_spiffe_id
-            .get(spiffe_id)
-            .map(|ids| {
-                ids.iter()
-                    .filter_map(|i| self.entries.get(*i as usize))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.overlay
+            .at(self.overlay.by_spiffe_id.get(spiffe_id))
+            .chain(
+                self.base
+                    .at(self.base.by_spiffe_id.get(spiffe_id))
+                    .filter(|e| self.live(e)),
+            )
+            .collect()
     }
 
-    /// Every entry, in load order.
+    /// Every entry.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Entry>> {
-        self.entries.iter()
+        self.base
+            .entries
+            .iter()
+            .filter(|e| self.live(e))
+            .chain(self.overlay.entries.iter())
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.base.entries.len() - self.shadowed.len().min(self.base.entries.len())
+            + self.overlay.entries.len()
     }
 
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// One entry by id.
     pub fn get(&self, id: &str) -> Option<&Arc<Entry>> {
-        self.by_id
+        self.overlay
             .get(id)
-            .and_then(|i| self.entries.get(*i as usize))
+            .or_else(|| self.base.get(id).filter(|e| self.live(e)))
     }
 
     /// Entries that would conflict with `candidate` (same issuer, same
@@ -305,15 +407,20 @@ impl EntryIndex {
         })
     }
 
+    /// Live entries indexed under any of `selectors` (each entry is indexed
+    /// under one of its own selectors, so every entry whose selectors are
+    /// all in `selectors` is among them).
     fn candidates<'a>(
         &'a self,
         selectors: &'a [Selector],
     ) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
-        selectors
-            .iter()
-            .filter_map(|s| self.by_selector.get(s))
-            .flatten()
-            .filter_map(|i| self.entries.get(*i as usize))
+        selectors.iter().flat_map(move |s| {
+            self.overlay.at(self.overlay.by_selector.get(s)).chain(
+                self.base
+                    .at(self.base.by_selector.get(s))
+                    .filter(move |e| self.live(e)),
+            )
+        })
     }
 
     /// Finds the entry for `evidence` by the overlap rule above.
@@ -464,6 +571,7 @@ mod tests {
             scopes: vec![],
             may_act: vec![],
             admin: false,
+            token_reviewer: false,
             grants: Vec::new(),
             role: None,
             created_at: 0,
@@ -597,7 +705,7 @@ mod tests {
         ));
         assert_eq!(found.map(|e| e.id.clone()).ok().as_deref(), Some("e1207"));
         // The common selector is nobody's index key.
-        assert!(!idx.by_selector.contains_key(&sel("k8s:cluster:prod")));
+        assert!(!idx.base.by_selector.contains_key(&sel("k8s:cluster:prod")));
     }
 
     #[test]
@@ -645,5 +753,88 @@ mod tests {
         assert_eq!(chosen.ok().as_deref(), Some("exchange"));
         let only_agent = EntryIndex::new(vec![with_parent("a", "n1", &["k8s:ns:x"])]);
         assert!(only_agent.find(&ev("k8s", &["k8s:ns:x"])).is_err());
+    }
+
+    // issue 13: a change must not rebuild the whole index; the layered one
+    // must answer exactly as an index rebuilt from the same entries.
+    #[test]
+    fn changes_answer_like_a_rebuild() {
+        let mk = |i: usize, gen: usize| {
+            let mut e = entry(
+                &format!("e{i}"),
+                if i % 3 == 0 { None } else { Some("k8s") },
+                &[
+                    &format!("k8s:ns:ns{}", i % 7),
+                    &format!("k8s:sa:sa{}", (i + gen) % 11),
+                ],
+            );
+            if i % 5 == 0 {
+                e.parent = Some(
+                    SpiffeId::parse(&format!("spiffe://example.org/lanyard/node/n{}", i % 4))
+                        .unwrap_or_else(|e| panic!("{e}")),
+                );
+            }
+            e
+        };
+        let mut live: std::collections::BTreeMap<usize, Entry> =
+            (0..300).map(|i| (i, mk(i, 0))).collect();
+        let mut idx = EntryIndex::new(live.values().cloned().collect());
+        // A deterministic pseudo-random walk of upserts and deletes, long
+        // enough to fold the overlay more than once.
+        let mut x: u64 = 7;
+        for step in 0..3000usize {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let i = usize::try_from(x >> 54).unwrap_or(0) % 400;
+            if x % 5 == 0 {
+                live.remove(&i);
+                idx = idx.apply(Vec::new(), &[format!("e{i}")], 64);
+            } else {
+                let e = mk(i, step);
+                live.insert(i, e.clone());
+                idx = idx.apply(vec![e], &[], 64);
+            }
+            if step % 250 != 0 && step != 2999 {
+                continue;
+            }
+            let fresh = EntryIndex::new(live.values().cloned().collect());
+            assert_eq!(idx.len(), fresh.len(), "step {step}");
+            let ids = |it: &mut dyn Iterator<Item = &Arc<Entry>>| {
+                let mut v: Vec<String> = it.map(|e| e.id.clone()).collect();
+                v.sort();
+                v
+            };
+            assert_eq!(ids(&mut idx.iter()), ids(&mut fresh.iter()), "step {step}");
+            for q in 0..80usize {
+                let sels = [
+                    format!("k8s:ns:ns{}", q % 7),
+                    format!("k8s:sa:sa{}", q % 11),
+                ];
+                let sels: Vec<&str> = sels.iter().map(String::as_str).collect();
+                let evidence = ev("k8s", &sels);
+                assert_eq!(
+                    idx.find(&evidence)
+                        .map(|e| e.id.clone())
+                        .map_err(|d| d.reason),
+                    fresh
+                        .find(&evidence)
+                        .map(|e| e.id.clone())
+                        .map_err(|d| d.reason),
+                    "step {step} query {q}"
+                );
+                let id = format!("e{q}");
+                assert_eq!(idx.get(&id), fresh.get(&id));
+                let sid = format!("spiffe://example.org/e{q}");
+                assert_eq!(idx.by_spiffe_id(&sid).len(), fresh.by_spiffe_id(&sid).len());
+            }
+            for n in 0..4 {
+                let p = format!("spiffe://example.org/lanyard/node/n{n}");
+                assert_eq!(
+                    ids(&mut idx.for_parent(&p).iter()),
+                    ids(&mut fresh.for_parent(&p).iter())
+                );
+            }
+        }
     }
 }

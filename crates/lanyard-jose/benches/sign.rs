@@ -2,6 +2,14 @@
 //! signature cost of aws-lc-rs, so we know how far the token path is from the
 //! limit. Run: `cargo bench -p lanyard-jose --bench sign`.
 
+// Tests and benchmarks fail by panicking and index fixtures they built.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{

@@ -43,6 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     scopes: vec![],
                     may_act: vec![],
                     admin: false,
+                    token_reviewer: false,
                     grants: Vec::new(),
                     role: None,
                     created_at: 0,

@@ -51,6 +51,9 @@ pub const BACKEND_CONNECTIONS: u32 = 4;
 const REAP_BATCH: i64 = 500;
 /// How long a reaper claim lasts without renewal.
 const CLAIM_SECS: i64 = 15;
+/// How long a lease written ahead of its login may stay unconfirmed before
+/// the reaper drops the login (an issuance takes milliseconds).
+const PENDING_GRACE: i64 = 60;
 
 /// Retry delay after `attempts` failed revocations: 2, 4, 8 … seconds, at
 /// most 5 minutes.
@@ -194,7 +197,8 @@ pub struct BrokerService {
     keys: Arc<KeyManager>,
     clock: Arc<dyn Clock>,
     audience: String,
-    holder: String,
+    /// The lease reaper's job lease (one replica at a time).
+    reaper: crate::jobs::JobLease,
     view: ArcSwap<View>,
     seen: Mutex<Option<i64>>,
     reaping: Mutex<Option<Arc<RevocationSet>>>,
@@ -212,12 +216,20 @@ impl BrokerService {
         clock: Arc<dyn Clock>,
         audience: String,
     ) -> Result<Self, StoreError> {
+        let holder = crate::correlation::new_id();
+        let reaper = crate::jobs::JobLease::new(
+            "broker_reaper",
+            &holder,
+            CLAIM_SECS,
+            store.clone(),
+            clock.clone(),
+        );
         let service = Self {
             store,
             keys,
             clock,
             audience,
-            holder: crate::correlation::new_id(),
+            reaper,
             view: ArcSwap::from_pointee(View::default()),
             seen: Mutex::new(None),
             reaping: Mutex::new(None),
@@ -529,34 +541,65 @@ impl BrokerService {
         }
         let max_expires_at = now.saturating_add(role.row.max_ttl_secs);
         let expires_at = now.saturating_add(asked).min(max_expires_at);
-        let credential = backend
-            .broker
-            .issue(&role.templates, expires_at)
-            .await
-            .map_err(|source| Refusal::Backend {
-                backend: backend.row.name.clone(),
-                source,
+        // Write-ahead: the lease exists (as a pending revocation) before
+        // the login does, so a crash between the two leaves a lease the
+        // reaper finishes by dropping the login, never a login without one.
+        let username =
+            lanyard_broker::generate::username(&role.templates.role).map_err(|source| {
+                Refusal::Backend {
+                    backend: backend.row.name.clone(),
+                    source,
+                }
             })?;
-        let lease = LeaseRow {
+        let mut lease = LeaseRow {
             id: crate::correlation::new_id(),
             backend: role.row.backend.clone(),
             role: role.row.name.clone(),
             tenant: caller.entry.tenant.to_string(),
             spiffe_id: caller.entry.spiffe_id.to_string(),
             entry_id: caller.entry.id.clone(),
-            username: credential.username.clone(),
+            username: username.clone(),
             revocation_keys: caller.revocation_keys.clone(),
             correlation_id: correlation_id.to_owned(),
-            state: LeaseState::Active,
+            state: LeaseState::Revoking,
             created_at: now,
             expires_at,
             max_expires_at,
             attempts: 0,
-            next_attempt_at: 0,
+            next_attempt_at: now.saturating_add(PENDING_GRACE),
             last_error: String::new(),
-            revoke_reason: String::new(),
+            revoke_reason: "issuing (dropped unless the issuance completes)".into(),
             revoked_at: None,
         };
+        let pending = self.lease_audit(
+            &lease,
+            "lease.pending",
+            Decision::Allow,
+            format!("creating {grant} user {username} for {}", caller.chain),
+        );
+        self.store.create_lease(lease.clone(), pending).await?;
+        let credential = match backend
+            .broker
+            .issue_as(&role.templates, &username, expires_at)
+            .await
+        {
+            Ok(c) => c,
+            Err(source) => {
+                // Whatever the backend did, the reaper removes it now.
+                lease.next_attempt_at = now;
+                lease.revoke_reason = "issuance failed".into();
+                if let Err(e) = self.store.update_lease(lease.clone(), Vec::new()).await {
+                    tracing::warn!(lease = %lease.id, error = %e, "could not hand a failed issuance to the reaper; it takes it at the grace period");
+                }
+                return Err(Refusal::Backend {
+                    backend: backend.row.name.clone(),
+                    source,
+                });
+            }
+        };
+        lease.state = LeaseState::Active;
+        lease.next_attempt_at = 0;
+        lease.revoke_reason.clear();
         let draft = self.lease_audit(
             &lease,
             "lease.create",
@@ -566,14 +609,15 @@ impl BrokerService {
                 lease.username, caller.chain
             ),
         );
-        if let Err(e) = self.store.create_lease(lease.clone(), draft).await {
-            // No lease, no credential: take it back at once.
+        if let Err(e) = self.store.update_lease(lease.clone(), vec![draft]).await {
+            // No lease, no credential: take it back at once (the pending
+            // lease stays with the reaper if this fails too).
             if let Err(re) = backend
                 .broker
                 .revoke(&role.templates, &credential.username)
                 .await
             {
-                tracing::error!(user = %credential.username, error = %re, "credential without a lease could not be removed; drop the role by hand");
+                tracing::error!(user = %credential.username, error = %re, "credential without an active lease could not be removed yet; the reaper drops it at the grace period");
             }
             return Err(e.into());
         }
@@ -706,12 +750,12 @@ impl BrokerService {
         let lease = match lease.state {
             LeaseState::Revoked => return Ok(lease),
             LeaseState::Active => {
-                self.start_revoking(lease, &format!("{reason}; request {request_id}"))
+                self.start_revoking(lease, &format!("{reason}; request {request_id}"), None)
                     .await?
             }
             LeaseState::Revoking => lease,
         };
-        Ok(self.attempt(lease).await?)
+        Ok(self.attempt(lease, None).await?)
     }
 
     /// One reaper step: if this replica holds the reaper claim, moves
@@ -723,13 +767,10 @@ impl BrokerService {
     pub async fn tick(&self, registry: &Registry) -> Result<(), StoreError> {
         let mut last_revocations = self.reaping.lock().await;
         let now = self.clock.unix_seconds();
-        if !self
-            .store
-            .claim_job("broker_reaper", &self.holder, now, now + CLAIM_SECS)
-            .await?
-        {
+        if !self.reaper.claim().await? {
             return Ok(());
         }
+        let job = &self.reaper;
         let expired = self
             .store
             .list_leases(LeaseQuery {
@@ -740,7 +781,7 @@ impl BrokerService {
             })
             .await?;
         for lease in expired {
-            self.start_revoking(lease, "expired").await?;
+            self.start_revoking(lease, "expired", Some(job)).await?;
         }
         let revocations = registry.revocations();
         let changed = last_revocations
@@ -765,7 +806,8 @@ impl BrokerService {
                 );
                 if let Err(d) = hit {
                     let reason = format!("identity revoked: {}", d.detail);
-                    self.start_revoking(lease.clone(), &reason).await?;
+                    self.start_revoking(lease.clone(), &reason, Some(job))
+                        .await?;
                 }
             }
         }
@@ -780,7 +822,12 @@ impl BrokerService {
             })
             .await?;
         for lease in due {
-            self.attempt(lease).await?;
+            // Dropping a role is outside the store: only while the lease is
+            // surely still ours (see crate::jobs).
+            if !job.held() {
+                break;
+            }
+            self.attempt(lease, Some(job)).await?;
         }
         Ok(())
     }
@@ -789,6 +836,7 @@ impl BrokerService {
         &self,
         mut lease: LeaseRow,
         reason: &str,
+        job: Option<&crate::jobs::JobLease>,
     ) -> Result<LeaseRow, StoreError> {
         lease.state = LeaseState::Revoking;
         lease.revoke_reason = reason.chars().take(1024).collect();
@@ -799,13 +847,20 @@ impl BrokerService {
             Decision::Allow,
             format!("revoking user {}: {}", lease.username, lease.revoke_reason),
         );
-        self.store.update_lease(lease.clone(), vec![draft]).await?;
+        let fence = job.map(crate::jobs::JobLease::fence);
+        self.store
+            .update_lease_fenced(lease.clone(), vec![draft], fence.as_ref())
+            .await?;
         Ok(lease)
     }
 
     /// One revocation attempt; on failure the lease stays `revoking` with
     /// its next attempt scheduled.
-    async fn attempt(&self, mut lease: LeaseRow) -> Result<LeaseRow, StoreError> {
+    async fn attempt(
+        &self,
+        mut lease: LeaseRow,
+        job: Option<&crate::jobs::JobLease>,
+    ) -> Result<LeaseRow, StoreError> {
         let view = self.view.load_full();
         let grant = format!("{}/{}", lease.backend, lease.role);
         let result = match (view.backends.get(&lease.backend), view.roles.get(&grant)) {
@@ -819,6 +874,8 @@ impl BrokerService {
             )),
         };
         let now = self.clock.unix_seconds();
+        let fence = job.map(crate::jobs::JobLease::fence);
+        let fence = fence.as_ref();
         match result {
             Ok(()) => {
                 lease.state = LeaseState::Revoked;
@@ -833,7 +890,9 @@ impl BrokerService {
                         lease.username, lease.attempts, lease.revoke_reason
                     ),
                 );
-                self.store.update_lease(lease.clone(), vec![draft]).await?;
+                self.store
+                    .update_lease_fenced(lease.clone(), vec![draft], fence)
+                    .await?;
                 tracing::debug!(lease = %lease.id, "lease revoked");
             }
             Err(e) => {
@@ -841,7 +900,9 @@ impl BrokerService {
                 lease.next_attempt_at = now + backoff(lease.attempts);
                 lease.last_error = e.chars().take(1024).collect();
                 tracing::warn!(lease = %lease.id, backend = %lease.backend, attempts = lease.attempts, error = %lease.last_error, "lease revocation failed; will retry");
-                self.store.update_lease(lease.clone(), Vec::new()).await?;
+                self.store
+                    .update_lease_fenced(lease.clone(), Vec::new(), fence)
+                    .await?;
             }
         }
         Ok(lease)

@@ -141,7 +141,16 @@ impl CaManager {
     /// # Errors
     /// [`ServerError`] from the store or key handling.
     pub async fn tick(&self) -> Result<usize, ServerError> {
-        self.apply(false, "system").await
+        self.apply(false, "system", None).await
+    }
+
+    /// [`CaManager::tick`] as the `key_rotation` job (see
+    /// [`crate::keys::KeyManager::tick_as`]).
+    ///
+    /// # Errors
+    /// As [`CaManager::tick`].
+    pub async fn tick_as(&self, job: Option<&crate::jobs::JobLease>) -> Result<usize, ServerError> {
+        self.apply(false, "system", job).await
     }
 
     /// Brings the next intermediate forward (it signs once it has existed
@@ -150,16 +159,29 @@ impl CaManager {
     /// # Errors
     /// [`ServerError`] from the store or key handling.
     pub async fn rotate(&self, actor: &str) -> Result<usize, ServerError> {
-        self.apply(true, actor).await
+        self.apply(true, actor, None).await
     }
 
-    async fn apply(&self, now_requested: bool, actor: &str) -> Result<usize, ServerError> {
+    async fn apply(
+        &self,
+        now_requested: bool,
+        actor: &str,
+        job: Option<&crate::jobs::JobLease>,
+    ) -> Result<usize, ServerError> {
         let now = self.clock.now();
         let correlation_id = crate::correlation::new_id();
         let planner = |rows: &[X509CaRow]| -> Result<(Vec<CaChange>, Vec<AuditDraft>), String> {
             self.plan(rows, now, now_requested, &correlation_id, actor)
         };
-        let changes = self.store.update_x509_cas(&planner).await?;
+        let fence = job.map(crate::jobs::JobLease::fence);
+        let changes = match job {
+            Some(j) if !j.held() => Vec::new(),
+            _ => {
+                self.store
+                    .update_x509_cas_fenced(&planner, fence.as_ref())
+                    .await?
+            }
+        };
         if !changes.is_empty() {
             tracing::info!(changes = changes.len(), correlation_id, "X.509 CA rotated");
         }

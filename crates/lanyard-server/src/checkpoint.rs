@@ -66,7 +66,7 @@ pub struct Checkpointer {
     origin: String,
     sink: Sink,
     interval: Duration,
-    holder: String,
+    job: crate::jobs::JobLease,
 }
 
 fn aad(kid: &str) -> String {
@@ -127,6 +127,14 @@ impl Checkpointer {
             .map_err(|e| ServerError::StoredKey(format!("audit key JWK: {e}")))?;
         let public_jwks = serde_json::to_vec(&Jwks { keys })
             .map_err(|e| ServerError::StoredKey(e.to_string()))?;
+        let lease = i64::try_from(interval.as_secs().saturating_mul(3)).unwrap_or(180);
+        let job = crate::jobs::JobLease::new(
+            "audit_checkpoint",
+            &crate::correlation::new_id(),
+            lease,
+            store.clone(),
+            clock.clone(),
+        );
         Ok(Self {
             store,
             clock,
@@ -135,7 +143,7 @@ impl Checkpointer {
             origin,
             sink,
             interval,
-            holder: crate::correlation::new_id(),
+            job,
         })
     }
 
@@ -155,6 +163,13 @@ impl Checkpointer {
     /// # Errors
     /// Store errors, or signing failure.
     pub async fn checkpoint(&self) -> Result<CheckpointRow, StoreError> {
+        self.write(None).await
+    }
+
+    async fn write(
+        &self,
+        fence: Option<&lanyard_store::Fence>,
+    ) -> Result<CheckpointRow, StoreError> {
         let (seq, hash) = self.store.fetch_audit_head().await?;
         let at_ms = crate::correlation::unix_millis(self.clock.now());
         let claims = Checkpoint {
@@ -173,7 +188,9 @@ impl Checkpointer {
             kid: self.key.kid().to_owned(),
             jws,
         };
-        self.store.create_audit_checkpoint(row.clone()).await?;
+        self.store
+            .create_audit_checkpoint_fenced(row.clone(), fence)
+            .await?;
         self.publish(&row);
         Ok(row)
     }
@@ -198,20 +215,10 @@ impl Checkpointer {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            let now = self.clock.unix_seconds();
-            let lease = i64::try_from(self.interval.as_secs().saturating_mul(3)).unwrap_or(180);
-            match self
-                .store
-                .claim_job(
-                    "audit_checkpoint",
-                    &self.holder,
-                    now,
-                    now.saturating_add(lease),
-                )
-                .await
-            {
+            match self.job.claim().await {
                 Ok(true) => {
-                    if let Err(e) = self.checkpoint().await {
+                    let fence = self.job.fence();
+                    if let Err(e) = self.write(Some(&fence)).await {
                         tracing::error!(error = %e, "writing an audit checkpoint failed");
                     }
                 }

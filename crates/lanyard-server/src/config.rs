@@ -135,6 +135,8 @@ pub struct RawNodeApi {
     /// Kubernetes service accounts (`namespace:name`) whose projected tokens
     /// may attest a node (the agent DaemonSet's), e.g. `["lanyard:agent"]`.
     pub k8s_agent_service_accounts: Option<Vec<String>>,
+    /// Close connections whose peer sends nothing for this long (75s).
+    pub idle_timeout: Option<String>,
 }
 
 /// `[server]`.
@@ -158,6 +160,9 @@ pub struct RawServer {
     pub header_timeout: Option<String>,
     /// Longest wait for a request's body (15s).
     pub body_timeout: Option<String>,
+    /// Longest time a request may take to be answered (20s); a store that
+    /// hangs costs callers this long and a 503.
+    pub request_timeout: Option<String>,
 }
 
 /// `[store]`.
@@ -323,7 +328,14 @@ pub struct NodeApiConfig {
     pub default_parent: Option<lanyard_core::SpiffeId>,
     /// Service accounts (`ns:name`) allowed to attest nodes.
     pub k8s_agent_service_accounts: Vec<String>,
+    /// A connection whose peer sends nothing this long is closed (agents'
+    /// keepalive answers count).
+    pub idle_timeout: Duration,
 }
+
+/// Default idle timeout of node API connections: twice the keepalive ping
+/// interval, so a live agent is never cut.
+pub const DEFAULT_NODE_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// Default longest join token lifetime.
 pub const DEFAULT_JOIN_TOKEN_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -577,12 +589,24 @@ impl RawConfig {
                         message: format!("{bad:?} is not NAMESPACE:NAME"),
                     });
                 }
+                let idle_timeout = dur(
+                    "node_api.idle_timeout",
+                    self.node_api.idle_timeout,
+                    DEFAULT_NODE_IDLE_TIMEOUT,
+                )?;
+                if idle_timeout < Duration::from_secs(1) {
+                    return Err(ConfigError::Invalid {
+                        key: "node_api.idle_timeout",
+                        message: "must be at least 1s".into(),
+                    });
+                }
                 Some(NodeApiConfig {
                     listen,
                     dns_names,
                     join_token_max_ttl,
                     default_parent,
                     k8s_agent_service_accounts,
+                    idle_timeout,
                 })
             }
         };
@@ -609,11 +633,17 @@ impl RawConfig {
                 self.server.body_timeout,
                 defaults.body_timeout,
             )?,
+            request_timeout: dur(
+                "server.request_timeout",
+                self.server.request_timeout,
+                defaults.request_timeout,
+            )?,
             ..defaults
         };
         for (key, d) in [
             ("server.header_timeout", listen_limits.header_timeout),
             ("server.body_timeout", listen_limits.body_timeout),
+            ("server.request_timeout", listen_limits.request_timeout),
         ] {
             if d.is_zero() || d > Duration::from_secs(600) {
                 return Err(ConfigError::Invalid {

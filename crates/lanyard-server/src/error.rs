@@ -77,7 +77,7 @@ pub enum ApiError {
         limit: usize,
     },
     /// The service cannot answer now (store down, no keys).
-    #[error("service unavailable")]
+    #[error("service unavailable: the store cannot be reached (or the signing keys are not loaded); nothing was issued or changed. Retry shortly")]
     Unavailable,
     /// Something failed inside; details are in the log under the correlation id.
     #[error("internal error")]
@@ -118,6 +118,10 @@ impl ApiError {
             StoreError::Conflict { what } => Self::Conflict(format!("{what} already exists")),
             StoreError::InUse { what } => Self::Conflict(what),
             StoreError::NotFound { what } => Self::NotFound(what),
+            other if other.is_unavailable() => {
+                tracing::warn!(correlation_id, error = %other, "store unavailable; answering 503");
+                Self::Unavailable
+            }
             other => {
                 tracing::error!(correlation_id, error = %other, "store error");
                 Self::Internal

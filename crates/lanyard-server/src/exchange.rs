@@ -111,6 +111,18 @@ impl ExchangeService {
             .snapshot(&self.settings, self.clock.unix_seconds())
     }
 
+    pub(crate) fn snapshot_now(&self) -> Snapshot {
+        self.snapshot()
+    }
+
+    pub(crate) fn issuer_url(&self) -> &str {
+        &self.settings.issuer
+    }
+
+    pub(crate) fn keys(&self) -> &KeyManager {
+        &self.keys
+    }
+
     /// Decides, signs and audits one exchange. Every outcome is audited
     /// before this returns; nothing is issued without its event.
     ///

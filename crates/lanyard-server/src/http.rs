@@ -9,6 +9,7 @@ pub mod extract;
 pub mod health;
 pub mod oauth;
 pub mod oidc;
+pub mod tokenreview;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method, Uri};
@@ -21,9 +22,10 @@ use tracing::Instrument as _;
 use crate::error::ApiError;
 use crate::state::{AppState, CorrelationId};
 
-/// Builds the full HTTP router. `body_timeout` bounds how long a request's
-/// body may take to arrive.
-pub fn router(state: AppState, body_timeout: std::time::Duration) -> Router {
+/// Builds the full HTTP router. `limits` bound how long a request's body
+/// may take to arrive and how long its answer may take.
+pub fn router(state: AppState, limits: &crate::net::ListenLimits) -> Router {
+    let (body_timeout, request_timeout) = (limits.body_timeout, limits.request_timeout);
     let limit = state.settings.max_request_bytes;
     let metrics = state.metrics.clone();
     Router::new()
@@ -32,6 +34,7 @@ pub fn router(state: AppState, body_timeout: std::time::Duration) -> Router {
         .route(oidc::AUDIT_KEYS_PATH, get(oidc::audit_keys))
         .route("/bundle", get(oidc::bundle))
         .route(oidc::TOKEN_PATH, post(oidc::token))
+        .route(tokenreview::PATH, post(tokenreview::review))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -41,6 +44,9 @@ pub fn router(state: AppState, body_timeout: std::time::Duration) -> Router {
         .route("/broker/v1/leases/{id}", delete(broker::revoke))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn(move |req, next| {
+            crate::net::request_deadline(request_timeout, req, next)
+        }))
         .layer(middleware::from_fn(move |req, next| {
             crate::net::body_deadline(body_timeout, req, next)
         }))

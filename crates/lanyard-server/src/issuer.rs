@@ -122,7 +122,7 @@ impl Issuer {
         if let Some(profile) = &grant.profile {
             reason.push_str(&format!(" profile={profile} sub={}", grant.sub));
         }
-        self.append(
+        self.record(
             ctx,
             grant.chain(),
             Some(grant.tenant.to_string()),
@@ -147,7 +147,7 @@ impl Issuer {
         detail: String,
     ) -> Result<X509Svid, IssueError> {
         let svid = self.sign_x509(grant, kind, csr)?;
-        self.append(
+        self.record(
             ctx,
             grant.spiffe_id.to_string(),
             None,
@@ -188,17 +188,6 @@ impl Issuer {
     /// # Errors
     /// [`IssueError::Unavailable`] when the event could not be written.
     pub async fn record(
-        &self,
-        ctx: AuditContext<'_>,
-        subject: String,
-        tenant: Option<String>,
-        decision: Decision,
-        reason: String,
-    ) -> Result<(), IssueError> {
-        self.append(ctx, subject, tenant, decision, reason).await
-    }
-
-    async fn append(
         &self,
         ctx: AuditContext<'_>,
         subject: String,

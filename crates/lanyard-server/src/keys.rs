@@ -110,6 +110,19 @@ impl KeyManager {
     /// # Errors
     /// [`ServerError`] from the store or key handling.
     pub async fn tick(&self) -> Result<Vec<KeyChange>, ServerError> {
+        self.tick_as(None).await
+    }
+
+    /// [`KeyManager::tick`] as the `key_rotation` job: plans only while
+    /// `job` is held, and the store refuses the change if it no longer is
+    /// (fencing); always picks up other replicas' changes.
+    ///
+    /// # Errors
+    /// As [`KeyManager::tick`].
+    pub async fn tick_as(
+        &self,
+        job: Option<&crate::jobs::JobLease>,
+    ) -> Result<Vec<KeyChange>, ServerError> {
         let now = self.clock.now();
         let correlation_id = crate::correlation::new_id();
         let planner =
@@ -118,7 +131,15 @@ impl KeyManager {
                 let actions = plan(now, &metas, &self.algorithms, &self.policy);
                 self.materialise(&actions, now, &correlation_id, "system")
             };
-        let changes = self.store.update_signing_keys(&planner).await?;
+        let fence = job.map(crate::jobs::JobLease::fence);
+        let changes = match job {
+            Some(j) if !j.held() => Vec::new(),
+            _ => {
+                self.store
+                    .update_signing_keys_fenced(&planner, fence.as_ref())
+                    .await?
+            }
+        };
         if !changes.is_empty() {
             tracing::info!(
                 changes = changes.len(),

@@ -26,12 +26,14 @@ pub mod error;
 pub mod exchange;
 pub mod http;
 pub mod issuer;
+pub mod jobs;
 pub mod keys;
 pub mod metrics;
 pub mod net;
 pub mod node;
 pub mod registry;
 pub mod rekey;
+pub mod review;
 mod serve;
 pub mod state;
 

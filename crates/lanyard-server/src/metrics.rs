@@ -32,6 +32,9 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    revision: prometheus_client::metrics::gauge::Gauge,
+    lag: prometheus_client::metrics::gauge::Gauge,
+    store_up: prometheus_client::metrics::gauge::Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -58,15 +61,51 @@ impl Default for Metrics {
             "HTTP request latency by method and route",
             latency.clone(),
         );
+        let revision = prometheus_client::metrics::gauge::Gauge::default();
+        let lag = prometheus_client::metrics::gauge::Gauge::default();
+        let store_up = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "change_revision",
+            "The change-log revision this replica's caches are at",
+            revision.clone(),
+        );
+        registry.register(
+            "change_lag",
+            "Changes in the store this replica has not applied yet (alert when it stays above 0)",
+            lag.clone(),
+        );
+        registry.register(
+            "store_up",
+            "1 when the store answered the last scrape, 0 otherwise",
+            store_up.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
+            revision,
+            lag,
+            store_up,
         }
     }
 }
 
 impl Metrics {
+    /// Sets the replication gauges (at each scrape): the revision applied,
+    /// the store's head (`None` when the store did not answer).
+    pub fn set_replication(&self, applied: i64, store_head: Option<i64>) {
+        self.revision.set(applied);
+        match store_head {
+            Some(head) => {
+                self.lag.set(head.saturating_sub(applied).max(0));
+                self.store_up.set(1);
+            }
+            None => {
+                self.store_up.set(0);
+            }
+        }
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

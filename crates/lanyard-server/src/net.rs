@@ -39,6 +39,9 @@ pub struct ListenLimits {
     pub header_timeout: Duration,
     /// Longest wait for a request's body.
     pub body_timeout: Duration,
+    /// Longest time from a request's headers to its answer (HTTP; see
+    /// [`request_deadline`]).
+    pub request_timeout: Duration,
 }
 
 impl Default for ListenLimits {
@@ -52,6 +55,7 @@ impl Default for ListenLimits {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(15),
             body_timeout: Duration::from_secs(15),
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 }
@@ -127,8 +131,11 @@ pub async fn serve_http(
         let builder = builder.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
+        // hyper's header timeout starts only once a first byte has come in
+        // (it reads the HTTP/2 preface first); the idle wrapper covers a peer
+        // that sends nothing at all, and keep-alive silence between requests.
+        let tcp = Limited::new(tcp, permit, limits.header_timeout);
         tokio::spawn(async move {
-            let _permit = permit;
             match acceptor {
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(tcp), service);
@@ -173,6 +180,37 @@ pub async fn body_deadline(timeout: Duration, req: Request, next: Next) -> Respo
     next.run(Request::from_parts(parts, body)).await
 }
 
+/// How long a request may take from its headers to its answer's headers
+/// (`server.request_timeout`, default).
+/// A store that hangs (a connection that stopped answering) then costs a
+/// caller this long, and an honest 503, not forever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Answers 503 when the handler has not answered within `timeout`. The
+/// handler runs in its own task and is not cancelled (an issuance half-way
+/// through finishes, or fails, with its audit event; nothing is left half
+/// done), only no longer waited for.
+pub async fn request_deadline(timeout: Duration, req: Request, next: Next) -> Response {
+    use axum::response::IntoResponse as _;
+    let path: String = req.uri().path().chars().take(100).collect();
+    let handler = tokio::spawn(next.run(req));
+    match tokio::time::timeout(timeout, handler).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            tracing::error!(path, error = %e, "request handler failed");
+            crate::error::ApiError::Internal.into_response()
+        }
+        Err(_) => {
+            tracing::warn!(
+                path,
+                seconds = timeout.as_secs(),
+                "request timed out (is the store hanging?); answered 503"
+            );
+            crate::error::ApiError::Unavailable.into_response()
+        }
+    }
+}
+
 /// The body did not arrive within the body-read timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive within the body-read timeout")]
@@ -209,11 +247,26 @@ impl http_body::Body for Deadline {
     }
 }
 
-/// A connection holding one of its listener's permits.
+/// A connection holding one of its listener's permits, closed when the
+/// peer sends nothing for `idle` (gRPC keepalive pings are answered, so a
+/// live peer always sends something).
 #[derive(Debug)]
 pub struct Limited<T> {
     inner: T,
     _permit: OwnedSemaphorePermit,
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<T> Limited<T> {
+    fn new(inner: T, permit: OwnedSemaphorePermit, idle: Duration) -> Self {
+        Self {
+            inner,
+            _permit: permit,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
@@ -222,7 +275,25 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + this.idle;
+                    this.deadline.as_mut().reset(next);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer sent nothing within the idle timeout",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
     }
 }
 
@@ -265,18 +336,20 @@ impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
 }
 
 /// TLS connections accepted from `listener` for a tonic server: at most
-/// `ListenLimits::default().max_connections` at once, each handshake bounded
-/// in time, with the TLS configuration `config` gives at each accept (so
-/// certificate rotation needs no restart).
+/// `limits.max_connections` at once, each handshake bounded by
+/// `limits.handshake_timeout`, each connection closed after
+/// `limits.header_timeout` without a byte from the peer, with the TLS
+/// configuration `config` gives at each accept (so certificate rotation
+/// needs no restart).
 pub fn tls_incoming<F, Fut>(
     listener: TcpListener,
+    limits: ListenLimits,
     config: F,
 ) -> impl Stream<Item = Result<Limited<TlsStream<TcpStream>>, io::Error>>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Arc<rustls::ServerConfig>> + Send + 'static,
 {
-    let limits = ListenLimits::default();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let config = Arc::new(config);
@@ -307,10 +380,7 @@ where
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx
-                            .send(Ok(Limited {
-                                inner: stream,
-                                _permit: permit,
-                            }))
+                            .send(Ok(Limited::new(stream, permit, limits.header_timeout)))
                             .await;
                     }
                     Ok(Err(e)) => {

@@ -59,7 +59,12 @@ pub async fn serve(
     let service = NodeService::new(&state, cfg);
     let tls = Arc::new(tls::NodeTls::new(service.clone())?);
     tracing::info!(addr = ?listener.local_addr().ok(), "node API listening (TLS)");
-    let incoming = crate::net::tls_incoming(listener, move || {
+    let limits = crate::net::ListenLimits {
+        header_timeout: service.cfg.idle_timeout,
+        handshake_timeout: service.cfg.idle_timeout.min(Duration::from_secs(10)),
+        ..crate::net::ListenLimits::default()
+    };
+    let incoming = crate::net::tls_incoming(listener, limits, move || {
         let tls = tls.clone();
         async move { tls.config().await }
     });
@@ -278,7 +283,7 @@ impl Node for NodeService {
 
     async fn sync(&self, req: Request<SyncRequest>) -> Result<Response<SyncResponse>, Status> {
         let peer = self.peer_node(&req).await?;
-        Ok(Response::new(self.sync_node(&peer, req.get_ref())))
+        Ok(Response::new(self.sync_node(&peer, req.get_ref()).await))
     }
 
     async fn sign_x509_svids(

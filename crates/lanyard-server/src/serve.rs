@@ -23,6 +23,9 @@ use crate::ServerError;
 
 /// How often each replica runs the rotation tick and reloads keys.
 const KEY_TICK: Duration = Duration::from_secs(30);
+/// Longest one background step (a refresh, a reaper or rotation tick) may
+/// take before it is abandoned and retried.
+const JOB_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests get after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -194,7 +197,7 @@ impl Server {
 
     /// The HTTP router.
     pub fn router(&self) -> Router {
-        router(self.state.clone(), self.config.listen_limits.body_timeout)
+        router(self.state.clone(), &self.config.listen_limits)
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains in-flight
@@ -282,13 +285,41 @@ impl Server {
             .set_nonblocking(true)
             .map_err(io("configuring the listener"))?;
         let registry = self.state.registry.clone();
+        let store = self.state.store.clone();
         let poll = tokio::spawn(async move {
+            // Other replicas' commits wake us (PostgreSQL NOTIFY); the poll
+            // is the backstop for a lost wake-up or a lost listener.
+            let mut wake = match store.watch_changes().await {
+                Ok(rx) => rx,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for other replicas' changes; polling only");
+                    None
+                }
+            };
             let mut every = tokio::time::interval(crate::registry::POLL);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                every.tick().await;
-                if let Err(e) = registry.refresh().await {
-                    tracing::warn!(error = %e, "registry refresh failed; serving the previous view");
+                let woken = async {
+                    match wake.as_mut() {
+                        Some(rx) => rx.recv().await.is_some(),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = every.tick() => {}
+                    alive = woken => {
+                        if !alive {
+                            wake = None;
+                        }
+                    }
+                }
+                // A hung store connection must not stop the refreshes.
+                match tokio::time::timeout(JOB_TIMEOUT, registry.refresh()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "registry refresh failed; serving the previous view")
+                    }
+                    Err(_) => tracing::warn!("registry refresh timed out (the store is not answering); serving the previous view"),
                 }
             }
         });
@@ -300,23 +331,39 @@ impl Server {
                 if let Err(e) = broker.refresh().await {
                     tracing::warn!(error = %e, "broker refresh failed; using the previous view");
                 }
-                if let Err(e) = broker.tick(&reaper_state.registry).await {
-                    tracing::warn!(error = %e, "broker reaper tick failed; retrying");
+                match tokio::time::timeout(JOB_TIMEOUT, broker.tick(&reaper_state.registry)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "broker reaper tick failed; retrying"),
+                    Err(_) => tracing::warn!(
+                        "broker reaper tick timed out (the store is not answering); retrying"
+                    ),
                 }
             }
         });
         let keys = self.state.keys.clone();
         let ca = self.state.ca.clone();
+        // Rotation is planned under the store's key lock anyway (replicas
+        // never plan concurrently); the lease keeps it on one replica.
+        let rotation = crate::jobs::JobLease::new(
+            "key_rotation",
+            &crate::correlation::new_id(),
+            i64::try_from(KEY_TICK.as_secs() * 3).unwrap_or(90),
+            self.state.store.clone(),
+            self.state.clock.clone(),
+        );
         let job = tokio::spawn(async move {
             let mut every = tokio::time::interval(KEY_TICK);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             every.tick().await;
             loop {
                 every.tick().await;
-                if let Err(e) = keys.tick().await {
+                if let Err(e) = rotation.claim().await {
+                    tracing::warn!(error = %e, job = rotation.name(), "cannot renew the job's lease; not rotating until the store answers");
+                }
+                if let Err(e) = keys.tick_as(Some(&rotation)).await {
                     tracing::error!(error = %e, "key rotation tick failed; keeping the current keys");
                 }
-                if let Err(e) = ca.tick().await {
+                if let Err(e) = ca.tick_as(Some(&rotation)).await {
                     tracing::error!(error = %e, "X.509 CA rotation tick failed; keeping the current CA");
                 }
             }

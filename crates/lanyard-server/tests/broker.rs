@@ -4,6 +4,14 @@
 //! Lease expiry runs on an injected clock; PostgreSQL's own `VALID UNTIL`
 //! is real time, so the server's fake clock starts at the real time.
 
+// Tests and benchmarks fail by panicking and index fixtures they built.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -552,7 +560,7 @@ async fn requests_without_a_valid_grant_are_refused_and_audited() -> TestResult 
         ),
         (
             "entries",
-            json!({"spiffe_id": "spiffe://example.org/z", "tenant": "payments", "selectors": ["k8s:sa:z"], "grants": ["appdb/nope"]}),
+            json!({"spiffe_id": "spiffe://example.org/z", "tenant": "payments", "issuer": "k8s", "selectors": ["k8s:sa:z"], "grants": ["appdb/nope"]}),
             "appdb/nope",
         ),
     ] {
@@ -758,7 +766,10 @@ async fn renewal_is_a_new_decision() -> TestResult {
     let entries = env.admin_ok(Method::GET, "entries", Value::Null).await?;
     let entry = entries["entries"]
         .as_array()
-        .and_then(|a| a.iter().find(|e| e["spiffe_id"] == "spiffe://example.org/api"))
+        .and_then(|a| {
+            a.iter()
+                .find(|e| e["spiffe_id"] == "spiffe://example.org/api")
+        })
         .cloned()
         .ok_or("entry")?;
     let id = s(&entry["id"]);
@@ -772,10 +783,16 @@ async fn renewal_is_a_new_decision() -> TestResult {
     let (status, body, cid) = env.broker(Method::POST, &renew, Some(&svid), None).await?;
     assert_eq!(status, 403, "{body}");
     let events = env
-        .admin_ok(Method::GET, &format!("audit?correlation_id={cid}"), Value::Null)
+        .admin_ok(
+            Method::GET,
+            &format!("audit?correlation_id={cid}"),
+            Value::Null,
+        )
         .await?;
     assert!(
-        events.to_string().contains("does not grant broker role appdb/readonly"),
+        events
+            .to_string()
+            .contains("does not grant broker role appdb/readonly"),
         "{events}"
     );
     // And a revoked token behind the lease stops its renewal, even with a
@@ -785,14 +802,25 @@ async fn renewal_is_a_new_decision() -> TestResult {
         .broker(Method::POST, "creds/appdb/readonly", Some(&first), None)
         .await?;
     let lease = s(&cred["lease_id"]);
-    let jti = claims_of(&first)["jti"].as_str().unwrap_or_default().to_owned();
+    let jti = claims_of(&first)["jti"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     env.clock.advance(Duration::from_secs(1));
     let second = env.svid("worker", &aud).await?;
     assert_ne!(first, second);
     let (status, _, _) = env
-        .broker(Method::POST, &format!("leases/{lease}/renew"), Some(&second), None)
+        .broker(
+            Method::POST,
+            &format!("leases/{lease}/renew"),
+            Some(&second),
+            None,
+        )
         .await?;
-    assert_eq!(status, 200, "renewable with any valid bearer of the identity");
+    assert_eq!(
+        status, 200,
+        "renewable with any valid bearer of the identity"
+    );
     env.admin_ok(
         Method::POST,
         "revocations",
@@ -800,7 +828,12 @@ async fn renewal_is_a_new_decision() -> TestResult {
     )
     .await?;
     let (status, body, _) = env
-        .broker(Method::POST, &format!("leases/{lease}/renew"), Some(&second), None)
+        .broker(
+            Method::POST,
+            &format!("leases/{lease}/renew"),
+            Some(&second),
+            None,
+        )
         .await?;
     assert_eq!(status, 403, "{body}");
     Ok(())
@@ -845,15 +878,26 @@ async fn a_delegated_broker_request_checks_the_actor() -> TestResult {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "unauthorized_client");
     let denied = env
-        .admin_ok(Method::GET, &format!("audit?correlation_id={cid}"), Value::Null)
+        .admin_ok(
+            Method::GET,
+            &format!("audit?correlation_id={cid}"),
+            Value::Null,
+        )
         .await?
         .to_string();
     assert!(denied.contains("actor_not_allowed"), "{denied}");
     let (status, body, cid) = ask(env.k8s_token("worker")).await?;
     assert_eq!(status, 200, "{body}");
-    assert!(pg.can_log_in(&s(&body["username"]), &s(&body["access_token"])).await);
+    assert!(
+        pg.can_log_in(&s(&body["username"]), &s(&body["access_token"]))
+            .await
+    );
     let allowed = env
-        .admin_ok(Method::GET, &format!("audit?correlation_id={cid}"), Value::Null)
+        .admin_ok(
+            Method::GET,
+            &format!("audit?correlation_id={cid}"),
+            Value::Null,
+        )
         .await?
         .to_string();
     assert!(
@@ -868,7 +912,11 @@ fn claims_of(token: &str) -> Value {
     token
         .split('.')
         .nth(1)
-        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null)
 }

@@ -3,6 +3,14 @@
 //! docs/SECURITY.md (each bad input: the right RFC 6749 error, an audited
 //! denial with its reason code, no panic).
 
+// Tests and benchmarks fail by panicking and index fixtures they built.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +32,13 @@ mod federation;
 /// same policy as the exchange for the node's workloads.
 #[path = "exchange/node_api.rs"]
 mod node_api;
+/// The store going away and hanging.
+#[path = "exchange/outage.rs"]
+mod outage;
+
+/// TokenReview and several clusters.
+#[path = "exchange/tokenreview.rs"]
+mod tokenreview;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -42,6 +57,8 @@ struct Options {
     jwt_max_ttl: Option<Duration>,
     /// The KEK file (a new one when `None`); share it to share a store.
     kek_file: Option<std::path::PathBuf>,
+    /// `server.request_timeout` (the default when `None`).
+    request_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -53,6 +70,7 @@ impl Default for Options {
             tls: false,
             jwt_max_ttl: None,
             kek_file: None,
+            request_timeout: None,
         }
     }
 }
@@ -93,6 +111,7 @@ impl Env {
             tls,
             jwt_max_ttl,
             kek_file,
+            request_timeout,
         } = opts;
         let fresh = store_url.is_none();
         let dir = tempfile::tempdir()?;
@@ -134,7 +153,10 @@ impl Env {
             max_delegation_depth: 2,
             ca: lanyard_server::config::CaConfig::default(),
             node_api: None,
-            listen_limits: Default::default(),
+            listen_limits: lanyard_server::net::ListenLimits {
+                request_timeout: request_timeout.unwrap_or(lanyard_server::net::REQUEST_TIMEOUT),
+                ..Default::default()
+            },
             audit: Default::default(),
         };
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
@@ -165,7 +187,12 @@ impl Env {
             _dir: dir,
         };
         // A store shared with an earlier test server already has the fixtures.
-        if fresh || env.admin(reqwest::Method::GET, "tenants/payments", Value::Null).await.is_err() {
+        if fresh
+            || env
+                .admin(reqwest::Method::GET, "tenants/payments", Value::Null)
+                .await
+                .is_err()
+        {
             env.setup().await?;
         }
         Ok(env)
@@ -262,7 +289,7 @@ impl Env {
             entry(
                 "spiffe://example.org/other",
                 "agents-co",
-                &["k8s:ns:other"],
+                &["k8s:cluster:k8s", "k8s:ns:other"],
                 json!({}),
             ),
         )

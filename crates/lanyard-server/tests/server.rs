@@ -2,6 +2,14 @@
 //! checked by a standard OIDC client library, the admin API, bad input,
 //! restarts, key rotation on a fake clock, TLS.
 
+// Tests and benchmarks fail by panicking and index fixtures they built.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -347,6 +355,24 @@ mod admin {
         }
         let (status, _, _) = srv.admin(Method::GET, "/admin/v1/tenants", None).await?;
         assert_eq!(status, 200);
+        // issue 9: failed admin authentications are audited, not only logged,
+        // naming the token's public id at most (never the token).
+        let (_, body, _) = srv
+            .admin(Method::GET, "/admin/v1/audit?limit=1000", None)
+            .await?;
+        let events = body["events"].as_array().cloned().unwrap_or_default();
+        let denied: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["action"] == "admin.authenticate" && e["decision"] == "deny")
+            .collect();
+        assert_eq!(denied.len(), 6, "{denied:?}");
+        assert!(denied
+            .iter()
+            .any(|e| e["subject"] == "admin:0000000000000000"));
+        let text = body.to_string();
+        assert!(
+            !text.contains(&wrong_secret) && !text.contains(parts.get(2).copied().unwrap_or("-"))
+        );
         srv.stop().await
     }
 
@@ -917,6 +943,141 @@ mod tls {
         let err = server.serve(listener, std::future::pending()).await.err();
         let msg = err.map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("nope.crt"), "{msg}");
+        Ok(())
+    }
+}
+
+/// issue 9: slow-header, slow-body and idle connections stayed open
+/// indefinitely, and a few hundred idle connections made `/healthz` time
+/// out under a low descriptor limit.
+mod limits {
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    async fn start_limited(
+        dir: &Path,
+        max_connections: usize,
+    ) -> Result<(std::net::SocketAddr, tokio::sync::oneshot::Sender<()>), Box<dyn std::error::Error>>
+    {
+        ensure_kek(dir)?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let mut cfg = config(dir, None, None, addr);
+        cfg.listen_limits = lanyard_server::net::ListenLimits {
+            max_connections,
+            handshake_timeout: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+        };
+        let clock: Arc<dyn Clock> = Arc::new(lanyard_core::SystemClock);
+        let server = Server::build(cfg, clock).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Ok((addr, tx))
+    }
+
+    /// Reads until the server closes the connection (or `limit` passes,
+    /// which fails the test): returns what it sent.
+    async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        let end = Instant::now() + limit;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Ok(out),
+                Ok(Ok(n)) => out.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                Err(_) => return Err(format!("still open after {limit:?}")),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn slow_and_idle_clients_are_cut_off() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (addr, _stop) = start_limited(dir.path(), 64).await?;
+        // Idle: connected, never a byte.
+        let mut idle = TcpStream::connect(addr).await?;
+        read_until_closed(&mut idle, Duration::from_secs(20)).await?;
+        // Slow headers: a request line and half a header block.
+        let mut slow = TcpStream::connect(addr).await?;
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await?;
+        let got = read_until_closed(&mut slow, Duration::from_secs(20)).await?;
+        assert!(!String::from_utf8_lossy(&got).contains("200 OK"));
+        // Keep-alive idle after a request: cut too.
+        let mut kept = TcpStream::connect(addr).await?;
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await?;
+        let got = read_until_closed(&mut kept, Duration::from_secs(20)).await?;
+        assert!(
+            String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
+            "served first"
+        );
+        // Slow body: headers promise 200 bytes, 10 arrive.
+        let mut body = TcpStream::connect(addr).await?;
+        body.write_all(
+            b"POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\ngrant_type",
+        )
+        .await?;
+        let got =
+            String::from_utf8_lossy(&read_until_closed(&mut body, Duration::from_secs(20)).await?)
+                .into_owned();
+        assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+        assert!(got.contains("sent too slowly"), "{got}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn idle_connections_beyond_the_limit_never_starve_healthz() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (addr, _stop) = start_limited(dir.path(), 8).await?;
+        // Far more idle connections than the limit: the server takes 8, the
+        // rest wait in the backlog, and each is cut after the idle timeout.
+        let mut idle = Vec::new();
+        for _ in 0..60 {
+            idle.push(TcpStream::connect(addr).await?);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let status = http
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await?
+            .status();
+        assert_eq!(status, 200);
+        drop(idle);
+        Ok(())
+    }
+
+    // issue 9: the oversized-body error said the token was too large.
+    #[tokio::test]
+    async fn an_oversized_request_is_called_that() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (addr, _stop) = start_limited(dir.path(), 64).await?;
+        let body = format!("grant_type=x&subject_token={}", "a".repeat(8000));
+        let resp = reqwest::Client::new()
+            .post(format!("http://{addr}/oauth2/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await?;
+        assert_eq!(resp.status(), 400);
+        let v: Value = resp.json().await?;
+        let d = v["error_description"].as_str().unwrap_or("");
+        assert!(
+            d.contains("request is larger than the server accepts"),
+            "{d}"
+        );
+        assert!(!d.contains("token"), "{d}");
         Ok(())
     }
 }

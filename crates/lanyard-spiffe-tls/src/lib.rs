@@ -40,7 +40,6 @@
 //! JWT-SVIDs, revocation lists (SVIDs are short-lived instead), TLS 1.2.
 
 #![warn(missing_docs)]
-#![warn(clippy::indexing_slicing)]
 
 mod authorize;
 mod error;

@@ -72,7 +72,16 @@ pub trait AuditStore {
     fn reseal_audit_key(&self, key: AuditKeyRow, audit: AuditDraft) -> StoreFuture<'_, ()>;
 
     /// Stores a checkpoint.
-    fn create_audit_checkpoint(&self, checkpoint: CheckpointRow) -> StoreFuture<'_, ()>;
+    fn create_audit_checkpoint(&self, checkpoint: CheckpointRow) -> StoreFuture<'_, ()> {
+        self.create_audit_checkpoint_fenced(checkpoint, None)
+    }
+
+    /// Stores a checkpoint if `fence` (when given) still holds.
+    fn create_audit_checkpoint_fenced<'a>(
+        &'a self,
+        checkpoint: CheckpointRow,
+        fence: Option<&'a crate::Fence>,
+    ) -> StoreFuture<'a, ()>;
 
     /// The newest checkpoints, newest first, at most `limit`.
     fn list_audit_checkpoints(&self, limit: i64) -> StoreFuture<'_, Vec<CheckpointRow>>;

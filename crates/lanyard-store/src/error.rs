@@ -63,6 +63,13 @@ pub enum StoreError {
         /// What references it, and what to do.
         what: String,
     },
+    /// A background job's write found that this replica no longer holds
+    /// the job's lease (another replica took it over); nothing was written.
+    #[error("this replica no longer holds the {job} job (another replica took it over); nothing was written")]
+    Fenced {
+        /// The job.
+        job: String,
+    },
     /// The row does not exist.
     #[error("{what} does not exist")]
     NotFound {
@@ -86,6 +93,32 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the database cannot be reached or used right now (down,
+    /// restarting, connection lost, pool exhausted): the request may be
+    /// retried, and nothing was written.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Connect { .. } => true,
+            Self::Database(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_) => true,
+                // PostgreSQL: connection exceptions (08…), the server
+                // shutting down or starting (57P01..57P03), and SQLite's
+                // busy database.
+                sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+                    c.starts_with("08")
+                        || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "5" | "6")
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// True when the error is about the row's existence, not the database.
     pub fn is_client_error(&self) -> bool {
         matches!(

@@ -180,7 +180,19 @@ pub trait BrokerStore {
 
     /// Replaces a lease's mutable fields and appends `audit` (may be empty:
     /// retry bookkeeping). [`crate::StoreError::NotFound`] if absent.
-    fn update_lease(&self, lease: LeaseRow, audit: Vec<AuditDraft>) -> StoreFuture<'_, ()>;
+    fn update_lease(&self, lease: LeaseRow, audit: Vec<AuditDraft>) -> StoreFuture<'_, ()> {
+        self.update_lease_fenced(lease, audit, None)
+    }
+
+    /// [`BrokerStore::update_lease`] by a background job: with `fence`, the
+    /// transaction first checks that the job's holder still holds it and
+    /// fails with [`crate::StoreError::Fenced`] otherwise.
+    fn update_lease_fenced<'a>(
+        &'a self,
+        lease: LeaseRow,
+        audit: Vec<AuditDraft>,
+        fence: Option<&'a Fence>,
+    ) -> StoreFuture<'a, ()>;
 
     /// One lease.
     fn fetch_lease<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<LeaseRow>>;
@@ -190,6 +202,7 @@ pub trait BrokerStore {
 
     /// Claims job `name` for `holder` until `until` if nobody else holds it
     /// at `now` (or `holder` already does). True when `holder` holds it.
+    /// Writes of the job then carry a [`Fence`].
     fn claim_job<'a>(
         &'a self,
         name: &'a str,
@@ -197,4 +210,18 @@ pub trait BrokerStore {
         now: i64,
         until: i64,
     ) -> StoreFuture<'a, bool>;
+}
+
+/// A background job's claim, checked inside each transaction the job
+/// commits (fencing): the write happens only if `holder` still holds `job`
+/// at `now`, and holding it locks the claim until the commit, so another
+/// replica cannot take the job over half-way through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The job (`broker_reaper`, `audit_checkpoint`, `key_rotation`, …).
+    pub job: String,
+    /// This replica's holder id.
+    pub holder: String,
+    /// The time of the write, Unix seconds.
+    pub now: i64,
 }

@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod changes;
 pub mod checkpoint;
 mod error;
 mod lease;
@@ -30,9 +31,12 @@ use std::pin::Pin;
 use lanyard_core::{AudienceProfile, Entry};
 
 pub use audit::{AuditDraft, AuditEvent};
+pub use changes::{ChangeKind, ChangeRecord, ChangeRow, ChangeStore, EntryBatch};
 pub use checkpoint::{AuditKeyRow, AuditStore, CheckpointRow};
 pub use error::StoreError;
-pub use lease::{BrokerBackendRow, BrokerRoleRow, BrokerStore, LeaseQuery, LeaseRow, LeaseState};
+pub use lease::{
+    BrokerBackendRow, BrokerRoleRow, BrokerStore, Fence, LeaseQuery, LeaseRow, LeaseState,
+};
 pub use model::{
     AdminTokenRow, AuditQuery, CaChange, IssuerRow, JoinTokenRow, KeyChange, NodeRow, Revocation,
     SigningKeyRow, Tenant, X509CaRow,
@@ -53,7 +57,7 @@ pub type CaPlanner<'a> =
 
 /// Everything Lanyard persists, grouped by entity. Verbs: create, fetch,
 /// list, update, delete, count, append.
-pub trait Store: BrokerStore + AuditStore + Send + Sync + std::fmt::Debug {
+pub trait Store: BrokerStore + AuditStore + ChangeStore + Send + Sync + std::fmt::Debug {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
@@ -82,6 +86,15 @@ pub trait Store: BrokerStore + AuditStore + Send + Sync + std::fmt::Debug {
     fn update_signing_keys<'a>(
         &'a self,
         planner: KeyPlanner<'a>,
+    ) -> StoreFuture<'a, Vec<KeyChange>> {
+        self.update_signing_keys_fenced(planner, None)
+    }
+
+    /// [`Store::update_signing_keys`] by the rotation job, fenced.
+    fn update_signing_keys_fenced<'a>(
+        &'a self,
+        planner: KeyPlanner<'a>,
+        fence: Option<&'a Fence>,
     ) -> StoreFuture<'a, Vec<KeyChange>>;
 
     /// A counter that increases whenever the signing keys change (the SPIFFE
@@ -92,7 +105,16 @@ pub trait Store: BrokerStore + AuditStore + Send + Sync + std::fmt::Debug {
     fn list_x509_cas(&self) -> StoreFuture<'_, Vec<X509CaRow>>;
 
     /// Like [`Store::update_signing_keys`], for the X.509 CAs.
-    fn update_x509_cas<'a>(&'a self, planner: CaPlanner<'a>) -> StoreFuture<'a, Vec<CaChange>>;
+    fn update_x509_cas<'a>(&'a self, planner: CaPlanner<'a>) -> StoreFuture<'a, Vec<CaChange>> {
+        self.update_x509_cas_fenced(planner, None)
+    }
+
+    /// [`Store::update_x509_cas`] by the rotation job, fenced.
+    fn update_x509_cas_fenced<'a>(
+        &'a self,
+        planner: CaPlanner<'a>,
+        fence: Option<&'a Fence>,
+    ) -> StoreFuture<'a, Vec<CaChange>>;
 
     /// Stores a join token and appends `audit`.
     fn create_join_token(&self, token: JoinTokenRow, audit: AuditDraft) -> StoreFuture<'_, ()>;

@@ -16,6 +16,7 @@ use lanyard_core::{
 };
 
 use crate::audit::chain_hash;
+use crate::changes::{ChangeKind, ChangeRecord};
 use crate::{
     AdminTokenRow, AuditDraft, AuditEvent, AuditQuery, Backend, CaChange, CaPlanner, IssuerRow,
     JoinTokenRow, KeyChange, KeyPlanner, NodeRow, Revocation, SigningKeyRow, Store, StoreError,
@@ -39,6 +40,28 @@ macro_rules! on_pool {
             SqlStore::Postgres($pool) => Box::pin(async move { $body }),
         }
     };
+}
+
+/// Inside transaction `$tx`: with a fence, refuses ([`StoreError::Fenced`])
+/// unless its holder still holds the job, and keeps the job's row locked
+/// until the commit (a claim by another replica waits for it).
+macro_rules! check_fence {
+    ($tx:ident, $fence:expr) => {{
+        let fence: Option<&crate::Fence> = $fence;
+        if let Some(f) = fence {
+            let held = sqlx::query(
+                "UPDATE job_leaders SET until = until WHERE name = $1 AND holder = $2 AND until > $3",
+            )
+            .bind(&f.job)
+            .bind(&f.holder)
+            .bind(f.now)
+            .execute(&mut *$tx)
+            .await?;
+            if held.rows_affected() != 1 {
+                return Err(StoreError::Fenced { job: f.job.clone() });
+            }
+        }
+    }};
 }
 
 /// Appends `$drafts` (a non-empty `Vec<AuditDraft>`) to the audit chain
@@ -117,6 +140,146 @@ macro_rules! node_row {
             created_at: $r.try_get("created_at")?,
             last_seen: $r.try_get("last_seen")?,
         }
+    }};
+}
+
+/// Appends `$changes` (a non-empty `Vec<ChangeRecord>`) to the change log
+/// inside `$tx`: one `UPDATE` of the head (the log's lock: writers queue on
+/// it, so revisions are gap-free and in commit order) and multi-row INSERTs.
+/// Evaluates to the last revision.
+macro_rules! log_changes {
+    ($tx:ident, $changes:expr) => {{
+        let changes: Vec<$crate::ChangeRecord> = $changes;
+        let n = i64::try_from(changes.len()).unwrap_or(i64::MAX);
+        let head = sqlx::query(
+            "UPDATE change_head SET revision = revision + $1 WHERE id = 1 RETURNING revision",
+        )
+        .bind(n)
+        .fetch_one(&mut *$tx)
+        .await?;
+        let last: i64 = head.try_get("revision")?;
+        for (chunk_start, chunk) in (0..)
+            .step_by(AUDIT_ROWS_PER_INSERT)
+            .zip(changes.chunks(AUDIT_ROWS_PER_INSERT))
+        {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO changes (revision, kind, key, old_parent, new_parent, deleted) ",
+            );
+            let first = last - n + 1 + chunk_start;
+            insert.push_values(chunk.iter().zip(first..), |mut row, (c, rev)| {
+                row.push_bind(rev)
+                    .push_bind(c.kind.as_str())
+                    .push_bind(c.key.clone())
+                    .push_bind(c.old_parent.clone())
+                    .push_bind(c.new_parent.clone())
+                    .push_bind(c.deleted);
+            });
+            insert.build().execute(&mut *$tx).await?;
+        }
+        last
+    }};
+}
+
+/// Inserts entry `$entry` (columns from `entry_cols`) inside `$tx`.
+macro_rules! insert_entry {
+    ($tx:ident, $entry:expr) => {{
+        let entry: &Entry = $entry;
+        let c = entry_cols(entry);
+        sqlx::query(
+            "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at, parent, dns_names, role, grants, token_reviewer) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17, $18)",
+        )
+        .bind(&entry.id)
+        .bind(entry.tenant.as_str())
+        .bind(entry.spiffe_id.to_string())
+        .bind(entry.issuer.as_deref().unwrap_or(""))
+        .bind(&c.selectors)
+        .bind(&c.selector_key)
+        .bind(&c.audiences)
+        .bind(c.ttl)
+        .bind(c.max_ttl)
+        .bind(&c.scopes)
+        .bind(&c.may_act)
+        .bind(entry.admin)
+        .bind(entry.created_at)
+        .bind(&c.parent)
+        .bind(&c.dns_names)
+        .bind(entry.role.as_deref())
+        .bind(&c.grants)
+        .bind(entry.token_reviewer)
+        .execute(&mut *$tx)
+        .await
+        .map_err(|e| entry_conflict(e, entry))?;
+    }};
+}
+
+/// Replaces entry `$entry` inside `$tx`; evaluates to its previous parent,
+/// or returns [`StoreError::NotFound`].
+macro_rules! replace_entry {
+    ($tx:ident, $entry:expr, $updated_at:expr) => {{
+        let entry: &Entry = $entry;
+        let c = entry_cols(entry);
+        let old = sqlx::query("SELECT parent FROM entries WHERE id = $1")
+            .bind(&entry.id)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        let Some(old) = old else {
+            return Err(StoreError::NotFound {
+                what: format!("entry {}", entry.id),
+            });
+        };
+        let old_parent: String = old.try_get("parent")?;
+        sqlx::query(
+            "UPDATE entries SET tenant = $2, spiffe_id = $3, issuer = $4, selectors = $5, selector_key = $6, audiences = $7, \
+             ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13, parent = $14, dns_names = $15, role = $16, grants = $17, token_reviewer = $18 WHERE id = $1",
+        )
+        .bind(&entry.id)
+        .bind(entry.tenant.as_str())
+        .bind(entry.spiffe_id.to_string())
+        .bind(entry.issuer.as_deref().unwrap_or(""))
+        .bind(&c.selectors)
+        .bind(&c.selector_key)
+        .bind(&c.audiences)
+        .bind(c.ttl)
+        .bind(c.max_ttl)
+        .bind(&c.scopes)
+        .bind(&c.may_act)
+        .bind(entry.admin)
+        .bind($updated_at)
+        .bind(&c.parent)
+        .bind(&c.dns_names)
+        .bind(entry.role.as_deref())
+        .bind(&c.grants)
+        .bind(entry.token_reviewer)
+        .execute(&mut *$tx)
+        .await
+        .map_err(|e| entry_conflict(e, entry))?;
+        old_parent
+    }};
+}
+
+/// Deletes entry `$id` inside `$tx`; evaluates to its parent, or returns
+/// [`StoreError::NotFound`].
+macro_rules! remove_entry {
+    ($tx:ident, $id:expr) => {{
+        let id: &str = $id;
+        let row = sqlx::query("DELETE FROM entries WHERE id = $1 RETURNING parent")
+            .bind(id)
+            .fetch_optional(&mut *$tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::InUse {
+                    what: format!("entry {id} is still named by an audience profile; delete the profile first"),
+                },
+                _ => StoreError::Database(e),
+            })?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound {
+                what: format!("entry {id}"),
+            });
+        };
+        let parent: String = row.try_get("parent")?;
+        parent
     }};
 }
 
@@ -229,6 +392,9 @@ macro_rules! fetch_keys {
 /// `NotFound` when there was none.
 macro_rules! delete_audited {
     ($pool:ident, $lock:literal, $sql:literal, $key:expr, $what:expr, $audit:expr) => {{
+        delete_audited!($pool, $lock, $sql, $key, $what, $audit, None::<ChangeKind>)
+    }};
+    ($pool:ident, $lock:literal, $sql:literal, $key:expr, $what:expr, $audit:expr, $change:expr) => {{
         let mut tx = $pool.begin().await?;
         sqlx::query(concat!(
             "UPDATE locks SET n = n + 1 WHERE name = '",
@@ -249,6 +415,9 @@ macro_rules! delete_audited {
             })?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound { what: $what });
+        }
+        if let Some(kind) = $change {
+            log_changes!(tx, vec![ChangeRecord::of(kind, $key)]);
         }
         append_audit!(tx, $audit);
         tx.commit().await?;
@@ -298,6 +467,7 @@ macro_rules! entry_row {
             scopes: r.try_get("scopes")?,
             may_act: r.try_get("may_act")?,
             admin: r.try_get("admin")?,
+            token_reviewer: r.try_get("token_reviewer")?,
             grants: r.try_get("grants")?,
             role: r.try_get("role")?,
             created_at: r.try_get("created_at")?,
@@ -307,7 +477,7 @@ macro_rules! entry_row {
 }
 
 const ENTRY_COLUMNS: &str =
-    "id, tenant, spiffe_id, issuer, parent, dns_names, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, role, grants, created_at";
+    "id, tenant, spiffe_id, issuer, parent, dns_names, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, token_reviewer, role, grants, created_at";
 
 struct RawEntry {
     id: String,
@@ -323,6 +493,7 @@ struct RawEntry {
     scopes: String,
     may_act: String,
     admin: bool,
+    token_reviewer: bool,
     grants: String,
     role: Option<String>,
     created_at: i64,
@@ -363,6 +534,7 @@ impl RawEntry {
             scopes: list("entry scopes", &self.scopes)?,
             may_act: list("entry may_act", &self.may_act)?,
             admin: self.admin,
+            token_reviewer: self.token_reviewer,
             grants: list("entry grants", &self.grants)?,
             role: self.role,
             created_at: self.created_at,
@@ -406,6 +578,14 @@ fn entry_cols(e: &Entry) -> EntryCols {
         ttl: secs(e.ttl),
         max_ttl: secs(e.max_ttl),
     }
+}
+
+/// An entry's parent as the change log records it ('' = none).
+fn parent_of(e: &Entry) -> String {
+    e.parent
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default()
 }
 
 fn entry_conflict(e: sqlx::Error, entry: &Entry) -> StoreError {
@@ -550,12 +730,14 @@ impl Store for SqlStore {
         on_pool!(self, |pool| fetch_keys!(pool))
     }
 
-    fn update_signing_keys<'a>(
+    fn update_signing_keys_fenced<'a>(
         &'a self,
         planner: KeyPlanner<'a>,
+        fence: Option<&'a crate::Fence>,
     ) -> StoreFuture<'a, Vec<KeyChange>> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            check_fence!(tx, fence);
             // A write first, to take the lock; the counter moves only on change.
             sqlx::query("UPDATE locks SET n = n WHERE name = 'signing_keys'")
                 .execute(&mut *tx)
@@ -626,6 +808,7 @@ impl Store for SqlStore {
                 sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'signing_keys'")
                     .execute(&mut *tx)
                     .await?;
+                log_changes!(tx, vec![ChangeRecord::of(ChangeKind::Keys, "signing_keys")]);
             }
             for audit in audits {
                 append_audit!(tx, audit);
@@ -648,9 +831,14 @@ impl Store for SqlStore {
         on_pool!(self, |pool| fetch_cas!(pool))
     }
 
-    fn update_x509_cas<'a>(&'a self, planner: CaPlanner<'a>) -> StoreFuture<'a, Vec<CaChange>> {
+    fn update_x509_cas_fenced<'a>(
+        &'a self,
+        planner: CaPlanner<'a>,
+        fence: Option<&'a crate::Fence>,
+    ) -> StoreFuture<'a, Vec<CaChange>> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            check_fence!(tx, fence);
             sqlx::query("UPDATE locks SET n = n WHERE name = 'x509_cas'")
                 .execute(&mut *tx)
                 .await?;
@@ -720,6 +908,7 @@ impl Store for SqlStore {
                 sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'x509_cas'")
                     .execute(&mut *tx)
                     .await?;
+                log_changes!(tx, vec![ChangeRecord::of(ChangeKind::Ca, "x509_cas")]);
             }
             if !audits.is_empty() {
                 append_audit_events!(tx, audits);
@@ -948,6 +1137,7 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| conflict(e, || format!("issuer {:?}", issuer.name)))?;
+            log_changes!(tx, vec![ChangeRecord::of(ChangeKind::Issuer, &issuer.name)]);
             append_audit!(tx, audit);
             tx.commit().await?;
             Ok(())
@@ -978,42 +1168,28 @@ impl Store for SqlStore {
             "DELETE FROM issuers WHERE name = $1",
             name,
             format!("issuer {name:?}"),
-            audit
+            audit,
+            Some(ChangeKind::Issuer)
         ))
     }
 
     fn create_entry(&self, entry: Entry, audit: AuditDraft) -> StoreFuture<'_, ()> {
         on_pool!(self, |pool| {
-            let c = entry_cols(&entry);
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'")
                 .execute(&mut *tx)
                 .await?;
             one_tenant_per_spiffe_id!(tx, entry);
-            sqlx::query(
-                "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at, parent, dns_names, role, grants) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17)",
-            )
-            .bind(&entry.id)
-            .bind(entry.tenant.as_str())
-            .bind(entry.spiffe_id.to_string())
-            .bind(entry.issuer.as_deref().unwrap_or(""))
-            .bind(&c.selectors)
-            .bind(&c.selector_key)
-            .bind(&c.audiences)
-            .bind(c.ttl)
-            .bind(c.max_ttl)
-            .bind(&c.scopes)
-            .bind(&c.may_act)
-            .bind(entry.admin)
-            .bind(entry.created_at)
-            .bind(&c.parent)
-            .bind(&c.dns_names)
-            .bind(entry.role.as_deref())
-            .bind(&c.grants)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| entry_conflict(e, &entry))?;
+            insert_entry!(tx, &entry);
+            log_changes!(
+                tx,
+                vec![ChangeRecord::entry(
+                    &entry.id,
+                    "",
+                    &parent_of(&entry),
+                    false
+                )]
+            );
             append_audit!(tx, audit);
             tx.commit().await?;
             Ok(())
@@ -1022,41 +1198,21 @@ impl Store for SqlStore {
 
     fn update_entry(&self, entry: Entry, audit: AuditDraft) -> StoreFuture<'_, ()> {
         on_pool!(self, |pool| {
-            let c = entry_cols(&entry);
             let mut tx = pool.begin().await?;
             sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'")
                 .execute(&mut *tx)
                 .await?;
             one_tenant_per_spiffe_id!(tx, entry);
-            let done = sqlx::query(
-                "UPDATE entries SET tenant = $2, spiffe_id = $3, issuer = $4, selectors = $5, selector_key = $6, audiences = $7, \
-                 ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13, parent = $14, dns_names = $15, role = $16, grants = $17 WHERE id = $1",
-            )
-            .bind(&entry.id)
-            .bind(entry.tenant.as_str())
-            .bind(entry.spiffe_id.to_string())
-            .bind(entry.issuer.as_deref().unwrap_or(""))
-            .bind(&c.selectors)
-            .bind(&c.selector_key)
-            .bind(&c.audiences)
-            .bind(c.ttl)
-            .bind(c.max_ttl)
-            .bind(&c.scopes)
-            .bind(&c.may_act)
-            .bind(entry.admin)
-            .bind(audit.at_ms / 1000)
-            .bind(&c.parent)
-            .bind(&c.dns_names)
-            .bind(entry.role.as_deref())
-            .bind(&c.grants)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| entry_conflict(e, &entry))?;
-            if done.rows_affected() == 0 {
-                return Err(StoreError::NotFound {
-                    what: format!("entry {}", entry.id),
-                });
-            }
+            let old_parent = replace_entry!(tx, &entry, audit.at_ms / 1000);
+            log_changes!(
+                tx,
+                vec![ChangeRecord::entry(
+                    &entry.id,
+                    &old_parent,
+                    &parent_of(&entry),
+                    false
+                )]
+            );
             append_audit!(tx, audit);
             tx.commit().await?;
             Ok(())
@@ -1078,14 +1234,17 @@ impl Store for SqlStore {
     }
 
     fn delete_entry<'a>(&'a self, id: &'a str, audit: AuditDraft) -> StoreFuture<'a, ()> {
-        on_pool!(self, |pool| delete_audited!(
-            pool,
-            "entries",
-            "DELETE FROM entries WHERE id = $1",
-            id,
-            format!("entry {id}"),
-            audit
-        ))
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'entries'")
+                .execute(&mut *tx)
+                .await?;
+            let parent = remove_entry!(tx, id);
+            log_changes!(tx, vec![ChangeRecord::entry(id, &parent, "", true)]);
+            append_audit!(tx, audit);
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     fn create_revocation(&self, revocation: Revocation, audit: AuditDraft) -> StoreFuture<'_, ()> {
@@ -1107,6 +1266,13 @@ impl Store for SqlStore {
             .bind(&revocation.actor)
             .execute(&mut *tx)
             .await?;
+            log_changes!(
+                tx,
+                vec![ChangeRecord::of(
+                    ChangeKind::Revocation,
+                    revocation.kind.as_str()
+                )]
+            );
             append_audit!(tx, audit);
             tx.commit().await?;
             Ok(())
@@ -1200,6 +1366,7 @@ impl Store for SqlStore {
                     )
                 })
             })?;
+            log_changes!(tx, vec![ChangeRecord::of(ChangeKind::Profile, &profile.id)]);
             append_audit!(tx, audit);
             tx.commit().await?;
             Ok(())
@@ -1252,7 +1419,8 @@ impl Store for SqlStore {
             "DELETE FROM audience_profiles WHERE id = $1",
             id,
             format!("audience profile {id}"),
-            audit
+            audit,
+            Some(ChangeKind::Profile)
         ))
     }
 
@@ -1302,3 +1470,4 @@ impl Store for SqlStore {
 
 mod audit;
 mod broker;
+mod changes;

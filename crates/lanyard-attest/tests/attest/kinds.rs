@@ -38,6 +38,7 @@ async fn kubernetes_projected_token() -> TestResult {
     assert_eq!(
         selectors(&ev),
         [
+            "k8s:cluster:k8s",
             "k8s:node-name:node-1",
             "k8s:node-uid:node-uid-1",
             "k8s:ns:payments",
@@ -83,7 +84,12 @@ async fn kubernetes_token_without_pod_or_node() -> TestResult {
     let ev = a.verify(&k8s.sign(&c)).await?;
     assert_eq!(
         selectors(&ev),
-        ["k8s:ns:payments", "k8s:sa:api", "k8s:sa-uid:sa-uid-api"]
+        [
+            "k8s:cluster:k8s",
+            "k8s:ns:payments",
+            "k8s:sa:api",
+            "k8s:sa-uid:sa-uid-api"
+        ]
     );
     assert_eq!(ev.jti, None);
     assert_eq!(
@@ -118,7 +124,12 @@ async fn legacy_tokens_only_with_the_insecure_switch() -> TestResult {
         .await?;
     assert_eq!(
         selectors(&ev),
-        ["k8s:ns:payments", "k8s:sa:api", "k8s:sa-uid:sa-uid-api"]
+        [
+            "k8s:cluster:old-cluster",
+            "k8s:ns:payments",
+            "k8s:sa:api",
+            "k8s:sa-uid:sa-uid-api"
+        ]
     );
     assert_eq!(
         ev.expires_at,

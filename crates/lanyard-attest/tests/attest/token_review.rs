@@ -139,6 +139,7 @@ async fn the_api_server_decides() -> TestResult {
     assert_eq!(
         selectors(&ev),
         [
+            "k8s:cluster:cluster",
             "k8s:node-name:node-1",
             "k8s:node-uid:node-uid-1",
             "k8s:ns:payments",

@@ -17,7 +17,7 @@ use crate::cli::{AgentArgs, Global};
 /// The agent config file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAgent {
+pub(crate) struct RawAgent {
     /// Node API address of the server, `host:port`.
     server_address: String,
     /// Name on the server's certificate (default: host of server_address).
@@ -211,11 +211,16 @@ pub async fn start(
     })
 }
 
+/// Parses the agent config file's text (unknown keys and wrong types are
+/// errors naming the key). Also used to check the Helm chart's agent config.
+pub(crate) fn parse_raw(text: &str, origin: &str) -> anyhow::Result<RawAgent> {
+    toml::from_str(text).with_context(|| format!("agent config {origin}"))
+}
+
 pub async fn run(_g: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("reading agent config {}", args.config.display()))?;
-    let raw: RawAgent =
-        toml::from_str(&text).with_context(|| format!("agent config {}", args.config.display()))?;
+    let raw = parse_raw(&text, &args.config.display().to_string())?;
     let bootstrap = match (raw.join_token, raw.join_token_file, raw.k8s_token_file) {
         (Some(t), None, None) => Bootstrap::JoinToken(t),
         (None, Some(f), None) => Bootstrap::JoinToken(

@@ -159,7 +159,8 @@ pub async fn run(g: &Global, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 .context("verifying the audit chain")?;
             let ok = v["ok"].as_bool().unwrap_or(false);
             if let Some(c) = &signed {
-                v["checkpoint"] = serde_json::json!({"seq": c.seq, "hash": c.hash, "at_ms": c.at_ms});
+                v["checkpoint"] =
+                    serde_json::json!({"seq": c.seq, "hash": c.hash, "at_ms": c.at_ms});
             }
             output::print(g.output, &v, |v| {
                 if ok {
@@ -178,7 +179,7 @@ pub async fn run(g: &Global, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                     println!(
                         "audit chain BROKEN at sequence {}: {}",
                         v["first_broken_seq"],
-                        lanyard_core::text::escape_control(s(v, "problem"))
+                        s(v, "problem")
                     );
                 }
             });
@@ -203,7 +204,9 @@ pub async fn run(g: &Global, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                     "checkpoint: sequence {} hash {} at {} (audit key {})",
                     v["seq"],
                     s(v, "hash"),
-                    output::time(&serde_json::Value::from(v["at_ms"].as_i64().unwrap_or(0) / 1000)),
+                    output::time(&serde_json::Value::from(
+                        v["at_ms"].as_i64().unwrap_or(0) / 1000
+                    )),
                     s(v, "kid")
                 );
                 println!("keep this line somewhere the database's writers cannot change it:");

@@ -11,7 +11,7 @@ use crate::cli::{
     CredsFormat, Global, Output,
 };
 use crate::client::AdminClient;
-use crate::output::{self, s};
+use crate::output::{self, raw, s};
 
 pub async fn run(g: &Global, cmd: BrokerCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -177,7 +177,7 @@ async fn lease(g: &Global, cmd: BrokerLeaseCommand) -> anyhow::Result<ExitCode> 
                 .call(Method::DELETE, &format!("broker/leases/{id}"), None)
                 .await?;
             output::print(g.output, &v, |v| {
-                match s(v, "state") {
+                match s(v, "state").as_str() {
                 "revoked" => println!("revoked lease {id}; the user is gone"),
                 other => println!(
                     "lease {id} is {other}: the backend did not answer ({}); Lanyard keeps retrying",
@@ -274,7 +274,7 @@ fn connection_uri(v: &Value) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow!("database_url names no user"))?;
     Ok(format!(
         "{scheme}://{user}:{}@{host}",
-        percent(s(v, "password"))
+        percent(raw(v, "password"))
     ))
 }
 
@@ -293,9 +293,9 @@ fn env_vars(v: &Value) -> anyhow::Result<Vec<(&'static str, String)>> {
         ("PGHOST", host.to_owned()),
         ("PGPORT", port.to_owned()),
         ("PGDATABASE", db.to_owned()),
-        ("PGUSER", s(v, "username").to_owned()),
-        ("PGPASSWORD", s(v, "password").to_owned()),
-        ("LANYARD_LEASE_ID", s(v, "lease_id").to_owned()),
+        ("PGUSER", raw(v, "username").to_owned()),
+        ("PGPASSWORD", raw(v, "password").to_owned()),
+        ("LANYARD_LEASE_ID", raw(v, "lease_id").to_owned()),
         ("LANYARD_LEASE_EXPIRES_AT", v["expires_at"].to_string()),
     ])
 }

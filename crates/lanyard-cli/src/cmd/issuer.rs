@@ -126,6 +126,7 @@ fn build(a: IssuerAddArgs) -> anyhow::Result<IssuerConfig> {
         max_token_lifetime_secs: lifetime.as_secs(),
         insecure_allow_legacy_tokens: a.insecure_allow_legacy_tokens,
         insecure_http: a.insecure_http,
+        cluster: a.cluster,
     };
     config.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(config)

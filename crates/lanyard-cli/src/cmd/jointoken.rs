@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{Global, JoinTokenCommand};
 use crate::client::AdminClient;
-use crate::output::{self, s};
+use crate::output::{self, raw, s};
 
 pub async fn run(g: &Global, cmd: JoinTokenCommand) -> anyhow::Result<ExitCode> {
     let client = AdminClient::from_global(g)?;
@@ -84,7 +84,7 @@ fn cloud_init_snippet(v: &Value, server_address: &str) -> String {
         spiffe = s(v, "spiffe_id"),
         exp = output::time(&v["expires_at"]),
         config = indent(&config),
-        bundle = indent(s(v, "trust_bundle_pem")),
-        token = s(v, "token"),
+        bundle = indent(raw(v, "trust_bundle_pem")),
+        token = raw(v, "token"),
     )
 }

@@ -27,6 +27,10 @@ pub async fn run(g: &Global, args: ServerArgs) -> anyhow::Result<ExitCode> {
             new_kek_file,
             insecure_plain_http,
         }) => rekey(g, &config, &new_kek_file, insecure_plain_http).await,
+        Some(ServerAction::NewEpoch {
+            config,
+            insecure_plain_http,
+        }) => new_epoch(g, &config, insecure_plain_http).await,
         None => {
             let Some(path) = args.config else {
                 bail!("`lanyard server` needs --config FILE (see the README's configuration section), or use `lanyard dev`");
@@ -156,6 +160,32 @@ async fn rekey(
             "Now set keys.kek_file to {} (or LANYARD_KEK) and start the servers.",
             new_kek_file.display()
         );
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn new_epoch(g: &Global, path: &Path, insecure_plain_http: bool) -> anyhow::Result<ExitCode> {
+    let config = load(path, insecure_plain_http)?;
+    let store = lanyard_store::open_with(&config.store_url, lanyard_store::OpenMode::Existing)
+        .await
+        .context("opening the store (nothing was changed)")?;
+    let (old, revision) = store.fetch_change_head().await?;
+    let epoch = lanyard_server::correlation::new_id();
+    let audit = lanyard_store::AuditDraft {
+        at_ms: SystemClock.unix_seconds().saturating_mul(1000),
+        correlation_id: lanyard_server::correlation::new_id(),
+        actor: "system:new-epoch".into(),
+        action: "changes.epoch".into(),
+        subject: format!("epoch {old} -> {epoch}"),
+        tenant: None,
+        decision: lanyard_core::Decision::Allow,
+        reason: format!("new change-log epoch at revision {revision} (store restored)"),
+        evidence_digest: None,
+    };
+    store.new_change_epoch(&epoch, audit).await?;
+    let result = json!({ "old_epoch": old, "epoch": epoch, "revision": revision });
+    output::print(g.output, &result, |_| {
+        println!("change-log epoch {epoch} (was {old}) at revision {revision}; every agent resyncs in full at its next sync. Start the servers.");
     });
     Ok(ExitCode::SUCCESS)
 }

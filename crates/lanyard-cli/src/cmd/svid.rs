@@ -96,13 +96,20 @@ fn describe(resp: &X509svidResponse) -> Value {
         .iter()
         .map(|s| {
             let chain = split_ders(&s.x509_svid);
-            let exp = chain
+            let leaf = chain
                 .first()
                 .and_then(|c| x509_parser::parse_x509_certificate(c).ok())
-                .map(|(_, c)| c.validity().not_after.timestamp())
-                .unwrap_or(0);
+                .map(|(_, c)| c);
+            let exp = leaf
+                .as_ref()
+                .map_or(0, |c| c.validity().not_after.timestamp());
+            let serial = leaf
+                .as_ref()
+                .map(|c| lanyard_core::hex::encode(c.raw_serial()))
+                .unwrap_or_default();
             json!({
                 "spiffe_id": s.spiffe_id,
+                "serial": serial,
                 "expires_at": exp,
                 "chain_length": chain.len(),
                 "bundle_roots": split_ders(&s.bundle).len(),

@@ -56,6 +56,9 @@ pub struct EntryDraft {
     /// May call the admin API.
     #[serde(default)]
     pub admin: bool,
+    /// May call the TokenReview endpoint.
+    #[serde(default)]
+    pub token_reviewer: bool,
     /// Broker roles (`backend/role`).
     #[serde(default)]
     pub grants: Vec<String>,
@@ -281,6 +284,19 @@ impl EntryDraft {
         if parent.is_some() && self.issuer.is_some() {
             return Err(bad("parent", "an entry is either served by a node agent (parent) or matched in token exchange (issuer), not both"));
         }
+        // Two clusters' identical namespaces and service accounts are
+        // different workloads: a token-exchange entry for Kubernetes
+        // evidence says which cluster it means (issue 11).
+        let k8s = selectors.iter().any(|s| s.kind() == "k8s");
+        let names_cluster = selectors
+            .iter()
+            .any(|s| s.kind() == "k8s" && s.key() == "cluster");
+        if parent.is_none() && self.issuer.is_none() && k8s && !names_cluster {
+            return Err(bad(
+                "selectors",
+                "say which cluster this Kubernetes identity is in: --issuer NAME (the cluster's issuer) or --selector k8s:cluster:NAME; the same namespace and service account in another cluster is another workload",
+            ));
+        }
         if parent.is_none() && selectors.iter().any(|s| s.kind() == "unix") {
             return Err(bad("parent", format!("unix: selectors come from a node agent's kernel attestation: give the entry a parent node (--parent {}{}node/ID)", td.id_string(), naming::RESERVED_PREFIX)));
         }
@@ -335,6 +351,7 @@ impl EntryDraft {
             scopes,
             may_act: self.may_act,
             admin: self.admin,
+            token_reviewer: self.token_reviewer,
             grants,
             role: self.role,
             created_at,
@@ -387,10 +404,18 @@ mod tests {
         let ok = |d: EntryDraft| check(d, &ctx);
         let with = |f: &dyn Fn(&mut EntryDraft)| {
             let mut d = draft("spiffe://example.org/ns/pay/sa/api");
+            d.issuer = Some("k8s".into());
             f(&mut d);
             d
         };
-        assert!(ok(draft("spiffe://example.org/ns/pay/sa/api")).is_ok());
+        let pinned = |d: EntryDraft| EntryDraft {
+            issuer: Some("k8s".into()),
+            ..d
+        };
+        assert!(ok(pinned(draft("spiffe://example.org/ns/pay/sa/api"))).is_ok());
+        let mut by_cluster = draft("spiffe://example.org/c");
+        by_cluster.selectors.push("k8s:cluster:west".into());
+        assert!(ok(by_cluster).is_ok());
         // (draft, context change, field, words the message must contain)
         let cases: Vec<(EntryDraft, EntryContext<'_>, &str, &str)> = vec![
             // issue 9: a workload could become a node or pose as the server.

@@ -35,6 +35,7 @@ fn entry(eid: &str, spiffe_id: &str, tenant_name: &str) -> Entry {
         scopes: vec!["read".into(), "write".into()],
         may_act: Vec::new(),
         admin: false,
+        token_reviewer: false,
         grants: Vec::new(),
         role: None,
         created_at: 0,
@@ -405,7 +406,8 @@ fn grants_narrow_and_name_the_chain() {
 #[test]
 fn ttl_never_exceeds_any_maximum() {
     // (entry ttl, entry max, requested, evidence left, expected)
-    let cases: [(Option<u64>, Option<u64>, Option<u64>, i64, u64); 7] = [
+    type Case = (Option<u64>, Option<u64>, Option<u64>, i64, u64);
+    let cases: [Case; 7] = [
         (None, None, None, 3600, 300),
         (Some(600), None, None, 3600, 600),
         (None, Some(120), Some(900), 3600, 120),

@@ -2,6 +2,7 @@
 //! token ([`crate::http::extract::Admin`], failures audited); every change
 //! is audited in the same store transaction as the change.
 
+pub mod apply;
 pub mod audit;
 pub mod entries;
 pub mod explain;
@@ -52,6 +53,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/admin/v1/entries",
             get(entries::list_entries).post(entries::create_entry),
+        )
+        .route(
+            "/admin/v1/entries/apply",
+            post(apply::apply_entries).layer(apply::body_limit()),
         )
         .route(
             "/admin/v1/entries/{id}",

@@ -44,6 +44,17 @@ pub async fn readyz(state: St) -> impl IntoResponse {
 
 /// `/metrics`: Prometheus text format.
 pub async fn metrics(state: St) -> impl IntoResponse {
+    let head = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        state.store.fetch_change_head(),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .map(|(_, r)| r);
+    state
+        .metrics
+        .set_replication(state.registry.head().revision, head);
     (
         [(
             header::CONTENT_TYPE,

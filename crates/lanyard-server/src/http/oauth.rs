@@ -102,7 +102,8 @@ impl IntoResponse for OAuthError {
     }
 }
 
-fn safe_text(r: DenyReason) -> &'static str {
+/// What a denial means, in words safe for any caller.
+pub fn safe_text(r: DenyReason) -> &'static str {
     use DenyReason as R;
     match r {
         R::UnknownIssuer => "the token's issuer is not trusted",

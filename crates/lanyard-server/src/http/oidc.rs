@@ -183,8 +183,8 @@ pub async fn token(
                 "token_type": token_type,
                 "expires_in": issued.grant.ttl.as_secs(),
             });
-            if !issued.grant.scopes.is_empty() {
-                body["scope"] = serde_json::json!(issued.grant.scopes.join(" "));
+            if let (false, Some(o)) = (issued.grant.scopes.is_empty(), body.as_object_mut()) {
+                o.insert("scope".into(), issued.grant.scopes.join(" ").into());
             }
             (
                 StatusCode::OK,

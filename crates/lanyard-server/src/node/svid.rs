@@ -20,57 +20,146 @@ use crate::issuer::{AuditContext, IssueError};
 /// Longest SVID batch one call may ask for.
 const MAX_BATCH: usize = 1000;
 
+/// Entries per full-resync page.
+pub const SYNC_PAGE: usize = 1000;
+
+/// Where a full resync continues: `EPOCH|REVISION|LAST_ID`.
+fn page_token(epoch: &str, revision: i64, last_id: &str) -> String {
+    format!("{epoch}|{revision}|{last_id}")
+}
+
+fn parse_page_token<'a>(token: &'a str, epoch: &str) -> Option<(i64, &'a str)> {
+    let mut parts = token.splitn(3, '|');
+    let (e, r, id) = (parts.next()?, parts.next()?, parts.next()?);
+    (e == epoch).then_some(())?;
+    Some((r.parse().ok()?, id))
+}
+
 impl NodeService {
-    /// Everything an agent's view depends on; each counter only grows.
-    fn revision(&self) -> i64 {
-        self.registry.generation_sum()
-            + self.ca.current().generation.max(0)
-            + self.keys.current().generation
+    /// The epoch agents see: the store's, and the limits that shape the
+    /// entries sent (so changed limits reach every agent as a resync).
+    fn sync_epoch(&self, store_epoch: &str) -> String {
+        let l = &self.settings.limits;
+        format!(
+            "{store_epoch}.{}.{}.{}.{}",
+            l.jwt_default_ttl.as_secs(),
+            l.jwt_max_ttl.as_secs(),
+            l.x509_ttl.as_secs(),
+            l.x509_max_ttl.as_secs()
+        )
     }
 
-    pub(super) fn sync_node(&self, peer: &PeerNode, req: &SyncRequest) -> SyncResponse {
-        let revision = self.revision();
-        let interval = i64::try_from(SYNC_INTERVAL.as_secs()).unwrap_or(2);
-        if req.known_revision == revision {
-            return SyncResponse {
-                revision,
-                unchanged: true,
-                sync_interval_seconds: interval,
-                ..SyncResponse::default()
-            };
+    /// Moves whenever the trust bundle does.
+    fn bundle_revision(&self) -> i64 {
+        self.ca.current().generation.max(0) + self.keys.current().generation
+    }
+
+    /// Answers a sync from the in-memory view: unchanged, a delta since the
+    /// agent's cursor, or a page of a full resync. Never reads the store,
+    /// except to catch up when the agent has seen a newer revision than
+    /// this replica (it synced with another one).
+    pub(super) async fn sync_node(&self, peer: &PeerNode, req: &SyncRequest) -> SyncResponse {
+        let mut head = self.registry.head();
+        let mut epoch = self.sync_epoch(&head.epoch);
+        if req.epoch == epoch && req.cursor > head.revision {
+            if let Err(e) = self.registry.refresh().await {
+                tracing::warn!(error = %e, "catching up for a node's sync failed");
+            }
+            head = self.registry.head();
+            epoch = self.sync_epoch(&head.epoch);
         }
+        let bundle_revision = self.bundle_revision();
+        let interval = i64::try_from(SYNC_INTERVAL.as_secs()).unwrap_or(2);
+        let node = peer.spiffe_id.to_string();
+        let mut resp = SyncResponse {
+            revision: head.revision,
+            epoch: epoch.clone(),
+            sync_interval_seconds: interval,
+            bundle_revision,
+            ..SyncResponse::default()
+        };
         let snap = self.registry.snapshot(&self.settings, self.now());
         let policy = snap.policy();
-        let entries = snap
-            .entries
-            .for_parent(&peer.spiffe_id.to_string())
-            .into_iter()
-            .filter_map(|e| {
-                // Only what the policy would sign now; the TTLs are the ones
-                // it would choose (so lowered limits reach agents at once).
-                let x509 = policy.decide_x509(&e, &peer.spiffe_id).ok()?;
-                let jwt = policy.jwt_ttl(&e, None, peer.expires_at).ok()?;
-                Some(PbEntry {
-                    id: e.id.clone(),
-                    spiffe_id: e.spiffe_id.to_string(),
-                    tenant: e.tenant.to_string(),
-                    selectors: e.selectors.iter().map(ToString::to_string).collect(),
-                    dns_names: x509.dns_names,
-                    x509_ttl_seconds: i64::try_from(x509.ttl.as_secs()).unwrap_or(3600),
-                    jwt_ttl_seconds: i64::try_from(jwt.as_secs()).unwrap_or(300),
-                    audiences: e.audiences.clone(),
-                })
+        let served = |e: &Entry| -> Option<PbEntry> {
+            if e.parent.as_ref() != Some(&peer.spiffe_id) {
+                return None;
+            }
+            // Only what the policy would sign now; the TTLs are the ones it
+            // would choose (so lowered limits reach agents at once).
+            let x509 = policy.decide_x509(e, &peer.spiffe_id).ok()?;
+            let jwt = policy.jwt_ttl(e, None, peer.expires_at).ok()?;
+            Some(PbEntry {
+                id: e.id.clone(),
+                spiffe_id: e.spiffe_id.to_string(),
+                tenant: e.tenant.to_string(),
+                selectors: e.selectors.iter().map(ToString::to_string).collect(),
+                dns_names: x509.dns_names,
+                x509_ttl_seconds: i64::try_from(x509.ttl.as_secs()).unwrap_or(3600),
+                jwt_ttl_seconds: i64::try_from(jwt.as_secs()).unwrap_or(300),
+                audiences: e.audiences.clone(),
             })
-            .collect();
-        SyncResponse {
-            revision,
-            unchanged: false,
-            entries,
-            trust_domain: self.settings.trust_domain.to_string(),
-            x509_roots: self.ca.current().roots.clone(),
-            jwt_bundle: self.keys.current().jwks_json.clone(),
-            sync_interval_seconds: interval,
+        };
+        let with_bundle = |resp: &mut SyncResponse| {
+            resp.bundle_included = true;
+            resp.trust_domain = self.settings.trust_domain.to_string();
+            resp.x509_roots = self.ca.current().roots.clone();
+            resp.jwt_bundle = self.keys.current().jwks_json.clone();
+        };
+
+        // A page of a full resync: at the revision it started at, entries
+        // after the last one sent, by id.
+        let (start, after) = match parse_page_token(&req.page_token, &epoch) {
+            Some((revision, last)) if revision <= head.revision => (Some(revision), last),
+            _ => (None, ""),
+        };
+        let delta = match start {
+            Some(_) => None,
+            None if req.epoch != epoch => None,
+            None if req.cursor >= head.revision => {
+                // Nothing new (or this replica is behind the agent, which
+                // then keeps its cursor).
+                if req.known_bundle == bundle_revision {
+                    resp.unchanged = true;
+                    return resp;
+                }
+                resp.revision = req.cursor.max(head.revision);
+                resp.delta = true;
+                with_bundle(&mut resp);
+                return resp;
+            }
+            // Too many changes for one answer: a paged resync instead.
+            None => self
+                .registry
+                .changes_for(&node, req.cursor, head.revision)
+                .filter(|d| !d.everything && d.entries.len() <= SYNC_PAGE),
+        };
+        if let Some(delta) = delta {
+            resp.delta = true;
+            for id in &delta.entries {
+                match snap.entries.get(id).and_then(|e| served(e)) {
+                    Some(pb) => resp.entries.push(pb),
+                    None => resp.deleted_entry_ids.push(id.clone()),
+                }
+            }
+            if req.known_bundle != bundle_revision {
+                with_bundle(&mut resp);
+            }
+            return resp;
         }
+        let revision = start.unwrap_or(head.revision);
+        let mut mine = snap.entries.for_parent(&node);
+        mine.retain(|e| e.id.as_str() > after);
+        mine.sort_by(|a, b| a.id.cmp(&b.id));
+        if mine.len() > SYNC_PAGE {
+            mine.truncate(SYNC_PAGE);
+            if let Some(last) = mine.last() {
+                resp.next_page_token = page_token(&epoch, revision, &last.id);
+            }
+        }
+        resp.revision = revision;
+        resp.entries = mine.iter().filter_map(|e| served(e)).collect();
+        with_bundle(&mut resp);
+        resp
     }
 
     pub(super) async fn sign_x509(

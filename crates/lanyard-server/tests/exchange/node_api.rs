@@ -31,6 +31,7 @@ async fn join_tokens_work_once_and_fail_closed() -> Result<(), Box<dyn std::erro
             join_token_max_ttl: Duration::from_secs(3600),
             default_parent: None,
             k8s_agent_service_accounts: Vec::new(),
+            idle_timeout: lanyard_server::config::DEFAULT_NODE_IDLE_TIMEOUT,
         },
     );
     let attest = |token: String, csr: Vec<u8>| {
@@ -162,9 +163,7 @@ async fn join_tokens_work_once_and_fail_closed() -> Result<(), Box<dyn std::erro
         assert!(text.contains(reason), "audit lacks {reason:?}");
     }
     // The authenticated methods refuse a caller without a node certificate.
-    let anon = svc
-        .sync(tonic::Request::new(SyncRequest { known_revision: 0 }))
-        .await;
+    let anon = svc.sync(tonic::Request::new(SyncRequest::default())).await;
     assert_eq!(
         anon.err().map(|s| s.code()),
         Some(tonic::Code::Unauthenticated)
@@ -186,6 +185,7 @@ async fn kubernetes_nodes_attest_with_an_allowed_service_account(
             join_token_max_ttl: Duration::from_secs(3600),
             default_parent: None,
             k8s_agent_service_accounts: vec!["lanyard:agent".into()],
+            idle_timeout: lanyard_server::config::DEFAULT_NODE_IDLE_TIMEOUT,
         },
     );
     let attest = |token: String| {
@@ -300,18 +300,27 @@ struct NodeApi {
 
 impl NodeApi {
     async fn start(env: &Env, k8s_agents: Vec<String>) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::start_on(&env.state, k8s_agents).await
+    }
+
+    /// The node API of one replica.
+    async fn start_on(
+        state: &lanyard_server::state::AppState,
+        k8s_agents: Vec<String>,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let cfg = lanyard_server::config::NodeApiConfig {
             listen: "127.0.0.1:0".parse()?,
             dns_names: vec!["localhost".into()],
             join_token_max_ttl: Duration::from_secs(3600),
             default_parent: None,
             k8s_agent_service_accounts: k8s_agents,
+            idle_timeout: lanyard_server::config::DEFAULT_NODE_IDLE_TIMEOUT,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(lanyard_server::node::serve(
-            env.state.clone(),
+            state.clone(),
             cfg,
             listener,
             async move {
@@ -320,7 +329,7 @@ impl NodeApi {
         ));
         Ok(Self {
             addr,
-            roots: env.state.ca.current().roots.clone(),
+            roots: state.ca.current().roots.clone(),
             _stop: tx,
         })
     }
@@ -443,7 +452,7 @@ async fn only_the_nodes_current_svid_is_accepted() -> Result<(), Box<dyn std::er
             api.client(Some(&c))
                 .await
                 .map_err(|e| tonic::Status::unavailable(e.to_string()))?
-                .sync(SyncRequest { known_revision: 0 })
+                .sync(SyncRequest::default())
                 .await
         }
     };
@@ -461,14 +470,23 @@ async fn only_the_nodes_current_svid_is_accepted() -> Result<(), Box<dyn std::er
         chain: renewed.cert_chain,
         key,
     };
-    assert!(sync(&first).await.is_ok(), "old SVID until the new one is used");
+    assert!(
+        sync(&first).await.is_ok(),
+        "old SVID until the new one is used"
+    );
     assert!(sync(&second).await.is_ok());
     // Now the old one is refused for good.
-    assert_eq!(code(sync(&first).await), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        code(sync(&first).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     assert!(sync(&second).await.is_ok());
     // Re-attesting the node makes every earlier SVID of it stale at once.
     let third = join(&env, &api, "vm-1").await?;
-    assert_eq!(code(sync(&second).await), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        code(sync(&second).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     assert!(sync(&third).await.is_ok());
     // A workload X.509-SVID of the same CA is not a node SVID.
     env.admin(
@@ -478,9 +496,14 @@ async fn only_the_nodes_current_svid_is_accepted() -> Result<(), Box<dyn std::er
                "parent": "spiffe://example.org/lanyard/node/vm-1", "selectors": ["unix:uid:1000"]}),
     )
     .await?;
-    let entry_id = env.admin(reqwest::Method::GET, "entries", Value::Null).await?["entries"]
+    let entry_id = env
+        .admin(reqwest::Method::GET, "entries", Value::Null)
+        .await?["entries"]
         .as_array()
-        .and_then(|a| a.iter().find(|e| e["spiffe_id"] == "spiffe://example.org/w"))
+        .and_then(|a| {
+            a.iter()
+                .find(|e| e["spiffe_id"] == "spiffe://example.org/w")
+        })
         .and_then(|e| e["id"].as_str().map(str::to_owned))
         .ok_or("entry")?;
     let (wkey, wcsr) = key_and_csr()?;
@@ -496,10 +519,17 @@ async fn only_the_nodes_current_svid_is_accepted() -> Result<(), Box<dyn std::er
         .await?
         .into_inner();
     let workload = NodeCert {
-        chain: w.svids.first().map(|s| s.cert_chain.clone()).ok_or("svid")?,
+        chain: w
+            .svids
+            .first()
+            .map(|s| s.cert_chain.clone())
+            .ok_or("svid")?,
         key: wkey,
     };
-    assert_eq!(code(sync(&workload).await), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        code(sync(&workload).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     let audit = env
         .admin(reqwest::Method::GET, "audit?limit=1000", Value::Null)
         .await?
@@ -529,7 +559,9 @@ async fn reserved_ids_cannot_be_registered() -> Result<(), Box<dyn std::error::E
             .await;
         let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
-            msg.contains("400") && msg.contains("reserved") && msg.contains("spiffe://example.org/lanyard/"),
+            msg.contains("400")
+                && msg.contains("reserved")
+                && msg.contains("spiffe://example.org/lanyard/"),
             "{id}: {msg}"
         );
     }
@@ -543,7 +575,8 @@ async fn reserved_ids_cannot_be_registered() -> Result<(), Box<dyn std::error::E
         )
         .await;
     assert!(
-        r.err().is_some_and(|e| e.to_string().contains("not a node")),
+        r.err()
+            .is_some_and(|e| e.to_string().contains("not a node")),
         "parent must be a node"
     );
     // An entry's tenant must be its issuer's fixed tenant (issuer k8s binds payments).
@@ -556,8 +589,9 @@ async fn reserved_ids_cannot_be_registered() -> Result<(), Box<dyn std::error::E
         )
         .await;
     assert!(
-        r.err()
-            .is_some_and(|e| e.to_string().contains("binds every token to tenant payments")),
+        r.err().is_some_and(|e| e
+            .to_string()
+            .contains("binds every token to tenant payments")),
         "issuer tenant binding checked at creation"
     );
     Ok(())
@@ -566,8 +600,8 @@ async fn reserved_ids_cannot_be_registered() -> Result<(), Box<dyn std::error::E
 // issue 9: MintJwtSvid had its own TTL and audience rules (no entry max, no
 // tokens.max_ttl, no own-audience exemption, 512-byte audiences).
 #[tokio::test]
-async fn node_workloads_get_tokens_by_the_exchanges_rules(
-) -> Result<(), Box<dyn std::error::Error>> {
+async fn node_workloads_get_tokens_by_the_exchanges_rules() -> Result<(), Box<dyn std::error::Error>>
+{
     use lanyard_proto::node::{MintJwtSvidRequest, SignX509SvidsRequest, SvidRequest};
     let env = tls_env().await?;
     let api = NodeApi::start(&env, Vec::new()).await?;
@@ -586,7 +620,12 @@ async fn node_workloads_get_tokens_by_the_exchanges_rules(
         .admin(
             reqwest::Method::POST,
             "entries",
-            mk("spiffe://example.org/capped", "n1", "1", json!({"max_ttl_seconds": 120})),
+            mk(
+                "spiffe://example.org/capped",
+                "n1",
+                "1",
+                json!({"max_ttl_seconds": 120}),
+            ),
         )
         .await?["id"]
         .as_str()
@@ -596,7 +635,12 @@ async fn node_workloads_get_tokens_by_the_exchanges_rules(
         .admin(
             reqwest::Method::POST,
             "entries",
-            mk("spiffe://example.org/narrow", "n1", "2", json!({"audiences": ["api://a"]})),
+            mk(
+                "spiffe://example.org/narrow",
+                "n1",
+                "2",
+                json!({"audiences": ["api://a"]}),
+            ),
         )
         .await?["id"]
         .as_str()
@@ -630,19 +674,35 @@ async fn node_workloads_get_tokens_by_the_exchanges_rules(
     };
     let t = mint(&n1, &capped, &["api://x"]).await?;
     let c = super::claims_of(&t.token);
-    assert_eq!(c["exp"].as_i64().zip(c["iat"].as_i64()).map(|(e, i)| e - i), Some(120), "the entry max_ttl caps the 300s default");
+    assert_eq!(
+        c["exp"].as_i64().zip(c["iat"].as_i64()).map(|(e, i)| e - i),
+        Some(120),
+        "the entry max_ttl caps the 300s default"
+    );
     assert_eq!(c["aud"], json!(["api://x"]));
     assert_eq!(c["tenant"], "payments");
     // The entry's audience list, with the server's own audience always allowed.
-    assert_eq!(code(mint(&n1, &narrow, &["api://b"]).await), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        code(mint(&n1, &narrow, &["api://b"]).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     assert!(mint(&n1, &narrow, &["api://a"]).await.is_ok());
     assert!(mint(&n1, &narrow, &[env.base.as_str()]).await.is_ok());
     // Same audience shape limits as the exchange.
     let long = format!("api://{}", "a".repeat(600));
-    assert_eq!(code(mint(&n1, &capped, &[long.as_str()]).await), Some(tonic::Code::PermissionDenied));
-    assert_eq!(code(mint(&n1, &capped, &[]).await), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        code(mint(&n1, &capped, &[long.as_str()]).await),
+        Some(tonic::Code::PermissionDenied)
+    );
+    assert_eq!(
+        code(mint(&n1, &capped, &[]).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     // Another node's entry: refused, for JWTs and X.509 alike.
-    assert_eq!(code(mint(&n1, &other_node, &["api://x"]).await), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        code(mint(&n1, &other_node, &["api://x"]).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     let (_, csr) = key_and_csr()?;
     let cross = api
         .client(Some(&n1))
@@ -663,7 +723,10 @@ async fn node_workloads_get_tokens_by_the_exchanges_rules(
         json!({"kind": "entry", "value": other_node, "reason": "test"}),
     )
     .await?;
-    assert_eq!(code(mint(&n2, &other_node, &["api://x"]).await), Some(tonic::Code::PermissionDenied));
+    assert_eq!(
+        code(mint(&n2, &other_node, &["api://x"]).await),
+        Some(tonic::Code::PermissionDenied)
+    );
     let audit = env
         .admin(reqwest::Method::GET, "audit?limit=1000", Value::Null)
         .await?
@@ -725,6 +788,254 @@ async fn a_lowered_token_limit_applies_to_existing_entries(
         .await?
         .into_inner();
     let c = super::claims_of(&t.token);
-    assert_eq!(c["exp"].as_i64().zip(c["iat"].as_i64()).map(|(e, i)| e - i), Some(60));
+    assert_eq!(
+        c["exp"].as_i64().zip(c["iat"].as_i64()).map(|(e, i)| e - i),
+        Some(60)
+    );
+    Ok(())
+}
+
+/// `POST /admin/v1/entries/apply` (NDJSON answer); returns the last line.
+async fn apply(env: &Env, entries: Value) -> Result<Value, Box<dyn std::error::Error>> {
+    let text = env
+        .http
+        .post(format!("{}/admin/v1/entries/apply", env.base))
+        .bearer_auth(&env.admin)
+        .json(&json!({ "entries": entries, "tenant": "payments" }))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let last: Value = serde_json::from_str(text.lines().last().ok_or("empty answer")?)?;
+    if last.get("done").is_none() {
+        return Err(format!("apply failed: {text}").into());
+    }
+    Ok(last)
+}
+
+fn node_entries(node: &str, from: usize, n: usize) -> Value {
+    (from..from + n)
+        .map(|i| {
+            json!({
+                "spiffe_id": format!("spiffe://example.org/{node}/w{i}"),
+                "parent": format!("spiffe://example.org/lanyard/node/{node}"),
+                "selectors": [format!("unix:uid:{i}")],
+            })
+        })
+        .collect()
+}
+
+/// Every page of a full resync from `req` on, checking each page's shape.
+async fn full_resync(
+    client: &mut lanyard_proto::node::node_client::NodeClient<tonic::transport::Channel>,
+    mut req: lanyard_proto::node::SyncRequest,
+) -> Result<(i64, Vec<String>, usize), Box<dyn std::error::Error>> {
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    loop {
+        let r = client.sync(req.clone()).await?.into_inner();
+        assert!(!r.delta && !r.unchanged, "{r:?}");
+        assert!(r.bundle_included && !r.x509_roots.is_empty());
+        assert!(r.entries.len() <= lanyard_server::node::svid::SYNC_PAGE);
+        ids.extend(r.entries.into_iter().map(|e| e.id));
+        pages += 1;
+        if r.next_page_token.is_empty() {
+            return Ok((r.revision, ids, pages));
+        }
+        req.page_token = r.next_page_token;
+    }
+}
+
+// issue 13: an agent gets only what changed for its node since its cursor,
+// tombstones for what it no longer serves, a paged resync when its cursor is
+// useless, and nothing at all when nothing changed.
+#[tokio::test]
+async fn sync_sends_deltas_pages_and_never_goes_back() -> Result<(), Box<dyn std::error::Error>> {
+    use lanyard_proto::node::SyncRequest;
+    let env = tls_env().await?;
+    let api = NodeApi::start(&env, Vec::new()).await?;
+    let vm1 = join(&env, &api, "vm-1").await?;
+    let vm2 = join(&env, &api, "vm-2").await?;
+    let mut c1 = api.client(Some(&vm1)).await?;
+    let mut c2 = api.client(Some(&vm2)).await?;
+
+    let first = c1.sync(SyncRequest::default()).await?.into_inner();
+    assert!(!first.delta && first.bundle_included && first.entries.is_empty());
+    let (epoch, bundle) = (first.epoch.clone(), first.bundle_revision);
+    let at = |cursor: i64| SyncRequest {
+        epoch: epoch.clone(),
+        cursor,
+        known_bundle: bundle,
+        ..SyncRequest::default()
+    };
+    let r = c1.sync(at(first.revision)).await?.into_inner();
+    assert!(
+        r.unchanged && r.entries.is_empty() && r.x509_roots.is_empty(),
+        "{r:?}"
+    );
+
+    // 2,500 entries for vm-1, one for vm-2.
+    apply(&env, node_entries("vm-1", 0, 2500)).await?;
+    apply(&env, node_entries("vm-2", 5000, 1)).await?;
+    // vm-2 gets its one entry as a delta, nothing of vm-1's.
+    let r = c2.sync(at(first.revision)).await?.into_inner();
+    assert!(r.delta && !r.bundle_included, "{r:?}");
+    assert_eq!(r.entries.len(), 1);
+    assert_eq!(r.entries[0].spiffe_id, "spiffe://example.org/vm-2/w5000");
+    let r2 = r.revision;
+    // vm-1's change is larger than a page: a full resync in three pages.
+    let (r1, ids, pages) = full_resync(&mut c1, at(first.revision)).await?;
+    assert_eq!((ids.len(), pages), (2500, 3));
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        2500
+    );
+    assert_eq!(r1, r2);
+    assert!(c1.sync(at(r1)).await?.into_inner().unchanged);
+
+    // Update one, delete one, move one to vm-2, and change vm-2 only.
+    let listed = env
+        .admin(reqwest::Method::GET, "entries", Value::Null)
+        .await?;
+    let find = |sid: &str| {
+        listed["entries"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["spiffe_id"] == sid).cloned())
+            .ok_or_else(|| format!("no entry {sid}"))
+    };
+    let (upd, del, mv) = (
+        find("spiffe://example.org/vm-1/w1")?,
+        find("spiffe://example.org/vm-1/w2")?,
+        find("spiffe://example.org/vm-1/w3")?,
+    );
+    let id = |e: &Value| e["id"].as_str().unwrap_or("").to_owned();
+    env.admin(
+        reqwest::Method::PUT,
+        &format!("entries/{}", id(&upd)),
+        json!({"spiffe_id": "spiffe://example.org/vm-1/w1", "tenant": "payments",
+               "parent": "spiffe://example.org/lanyard/node/vm-1",
+               "selectors": ["unix:uid:1"], "dns_names": ["w1.example.org"]}),
+    )
+    .await?;
+    env.admin(
+        reqwest::Method::DELETE,
+        &format!("entries/{}", id(&del)),
+        Value::Null,
+    )
+    .await?;
+    env.admin(
+        reqwest::Method::PUT,
+        &format!("entries/{}", id(&mv)),
+        json!({"spiffe_id": "spiffe://example.org/vm-1/w3", "tenant": "payments",
+               "parent": "spiffe://example.org/lanyard/node/vm-2", "selectors": ["unix:uid:3"]}),
+    )
+    .await?;
+    apply(&env, node_entries("vm-2", 6000, 1)).await?;
+    let r = c1.sync(at(r1)).await?.into_inner();
+    assert!(r.delta, "{r:?}");
+    assert_eq!(r.entries.len(), 1);
+    assert_eq!(r.entries[0].id, id(&upd));
+    assert_eq!(r.entries[0].dns_names, ["w1.example.org"]);
+    let mut gone = r.deleted_entry_ids.clone();
+    gone.sort();
+    let mut want = vec![id(&del), id(&mv)];
+    want.sort();
+    assert_eq!(gone, want, "tombstones for the deleted and the moved entry");
+    let r1b = r.revision;
+    let r = c2.sync(at(r2)).await?.into_inner();
+    assert!(r.delta && r.deleted_entry_ids.is_empty());
+    let mut got: Vec<&str> = r.entries.iter().map(|e| e.spiffe_id.as_str()).collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        [
+            "spiffe://example.org/vm-1/w3",
+            "spiffe://example.org/vm-2/w6000"
+        ]
+    );
+
+    // A revocation changes what every node may serve: a full resync.
+    env.admin(
+        reqwest::Method::POST,
+        "revocations",
+        json!({"kind": "spiffe-id", "value": "spiffe://example.org/vm-1/w4", "reason": "test"}),
+    )
+    .await?;
+    let (_, ids, _) = full_resync(&mut c1, at(r1b)).await?;
+    assert_eq!(ids.len(), 2497, "the revoked entry is no longer served");
+
+    // Another epoch, a bad page token: a full resync from the start.
+    let other = SyncRequest {
+        epoch: "another".into(),
+        cursor: r1b,
+        ..SyncRequest::default()
+    };
+    assert_eq!(full_resync(&mut c1, other).await?.1.len(), 2497);
+    let forged = SyncRequest {
+        page_token: "another|x|\u{0}".into(),
+        ..at(r1b)
+    };
+    let r = c1.sync(forged).await?.into_inner();
+    // The first page again (one entry of it may be the revoked one).
+    assert!(!r.delta && !r.next_page_token.is_empty(), "{r:?}");
+    assert!(r.entries.len() + 1 >= lanyard_server::node::svid::SYNC_PAGE);
+    // A cursor from the future (another replica ahead): nothing to apply,
+    // and the answer never moves the agent back.
+    let r = c1.sync(at(r1b + 1_000_000)).await?.into_inner();
+    assert!(r.unchanged && r.entries.is_empty(), "{r:?}");
+    Ok(())
+}
+
+// issue 13: an agent that synced with a replica ahead of this one is not
+// sent back: the lagging replica catches up from the change log first.
+#[tokio::test]
+async fn a_lagging_replica_catches_up_before_answering() -> Result<(), Box<dyn std::error::Error>> {
+    use lanyard_proto::node::SyncRequest;
+    let Some(url) = lanyard_testkit::fresh_postgres("a_lagging_replica_catches_up").await else {
+        return Ok(());
+    };
+    let a = Env::start_with(Options {
+        clock: lanyard_testkit::FakeClock::at(std::time::SystemTime::now()),
+        store_url: Some(url),
+        ..Options::default()
+    })
+    .await?;
+    let api_a = NodeApi::start(&a, Vec::new()).await?;
+    // Replica B: same store, no poller (it refreshes only when asked).
+    let mut cfg = a.config.clone();
+    cfg.listen = "127.0.0.1:0".parse()?;
+    let b = lanyard_server::Server::build(cfg, std::sync::Arc::new(a.clock.clone())).await?;
+    let api_b = NodeApi::start_on(b.state(), Vec::new()).await?;
+    let vm = join(&a, &api_a, "vm-1").await?;
+    b.state().registry.refresh().await?;
+    apply(&a, node_entries("vm-1", 0, 3)).await?;
+    let seen = api_a
+        .client(Some(&vm))
+        .await?
+        .sync(SyncRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(seen.entries.len(), 3);
+    assert!(
+        b.state().registry.head().revision < seen.revision,
+        "B is behind"
+    );
+    let r = api_b
+        .client(Some(&vm))
+        .await?
+        .sync(SyncRequest {
+            epoch: seen.epoch.clone(),
+            cursor: seen.revision,
+            known_bundle: seen.bundle_revision,
+            ..SyncRequest::default()
+        })
+        .await?
+        .into_inner();
+    assert!(r.unchanged, "{r:?}");
+    assert_eq!(
+        b.state().registry.head().revision,
+        seen.revision,
+        "B caught up"
+    );
     Ok(())
 }

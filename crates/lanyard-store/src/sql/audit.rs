@@ -106,8 +106,14 @@ impl AuditStore for SqlStore {
         })
     }
 
-    fn create_audit_checkpoint(&self, c: CheckpointRow) -> StoreFuture<'_, ()> {
+    fn create_audit_checkpoint_fenced<'a>(
+        &'a self,
+        c: CheckpointRow,
+        fence: Option<&'a crate::Fence>,
+    ) -> StoreFuture<'a, ()> {
         on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            check_fence!(tx, fence);
             sqlx::query(
                 "INSERT INTO audit_checkpoints (seq, hash, at_ms, kid, jws) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (seq, at_ms) DO NOTHING",
@@ -117,8 +123,9 @@ impl AuditStore for SqlStore {
             .bind(c.at_ms)
             .bind(&c.kid)
             .bind(&c.jws)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             Ok(())
         })
     }

@@ -228,9 +228,15 @@ impl BrokerStore for SqlStore {
         })
     }
 
-    fn update_lease(&self, lease: LeaseRow, audit: Vec<AuditDraft>) -> StoreFuture<'_, ()> {
+    fn update_lease_fenced<'a>(
+        &'a self,
+        lease: LeaseRow,
+        audit: Vec<AuditDraft>,
+        fence: Option<&'a crate::Fence>,
+    ) -> StoreFuture<'a, ()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            check_fence!(tx, fence);
             let done = sqlx::query(
                 "UPDATE leases SET state = $2, expires_at = $3, attempts = $4, next_attempt_at = $5, last_error = $6, \
                  revoke_reason = $7, revoked_at = $8 WHERE id = $1",

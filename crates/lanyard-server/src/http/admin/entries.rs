@@ -2,6 +2,8 @@
 //! an entry may say is decided by `lanyard_core::entry::validate`; this
 //! module looks up what that needs and stores the result.
 
+use std::collections::HashMap;
+
 use lanyard_attest::{IssuerConfig, TenantBinding};
 use lanyard_core::entry::validate::{EntryContext, EntryDraft, IssuerBinding};
 use lanyard_core::Entry;
@@ -19,62 +21,93 @@ use crate::state::{AppState, CorrelationId};
 
 type St = State<AppState>;
 
-/// Validates `draft` as entry `id`: looks up what the core rules need (the
-/// tenant, the issuer's tenant binding), lets them decide, then checks the
-/// broker grants exist.
+/// What entry validation looks up in the store, read once per request
+/// (one apply file may name thousands of entries of a few tenants).
+pub(super) struct Lookup {
+    tenants: HashMap<String, bool>,
+    issuers: HashMap<String, IssuerConfig>,
+}
+
+impl Lookup {
+    pub(super) async fn load<'a>(
+        state: &AppState,
+        drafts: impl IntoIterator<Item = &'a EntryDraft>,
+        cid: &CorrelationId,
+    ) -> Result<Self, ApiError> {
+        let mut tenants = HashMap::new();
+        let mut wants_issuers = false;
+        for d in drafts {
+            wants_issuers |= d.issuer.is_some();
+            if tenants.contains_key(&d.tenant) {
+                continue;
+            }
+            let exists = match lanyard_core::TenantId::parse(&d.tenant) {
+                Ok(t) => state
+                    .store
+                    .fetch_tenant(t.as_str())
+                    .await
+                    .api(cid)?
+                    .is_some(),
+                // The rules name the bad tenant.
+                Err(_) => true,
+            };
+            tenants.insert(d.tenant.clone(), exists);
+        }
+        let mut issuers = HashMap::new();
+        if wants_issuers {
+            for r in state.store.list_issuers().await.api(cid)? {
+                if let Ok(c) = serde_json::from_str::<IssuerConfig>(&r.config) {
+                    issuers.insert(r.name, c);
+                }
+            }
+        }
+        Ok(Self { tenants, issuers })
+    }
+
+    /// Validates `draft` as entry `id` by the core rules, then checks the
+    /// broker grants exist.
+    pub(super) fn validate(
+        &self,
+        state: &AppState,
+        id: String,
+        draft: EntryDraft,
+    ) -> Result<Entry, String> {
+        let issuer = match draft.issuer.as_ref().and_then(|n| self.issuers.get(n)) {
+            None => IssuerBinding::Unknown,
+            Some(IssuerConfig {
+                tenant: TenantBinding::Fixed(t),
+                ..
+            }) => IssuerBinding::Fixed(t),
+            Some(_) => IssuerBinding::FromClaim,
+        };
+        let ctx = EntryContext {
+            trust_domain: &state.settings.trust_domain,
+            jwt_max_ttl: state.settings.limits.jwt_max_ttl,
+            default_parent: state.settings.default_parent.as_ref(),
+            tenant_exists: self.tenants.get(&draft.tenant).copied().unwrap_or(false),
+            issuer,
+        };
+        let entry = draft
+            .validate(id, state.clock.unix_seconds(), &ctx)
+            .map_err(|e| e.to_string())?;
+        for grant in &entry.grants {
+            state.broker.check_grant(grant)?;
+        }
+        Ok(entry)
+    }
+}
+
+/// Validates one draft (create and update).
 async fn build_entry(
     state: &AppState,
     id: String,
     draft: EntryDraft,
     cid: &str,
 ) -> Result<Entry, ApiError> {
-    let cid_ = CorrelationId(cid.to_owned());
-    let tenant_exists = match lanyard_core::TenantId::parse(&draft.tenant) {
-        Ok(t) => state
-            .store
-            .fetch_tenant(t.as_str())
-            .await
-            .api(&cid_)?
-            .is_some(),
-        // The rules name the bad tenant.
-        Err(_) => true,
-    };
-    let issuer_config: Option<IssuerConfig> = match &draft.issuer {
-        None => None,
-        Some(name) => state
-            .store
-            .list_issuers()
-            .await
-            .api(&cid_)?
-            .into_iter()
-            .find(|r| &r.name == name)
-            .and_then(|r| serde_json::from_str(&r.config).ok()),
-    };
-    let issuer = match &issuer_config {
-        None => IssuerBinding::Unknown,
-        Some(IssuerConfig {
-            tenant: TenantBinding::Fixed(t),
-            ..
-        }) => IssuerBinding::Fixed(t),
-        Some(_) => IssuerBinding::FromClaim,
-    };
-    let ctx = EntryContext {
-        trust_domain: &state.settings.trust_domain,
-        jwt_max_ttl: state.settings.limits.jwt_max_ttl,
-        default_parent: state.settings.default_parent.as_ref(),
-        tenant_exists,
-        issuer,
-    };
-    let entry = draft
-        .validate(id, state.clock.unix_seconds(), &ctx)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    for grant in &entry.grants {
-        state
-            .broker
-            .check_grant(grant)
-            .map_err(ApiError::BadRequest)?;
-    }
-    Ok(entry)
+    let lookup = Lookup::load(state, [&draft], &CorrelationId(cid.to_owned())).await?;
+    lookup
+        .validate(state, id, draft)
+        .map_err(ApiError::BadRequest)
 }
 
 /// `GET /admin/v1/entries?tenant=T`.

