@@ -15,8 +15,10 @@
 //!   the same kind of CSRs as PEM.
 //!
 //! Helpers: `node-attest` (spends a join token, stores the node SVID in a
-//! state directory) and `entries` (creates registration entries through the
-//! admin API, for the agent memory benchmark).
+//! state directory), `entries` (creates registration entries through the
+//! admin API, for the agent memory benchmark) and `noop-server` (a Workload
+//! API whose FetchJWTSVID answers a fixed token with no attestation and no
+//! cache: the floor of a tonic call over a Unix socket, issue 10).
 //!
 //! The CSRs are distinct EC P-256 keys, each with one URI SAN
 //! `spiffe://example.org/bench/x509/N`, generated before the load and used
@@ -84,6 +86,24 @@ enum Command {
         socket: PathBuf,
         #[command(flatten)]
         load: Load,
+    },
+    /// A Workload API that answers FetchJWTSVID with a fixed token, nothing
+    /// else (the floor of a tonic unary call on a Unix socket). Serves until
+    /// SIGTERM or --max-seconds, then prints its calls and CPU per call.
+    NoopServer {
+        /// Where to listen (a stale socket is replaced).
+        #[arg(long)]
+        socket: PathBuf,
+        /// Put the agent's HTTP/2 front (`:authority` rewriting, peer
+        /// credentials at accept) in front of tonic, as the agent does.
+        #[arg(long)]
+        front: bool,
+        /// Length of the token answered (a real JWT-SVID: about 600 bytes).
+        #[arg(long, default_value_t = 600)]
+        token_len: usize,
+        /// Stop after this long whatever happens.
+        #[arg(long, default_value_t = 300.0)]
+        max_seconds: f64,
     },
     /// Spends a join token: attests a node and stores its SVID in --state-dir.
     NodeAttest {
@@ -230,6 +250,24 @@ struct Report {
     p99_ms: Option<f64>,
     max_ms: Option<f64>,
     warmup_flows: u64,
+    /// This process's CPU time (user + system, all threads) in the measured
+    /// phase per call: the load generator's own cost, on the same cores.
+    client_cpu_us_per_call: Option<f64>,
+}
+
+/// Clock ticks per second of /proc's times (Linux's USER_HZ, 100 on every
+/// architecture it builds for by default).
+const USER_HZ: f64 = 100.0;
+
+/// utime + stime of this process, all threads (/proc/self/stat fields 14, 15).
+fn own_cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which may hold spaces: state is field 3.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// One client: its connection and what it sends.
@@ -399,6 +437,12 @@ fn run() -> anyhow::Result<ExitCode> {
                 }
                 drive("openbao-pki-sign", workers, &load).await
             }
+            Command::NoopServer {
+                socket,
+                front,
+                token_len,
+                max_seconds,
+            } => noop_server(&socket, front, token_len, max_seconds).await,
             Command::StoreEntries {
                 store,
                 tenant,
@@ -436,8 +480,10 @@ async fn drive(
         warmup_flows = tally.latencies_us.len() as u64 + tally.errors;
     }
     let started = Instant::now();
+    let cpu_before = own_cpu_ticks();
     let (_, tally) = phase(workers, load.duration, load.max_flows, &error_printed).await?;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_after = own_cpu_ticks();
     let mut lat = tally.latencies_us;
     lat.sort_unstable();
     let flows = lat.len() as u64;
@@ -456,6 +502,12 @@ async fn drive(
         p99_ms: percentile_ms(&lat, 0.99),
         max_ms: percentile_ms(&lat, 1.0),
         warmup_flows,
+        client_cpu_us_per_call: match (cpu_before, cpu_after) {
+            (Some(a), Some(b)) if flows + tally.errors > 0 => Some(round3(
+                b.saturating_sub(a) as f64 * 1e6 / USER_HZ / (flows + tally.errors) as f64,
+            )),
+            _ => None,
+        },
     };
     println!(
         "{}",
@@ -962,4 +1014,128 @@ mod tests {
         assert_eq!(*pick(&items, 4).expect("pick"), 2);
         assert!(pick::<u8>(&[], 0).is_err());
     }
+}
+
+/// The no-op Workload API of `noop-server`.
+#[derive(Debug)]
+struct Noop {
+    token: String,
+    calls: Arc<AtomicU64>,
+}
+
+type NoStream<T> =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl lanyard_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi for Noop {
+    type FetchX509SVIDStream = NoStream<lanyard_proto::workload::X509svidResponse>;
+    type FetchX509BundlesStream = NoStream<lanyard_proto::workload::X509BundlesResponse>;
+    type FetchJWTBundlesStream = NoStream<lanyard_proto::workload::JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        _: tonic::Request<lanyard_proto::workload::X509svidRequest>,
+    ) -> Result<tonic::Response<Self::FetchX509SVIDStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("noop"))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        _: tonic::Request<lanyard_proto::workload::X509BundlesRequest>,
+    ) -> Result<tonic::Response<Self::FetchX509BundlesStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("noop"))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        _: tonic::Request<JwtsvidRequest>,
+    ) -> Result<tonic::Response<lanyard_proto::workload::JwtsvidResponse>, tonic::Status> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(tonic::Response::new(
+            lanyard_proto::workload::JwtsvidResponse {
+                svids: vec![lanyard_proto::workload::Jwtsvid {
+                    spiffe_id: "spiffe://example.org/bench/workload".into(),
+                    svid: self.token.clone(),
+                    hint: String::new(),
+                }],
+            },
+        ))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        _: tonic::Request<lanyard_proto::workload::JwtBundlesRequest>,
+    ) -> Result<tonic::Response<Self::FetchJWTBundlesStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("noop"))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        _: tonic::Request<lanyard_proto::workload::ValidateJwtsvidRequest>,
+    ) -> Result<tonic::Response<lanyard_proto::workload::ValidateJwtsvidResponse>, tonic::Status>
+    {
+        Err(tonic::Status::unimplemented("noop"))
+    }
+}
+
+async fn noop_server(
+    socket: &Path,
+    front: bool,
+    token_len: usize,
+    max_seconds: f64,
+) -> anyhow::Result<ExitCode> {
+    if !(0.0..=3600.0).contains(&max_seconds) || token_len > 1 << 20 {
+        bail!("--max-seconds must be 0..=3600 and --token-len at most 1 MiB");
+    }
+    let calls = Arc::new(AtomicU64::new(0));
+    let service =
+        lanyard_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(Noop {
+            token: "x".repeat(token_len),
+            calls: calls.clone(),
+        });
+    let listener = lanyard_agent::socket::bind(socket, 0o700)
+        .map_err(|e| anyhow!("binding {}: {e}", socket.display()))?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let deadline = Duration::from_secs_f64(max_seconds);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            () = tokio::time::sleep(deadline) => {}
+        }
+        let _ = stop.send(true);
+    });
+    let cpu_before = own_cpu_ticks();
+    if front {
+        let routes = tonic::service::Routes::new(service);
+        lanyard_agent::socket::serve(listener, routes, "the no-op Workload API", stopped)
+            .await
+            .map_err(|e| anyhow!("serving: {e}"))?;
+    } else {
+        let incoming = futures_util::stream::unfold(listener, |l| async move {
+            Some((l.accept().await.map(|(s, _)| s), l))
+        });
+        let mut stopped = stopped;
+        tonic::transport::Server::builder()
+            .max_concurrent_streams(lanyard_agent::socket::MAX_STREAMS_PER_CONNECTION)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopped.changed().await;
+            })
+            .await
+            .context("serving")?;
+    }
+    let n = calls.load(Ordering::Relaxed);
+    let cpu = match (cpu_before, own_cpu_ticks()) {
+        (Some(a), Some(b)) if n > 0 => Some(round3(
+            b.saturating_sub(a) as f64 * 1e6 / USER_HZ / n as f64,
+        )),
+        _ => None,
+    };
+    println!(
+        "{}",
+        serde_json::json!({ "target": "noop-server", "front": front, "calls": n, "server_cpu_us_per_call": cpu })
+    );
+    Ok(ExitCode::SUCCESS)
 }

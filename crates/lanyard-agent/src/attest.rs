@@ -17,6 +17,25 @@
 //! slot. With it the entries the selectors matched are kept per view
 //! generation, so the hot path does not search the entry index either.
 //!
+//! # The per-connection fast path
+//! The peer credentials (pid, uid, gid) are fixed for a connection's life,
+//! so its later calls within the same [`ATTESTATION_CACHE_TTL`] re-check
+//! only what can change, and cheaply ([`ConnSlot`]): that the process at
+//! the pid still runs the same executable (device and inode of
+//! `/proc/PID/exe`, one `statx`, as on the slow path), and *then* that the
+//! attested process is still alive, through a `/proc/PID/comm` handle
+//! opened when it was attested (a procfs handle stays bound to its process:
+//! once that process is gone and reaped, reads fail with `ESRCH`, even if
+//! the pid was reused; one `pread`). Alive after the `statx` means the
+//! `statx` saw that process, so a reused pid or an `exec` of another binary
+//! falls back to the slow path, which refuses or re-attests as before. This
+//! replaces, per call, reading and parsing `/proc/PID/stat` (about 10 µs)
+//! and a cache lookup by a mutex shared by all connections. It costs one
+//! file descriptor per connection that has made a call, for the
+//! connection's life. The handle is opened after the slow path's checks
+//! and kept only if the start time read after opening it is still the one
+//! seen at accept, so it names the process that connected.
+//!
 //! # Security: pid reuse between `connect()` and attestation
 //! The kernel records the pid at `connect()`; the caller may exit, keep
 //! the connection open in a child, and its pid be reused before a call.
@@ -31,6 +50,7 @@
 //! which std does not expose yet.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -103,6 +123,25 @@ struct Slot {
     matched: Option<(u64, Arc<[Arc<Entry>]>)>,
 }
 
+/// One connection's last attestation: the per-connection fast path (see
+/// the module documentation). Shared by the clones of its
+/// [`CallerConn`]; empty until the first call.
+#[derive(Debug, Clone, Default)]
+pub struct ConnSlot(Arc<Mutex<Option<ConnAttestation>>>);
+
+#[derive(Debug)]
+struct ConnAttestation {
+    key: ProcessKey,
+    selectors: Arc<[Selector]>,
+    /// When the process was fully attested (the TTL is not extended here).
+    at: Instant,
+    matched: Option<(u64, Arc<[Arc<Entry>]>)>,
+    /// `/proc/PID/exe`.
+    exe: PathBuf,
+    /// `/proc/PID/comm` of the attested process: readable while it lives.
+    alive: File,
+}
+
 /// A caller attested by [`WorkloadAttestor::attest_conn`].
 #[derive(Debug, Clone)]
 pub struct Attested {
@@ -114,6 +153,7 @@ pub struct Attested {
     /// asked for, if that match is cached.
     pub matched: Option<Arc<[Arc<Entry>]>>,
     key: Option<ProcessKey>,
+    conn: Option<ConnSlot>,
 }
 
 impl WorkloadAttestor {
@@ -166,6 +206,7 @@ impl WorkloadAttestor {
                 selectors: selectors.into(),
                 matched: None,
                 key: None,
+                conn: None,
             });
         };
         let Some(connected_start) = conn.peer_start_ticks else {
@@ -173,6 +214,9 @@ impl WorkloadAttestor {
                 pid,
             }));
         };
+        if let Some(hit) = conn_fast_path(conn, cred, generation) {
+            return Ok(hit);
+        }
         let key = self.process_key(&cred, pid)?;
         if let Some(key) = key {
             check_same_process(pid, connected_start, key.start_ticks)?;
@@ -186,11 +230,16 @@ impl WorkloadAttestor {
                             .as_ref()
                             .filter(|(g, _)| *g == generation)
                             .map(|(_, m)| m.clone());
+                        let (selectors, at, all) =
+                            (slot.selectors.clone(), slot.at, slot.matched.clone());
+                        drop(cache);
+                        self.fill_conn_slot(conn, key, selectors.clone(), at, all);
                         return Ok(Attested {
                             cred,
-                            selectors: slot.selectors.clone(),
+                            selectors,
                             matched,
                             key: Some(key),
+                            conn: Some(conn.slot.clone()),
                         });
                     }
                 }
@@ -226,18 +275,59 @@ impl WorkloadAttestor {
                     },
                 );
             }
+            self.fill_conn_slot(conn, key, selectors.clone(), Instant::now(), None);
         }
         Ok(Attested {
             cred,
             selectors,
             matched: None,
             key,
+            conn: key.map(|_| conn.slot.clone()),
         })
+    }
+
+    /// Keeps a checked attestation in the connection's slot with a handle
+    /// on the process, if that handle names the process that was checked.
+    fn fill_conn_slot(
+        &self,
+        conn: &CallerConn,
+        key: ProcessKey,
+        selectors: Arc<[Selector]>,
+        at: Instant,
+        matched: Option<(u64, Arc<[Arc<Entry>]>)>,
+    ) {
+        let dir = self.proc_root.join(key.pid.to_string());
+        let Ok(alive) = File::open(dir.join("comm")) else {
+            return;
+        };
+        // Opened for whichever process held the pid then: keep it only if
+        // that is still (or was, and is now gone: reads will fail) the one
+        // with the start time checked against the accept-time one.
+        if self.start_ticks(key.pid) != Some(key.start_ticks) {
+            return;
+        }
+        if let Ok(mut slot) = conn.slot.0.lock() {
+            *slot = Some(ConnAttestation {
+                key,
+                selectors,
+                at,
+                matched,
+                exe: dir.join("exe"),
+                alive,
+            });
+        }
     }
 
     /// Remembers the entries `attested` matched in view `generation`.
     pub fn store_match(&self, attested: &Attested, generation: u64, matched: Arc<[Arc<Entry>]>) {
         let Some(key) = attested.key else { return };
+        if let Some(conn) = &attested.conn {
+            if let Ok(mut slot) = conn.0.lock() {
+                if let Some(slot) = slot.as_mut().filter(|s| s.key == key) {
+                    slot.matched = Some((generation, matched.clone()));
+                }
+            }
+        }
         if let Ok(mut cache) = self.cache.lock() {
             if let Some(slot) = cache.get_mut(&key) {
                 slot.matched = Some((generation, matched));
@@ -313,6 +403,39 @@ impl WorkloadAttestor {
     }
 }
 
+/// The connection's last attestation if it still holds: within the TTL,
+/// the same executable at the pid, and the attested process still alive
+/// (checked in that order; see the module documentation). `None` sends the
+/// caller down the slow path.
+///
+/// # Security
+/// Liveness is checked after the executable: a process alive then was
+/// alive during the `statx`, so the `statx` looked at it.
+fn conn_fast_path(conn: &CallerConn, cred: PeerCred, generation: u64) -> Option<Attested> {
+    use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+    let guard = conn.slot.0.lock().ok()?;
+    let slot = guard.as_ref()?;
+    if slot.at.elapsed() >= ATTESTATION_CACHE_TTL {
+        return None;
+    }
+    let exe = std::fs::metadata(&slot.exe).ok()?;
+    if (exe.dev(), exe.ino()) != (slot.key.exe_dev, slot.key.exe_ino) {
+        return None;
+    }
+    slot.alive.read_at(&mut [0u8; 64], 0).ok()?;
+    Some(Attested {
+        cred,
+        selectors: slot.selectors.clone(),
+        matched: slot
+            .matched
+            .as_ref()
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, m)| m.clone()),
+        key: Some(slot.key),
+        conn: Some(conn.slot.clone()),
+    })
+}
+
 /// Refuses a process whose start time is not the one recorded when its
 /// connection was accepted.
 fn check_same_process(pid: i32, connected: u64, now: u64) -> Result<(), AttestFailure> {
@@ -331,12 +454,106 @@ fn check_same_process(pid: i32, connected: u64, now: u64) -> Result<(), AttestFa
 
 #[cfg(test)]
 mod tests {
-    use super::check_same_process;
+    use std::path::Path;
+
+    use super::*;
 
     #[test]
     fn another_process_at_the_callers_pid_is_refused() {
         assert!(check_same_process(7, 100, 100).is_ok());
         let e = check_same_process(7, 100, 150).err();
         assert_eq!(e.map(|e| e.code), Some("pid_reused"));
+    }
+
+    const PID: i32 = 4242;
+    const START: u64 = 5_000_123;
+
+    fn stat_line(start: u64) -> String {
+        format!("{PID} (prog) S 1 {PID} {PID} 0 -1 4194560 812 0 0 0 12 4 0 0 20 0 3 0 {start} 24576000 1520 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0\n")
+    }
+
+    /// A fake proc root whose process [`PID`] is backed, for liveness, by a
+    /// real child: its `comm` is a link to the child's.
+    fn fake_proc(root: &Path, child: u32) -> std::io::Result<AttestConfig> {
+        let p = root.join("proc").join(PID.to_string());
+        std::fs::create_dir_all(&p)?;
+        std::fs::write(p.join("stat"), stat_line(START))?;
+        std::fs::write(
+            p.join("status"),
+            format!("Name:\tprog\nTgid:\t{PID}\nPid:\t{PID}\nUid:\t1000\t1000\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\nGroups:\t\n"),
+        )?;
+        std::fs::write(p.join("cgroup"), "0::/\n")?;
+        for name in ["first", "second"] {
+            std::fs::write(root.join(name), format!("pretend binary {name}\n"))?;
+        }
+        std::os::unix::fs::symlink(root.join("first"), p.join("exe"))?;
+        std::os::unix::fs::symlink(format!("/proc/{child}/comm"), p.join("comm"))?;
+        std::fs::write(
+            root.join("passwd"),
+            "alice:x:1000:1000::/home/alice:/bin/sh\n",
+        )?;
+        std::fs::write(root.join("group"), "alice:x:1000:\n")?;
+        Ok(AttestConfig {
+            proc_root: root.join("proc"),
+            passwd_file: root.join("passwd"),
+            group_file: root.join("group"),
+            ..AttestConfig::default()
+        })
+    }
+
+    fn paths(a: &Attested) -> Vec<String> {
+        a.selectors
+            .iter()
+            .map(ToString::to_string)
+            .filter(|s| s.starts_with("unix:path:"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_connection_fast_path_still_sees_exec_and_pid_reuse(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        // issue 10 (speed): later calls on a connection skip /proc/PID/stat,
+        // but an exec of another binary and a reused pid are still caught.
+        let dir = tempfile::tempdir()?;
+        let root = dir.path();
+        let mut child = std::process::Command::new("sleep").arg("30").spawn()?;
+        let config = fake_proc(root, child.id())?;
+        let attestor = WorkloadAttestor::new(config);
+        let conn = CallerConn::new(
+            Some(PeerCred {
+                pid: Some(PID),
+                uid: 1000,
+                gid: 1000,
+            }),
+            Some(START),
+        );
+        let first = attestor.attest_conn(&conn, 1).await.map_err(|e| e.reason)?;
+        assert!(conn.slot.0.lock().is_ok_and(|s| s.is_some()), "slot filled");
+        let again = attestor.attest_conn(&conn, 1).await.map_err(|e| e.reason)?;
+        assert_eq!(again.selectors, first.selectors);
+
+        // exec: the same pid, another executable.
+        let exe = root.join("proc").join(PID.to_string()).join("exe");
+        std::fs::remove_file(&exe)?;
+        std::os::unix::fs::symlink(root.join("second"), &exe)?;
+        let after_exec = attestor.attest_conn(&conn, 1).await.map_err(|e| e.reason)?;
+        assert_ne!(paths(&after_exec), paths(&first));
+        assert!(
+            paths(&after_exec)[0].ends_with("/second"),
+            "{:?}",
+            paths(&after_exec)
+        );
+
+        // The process dies and another takes its pid (another start time),
+        // still within the TTL of the connection's slot.
+        child.kill()?;
+        child.wait()?;
+        std::fs::write(
+            root.join("proc").join(PID.to_string()).join("stat"),
+            stat_line(START + 7),
+        )?;
+        let reused = attestor.attest_conn(&conn, 1).await;
+        assert_eq!(reused.err().map(|e| e.code), Some("pid_reused"));
+        Ok(())
     }
 }

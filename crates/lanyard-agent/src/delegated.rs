@@ -118,7 +118,7 @@ impl DelegatedIdentityApi {
         let conn = req
             .extensions()
             .get::<CallerConn>()
-            .copied()
+            .cloned()
             .ok_or_else(|| {
                 Status::permission_denied("the caller's peer credentials are unavailable")
             })?;

@@ -9,12 +9,24 @@
 //! is not a valid URI authority (RST_STREAM PROTOCOL_ERROR) and its
 //! maintainers keep that check, so the agent rewrites before `h2` sees the
 //! bytes: [`AuthorityRewriter`] parses the client-to-server byte stream into
-//! frames, HPACK-decodes every header block (HEADERS plus CONTINUATION,
-//! padding stripped) with the client's dynamic table, replaces an
-//! `:authority` that is not a valid authority by `localhost`, and re-encodes
-//! the whole block as literals without indexing, so `h2`'s decoding table
-//! stays empty and in step. Every other frame is passed on unchanged, and
-//! the server-to-client direction is not touched at all.
+//! frames and HPACK-decodes every header block (HEADERS plus CONTINUATION)
+//! with the client's dynamic table ([`hpack`], the front's own decoder).
+//!
+//! A connection starts *verbatim*: while every `:authority` it sends is
+//! acceptable, its frames go to `h2` exactly as they came (h2's decoder then
+//! follows the same dynamic table as ours). The first block with an
+//! unusable `:authority` switches the connection to *rewriting* for good:
+//! from that block on every header block is re-encoded as literals without
+//! indexing (padding stripped), with the bad `:authority` replaced by
+//! `localhost`, so nothing h2 decodes from then on depends on its dynamic
+//! table, which no longer matches the client's. Every other frame is passed
+//! on unchanged, and the server-to-client direction is not touched at all.
+//! Clients with a valid authority (tonic, Go, grpc-js's `localhost`) thus
+//! cost one decode per block and no re-encoding; C-core clients, which put
+//! the socket path in every request, are rewritten from their first one.
+//! A HEADERS frame whose stream depends on itself also switches to
+//! rewriting: `h2` resets that stream without decoding its block (RFC 9113
+//! §5.3.1), so its table would miss what the block adds.
 //!
 //! # Security
 //! Nothing in the agent reads `:authority`; callers are identified by the
@@ -27,10 +39,9 @@
 //! is a [`FrontError`]: the connection is closed (the CONTINUATION flood
 //! defence).
 
-use std::borrow::Cow;
+mod hpack;
 
-use loona_hpack::encoder::encode_integer_into;
-use loona_hpack::Decoder;
+use hpack::{encode_integer, Decoder};
 
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -49,6 +60,7 @@ pub const REPLACEMENT_AUTHORITY: &[u8] = b"localhost";
 
 const FRAME_HEADER_LEN: usize = 9;
 const TYPE_HEADERS: u8 = 0x1;
+const TYPE_PUSH_PROMISE: u8 = 0x5;
 const TYPE_CONTINUATION: u8 = 0x9;
 const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_END_HEADERS: u8 = 0x4;
@@ -71,8 +83,12 @@ pub struct AuthorityRewriter {
     state: State,
     /// Bytes of an incomplete frame (or preface).
     buf: Vec<u8>,
-    decoder: Decoder<'static>,
+    decoder: Decoder,
     pending: Option<Pending>,
+    /// A block had to be rewritten: every later block is re-encoded too.
+    rewriting: bool,
+    /// The re-encoded block being built (kept to reuse its allocation).
+    block: Vec<u8>,
 }
 
 impl std::fmt::Debug for AuthorityRewriter {
@@ -80,6 +96,7 @@ impl std::fmt::Debug for AuthorityRewriter {
         f.debug_struct("AuthorityRewriter")
             .field("state", &self.state)
             .field("buffered", &self.buf.len())
+            .field("rewriting", &self.rewriting)
             .finish_non_exhaustive()
     }
 }
@@ -95,12 +112,18 @@ enum State {
 
 /// A HEADERS frame waiting for its CONTINUATION frames.
 struct Pending {
+    head: BlockHead,
+    fragment: Vec<u8>,
+    /// The frames as received, in case they go through unchanged.
+    raw: Vec<u8>,
+}
+
+/// What the first frame of a header block says about its stream.
+#[derive(Clone, Copy)]
+struct BlockHead {
     stream_id: u32,
     end_stream: bool,
     priority: Option<[u8; 5]>,
-    fragment: Vec<u8>,
-    /// The frames as received, in case they have to go through unchanged.
-    raw: Vec<u8>,
 }
 
 impl Default for AuthorityRewriter {
@@ -112,13 +135,13 @@ impl Default for AuthorityRewriter {
 impl AuthorityRewriter {
     /// A rewriter for a new connection (expects the preface first).
     pub fn new() -> Self {
-        let mut decoder = Decoder::new();
-        decoder.set_max_allowed_table_size(HEADER_TABLE_SIZE);
         Self {
             state: State::Preface,
             buf: Vec::new(),
-            decoder,
+            decoder: Decoder::new(HEADER_TABLE_SIZE),
             pending: None,
+            rewriting: false,
+            block: Vec::new(),
         }
     }
 
@@ -126,6 +149,21 @@ impl AuthorityRewriter {
     /// left to `h2`).
     pub fn is_passthrough(&self) -> bool {
         self.state == State::Passthrough
+    }
+
+    /// True once a header block had to be rewritten (see the module docs).
+    pub fn is_rewriting(&self) -> bool {
+        self.rewriting
+    }
+
+    /// A rewriter that re-encodes every header block from the first one:
+    /// the reference the verbatim mode is fuzzed against
+    /// (`fuzz/fuzz_targets/h2_front.rs`: `h2` must decode both outputs alike).
+    pub fn rewriting_from_start() -> Self {
+        Self {
+            rewriting: true,
+            ..Self::new()
+        }
     }
 
     /// Takes `input` from the client and appends to `out` what the server
@@ -222,7 +260,7 @@ impl AuthorityRewriter {
         out: &mut Vec<u8>,
     ) -> Result<(), FrontError> {
         if let Some(p) = &mut self.pending {
-            if frame.kind != TYPE_CONTINUATION || frame.stream_id != p.stream_id {
+            if frame.kind != TYPE_CONTINUATION || frame.stream_id != p.head.stream_id {
                 // RFC 9113 §6.10: only CONTINUATION of the same stream may
                 // follow; h2 answers PROTOCOL_ERROR.
                 p.raw.extend_from_slice(whole);
@@ -236,7 +274,7 @@ impl AuthorityRewriter {
             p.raw.extend_from_slice(whole);
             if frame.flags & FLAG_END_HEADERS != 0 {
                 if let Some(p) = self.pending.take() {
-                    self.finish(p, out)?;
+                    self.finish(p.head, &p.fragment, &p.raw, out)?;
                 }
             }
             return Ok(());
@@ -249,21 +287,34 @@ impl AuthorityRewriter {
                     self.state = State::Passthrough;
                     return Ok(());
                 };
-                let p = Pending {
+                let head = BlockHead {
                     stream_id: frame.stream_id,
                     end_stream: frame.flags & FLAG_END_STREAM != 0,
                     priority,
-                    fragment: fragment.to_vec(),
-                    raw: whole.to_vec(),
                 };
+                if priority.is_some_and(|p| {
+                    u32::from_be_bytes([p[0] & 0x7f, p[1], p[2], p[3]]) == frame.stream_id
+                }) {
+                    // h2 resets the stream without decoding the block.
+                    self.rewriting = true;
+                }
                 if frame.flags & FLAG_END_HEADERS != 0 {
-                    self.finish(p, out)?;
+                    // The usual case: the whole block in one frame, decoded
+                    // where it lies.
+                    self.finish(head, fragment, whole, out)?;
                 } else {
-                    self.pending = Some(p);
+                    self.pending = Some(Pending {
+                        head,
+                        fragment: fragment.to_vec(),
+                        raw: whole.to_vec(),
+                    });
                 }
             }
-            TYPE_CONTINUATION => {
-                // CONTINUATION without HEADERS: PROTOCOL_ERROR from h2.
+            TYPE_CONTINUATION | TYPE_PUSH_PROMISE => {
+                // CONTINUATION without HEADERS, or a client pushing (RFC
+                // 9113 §8.4): PROTOCOL_ERROR from h2. (h2 decodes a
+                // PUSH_PROMISE's block first, with its table, which the
+                // front does not follow for it.)
                 out.extend_from_slice(whole);
                 self.state = State::Passthrough;
             }
@@ -272,35 +323,53 @@ impl AuthorityRewriter {
         Ok(())
     }
 
-    /// Decodes a complete header block and writes it re-encoded.
-    fn finish(&mut self, p: Pending, out: &mut Vec<u8>) -> Result<(), FrontError> {
-        let mut block = Vec::with_capacity(p.fragment.len() + 32);
+    /// Decodes a complete header block (`fragment`, received as the frames
+    /// `raw`) and writes it: `raw` unchanged while the connection is
+    /// verbatim and its `:authority` is acceptable, re-encoded otherwise.
+    fn finish(
+        &mut self,
+        head: BlockHead,
+        fragment: &[u8],
+        raw: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), FrontError> {
+        let mut block = std::mem::take(&mut self.block);
+        block.clear();
         let mut decoded_size = 0usize;
         let mut too_large = false;
-        let decoded = self.decoder.decode_with_cb(&p.fragment, |name, value| {
+        let mut bad_authority = false;
+        let decoded = self.decoder.decode(fragment, |name, value| {
             decoded_size = decoded_size.saturating_add(name.len() + value.len() + 32);
             if decoded_size > MAX_HEADER_BLOCK {
                 too_large = true;
                 return;
             }
-            let value = if name.as_ref() == b":authority" && !valid_authority(&value) {
-                Cow::Borrowed(REPLACEMENT_AUTHORITY)
+            let value = if name == b":authority" && !valid_authority(value) {
+                bad_authority = true;
+                REPLACEMENT_AUTHORITY
             } else {
                 value
             };
-            encode_literal(&mut block, &name, &value);
+            encode_literal(&mut block, name, value);
         });
-        if too_large {
-            return Err(FrontError::HeaderBlockTooLarge);
-        }
-        if decoded.is_err() {
+        let result = if too_large {
+            Err(FrontError::HeaderBlockTooLarge)
+        } else if decoded.is_err() {
             // COMPRESSION_ERROR from h2, with the block as the client sent it.
-            out.extend_from_slice(&p.raw);
+            out.extend_from_slice(raw);
             self.state = State::Passthrough;
-            return Ok(());
-        }
-        write_header_frames(out, &p, &block);
-        Ok(())
+            Ok(())
+        } else {
+            self.rewriting |= bad_authority;
+            if self.rewriting {
+                write_header_frames(out, head, &block);
+            } else {
+                out.extend_from_slice(raw);
+            }
+            Ok(())
+        };
+        self.block = block;
+        result
     }
 
     /// Forwards a pending block as received and stops interpreting.
@@ -354,7 +423,7 @@ fn headers_payload(flags: u8, payload: &[u8]) -> Option<(Option<[u8; 5]>, &[u8])
 
 /// HEADERS then CONTINUATION frames carrying `block`, none larger than
 /// [`MAX_FRAME_SIZE`], with the stream's END_STREAM and priority.
-fn write_header_frames(out: &mut Vec<u8>, p: &Pending, block: &[u8]) {
+fn write_header_frames(out: &mut Vec<u8>, p: BlockHead, block: &[u8]) {
     let priority_len = if p.priority.is_some() { 5 } else { 0 };
     let first_room = MAX_FRAME_SIZE - priority_len;
     let (first, mut rest) = block.split_at(block.len().min(first_room));
@@ -400,8 +469,7 @@ fn encode_literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 fn encode_string(out: &mut Vec<u8>, s: &[u8]) {
-    // Writing into a Vec cannot fail.
-    let _ = encode_integer_into(s.len(), 7, 0, out);
+    encode_integer(out, s.len(), 7, 0);
     out.extend_from_slice(s);
 }
 

@@ -7,7 +7,10 @@
 //! ([`CallerConn`]); every request on it carries that record as a request
 //! extension. The start time closes the pid-reuse window between the
 //! connection and its calls: a process at that pid with another start time
-//! is not the one that connected ([`crate::attest`]).
+//! is not the one that connected ([`crate::attest`]). The record also holds
+//! the connection's attestation slot, so that later calls on the same
+//! connection re-check only what can change ([`crate::attest`], "The
+//! per-connection fast path").
 
 use std::io;
 use std::path::Path;
@@ -18,7 +21,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::attest::PeerCred;
+use crate::attest::{ConnSlot, PeerCred};
 use crate::h2_front::AuthorityRewriter;
 use crate::AgentError;
 
@@ -30,8 +33,9 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 1_024;
 
 /// What the kernel said about the caller of one connection, and when the
-/// agent accepted it. Available to handlers as a request extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// agent accepted it. Available to handlers as a request extension (a
+/// clone per request shares the connection's attestation slot).
+#[derive(Debug, Clone, Default)]
 pub struct CallerConn {
     /// `SO_PEERCRED` at `connect()`; `None` if the kernel would not say.
     pub peer: Option<PeerCred>,
@@ -39,6 +43,20 @@ pub struct CallerConn {
     /// field 22) read when the connection was accepted; `None` when the
     /// kernel gave no pid or the process was already gone.
     pub peer_start_ticks: Option<u64>,
+    /// The last attestation of this connection's caller.
+    pub(crate) slot: ConnSlot,
+}
+
+impl CallerConn {
+    /// The record of a connection from `peer`, its process started at
+    /// `peer_start_ticks` (tests build these by hand).
+    pub fn new(peer: Option<PeerCred>, peer_start_ticks: Option<u64>) -> Self {
+        Self {
+            peer,
+            peer_start_ticks,
+            slot: ConnSlot::default(),
+        }
+    }
 }
 
 /// A client connection with the HTTP/2 front on its read side.
@@ -71,10 +89,7 @@ impl FrontStream {
             scratch: vec![0; 16 * 1024].into_boxed_slice(),
             out: Vec::new(),
             out_pos: 0,
-            conn: CallerConn {
-                peer,
-                peer_start_ticks,
-            },
+            conn: CallerConn::new(peer, peer_start_ticks),
         }
     }
 }
@@ -149,7 +164,7 @@ impl tonic::transport::server::Connected for FrontStream {
     type ConnectInfo = CallerConn;
 
     fn connect_info(&self) -> CallerConn {
-        self.conn
+        self.conn.clone()
     }
 }
 

@@ -123,7 +123,7 @@ pub(crate) async fn identify<T>(
     let conn = req
         .extensions()
         .get::<CallerConn>()
-        .copied()
+        .cloned()
         .ok_or_else(|| {
             Status::permission_denied("the caller's peer credentials are unavailable")
         })?;

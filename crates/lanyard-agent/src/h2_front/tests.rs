@@ -258,6 +258,13 @@ fn protocol_errors_are_left_to_h2_unchanged() {
             &frame(TYPE_HEADERS, FLAG_END_HEADERS | FLAG_PADDED, 1, &[9, 0x82]),
         ]
         .concat(),
+        // issue 10 (fuzz): a client's PUSH_PROMISE, whose block h2 decodes
+        // with its own table before closing the connection.
+        [
+            PREFACE.as_slice(),
+            &frame(0x5, FLAG_END_HEADERS, 1, &[0, 0, 0, 2, 0xbe]),
+        ]
+        .concat(),
     ];
     for input in cases {
         let mut rw = AuthorityRewriter::new();
@@ -266,6 +273,98 @@ fn protocol_errors_are_left_to_h2_unchanged() {
         assert_eq!(out, input);
         assert!(rw.is_passthrough());
     }
+}
+
+#[test]
+fn acceptable_blocks_go_through_byte_for_byte() {
+    // issue 10 (speed): no re-encoding while every authority is acceptable,
+    // padding and priority included.
+    let mut enc = Encoder::new();
+    let mut input = PREFACE.to_vec();
+    let first = encode(&mut enc, &request_headers(b"localhost"));
+    let mut padded = vec![3u8];
+    padded.extend_from_slice(&[0x80, 0, 0, 0, 16]);
+    padded.extend_from_slice(&first);
+    padded.extend_from_slice(&[0; 3]);
+    input.extend(frame(
+        TYPE_HEADERS,
+        FLAG_END_HEADERS | FLAG_PADDED | FLAG_PRIORITY,
+        1,
+        &padded,
+    ));
+    // The second request refers to the dynamic table; split in two frames.
+    let second = encode(&mut enc, &request_headers(b"localhost"));
+    let (a, b) = second.split_at(2);
+    input.extend(frame(TYPE_HEADERS, 0, 3, a));
+    input.extend(frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 3, b));
+    input.extend(frame(0x0, 0x1, 3, b"\0\0\0\0\0"));
+    let mut rw = AuthorityRewriter::new();
+    let mut out = Vec::new();
+    rw.feed(&input, &mut out).expect("verbatim");
+    assert_eq!(out, input);
+    assert!(!rw.is_rewriting());
+}
+
+#[test]
+fn the_first_bad_authority_switches_the_connection_to_rewriting() {
+    // Block 1 verbatim (it fills h2's table), block 2 with a bad authority
+    // rewritten, block 3 (good again, referring to the client's table)
+    // still rewritten: h2's table no longer follows the client's.
+    let mut enc = Encoder::new();
+    let mut input = PREFACE.to_vec();
+    let sent = [
+        request_headers(b"localhost"),
+        request_headers(b"%2Frun%2Fx.sock"),
+        request_headers(b"localhost"),
+    ];
+    for (i, h) in sent.iter().enumerate() {
+        let block = encode(&mut enc, h);
+        let stream = 1 + 2 * u32::try_from(i).expect("small");
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, stream, &block));
+    }
+    let mut rw = AuthorityRewriter::new();
+    let mut out = Vec::new();
+    rw.feed(&input, &mut out).expect("rewritten");
+    assert!(rw.is_rewriting());
+    let blocks = decoded_blocks(&mut Decoder::new(), &out);
+    assert_eq!(blocks.len(), 3);
+    assert_eq!(blocks[0], sent[0]);
+    let mut fixed = sent[1].clone();
+    fixed[3].1 = REPLACEMENT_AUTHORITY.to_vec();
+    assert_eq!(blocks[1], fixed);
+    assert_eq!(blocks[2], sent[2]);
+}
+
+#[test]
+fn a_stream_depending_on_itself_switches_to_rewriting() {
+    // h2 resets such a stream without decoding its block (so its table
+    // misses what the block adds): from then on nothing may rely on it.
+    let mut enc = Encoder::new();
+    let sent = request_headers(b"localhost");
+    let mut payload = vec![0, 0, 0, 1, 16];
+    payload.extend(encode(&mut enc, &sent));
+    let mut input = PREFACE.to_vec();
+    input.extend(frame(
+        TYPE_HEADERS,
+        FLAG_END_HEADERS | FLAG_PRIORITY,
+        1,
+        &payload,
+    ));
+    // The next request refers to entries the reset one added.
+    input.extend(frame(
+        TYPE_HEADERS,
+        FLAG_END_HEADERS,
+        3,
+        &encode(&mut enc, &sent),
+    ));
+    let mut rw = AuthorityRewriter::new();
+    let mut out = Vec::new();
+    rw.feed(&input, &mut out).expect("rewritten");
+    assert!(rw.is_rewriting());
+    // A decoder that skips the first block (as h2 does) reads the second.
+    let f = frames(&out[PREFACE.len()..]);
+    let second = Decoder::new().decode(&f[1].3).expect("no table needed");
+    assert_eq!(second, sent);
 }
 
 proptest::proptest! {
@@ -322,5 +421,33 @@ proptest::proptest! {
         let blocks = decoded_blocks(&mut Decoder::new(), &out);
         proptest::prop_assert_eq!(blocks.len(), 1);
         proptest::prop_assert!(valid_authority(&authority(&blocks[0])));
+    }
+    /// Several requests on one connection, each authority good or bad:
+    /// one decoder following the output (as h2 does) reads every request
+    /// as sent, bad authorities replaced.
+    #[test]
+    fn mixed_authorities_on_one_connection_stay_in_step(
+        requests in proptest::collection::vec(
+            (0usize..4, proptest::collection::vec(("[a-z]{1,8}", "[ -~]{0,40}"), 0..4)), 1..8),
+    ) {
+        let authorities: [&[u8]; 4] = [b"localhost", b"%2Ftmp%2Fa.sock", b"", b"example:1"];
+        let mut enc = Encoder::new();
+        let mut input = PREFACE.to_vec();
+        let mut want = Vec::new();
+        for (i, (a, extra)) in requests.iter().enumerate() {
+            let mut headers = request_headers(authorities[*a]);
+            headers.extend(extra.iter().map(|(n, v)| (n.clone().into_bytes(), v.clone().into_bytes())));
+            let block = encode(&mut enc, &headers);
+            let stream = 1 + 2 * u32::try_from(i).expect("small");
+            input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, stream, &block));
+            if !valid_authority(authorities[*a]) {
+                headers[3].1 = REPLACEMENT_AUTHORITY.to_vec();
+            }
+            want.push(headers);
+        }
+        let mut rw = AuthorityRewriter::new();
+        let mut out = Vec::new();
+        proptest::prop_assert!(rw.feed(&input, &mut out).is_ok());
+        proptest::prop_assert_eq!(decoded_blocks(&mut Decoder::new(), &out), want);
     }
 }
