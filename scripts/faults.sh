@@ -108,7 +108,7 @@ lanyard_setup "$TMP/srv" "$STORE_URL" "http://127.0.0.1:$PROXY_HTTP"
 # Replica 2 reaches the database through a proxy that can freeze.
 start_bg hungdb python3 "$HERE/tcpproxy.py" "$HUNG_DB" "127.0.0.1:$PG_PORT"; HUNG_PID=$LAST_PID
 replica_env() { # replica_env N
-    echo LANYARD__CA__SVID_TTL=60s LANYARD__AUDIT__CHECKPOINT_INTERVAL=5s LANYARD__AUDIT__FILE="$TMP/checkpoints-$1.jsonl"
+    echo LANYARD__CA__SVID_TTL=60s LANYARD__AUDIT__CHECKPOINT_INTERVAL=5s LANYARD__AUDIT__CHECKPOINT_FILE="$TMP/checkpoints-$1.jsonl"
     [ "$1" = 2 ] && echo "LANYARD__STORE__URL=postgres://postgres@127.0.0.1:$HUNG_DB/lanyard"
     return 0
 }
@@ -134,7 +134,7 @@ log "3 replicas up (HTTP ${H[*]}, node API ${N[*]}), proxy $BASE"
     --jwks-file "$TMP/keys/jwks.json" --audience lanyard --tenant fault >/dev/null
 "${L[@]}" broker backend add postgres --name appdb --url "${APP_URL/postgres@/postgres:unused@}" >/dev/null
 printf '%s\n' "CREATE ROLE \"{{name}}\" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';" > "$TMP/create.sql"
-printf '%s\n' "SELECT 1;" > "$TMP/revoke.sql"
+printf '%s\n' 'DROP ROLE IF EXISTS "{{name}}";' > "$TMP/revoke.sql"
 "${L[@]}" broker role add appdb/ro --creation-sql "$TMP/create.sql" --revocation-sql "$TMP/revoke.sql" --ttl 2m --max-ttl 10m >/dev/null
 "${L[@]}" entry create --spiffe-id spiffe://example.org/ns/bench/sa/api --tenant fault --issuer k8s \
     --selector k8s:ns:bench --selector k8s:sa:api --audience api://fault --audience "$BASE/broker" \

@@ -521,7 +521,13 @@ impl BrokerService {
         correlation_id: &str,
     ) -> Result<Issued, Refusal> {
         check_grant_of(caller, grant)?;
-        let view = self.view.load_full();
+        let mut view = self.view.load_full();
+        if !view.roles.contains_key(grant) {
+            // Added on another replica since this one last looked: read
+            // through once (only for a grant the caller's entry holds).
+            self.refresh().await.map_err(Refusal::Store)?;
+            view = self.view.load_full();
+        }
         let role = view
             .roles
             .get(grant)

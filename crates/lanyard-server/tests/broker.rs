@@ -108,6 +108,7 @@ struct Env {
     clock: FakeClock,
     key: SigningKey,
     state: AppState,
+    config: ServerConfig,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -139,7 +140,7 @@ impl Env {
             audit: Default::default(),
         };
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-        let server = Server::build(cfg, shared.clone()).await?;
+        let server = Server::build(cfg.clone(), shared.clone()).await?;
         let state = server.state().clone();
         let admin = admin_token::create(&*state.store, &*shared, "test", "system:test")
             .await?
@@ -158,9 +159,26 @@ impl Env {
             clock,
             key,
             state,
+            config: cfg,
             stop: Some(tx),
             _dir: dir,
         })
+    }
+
+    /// A second replica on the same store and KEK, with its own listener,
+    /// caches and background loops: its base URL and its stop switch.
+    async fn replica(&self) -> Res<(String, tokio::sync::oneshot::Sender<()>)> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let mut cfg = self.config.clone();
+        cfg.listen = addr;
+        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
+        let server = Server::build(cfg, clock).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Ok((format!("http://{addr}"), tx))
     }
 
     async fn admin(&self, method: Method, path: &str, body: Value) -> Res<(u16, Value)> {
@@ -919,4 +937,58 @@ fn claims_of(token: &str) -> Value {
         })
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null)
+}
+
+/// A role added through one replica can be granted through another at once
+/// (found by scripts/faults.sh: behind a round-robin proxy, `entry create
+/// --grant` right after `broker role add` reached a replica whose broker
+/// view was up to a second old and was refused).
+#[tokio::test]
+async fn a_role_added_on_one_replica_is_grantable_on_another_at_once() -> TestResult {
+    let Some(pg) = Pg::new("broker_role_across_replicas").await? else {
+        return Ok(());
+    };
+    let env = Env::start().await?;
+    env.setup(&pg).await?;
+    let (b_base, _stop_b) = env.replica().await?;
+    let g = &pg.group;
+    for i in 0..5 {
+        let role = format!("appdb/fresh{i}");
+        let resp = env
+            .http
+            .post(format!("{b_base}/admin/v1/broker/roles"))
+            .bearer_auth(&env.admin)
+            .json(&json!({
+                "role": role,
+                "creation_sql": format!("CREATE ROLE \"{{{{name}}}}\" LOGIN PASSWORD '{{{{password}}}}' VALID UNTIL '{{{{expiration}}}}'; GRANT \"{g}\" TO \"{{{{name}}}}\";"),
+                "revocation_sql": "DROP ROLE IF EXISTS \"{{name}}\";",
+                "ttl_seconds": 900, "max_ttl_seconds": 3600,
+            }))
+            .send()
+            .await?;
+        assert_eq!(resp.status().as_u16(), 200, "role add on B: {}", resp.text().await?);
+        // Straight to replica A, well inside its 1-second refresh period.
+        let (status, body) = env
+            .admin(
+                Method::POST,
+                "entries",
+                json!({"spiffe_id": format!("spiffe://example.org/fresh{i}"), "tenant": "payments",
+                       "issuer": "k8s", "selectors": ["k8s:ns:payments", format!("k8s:sa:fresh{i}")],
+                       "grants": [role]}),
+            )
+            .await?;
+        assert_eq!(status, 200, "entry create on A granting {role} added on B: {body}");
+    }
+    // A grant of a role that exists nowhere is still refused.
+    let (status, body) = env
+        .admin(
+            Method::POST,
+            "entries",
+            json!({"spiffe_id": "spiffe://example.org/ghost", "tenant": "payments", "issuer": "k8s",
+                   "selectors": ["k8s:ns:payments", "k8s:sa:ghost"], "grants": ["appdb/ghost"]}),
+        )
+        .await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("appdb/ghost"), "{body}");
+    Ok(())
 }

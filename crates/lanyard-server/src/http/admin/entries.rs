@@ -36,8 +36,10 @@ impl Lookup {
     ) -> Result<Self, ApiError> {
         let mut tenants = HashMap::new();
         let mut wants_issuers = false;
+        let mut wants_grants = false;
         for d in drafts {
             wants_issuers |= d.issuer.is_some();
+            wants_grants |= !d.grants.is_empty();
             if tenants.contains_key(&d.tenant) {
                 continue;
             }
@@ -52,6 +54,11 @@ impl Lookup {
                 Err(_) => true,
             };
             tenants.insert(d.tenant.clone(), exists);
+        }
+        if wants_grants {
+            // Another replica may have added the role a moment ago: catch up
+            // before the grants are checked (one query when nothing changed).
+            state.broker.refresh().await.api(cid)?;
         }
         let mut issuers = HashMap::new();
         if wants_issuers {
