@@ -211,36 +211,49 @@ at() { # at SECS: wait until SECS after the load started
     local now; now=$(date +%s)
     [ $((T0 + $1)) -le "$now" ] || sleep $((T0 + $1 - now))
 }
-# The agent: wait for a fresh rotation, then cut it off for 40 s.
-before="$(svid)"; first_serial=${before%% *}
-for _ in $(seq 1 200); do
-    cur="$(svid)"; [ -n "$cur" ] && [ "${cur%% *}" != "$first_serial" ] && break; sleep 0.2
-done
-cut_serial="$(svid | awk '{print $1}')"
-log "agent rotated ($cut_serial); cutting it off for 40 s"
-kill -HUP "$AGENT_LINK_PID"; CUT_AT=$(date +%s)
+# The agent, beside the fault schedule (so that neither delays the other):
+# wait for a fresh rotation, cut it off for 40 s, restore the link, and
+# wait for rotation to resume. Results go to files read after the load.
+agent_cut() {
+    local before first_serial cur cut_serial cut_at during after=""
+    before="$(svid)"; first_serial=${before%% *}
+    for _ in $(seq 1 200); do
+        cur="$(svid)"; [ -n "$cur" ] && [ "${cur%% *}" != "$first_serial" ] && break; sleep 0.2
+    done
+    cut_serial="$(svid | awk '{print $1}')"
+    log "agent rotated ($cut_serial); cutting it off for 40 s"
+    kill -HUP "$AGENT_LINK_PID"; cut_at=$(date +%s)
+    while [ $(( $(date +%s) - cut_at )) -lt 38 ]; do sleep 0.5; done
+    during="$(svid)"
+    while [ $(( $(date +%s) - cut_at )) -lt 40 ]; do sleep 0.2; done
+    kill -USR2 "$AGENT_LINK_PID"; log "agent link restored; its SVID during the cut: ${during:-none}"
+    # Rotation must resume within a few sync intervals.
+    for _ in $(seq 1 150); do
+        cur="$(svid)"; [ -n "$cur" ] && [ "${cur%% *}" != "$cut_serial" ] && { after="$cur"; break; }; sleep 0.2
+    done
+    log "agent after the cut: ${after:-no new SVID}"
+    printf '%s\n%s\n%s\n%s\n' "$cut_serial" "$cut_at" "$during" "$after" > "$TMP/agent-cut.txt"
+}
+agent_cut & CUT_PID=$!; PIDS+=("$CUT_PID")
 
 at 15; log "kill -9 replica 1"; kill -KILL "${REPLICA_PID[1]}"; wait "${REPLICA_PID[1]}" 2>/dev/null || true
 at 25; log "restart replica 1"; start_replica 1
 at 35; log "restart PostgreSQL"; pg_restart || die "PostgreSQL did not restart"
-while [ $(( $(date +%s) - CUT_AT )) -lt 38 ]; do sleep 0.5; done
-during="$(svid)"
-while [ $(( $(date +%s) - CUT_AT )) -lt 40 ]; do sleep 0.2; done
-kill -USR2 "$AGENT_LINK_PID"; log "agent link restored; its SVID during the cut: ${during:-none}"
 at 50; log "freeze replica 2's database connection"; kill -USR1 "$HUNG_PID"
 at 65; log "unfreeze it"; kill -USR2 "$HUNG_PID"
-# Rotation must resume within a few sync intervals.
-after=""
-for _ in $(seq 1 150); do
-    cur="$(svid)"; [ -n "$cur" ] && [ "${cur%% *}" != "$cut_serial" ] && { after="$cur"; break; }; sleep 0.2
-done
 wait "$LOAD_PID" || die "the load driver failed (log: $TMP/load.log)"
 wait "$FLEET_PID" || die "the agent fleet failed (log: $TMP/fleet.log)"
 log "load done: $(cat "$TMP/load.json")"
+wait "$CUT_PID" || die "the agent cut-off scenario failed (log above)"
+{ read -r cut_serial; read -r CUT_AT; read -r during; read -r after; } < "$TMP/agent-cut.txt" \
+    || die "the agent cut-off scenario left no result"
 
 # --- invariants ---
 for i in 0 1 2; do
-    kill -0 "${REPLICA_PID[$i]}" 2>/dev/null || die "replica $i is not running at the end (log $TMP/srv/r$i.log)"
+    if ! kill -0 "${REPLICA_PID[$i]}" 2>/dev/null; then
+        rc=0; wait "${REPLICA_PID[$i]}" 2>/dev/null || rc=$?
+        die "replica $i is not running at the end (exit status $rc; log $TMP/srv/r$i.log)"
+    fi
 done
 "${L[@]}" audit export > "$TMP/audit.jsonl" || die "audit export failed"
 "${L[@]}" --output json audit verify > "$TMP/verify.json" || die "lanyard audit verify failed: $(cat "$TMP/verify.json")"
