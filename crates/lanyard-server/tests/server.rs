@@ -376,6 +376,51 @@ mod admin {
         srv.stop().await
     }
 
+    /// `audit verify` while other requests keep appending: it checks the
+    /// chain as of the head it read, and does not mistake the newer events
+    /// for a changed head (found by scripts/faults.sh, where the broker's
+    /// reaper kept writing during the check).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn audit_verify_holds_while_writers_append() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let srv = start(dir.path(), FakeClock::new(), None, None).await?;
+        for i in 0..300 {
+            let (status, _, _) = srv
+                .admin(Method::POST, "/admin/v1/tenants", Some(json!({"name": format!("seed{i}")})))
+                .await?;
+            assert_eq!(status, 201);
+        }
+        let writer = {
+            let (http, url, admin) = (srv.http.clone(), srv.url("/admin/v1/tenants"), srv.admin.clone());
+            tokio::spawn(async move {
+                let mut written = 0u32;
+                for i in 0..400 {
+                    let resp = http
+                        .post(&url)
+                        .bearer_auth(&admin)
+                        .json(&json!({"name": format!("busy{i}")}))
+                        .send()
+                        .await?;
+                    if resp.status().as_u16() == 201 {
+                        written += 1;
+                    }
+                }
+                Ok::<u32, reqwest::Error>(written)
+            })
+        };
+        let mut checks = 0;
+        while !writer.is_finished() && checks < 200 {
+            let (status, v, _) = srv.admin(Method::GET, "/admin/v1/audit/verify", None).await?;
+            assert_eq!((status, &v["ok"]), (200, &json!(true)), "verify during writes: {v}");
+            checks += 1;
+        }
+        assert_eq!(writer.await??, 400);
+        assert!(checks > 0, "the writer finished before any verify ran");
+        let (_, v, _) = srv.admin(Method::GET, "/admin/v1/audit/verify", None).await?;
+        assert_eq!(v["ok"], true, "{v}");
+        srv.stop().await
+    }
+
     #[tokio::test]
     async fn tenants_are_validated_unique_and_audited() -> TestResult {
         let dir = tempfile::tempdir()?;
