@@ -662,13 +662,14 @@ impl Agent {
     /// Runs the sync loop until `shutdown` resolves.
     pub async fn run_sync(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut delay = self.config.sync_interval;
+        let cap = retry_cap(self.config.sync_interval);
         loop {
             match self.sync_once().await {
                 Ok(()) => delay = self.config.sync_interval,
                 Err(AgentError::Refused(_)) => delay = self.config.sync_interval,
                 Err(e) => {
                     tracing::warn!(error = %e, "sync failed; serving cached SVIDs until they expire");
-                    delay = (delay * 2).min(Duration::from_secs(30));
+                    delay = (delay * 2).min(cap);
                 }
             }
             tokio::select! {
@@ -677,6 +678,16 @@ impl Agent {
             }
         }
     }
+}
+
+/// The longest wait between sync attempts while the servers are failing:
+/// no slower than the normal cadence (or 5 s when that is faster), at most
+/// 30 s. A longer back-off made an agent whose link came back wait up to
+/// 30 s, long enough for 60 s SVIDs to lapse (found by scripts/faults.sh).
+fn retry_cap(sync_interval: Duration) -> Duration {
+    sync_interval
+        .max(Duration::from_secs(5))
+        .min(Duration::from_secs(30))
 }
 
 /// The JWT cache key: the entry id, then each audience with its length
@@ -745,7 +756,17 @@ pub fn unverified_claims(token: &str) -> Option<serde_json::Value> {
 
 #[cfg(test)]
 mod sync_tests {
-    use super::{goes_back, View};
+    use super::{goes_back, retry_cap, View};
+    use std::time::Duration;
+
+    #[test]
+    fn retries_are_never_slower_than_the_sync_cadence() {
+        let s = Duration::from_secs;
+        assert_eq!(retry_cap(s(2)), s(5));
+        assert_eq!(retry_cap(s(5)), s(5));
+        assert_eq!(retry_cap(s(10)), s(10));
+        assert_eq!(retry_cap(s(300)), s(30));
+    }
 
     #[test]
     fn a_revision_never_goes_back_within_an_epoch() {

@@ -135,6 +135,12 @@ impl CaManager {
         (self.config.svid_ttl, self.config.svid_max_ttl)
     }
 
+    /// The lifetime of a node's own SVID (`ca.node_svid_ttl`).
+    #[must_use]
+    pub fn node_svid_ttl(&self) -> Duration {
+        self.config.node_svid_ttl
+    }
+
     /// Applies the rotation plan for now and republishes on change (here or
     /// on another replica).
     ///

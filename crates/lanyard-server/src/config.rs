@@ -103,6 +103,8 @@ pub struct RawAudit {
 pub struct RawCa {
     /// Default X.509-SVID lifetime (1h).
     pub svid_ttl: Option<String>,
+    /// Lifetime of a node's (agent's) own SVID (1h, or svid_max_ttl if lower).
+    pub node_svid_ttl: Option<String>,
     /// Longest X.509-SVID lifetime (24h).
     pub svid_max_ttl: Option<String>,
     /// Lifetime of a self-signed root (1 year).
@@ -286,6 +288,10 @@ impl Default for AuditConfig {
 pub struct CaConfig {
     /// Default X.509-SVID lifetime.
     pub svid_ttl: Duration,
+    /// A node's own SVID lifetime: independent of `svid_ttl`, so that short
+    /// workload SVIDs do not shorten how long an agent may be cut off from
+    /// the servers before its node SVID lapses and it must be joined again.
+    pub node_svid_ttl: Duration,
     /// Longest X.509-SVID lifetime.
     pub svid_max_ttl: Duration,
     /// Self-signed root lifetime.
@@ -303,6 +309,7 @@ impl Default for CaConfig {
         let svid_max_ttl = Duration::from_secs(24 * 3600);
         Self {
             svid_ttl: lanyard_core::ttl::DEFAULT_X509_SVID_TTL,
+            node_svid_ttl: lanyard_core::ttl::DEFAULT_X509_SVID_TTL,
             svid_max_ttl,
             root_ttl: Duration::from_secs(365 * 24 * 3600),
             rotation: RotationPolicy {
@@ -713,6 +720,17 @@ fn validate_ca(
             message: "must be above zero and at most ca.svid_max_ttl".into(),
         });
     }
+    let node_svid_ttl = dur(
+        "ca.node_svid_ttl",
+        raw.node_svid_ttl,
+        lanyard_core::ttl::DEFAULT_X509_SVID_TTL.min(svid_max_ttl),
+    )?;
+    if node_svid_ttl < Duration::from_secs(60) || node_svid_ttl > svid_max_ttl {
+        return Err(ConfigError::Invalid {
+            key: "ca.node_svid_ttl",
+            message: "must be at least 1m and at most ca.svid_max_ttl".into(),
+        });
+    }
     let root_ttl = dur(
         "ca.root_ttl",
         raw.root_ttl,
@@ -753,6 +771,7 @@ fn validate_ca(
     };
     Ok(CaConfig {
         svid_ttl,
+        node_svid_ttl,
         svid_max_ttl,
         root_ttl,
         rotation: RotationPolicy {

@@ -966,7 +966,12 @@ async fn a_role_added_on_one_replica_is_grantable_on_another_at_once() -> TestRe
             }))
             .send()
             .await?;
-        assert_eq!(resp.status().as_u16(), 201, "role add on B: {}", resp.text().await?);
+        assert_eq!(
+            resp.status().as_u16(),
+            201,
+            "role add on B: {}",
+            resp.text().await?
+        );
         // Straight to replica A, well inside its 1-second refresh period.
         let (status, body) = env
             .admin(
@@ -977,7 +982,10 @@ async fn a_role_added_on_one_replica_is_grantable_on_another_at_once() -> TestRe
                        "grants": [role]}),
             )
             .await?;
-        assert_eq!(status, 201, "entry create on A granting {role} added on B: {body}");
+        assert_eq!(
+            status, 201,
+            "entry create on A granting {role} added on B: {body}"
+        );
     }
     // A grant of a role that exists nowhere is still refused.
     let (status, body) = env

@@ -386,12 +386,20 @@ mod admin {
         let srv = start(dir.path(), FakeClock::new(), None, None).await?;
         for i in 0..300 {
             let (status, _, _) = srv
-                .admin(Method::POST, "/admin/v1/tenants", Some(json!({"name": format!("seed{i}")})))
+                .admin(
+                    Method::POST,
+                    "/admin/v1/tenants",
+                    Some(json!({"name": format!("seed{i}")})),
+                )
                 .await?;
             assert_eq!(status, 201);
         }
         let writer = {
-            let (http, url, admin) = (srv.http.clone(), srv.url("/admin/v1/tenants"), srv.admin.clone());
+            let (http, url, admin) = (
+                srv.http.clone(),
+                srv.url("/admin/v1/tenants"),
+                srv.admin.clone(),
+            );
             tokio::spawn(async move {
                 let mut written = 0u32;
                 for i in 0..400 {
@@ -410,13 +418,21 @@ mod admin {
         };
         let mut checks = 0;
         while !writer.is_finished() && checks < 200 {
-            let (status, v, _) = srv.admin(Method::GET, "/admin/v1/audit/verify", None).await?;
-            assert_eq!((status, &v["ok"]), (200, &json!(true)), "verify during writes: {v}");
+            let (status, v, _) = srv
+                .admin(Method::GET, "/admin/v1/audit/verify", None)
+                .await?;
+            assert_eq!(
+                (status, &v["ok"]),
+                (200, &json!(true)),
+                "verify during writes: {v}"
+            );
             checks += 1;
         }
         assert_eq!(writer.await??, 400);
         assert!(checks > 0, "the writer finished before any verify ran");
-        let (_, v, _) = srv.admin(Method::GET, "/admin/v1/audit/verify", None).await?;
+        let (_, v, _) = srv
+            .admin(Method::GET, "/admin/v1/audit/verify", None)
+            .await?;
         assert_eq!(v["ok"], true, "{v}");
         srv.stop().await
     }

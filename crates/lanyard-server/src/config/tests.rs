@@ -40,6 +40,13 @@ fn full_config_validates() -> Result<(), ConfigError> {
         Duration::from_secs(30 * 60) + CLOCK_SKEW
     );
     assert!(c.tls.is_some());
+    // Node SVIDs keep their own lifetime whatever the workload SVIDs get.
+    assert_eq!(c.ca.node_svid_ttl, Duration::from_secs(3600));
+    let short = parse(GOOD, &env(&[("LANYARD__CA__SVID_TTL", "60s")]))?;
+    assert_eq!(
+        (short.ca.svid_ttl, short.ca.node_svid_ttl),
+        (Duration::from_secs(60), Duration::from_secs(3600))
+    );
     Ok(())
 }
 
@@ -128,6 +135,16 @@ fn every_bad_input_names_its_key() {
             "server.tls_cert",
         ),
         (no_tls.into(), BTreeMap::new(), "server.insecure_plain_http"),
+        (
+            GOOD.into(),
+            env(&[("LANYARD__CA__NODE_SVID_TTL", "30s")]),
+            "ca.node_svid_ttl",
+        ),
+        (
+            GOOD.into(),
+            env(&[("LANYARD__CA__NODE_SVID_TTL", "48h")]),
+            "ca.node_svid_ttl",
+        ),
         (GOOD.into(), env(&[("LANYARD__SERVER__NOPE", "1")]), "nope"),
         (
             GOOD.into(),

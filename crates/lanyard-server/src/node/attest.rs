@@ -313,7 +313,7 @@ impl NodeService {
     fn sign_node(&self, node_id: &str, csr: &[u8]) -> Result<(NodeSvid, String), Status> {
         let id = naming::node_id(&self.settings.trust_domain, node_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let (ttl, _) = self.ca.svid_ttls();
+        let ttl = self.ca.node_svid_ttl();
         let grant = X509Grant {
             spiffe_id: id.clone(),
             dns_names: Vec::new(),
