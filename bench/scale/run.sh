@@ -47,6 +47,7 @@ log() { echo "[scale] $*" >&2; }
 die() { echo "[scale] ERROR: $*" >&2; exit 1; }
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/lanyard-scale.XXXXXX")"
+chmod 755 "$TMP" # PostgreSQL runs as its own user when started as root
 source "$ROOT/bench/lib/pg.sh"
 source "$ROOT/bench/lib/lanyard.sh"
 cleanup() {

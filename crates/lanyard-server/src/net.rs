@@ -247,8 +247,8 @@ impl http_body::Body for Deadline {
     }
 }
 
-/// A connection holding one of its listener's permits, closed when the
-/// peer sends nothing for `idle` (gRPC keepalive pings are answered, so a
+/// A connection holding one of its listener's permits, closed when nothing
+/// moves either way for `idle` (gRPC keepalive pings are answered, so a
 /// live peer always sends something).
 #[derive(Debug)]
 pub struct Limited<T> {
@@ -297,13 +297,30 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
     }
 }
 
+impl<T> Limited<T> {
+    /// Bytes went out: the connection is busy answering (a long streamed
+    /// answer such as `entry apply`'s progress), not idle. A peer that stops
+    /// reading stalls the writes and still meets the deadline.
+    fn wrote<E>(&mut self, r: Poll<Result<usize, E>>) -> Poll<Result<usize, E>> {
+        if let Poll::Ready(Ok(n)) = &r {
+            if *n > 0 {
+                let next = tokio::time::Instant::now() + self.idle;
+                self.deadline.as_mut().reset(next);
+            }
+        }
+        r
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -319,7 +336,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -392,4 +411,65 @@ where
         }
     });
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|s| (s, rx)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Limited;
+    use std::io;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// A long streamed answer (e.g. `entry apply` of 100,000 entries) while
+    /// the peer sends nothing: the connection is busy, not idle (it was
+    /// cut after the header timeout mid-answer, found by bench/scale).
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_is_answering_is_not_idle() -> TestResult {
+        let (ours, _theirs) = tokio::io::duplex(1 << 16);
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .acquire_owned()
+            .await?;
+        let mut conn = Limited::new(ours, permit, Duration::from_secs(10));
+        let mut buf = [0u8; 16];
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            conn.write_all(b"{\"applied\":1}\n").await?;
+            let read = tokio::time::timeout(Duration::from_millis(1), conn.read(&mut buf)).await;
+            assert!(read.is_err(), "30 s of answering with 10 s idle: {read:?}");
+        }
+        // Nothing either way for the idle period: closed.
+        let read = conn.read(&mut buf).await;
+        assert_eq!(
+            read.map_err(|e| e.kind()).err(),
+            Some(io::ErrorKind::TimedOut)
+        );
+        Ok(())
+    }
+
+    /// A peer that sends nothing and reads nothing (so writes stall) is
+    /// still closed after the idle period.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_neither_sends_nor_reads_is_closed() -> TestResult {
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .acquire_owned()
+            .await?;
+        let mut conn = Limited::new(ours, permit, Duration::from_secs(10));
+        // Fill the peer's unread buffer: further writes wait.
+        conn.write_all(&[b'x'; 64]).await?;
+        let stalled = tokio::time::timeout(Duration::from_secs(1), conn.write_all(b"more")).await;
+        assert!(stalled.is_err(), "the write should wait for the peer");
+        let mut buf = [0u8; 16];
+        let started = tokio::time::Instant::now();
+        let read = conn.read(&mut buf).await;
+        assert_eq!(
+            read.map_err(|e| e.kind()).err(),
+            Some(io::ErrorKind::TimedOut)
+        );
+        assert!(started.elapsed() <= Duration::from_secs(10));
+        Ok(())
+    }
 }
