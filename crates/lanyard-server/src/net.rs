@@ -267,6 +267,22 @@ impl<T> Limited<T> {
             deadline: Box::pin(tokio::time::sleep(idle)),
         }
     }
+
+    /// Something moved: the idle period starts again.
+    fn touch(&mut self) {
+        let next = tokio::time::Instant::now() + self.idle;
+        self.deadline.as_mut().reset(next);
+    }
+
+    /// Bytes went out: the connection is busy answering (a long streamed
+    /// answer such as `entry apply`'s progress), not idle. A peer that stops
+    /// reading stalls the writes and still meets the deadline.
+    fn wrote<E>(&mut self, r: Poll<Result<usize, E>>) -> Poll<Result<usize, E>> {
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
@@ -280,8 +296,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    let next = tokio::time::Instant::now() + this.idle;
-                    this.deadline.as_mut().reset(next);
+                    this.touch();
                 }
                 Poll::Ready(Ok(()))
             }
@@ -294,21 +309,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
             },
             other => other,
         }
-    }
-}
-
-impl<T> Limited<T> {
-    /// Bytes went out: the connection is busy answering (a long streamed
-    /// answer such as `entry apply`'s progress), not idle. A peer that stops
-    /// reading stalls the writes and still meets the deadline.
-    fn wrote<E>(&mut self, r: Poll<Result<usize, E>>) -> Poll<Result<usize, E>> {
-        if let Poll::Ready(Ok(n)) = &r {
-            if *n > 0 {
-                let next = tokio::time::Instant::now() + self.idle;
-                self.deadline.as_mut().reset(next);
-            }
-        }
-        r
     }
 }
 
