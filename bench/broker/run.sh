@@ -8,10 +8,11 @@
 #
 # Options: --duration SECS, --max-flows N, --concurrency "1 4 16", --keep
 # (keep the temp directory), --no-build (use the binaries already built),
-# --debug (use target/debug binaries: a smoke test, not a measurement).
-# Everything listens on 127.0.0.1 only; every process this script starts is
-# stopped by PID on exit. Progress goes to stderr; the results table
-# (markdown) to stdout.
+# --debug (use target/debug binaries: a smoke test, not a measurement),
+# --results FILE (also append the raw JSON line of each run to FILE).
+# Binaries come from $CARGO_TARGET_DIR when set. Everything listens on
+# 127.0.0.1 only; every process this script starts is stopped by PID on exit.
+# Progress goes to stderr; the results table (markdown) to stdout.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -22,6 +23,7 @@ CONCURRENCY="1 4 16"
 KEEP=0
 BUILD_FIRST=1
 PROFILE=release
+RESULTS=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -32,7 +34,8 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --no-build) BUILD_FIRST=0 ;;
         --debug) PROFILE=debug ;;
-        -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --results) RESULTS="$2"; shift ;;
+        -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -173,11 +176,40 @@ echo bench-root > "$TMP/bao-token.txt"
 log "openbao at $BAO_URL (pid $BAO_PID)"
 
 # --- 6. load ---
-run() { # run FLOW BASE TOKENS C
-    local out
+# CPU ticks around each run: the machine's, the Lanyard, OpenBao and
+# PostgreSQL process trees', and this script's waited-for children (the load
+# generator). Gives each server's CPU per credential and the share of the
+# machine other processes took (the machine is shared).
+# shellcheck source=bench/lib/proc.sh
+. "$ROOT/bench/lib/proc.sh"
+cpu_ticks() {
+    echo "$(proc_machine_ticks) $(proc_tree_ticks "$LANYARD_PID") $(proc_tree_ticks "$BAO_PID")" \
+        "$(proc_tree_ticks "$PG_PID") $(proc_self_children_ticks)"
+}
+run() { # run FLOW BASE TOKENS C ROLE
+    local out before after t0 t1 extra
+    before="$(cpu_ticks)"; t0="$(date +%s%N)"
     out="$(timeout $((DURATION + 60)) "$LOADGEN" --flow "$1" --base "$2" --tokens "$3" --concurrency "$4" \
         --duration "$DURATION" --max-flows "$MAX_FLOWS" --warmup 1 --role "$5")" || die "loadgen $1 c=$4 failed: ${out:-no output}"
+    t1="$(date +%s%N)"; after="$(cpu_ticks)"
+    extra="$(python3 - "$out" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" "$(nproc)" <<'EOF3'
+import json, sys
+run = json.loads(sys.argv[1])
+(all0, lan0, bao0, pg0, gen0), (all1, lan1, bao1, pg1, gen1) = (map(int, a.split()) for a in sys.argv[2:4])
+ns0, ns1, hz, ncpu = map(int, sys.argv[4:])
+server = lan1 - lan0 if run["target"].startswith("lanyard") else bao1 - bao0
+other = max(0, (all1 - all0) - (lan1 - lan0) - (bao1 - bao0) - (pg1 - pg0) - (gen1 - gen0))
+capacity = (ns1 - ns0) / 1e9 * hz * ncpu
+every = run["flows"] + run["errors"] + run.get("warmup_flows", 0)
+per = lambda t: round(t / hz * 1e6 / every) if every else None
+print(json.dumps({"other_cpu_pct": round(100 * other / capacity, 1) if capacity else None,
+                  "server_cpu_us_per_flow": per(server), "postgres_cpu_us_per_flow": per(pg1 - pg0),
+                  "loadgen_cpu_us_per_flow": per(gen1 - gen0)}, separators=(",", ":"))[1:-1])
+EOF3
+)" || die "measuring CPU time failed"
+    out="${out%\}},$extra}"
     log "$out"; echo "$out" >> "$TMP/results.jsonl"
+    [ -z "$RESULTS" ] || echo "$out" >> "$RESULTS"
 }
 for c in $CONCURRENCY; do
     svid
@@ -215,6 +247,17 @@ for c in sorted({c for _, c in runs}):
     f = lambda r, k: "–" if r is None or r[k] is None else (f"{r[k]:,.0f}" if k == "flows_per_sec" else f"{r[k]:.1f} ms")
     ratio = f"{l['flows_per_sec'] / b['flows_per_sec']:.2f}x" if l and b and b["flows_per_sec"] else "–"
     print(f"| {c} | {f(l,'flows_per_sec')} | {f(l,'p50_ms')} | {f(l,'p99_ms')} | {f(b,'flows_per_sec')} | {f(b,'p50_ms')} | {f(b,'p99_ms')} | {ratio} |")
+print("\nCPU time per credential (server process tree; PostgreSQL's in brackets) and CPU taken by other processes:\n")
+print("| concurrency | Lanyard µs/cred | OpenBao µs/cred | other CPU % (Lanyard / OpenBao) |")
+print("|---|---|---|---|")
+g = lambda r, k: "–" if r is None or r.get(k) is None else f"{r[k]:,}"
+for c in sorted({c for _, c in runs}):
+    l, b = runs.get(("lanyard-broker-creds", c)), runs.get(("openbao-db-creds", c))
+    print(f"| {c} | {g(l,'server_cpu_us_per_flow')} ({g(l,'postgres_cpu_us_per_flow')}) "
+          f"| {g(b,'server_cpu_us_per_flow')} ({g(b,'postgres_cpu_us_per_flow')}) | {g(l,'other_cpu_pct')} / {g(b,'other_cpu_pct')} |")
+busy = {f"{t} c={c}": r.get("other_cpu_pct") for (t, c), r in runs.items() if (r.get("other_cpu_pct") or 0) > 5}
+if busy:
+    print(f"\nWARNING: other processes took more than 5 % of the CPU during {busy} (percent): re-run on an idle machine")
 errors = {f"{t} c={c}": r["errors"] for (t, c), r in runs.items() if r["errors"]}
 print(f"\npsql alone (one session, same SQL, 300 transactions): {floor} creds/s")
 print(f"errors: {errors or 'none'}; PostgreSQL roles created (lanyard_*, v-*): {roles}; lanyard audit verify: {audit}")

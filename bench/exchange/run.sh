@@ -10,8 +10,9 @@
 #
 # Options: --duration SECS, --max-flows N, --tokens N, --concurrency "1 8 32",
 # --keep (keep the temp directory), --no-build (use the binaries already in
-# target/release). Everything listens on 127.0.0.1 only;
-# every process this script starts is stopped by PID on exit.
+# target/release, or $CARGO_TARGET_DIR/release), --results FILE (also append
+# the raw JSON line of each run to FILE, as bench/run does). Everything listens
+# on 127.0.0.1 only; every process this script starts is stopped by PID on exit.
 # Progress goes to stderr; the results table (markdown) to stdout.
 set -euo pipefail
 
@@ -26,6 +27,7 @@ RUN_LANYARD=1
 RUN_OPENBAO=1
 KEEP=0
 BUILD_FIRST=1
+RESULTS=""
 AUDIENCE=bench-api
 ROLE=bench
 K8S_ISSUER=https://kubernetes.default.svc.cluster.local
@@ -41,7 +43,8 @@ while [ $# -gt 0 ]; do
         --lanyard-only) RUN_OPENBAO=0 ;;
         --keep) KEEP=1 ;;
         --no-build) BUILD_FIRST=0 ;;
-        -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --results) RESULTS="$2"; shift ;;
+        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -191,6 +194,7 @@ EOF
     out="${out%\}},$extra}"
     log "$out"
     echo "$out" >> "$TMP/results.jsonl"
+    [ -z "$RESULTS" ] || echo "$out" >> "$RESULTS"
 }
 
 # --- 4. Lanyard ---

@@ -11,7 +11,8 @@
 #   bench/x509/run.sh --openbao-only | --lanyard-only
 #
 # Options: --duration SECS, --concurrency "1 8 32", --csrs N, --keep (keep
-# the temp directory), --no-build (use the binaries already built).
+# the temp directory), --no-build (use the binaries already built),
+# --results FILE (also append the raw JSON line of each run to FILE).
 # Everything listens on 127.0.0.1 only; every process this script starts is
 # stopped by PID on exit. Progress goes to stderr; the results (markdown) to stdout.
 set -euo pipefail
@@ -25,6 +26,7 @@ RUN_LANYARD=1
 RUN_OPENBAO=1
 KEEP=0
 BUILD_FIRST=1
+RESULTS=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -36,6 +38,7 @@ while [ $# -gt 0 ]; do
         --lanyard-only) RUN_OPENBAO=0 ;;
         --keep) KEEP=1 ;;
         --no-build) BUILD_FIRST=0 ;;
+        --results) RESULTS="$2"; shift ;;
         -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -160,6 +163,7 @@ EOF
     out="${out%\}},$extra}"
     log "$out"
     echo "$out" >> "$TMP/results.jsonl"
+    [ -z "$RESULTS" ] || echo "$out" >> "$RESULTS"
 }
 
 # --- 3. Lanyard: dev server, a node attested with a join token, one entry of that node ---

@@ -932,6 +932,7 @@ async fn store_entries(
                     token_reviewer: false,
                     grants: Vec::new(),
                     role: None,
+                    federates_with: Vec::new(),
                     created_at: 0,
                 };
                 let audit = lanyard_store::AuditDraft {

@@ -136,10 +136,9 @@ pub struct View {
     pub jwt_bundle: Vec<u8>,
     /// The same, parsed once.
     pub jwt_keys: Arc<Vec<VerifyingKey>>,
-    /// Bundles of federated trust domains by `spiffe://TD`. The node API
-    /// does not carry them yet (federation, issue 12), so this is empty
-    /// today; the Workload API's `federated_bundles`, SDS `ALL` and the
-    /// delegated bundle streams already serve whatever it holds.
+    /// Bundles of federated trust domains by `spiffe://TD`, as the server
+    /// sent them. A workload receives only those its entries federate with
+    /// ([`View::x509_bundles_for`]); delegates receive all.
     pub federated: Arc<BTreeMap<String, FederatedBundle>>,
     /// False once the server refused this node: nothing is served.
     pub serving: bool,
@@ -154,6 +153,36 @@ impl View {
                 .iter()
                 .map(|(td, b)| (td.as_str(), b.x509_roots.as_slice())),
         )
+    }
+
+    /// `spiffe://TD` of every federated trust domain `entries` federate with.
+    pub fn federated_ids<'e>(
+        entries: impl IntoIterator<Item = &'e Arc<Entry>>,
+    ) -> std::collections::BTreeSet<String> {
+        entries
+            .into_iter()
+            .flat_map(|e| e.federates_with.iter())
+            .map(|td| format!("spiffe://{td}"))
+            .collect()
+    }
+
+    /// The trust domain's X.509 roots, then those federated trust domains
+    /// in `allowed` (from [`View::federated_ids`]).
+    pub fn x509_bundles_for<'a>(
+        &'a self,
+        allowed: &'a std::collections::BTreeSet<String>,
+    ) -> impl Iterator<Item = (&'a str, &'a [Vec<u8>])> {
+        self.x509_bundles()
+            .filter(move |(td, _)| *td == self.trust_domain_id || allowed.contains(*td))
+    }
+
+    /// The same for JWKS documents.
+    pub fn jwt_bundles_for<'a>(
+        &'a self,
+        allowed: &'a std::collections::BTreeSet<String>,
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+        self.jwt_bundles()
+            .filter(move |(td, _)| *td == self.trust_domain_id || allowed.contains(*td))
     }
 
     /// The same for JWKS documents.
@@ -195,6 +224,29 @@ struct SyncedBundle {
     x509_roots: Vec<Vec<u8>>,
     jwt_bundle: Vec<u8>,
     revision: i64,
+    federated: BTreeMap<String, FederatedBundle>,
+}
+
+/// The federated bundles of a sync, keyed by `spiffe://TD`; a bundle that
+/// names no valid trust domain, or this agent's own, is dropped.
+fn federated_from_pb(
+    bundles: &[lanyard_proto::node::FederatedBundle],
+    own: &str,
+) -> BTreeMap<String, FederatedBundle> {
+    bundles
+        .iter()
+        .filter(|b| b.trust_domain != own)
+        .filter_map(|b| {
+            let td = lanyard_core::TrustDomain::parse(&b.trust_domain).ok()?;
+            Some((
+                td.id_string(),
+                FederatedBundle {
+                    x509_roots: b.x509_roots.clone(),
+                    jwt_bundle: b.jwt_bundle.clone(),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Agent settings.
@@ -376,7 +428,8 @@ impl Agent {
             .ok_or_else(|| AgentError::Node("no node identity".into()))?;
         let cur = self.view();
         let resp = self.fetch_sync(&cur).await?;
-        let (index, roots, jwt_bundle, jwt_keys, td, epoch, revision, bundle_revision) = match resp
+        let (index, roots, jwt_bundle, jwt_keys, td, epoch, revision, bundle_revision, federated) =
+            match resp
         {
             None => (
                 cur.index.clone(),
@@ -387,6 +440,7 @@ impl Agent {
                 cur.epoch.clone(),
                 cur.revision,
                 cur.bundle_revision,
+                cur.federated.clone(),
             ),
             Some(sync) => {
                 let index = match sync.entries {
@@ -423,6 +477,7 @@ impl Agent {
                             sync.epoch,
                             sync.revision,
                             b.revision,
+                            Arc::new(b.federated),
                         )
                     }
                     None => (
@@ -434,6 +489,7 @@ impl Agent {
                         sync.epoch,
                         sync.revision,
                         cur.bundle_revision,
+                        cur.federated.clone(),
                     ),
                 }
             }
@@ -517,7 +573,7 @@ impl Agent {
                 roots,
                 jwt_bundle,
                 jwt_keys,
-                federated: cur.federated.clone(),
+                federated,
                 serving: true,
                 generation: 0,
             });
@@ -569,6 +625,7 @@ impl Agent {
                     x509_roots: resp.x509_roots.clone(),
                     jwt_bundle: resp.jwt_bundle.clone(),
                     revision: resp.bundle_revision,
+                    federated: federated_from_pb(&resp.federated_bundles, &resp.trust_domain),
                 });
             }
             if resp.delta {
@@ -739,6 +796,7 @@ fn entry_from_pb(e: &lanyard_proto::node::Entry, node: &SpiffeId) -> Option<Entr
         // Broker grants are used by the server only; agents never see them.
         grants: Vec::new(),
         role: None,
+        federates_with: e.federates_with.clone(),
         created_at: 0,
     })
 }

@@ -271,6 +271,8 @@ fn resolve(
     if identities.is_empty() {
         return Ok(None);
     }
+    // Federated trust domains only where the caller's entries say so.
+    let allowed = View::federated_ids(&matched);
     let mut out = Vec::new();
     if names.is_empty() {
         out.extend(
@@ -278,7 +280,10 @@ fn resolve(
                 .iter()
                 .map(|i| tls_certificate(&i.entry.spiffe_id.to_string(), i)),
         );
-        out.extend(view.x509_bundles().map(|(td, roots)| trusted_ca(td, roots)));
+        out.extend(
+            view.x509_bundles_for(&allowed)
+                .map(|(td, roots)| trusted_ca(td, roots)),
+        );
         return Ok(Some(out));
     }
     let mut missing = Vec::new();
@@ -286,13 +291,13 @@ fn resolve(
         let secret = match name.as_str() {
             DEFAULT_SVID_NAME => identities.first().map(|i| tls_certificate(name, i)),
             DEFAULT_BUNDLE_NAME => Some(trusted_ca(name, &view.roots)),
-            ALL_BUNDLES_NAME => Some(all_bundles(view)),
+            ALL_BUNDLES_NAME => Some(all_bundles(view, &allowed)),
             _ => identities
                 .iter()
                 .find(|i| i.entry.spiffe_id.to_string() == *name)
                 .map(|i| tls_certificate(name, i))
                 .or_else(|| {
-                    view.x509_bundles()
+                    view.x509_bundles_for(&allowed)
                         .find(|(td, _)| {
                             *td == name.as_str()
                                 || td.strip_prefix("spiffe://") == Some(name.as_str())
@@ -342,10 +347,10 @@ fn trusted_ca(name: &str, roots: &[Vec<u8>]) -> Secret {
 }
 
 /// `ALL`: Envoy's SPIFFE validator with one bundle per trust domain.
-fn all_bundles(view: &View) -> Secret {
+fn all_bundles(view: &View, allowed: &std::collections::BTreeSet<String>) -> Secret {
     let config = SpiffeCertValidatorConfig {
         trust_domains: view
-            .x509_bundles()
+            .x509_bundles_for(allowed)
             .map(|(td, roots)| spiffe_cert_validator_config::TrustDomain {
                 name: td.strip_prefix("spiffe://").unwrap_or(td).to_owned(),
                 trust_bundle: inline(pem("CERTIFICATE", roots).into_bytes()),

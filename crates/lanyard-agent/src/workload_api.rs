@@ -221,11 +221,15 @@ fn x509_response(view: &View, selectors: &[Selector], now: i64) -> Option<X509sv
     (view.serving && !svids.is_empty()).then(|| X509svidResponse {
         svids,
         crl: Vec::new(),
-        federated_bundles: view
-            .federated
-            .iter()
-            .map(|(td, b)| (td.clone(), concat(&b.x509_roots)))
-            .collect(),
+        // Only the trust domains the caller's entries federate with.
+        federated_bundles: {
+            let allowed = View::federated_ids(&matched);
+            view.federated
+                .iter()
+                .filter(|(td, _)| allowed.contains(*td))
+                .map(|(td, b)| (td.clone(), concat(&b.x509_roots)))
+                .collect()
+        },
     })
 }
 
@@ -276,13 +280,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        self.caller(&req, "FetchX509Bundles").await?;
-        let stream = bundle_stream(self.agent.clone(), |view: &View| X509BundlesResponse {
-            crl: Vec::new(),
-            bundles: view
-                .x509_bundles()
-                .map(|(td, roots)| (td.to_owned(), concat(roots)))
-                .collect(),
+        let selectors = self.caller(&req, "FetchX509Bundles").await?.selectors;
+        let stream = bundle_stream(self.agent.clone(), move |view: &View| {
+            let allowed = View::federated_ids(&matched_entries(view, &selectors));
+            X509BundlesResponse {
+                crl: Vec::new(),
+                bundles: view
+                    .x509_bundles_for(&allowed)
+                    .map(|(td, roots)| (td.to_owned(), concat(roots)))
+                    .collect(),
+            }
         });
         Ok(Response::new(stream))
     }
@@ -341,12 +348,15 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        self.caller(&req, "FetchJWTBundles").await?;
-        let stream = bundle_stream(self.agent.clone(), |view: &View| JwtBundlesResponse {
-            bundles: view
-                .jwt_bundles()
-                .map(|(td, jwks)| (td.to_owned(), jwks.to_vec()))
-                .collect(),
+        let selectors = self.caller(&req, "FetchJWTBundles").await?.selectors;
+        let stream = bundle_stream(self.agent.clone(), move |view: &View| {
+            let allowed = View::federated_ids(&matched_entries(view, &selectors));
+            JwtBundlesResponse {
+                bundles: view
+                    .jwt_bundles_for(&allowed)
+                    .map(|(td, jwks)| (td.to_owned(), jwks.to_vec()))
+                    .collect(),
+            }
         });
         Ok(Response::new(stream))
     }
@@ -412,9 +422,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
 
 /// A bundle stream: the full bundle set now and after every change, until
 /// the node stops serving (then `PermissionDenied`) or the client leaves.
-pub(crate) fn bundle_stream<T>(agent: Arc<Agent>, build: fn(&View) -> T) -> Streamed<T>
+pub(crate) fn bundle_stream<T, F>(agent: Arc<Agent>, build: F) -> Streamed<T>
 where
     T: Clone + PartialEq + Send + Sync + 'static,
+    F: Fn(&View) -> T + Send + 'static,
 {
     let mut changes = agent.subscribe();
     async_stream(move |tx| async move {

@@ -12,11 +12,13 @@
 //! - [`KeyRing`]: decrypted, parsed keys ready to sign (parsed once, never per
 //!   request) plus the public JWKS, built from stored keys.
 //!
+//! - [`bundle`]: SPIFFE trust bundles of other trust domains: read, check, write.
 //! - [`x509`]: the X.509 CA (root, intermediate, CSR → X.509-SVID with the
 //!   X.509-SVID specification's constraints, validated after signing).
 
 #![warn(missing_docs)]
 
+pub mod bundle;
 mod error;
 mod kek;
 mod keyring;

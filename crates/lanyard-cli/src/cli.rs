@@ -76,9 +76,12 @@ pub enum Command {
     /// Run server and agent in one process for development, on SQLite in
     /// --data-dir (default ./.lanyard-dev), plain HTTP on loopback.
     ///
-    /// Creates the `dev` tenant, trust domain example.org, signing keys and an
-    /// admin token on first start, and writes DATA_DIR/dev.json (issuer,
-    /// admin_token, workload_socket, bundle_endpoint). Restarting on the same
+    /// Creates the `dev` tenant, the trust domain (--trust-domain, default
+    /// example.org), signing keys and an admin token on first start, and
+    /// writes DATA_DIR/dev.json (issuer, admin_token, workload_socket,
+    /// bundle_endpoint, federation_bundle_endpoint and
+    /// federation_endpoint_spiffe_id: the https_spiffe bundle endpoint
+    /// another trust domain federates with). Restarting on the same
     /// directory keeps keys, tenants and the admin token.
     Dev(DevArgs),
     /// Run the identity server from a config file, or initialise its store.
@@ -140,6 +143,120 @@ pub enum Command {
     /// render --pod F` shows what they would do to one pod, without a cluster.
     /// Guides: docs/kubernetes/.
     Webhook(WebhookArgs),
+    /// SPIFFE federation: trust other trust domains (SPIRE or Lanyard) by
+    /// fetching their bundles from their bundle endpoints.
+    ///
+    /// A relationship is one-way: this server trusts the peer's SVIDs;
+    /// mutual trust needs a relationship on each side. Workloads receive a
+    /// foreign bundle only if their entry says `--federates-with TD`, and a
+    /// foreign JWT-SVID is exchanged only where an entry maps its SPIFFE ID
+    /// (`--selector spiffe:id:spiffe://other.org/...`). Guide:
+    /// docs/federation/spiffe.md.
+    #[command(subcommand)]
+    Federation(FederationCommand),
+    /// Trust bundles: this trust domain's (show), and other trust domains'
+    /// set by hand (set, list, delete), e.g. from `spire-server bundle show
+    /// -format spiffe`.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FederationCommand {
+    /// Federate with a trust domain: fetch its bundle from its endpoint,
+    /// now and then at the refresh hint it publishes.
+    ///
+    /// With https_spiffe (the usual profile; SPIRE's and Lanyard's default)
+    /// the endpoint's SVID is verified against the latest bundle of its
+    /// trust domain, so the first fetch needs a bootstrap bundle obtained
+    /// out of band (--initial-bundle). With https_web the endpoint has a
+    /// Web PKI certificate.
+    ///
+    /// Example: lanyard federation add --trust-domain other.org
+    ///   --bundle-endpoint https://spire.other.org:8443
+    ///   --profile https_spiffe --endpoint-spiffe-id spiffe://other.org/spire/server
+    ///   --initial-bundle other.org.json --tenant payments
+    Add(FederationAddArgs),
+    /// Relationships with their last refresh, sequence, next refresh and last error.
+    List,
+    /// One relationship, with the bundle held.
+    Show {
+        /// The trust domain, e.g. other.org.
+        trust_domain: String,
+    },
+    /// Fetch the trust domain's bundle now. Exit status 1 when the fetch
+    /// failed or the bundle was refused (the held bundle stays).
+    Refresh {
+        /// The trust domain.
+        trust_domain: String,
+    },
+    /// End the relationship: stop fetching and drop the trust domain's
+    /// bundle (refused while entries federate with it or map its IDs).
+    Delete {
+        /// The trust domain.
+        trust_domain: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct FederationAddArgs {
+    /// The peer's trust domain (never inferred from the URL).
+    #[arg(long)]
+    pub trust_domain: String,
+    /// The peer's bundle endpoint URL (https://).
+    #[arg(long)]
+    pub bundle_endpoint: String,
+    /// https_spiffe (endpoint presents an X.509-SVID) or https_web (Web PKI).
+    #[arg(long, default_value = "https_spiffe")]
+    pub profile: String,
+    /// https_spiffe: the SPIFFE ID the endpoint presents (SPIRE:
+    /// spiffe://TD/spire/server; Lanyard: spiffe://TD/lanyard/server).
+    #[arg(long)]
+    pub endpoint_spiffe_id: Option<String>,
+    /// The peer's bundle, obtained out of band, to verify the first fetch:
+    /// SPIFFE JSON (`lanyard bundle show`, `spire-server bundle show
+    /// -format spiffe`) or PEM.
+    #[arg(long)]
+    pub initial_bundle: Option<PathBuf>,
+    /// The tenant the peer's workloads are in when their JWT-SVIDs are
+    /// exchanged here. Without it their JWT-SVIDs are refused.
+    #[arg(long)]
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// This trust domain's bundle (what peers federate with), or with
+    /// --trust-domain a foreign one held here.
+    Show {
+        /// spiffe (JSON, the default) or pem (X.509 authorities only).
+        #[arg(long, default_value = "spiffe")]
+        format: String,
+        /// A federated trust domain instead of our own.
+        #[arg(long)]
+        trust_domain: Option<String>,
+    },
+    /// Set a trust domain's bundle by hand (static federation): SPIFFE JSON
+    /// or PEM, including what `spire-server bundle show -format spiffe` prints.
+    Set {
+        /// The trust domain the bundle is of.
+        #[arg(long)]
+        trust_domain: String,
+        /// The bundle file ("-" reads standard input).
+        #[arg(long)]
+        file: PathBuf,
+        /// The tenant its workloads' JWT-SVIDs are bound to here.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Foreign bundles held (set by hand or fetched).
+    List,
+    /// Drop a bundle set by hand.
+    Delete {
+        /// The trust domain.
+        #[arg(long)]
+        trust_domain: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -444,6 +561,11 @@ pub struct EntryArgs {
     /// workloads sharing a role share one cloud federated credential.
     #[arg(long)]
     pub role: Option<String>,
+    /// Node agent entry: also hand the workload this federated trust
+    /// domain's bundle, so it can authenticate that trust domain's
+    /// workloads (repeatable; see `lanyard federation`).
+    #[arg(long = "federates-with")]
+    pub federates_with: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ pub mod audit;
 mod broker;
 pub mod dev;
 mod entry;
+mod federation;
 mod issuer;
 mod jointoken;
 mod keys;
@@ -28,6 +29,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant(c) => tenant::run(&cli.global, c).await,
         Command::Keys(c) => keys::run(&cli.global, c).await,
         Command::Issuer(c) => issuer::run(&cli.global, c).await,
+        Command::Federation(c) => federation::run(&cli.global, c).await,
+        Command::Bundle(c) => federation::bundle(&cli.global, c).await,
         Command::Entry(c) => entry::run(&cli.global, c).await,
         Command::AudienceProfile(c) => audience_profile::run(&cli.global, c).await,
         Command::Token(c) => token::run(&cli.global, c).await,

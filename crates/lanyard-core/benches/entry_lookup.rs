@@ -50,6 +50,7 @@ fn entries() -> Vec<lanyard_core::Entry> {
                 token_reviewer: false,
                 grants: Vec::new(),
                 role: None,
+                federates_with: Vec::new(),
                 created_at: 0,
             }
         })

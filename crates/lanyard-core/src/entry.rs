@@ -30,6 +30,15 @@ use crate::{Denial, DenyReason, Evidence, Selector, SpiffeId, TenantId};
 /// so evidence from any other issuer is never matched by SPIFFE ID.
 pub const SELF_ISSUER: &str = "lanyard:self";
 
+/// [`Evidence::issuer`] of a JWT-SVID of federated trust domain `td`,
+/// verified against that trust domain's bundle: `spiffe://TD`. Configured
+/// issuer names cannot contain `:`, so this never names a trusted issuer.
+/// Such evidence carries one selector, `spiffe:id:<its SPIFFE ID>`, and
+/// matches only an entry that names that ID explicitly.
+pub fn foreign_issuer(td: &crate::TrustDomain) -> String {
+    td.id_string()
+}
+
 /// A registration entry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Entry {
@@ -76,6 +85,10 @@ pub struct Entry {
     /// Role name for audience profiles' `{role}` (one cloud credential per
     /// role instead of per workload); see [`crate::audience`].
     pub role: Option<String>,
+    /// Federated trust domains (names, sorted) whose bundles the node agent
+    /// hands this workload beside its own (SPIRE's `federatesWith`).
+    #[serde(default)]
+    pub federates_with: Vec<String>,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -585,6 +598,7 @@ mod tests {
             token_reviewer: false,
             grants: Vec::new(),
             role: None,
+            federates_with: Vec::new(),
             created_at: 0,
         }
     }

@@ -46,6 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     token_reviewer: false,
                     grants: Vec::new(),
                     role: None,
+                    federates_with: Vec::new(),
                     created_at: 0,
                 };
                 let audit = AuditDraft {

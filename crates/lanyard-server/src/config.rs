@@ -82,6 +82,41 @@ pub struct RawConfig {
     /// `[audit]`.
     #[serde(default)]
     pub audit: RawAudit,
+    /// `[federation]`.
+    #[serde(default)]
+    pub federation: RawFederation,
+}
+
+/// `[federation]`: SPIFFE federation with other trust domains.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFederation {
+    /// Shortest interval between two refreshes of one relationship,
+    /// whatever the peer's hint (30s).
+    pub refresh_floor: Option<String>,
+    /// PEM roots trusted for `https_web` bundle endpoints besides the
+    /// platform's (a private CA).
+    pub web_roots: Option<PathBuf>,
+    /// `[federation.bundle_endpoint]`: serve this trust domain's bundle.
+    #[serde(default)]
+    pub bundle_endpoint: RawBundleEndpoint,
+}
+
+/// `[federation.bundle_endpoint]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBundleEndpoint {
+    /// Listen address; unset or `""` serves no bundle endpoint.
+    pub listen: Option<String>,
+    /// `https_spiffe` (default: TLS with the server's X.509-SVID) or
+    /// `https_web` (TLS with `cert` and `key`).
+    pub profile: Option<String>,
+    /// `https_web`: PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// `https_web`: PEM private key.
+    pub key: Option<PathBuf>,
+    /// `spiffe_refresh_hint` served to peers (5m).
+    pub refresh_hint: Option<String>,
 }
 
 /// `[audit]`: signed checkpoints of the audit log.
@@ -263,7 +298,70 @@ pub struct ServerConfig {
     pub listen_limits: crate::net::ListenLimits,
     /// Audit checkpoints.
     pub audit: AuditConfig,
+    /// SPIFFE federation.
+    pub federation: FederationConfig,
 }
+
+/// The validated `[federation]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationConfig {
+    /// Shortest interval between refreshes of one relationship.
+    pub refresh_floor: Duration,
+    /// Extra PEM roots for `https_web` endpoints.
+    pub web_roots: Option<PathBuf>,
+    /// The bundle endpoint; `None` when not served.
+    pub bundle_endpoint: Option<BundleEndpointConfig>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            refresh_floor: DEFAULT_FEDERATION_REFRESH_FLOOR,
+            web_roots: None,
+            bundle_endpoint: None,
+        }
+    }
+}
+
+/// The validated `[federation.bundle_endpoint]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleEndpointConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// The profile.
+    pub profile: BundleEndpointProfile,
+    /// `spiffe_refresh_hint`.
+    pub refresh_hint: Duration,
+}
+
+/// How the bundle endpoint does TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleEndpointProfile {
+    /// The server's own X.509-SVID.
+    HttpsSpiffe,
+    /// A configured certificate.
+    HttpsWeb {
+        /// PEM chain.
+        cert: PathBuf,
+        /// PEM key.
+        key: PathBuf,
+    },
+}
+
+impl BundleEndpointProfile {
+    /// The spec's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::HttpsSpiffe => "https_spiffe",
+            Self::HttpsWeb { .. } => "https_web",
+        }
+    }
+}
+
+/// Default `federation.refresh_floor`.
+pub const DEFAULT_FEDERATION_REFRESH_FLOOR: Duration = Duration::from_secs(30);
+/// Default `federation.bundle_endpoint.refresh_hint`.
+pub const DEFAULT_BUNDLE_REFRESH_HINT: Duration = Duration::from_secs(300);
 
 /// The validated `[audit]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -672,6 +770,7 @@ impl RawConfig {
                 message: "must be between 1s and 24h".into(),
             });
         }
+        let federation = validate_federation(self.federation, &dur)?;
         let audit = AuditConfig {
             checkpoint_interval,
             sink: crate::checkpoint::Sink {
@@ -682,6 +781,7 @@ impl RawConfig {
         Ok(ServerConfig {
             listen_limits,
             audit,
+            federation,
             ca,
             node_api,
             trust_domain,
@@ -846,3 +946,82 @@ fn validate_issuer(issuer: &str, plain: bool) -> Result<String, ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+/// `[federation]`.
+fn validate_federation(
+    raw: RawFederation,
+    dur: &dyn Fn(&'static str, Option<String>, Duration) -> Result<Duration, ConfigError>,
+) -> Result<FederationConfig, ConfigError> {
+    let refresh_floor = dur(
+        "federation.refresh_floor",
+        raw.refresh_floor,
+        DEFAULT_FEDERATION_REFRESH_FLOOR,
+    )?;
+    if refresh_floor < Duration::from_secs(1) || refresh_floor > Duration::from_secs(86_400) {
+        return Err(ConfigError::Invalid {
+            key: "federation.refresh_floor",
+            message: "must be between 1s and 24h".into(),
+        });
+    }
+    let be = raw.bundle_endpoint;
+    let bundle_endpoint = match be.listen.as_deref() {
+        None | Some("") => {
+            if be.profile.is_some() || be.cert.is_some() || be.key.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "federation.bundle_endpoint.listen",
+                    message: "set listen (e.g. \"0.0.0.0:8443\") to serve the bundle endpoint".into(),
+                });
+            }
+            None
+        }
+        Some(text) => {
+            let listen: SocketAddr = text.parse().map_err(|_| ConfigError::Invalid {
+                key: "federation.bundle_endpoint.listen",
+                message: format!("{text:?} is not an IP:port address, e.g. 0.0.0.0:8443"),
+            })?;
+            let profile = match (be.profile.as_deref().unwrap_or("https_spiffe"), be.cert, be.key) {
+                ("https_spiffe", None, None) => BundleEndpointProfile::HttpsSpiffe,
+                ("https_spiffe", _, _) => {
+                    return Err(ConfigError::Invalid {
+                        key: "federation.bundle_endpoint.cert",
+                        message: "https_spiffe serves the server's own X.509-SVID; cert and key apply to profile = \"https_web\"".into(),
+                    })
+                }
+                ("https_web", Some(cert), Some(key)) => BundleEndpointProfile::HttpsWeb { cert, key },
+                ("https_web", _, _) => {
+                    return Err(ConfigError::Invalid {
+                        key: "federation.bundle_endpoint.cert",
+                        message: "profile https_web needs cert and key (PEM files of a certificate for the endpoint's host name)".into(),
+                    })
+                }
+                (other, _, _) => {
+                    return Err(ConfigError::Invalid {
+                        key: "federation.bundle_endpoint.profile",
+                        message: format!("{other:?} is not a profile: https_spiffe or https_web"),
+                    })
+                }
+            };
+            let refresh_hint = dur(
+                "federation.bundle_endpoint.refresh_hint",
+                be.refresh_hint,
+                DEFAULT_BUNDLE_REFRESH_HINT,
+            )?;
+            if refresh_hint < Duration::from_secs(1) {
+                return Err(ConfigError::Invalid {
+                    key: "federation.bundle_endpoint.refresh_hint",
+                    message: "must be at least 1s".into(),
+                });
+            }
+            Some(BundleEndpointConfig {
+                listen,
+                profile,
+                refresh_hint,
+            })
+        }
+    };
+    Ok(FederationConfig {
+        refresh_floor,
+        web_roots: raw.web_roots,
+        bundle_endpoint,
+    })
+}

@@ -43,6 +43,9 @@ pub enum ServerError {
     /// The audit log is no longer append-only in the database.
     #[error("the audit table's append-only triggers are missing or disabled, so the database no longer refuses edits and deletions of audit events; restore them (they are in the store's first migration) and run `lanyard audit verify` before starting the server")]
     AuditNotAppendOnly,
+    /// The federation bundle endpoint cannot be set up.
+    #[error("federation bundle endpoint: {0}")]
+    Federation(String),
     /// Binding or serving failed.
     #[error("{what}: {source}")]
     Io {

@@ -38,6 +38,9 @@ pub struct Facts {
     pub tenant: Option<String>,
     /// SHA-256 of the subject token.
     pub digest: Option<String>,
+    /// The caller's SPIFFE ID when it is a workload of a federated trust
+    /// domain (recorded as the event's actor).
+    pub foreign: Option<String>,
 }
 
 /// Why an exchange issued nothing.
@@ -137,8 +140,9 @@ impl ExchangeService {
         let mut facts = Facts::default();
         let decided = self.decide(req, &mut trace, &mut facts).await;
         let actor = facts
-            .subject
+            .foreign
             .clone()
+            .or_else(|| facts.subject.clone())
             .unwrap_or_else(|| "unauthenticated".into());
         let ctx = AuditContext {
             correlation_id,
@@ -342,6 +346,9 @@ impl ExchangeService {
                 facts.digest = Some(p.evidence.digest.clone());
                 facts.subject = Some(p.entry.spiffe_id.to_string());
                 facts.tenant = Some(p.entry.tenant.to_string());
+                if p.evidence.issuer.starts_with("spiffe://") {
+                    facts.foreign = Some(p.evidence.subject.clone());
+                }
                 Ok(p)
             }
             Err(d) => {
@@ -363,6 +370,15 @@ impl ExchangeService {
     ) -> Result<Principal, Denial> {
         let (step_attest, step_entry) = role.steps();
         let own = verify::peek_issuer(token).as_deref() == Some(self.settings.issuer.as_str());
+        // A JWT-SVID whose subject is in a federated trust domain is
+        // verified against that trust domain's bundle, and nothing else.
+        let foreign = if own {
+            None
+        } else {
+            verify::peek_spiffe_trust_domain(token)
+                .filter(|td| td != &self.settings.trust_domain)
+                .and_then(|td| snap.federated.get(&td).cloned())
+        };
         let (evidence, carried) = if own {
             let (ev, carried) = trace.record(
                 step_attest,
@@ -370,6 +386,18 @@ impl ExchangeService {
                 |(ev, _)| format!("Lanyard JWT-SVID for {}", ev.subject),
             )?;
             (ev, Some(carried))
+        } else if let Some(domain) = foreign {
+            let ev = trace.record(
+                step_attest,
+                verify::foreign_token(&domain, token, &self.settings.issuer, snap.now()),
+                |ev| {
+                    format!(
+                        "JWT-SVID of federated trust domain {} for {}",
+                        domain.trust_domain, ev.subject
+                    )
+                },
+            )?;
+            (ev, None::<Carried>)
         } else {
             let ev = snap.attestor.verify(token).await;
             let ev = trace.record(step_attest, ev, |ev| {

@@ -24,6 +24,7 @@ pub mod config;
 pub mod correlation;
 pub mod error;
 pub mod exchange;
+pub mod federation;
 pub mod http;
 pub mod issuer;
 pub mod jobs;

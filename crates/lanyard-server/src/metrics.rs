@@ -26,6 +26,17 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FederationLabels {
+    trust_domain: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DomainLabels {
+    trust_domain: String,
+}
+
 /// The server's metric families.
 #[derive(Debug)]
 pub struct Metrics {
@@ -35,6 +46,8 @@ pub struct Metrics {
     revision: prometheus_client::metrics::gauge::Gauge,
     lag: prometheus_client::metrics::gauge::Gauge,
     store_up: prometheus_client::metrics::gauge::Gauge,
+    federation_refreshes: Family<FederationLabels, Counter>,
+    federation_success: Family<DomainLabels, prometheus_client::metrics::gauge::Gauge>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -79,7 +92,22 @@ impl Default for Metrics {
             "1 when the store answered the last scrape, 0 otherwise",
             store_up.clone(),
         );
+        let federation_refreshes = Family::<FederationLabels, Counter>::default();
+        let federation_success =
+            Family::<DomainLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "federation_refreshes",
+            "Federated bundle refreshes by trust domain and result (updated, unchanged, refused, failed)",
+            federation_refreshes.clone(),
+        );
+        registry.register(
+            "federation_last_success_timestamp_seconds",
+            "Unix time of the last successful refresh of each federated trust domain's bundle",
+            federation_success.clone(),
+        );
         Self {
+            federation_refreshes,
+            federation_success,
             registry,
             requests,
             latency,
@@ -103,6 +131,32 @@ impl Metrics {
             None => {
                 self.store_up.set(0);
             }
+        }
+    }
+
+    /// Counts one federated bundle refresh.
+    pub fn federation_refresh(
+        &self,
+        trust_domain: &str,
+        outcome: &crate::federation::refresh::Outcome,
+        last_success_at: Option<i64>,
+    ) {
+        let result = serde_json::to_value(outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.federation_refreshes
+            .get_or_create(&FederationLabels {
+                trust_domain: trust_domain.to_owned(),
+                result,
+            })
+            .inc();
+        if let Some(at) = last_success_at {
+            self.federation_success
+                .get_or_create(&DomainLabels {
+                    trust_domain: trust_domain.to_owned(),
+                })
+                .set(at);
         }
     }
 

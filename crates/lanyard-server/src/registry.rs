@@ -24,6 +24,7 @@ use lanyard_core::revocation::{RevocationKey, RevocationRule};
 use lanyard_core::{Clock, EntryIndex, ProfileSet, RevocationSet};
 use lanyard_store::{ChangeKind, ChangeRow, NodeRow, Store, StoreError};
 
+use crate::federation::FederatedSet;
 use crate::state::Settings;
 use tokio::sync::Mutex;
 
@@ -82,6 +83,8 @@ pub struct Snapshot {
     pub profiles: Arc<ProfileSet>,
     /// Trusted issuers.
     pub attestor: Arc<Attestor>,
+    /// Federated trust domains.
+    pub federated: Arc<FederatedSet>,
     settings: Arc<Settings>,
     now: i64,
 }
@@ -113,6 +116,7 @@ pub struct Registry {
     revocations: ArcSwap<RevocationSet>,
     attestor: ArcSwap<Attestor>,
     profiles: ArcSwap<ProfileSet>,
+    federated: ArcSwap<FederatedSet>,
     nodes: ArcSwap<HashMap<String, NodeSerials>>,
     head: ArcSwap<Head>,
     /// Changes after `ring_start`, oldest first.
@@ -143,6 +147,7 @@ impl Registry {
             revocations: ArcSwap::from_pointee(RevocationSet::default()),
             attestor: ArcSwap::from_pointee(attestor),
             profiles: ArcSwap::from_pointee(ProfileSet::default()),
+            federated: ArcSwap::from_pointee(FederatedSet::default()),
             nodes: ArcSwap::from_pointee(HashMap::new()),
             head: ArcSwap::from_pointee(Head::default()),
             ring: RwLock::new(VecDeque::new()),
@@ -159,6 +164,7 @@ impl Registry {
             revocations: self.revocations(),
             profiles: self.profiles(),
             attestor: self.attestor(),
+            federated: self.federated(),
             settings: settings.clone(),
             now,
         }
@@ -240,6 +246,11 @@ impl Registry {
         self.profiles.load_full()
     }
 
+    /// Federated trust domains.
+    pub fn federated(&self) -> Arc<FederatedSet> {
+        self.federated.load_full()
+    }
+
     /// Brings the view up to the store's change log.
     ///
     /// # Errors
@@ -302,7 +313,7 @@ impl Registry {
     async fn apply(&self, rows: &[ChangeRow]) -> Result<(), StoreError> {
         let mut ids: Vec<String> = Vec::new();
         let mut seen = HashSet::new();
-        let (mut revocations, mut issuers, mut profiles) = (false, false, false);
+        let (mut revocations, mut issuers, mut profiles, mut bundles) = (false, false, false, false);
         for row in rows {
             match row.change.kind {
                 ChangeKind::Entry => {
@@ -313,9 +324,9 @@ impl Registry {
                 ChangeKind::Revocation => revocations = true,
                 ChangeKind::Issuer => issuers = true,
                 ChangeKind::Profile => profiles = true,
-                // Served by the key and CA managers and the federation
-                // service, which follow their own tables.
-                ChangeKind::Keys | ChangeKind::Ca | ChangeKind::Bundle => {}
+                ChangeKind::Bundle => bundles = true,
+                // Served by the key and CA managers, which follow their own tables.
+                ChangeKind::Keys | ChangeKind::Ca => {}
             }
         }
         // Everything a decision reads besides entries first, so a sync that
@@ -328,6 +339,9 @@ impl Registry {
         }
         if profiles {
             self.load_profiles().await?;
+        }
+        if bundles {
+            self.load_federated().await?;
         }
         if !ids.is_empty() {
             let mut upserts = Vec::with_capacity(ids.len());
@@ -352,6 +366,7 @@ impl Registry {
         self.load_revocations().await?;
         self.load_issuers().await?;
         self.load_profiles().await?;
+        self.load_federated().await?;
         let entries = self.store.list_entries().await?;
         self.entries.store(Arc::new(EntryIndex::new(entries)));
         // The recent changes, so agents that synced before (with another
@@ -419,6 +434,12 @@ impl Registry {
                 tracing::error!(error = %e, "issuer set rejected; keeping the previous one")
             }
         }
+        Ok(())
+    }
+
+    async fn load_federated(&self) -> Result<(), StoreError> {
+        let set = FederatedSet::load(&*self.store).await?;
+        self.federated.store(Arc::new(set));
         Ok(())
     }
 

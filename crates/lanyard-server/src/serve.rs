@@ -45,6 +45,8 @@ pub enum StoreInit {
 pub struct Server {
     config: ServerConfig,
     state: AppState,
+    /// The federation bundle endpoint's listener, bound at build time.
+    bundle_listener: Option<std::net::TcpListener>,
 }
 
 impl Server {
@@ -173,7 +175,39 @@ impl Server {
             )
             .await?,
         );
+        let web_roots = match &config.federation.web_roots {
+            None => Vec::new(),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|source| ServerError::Io {
+                    what: format!("reading federation.web_roots {}", path.display()),
+                    source,
+                })?;
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    ServerError::Federation(format!(
+                        "federation.web_roots {}: {e}",
+                        path.display()
+                    ))
+                })?
+            }
+        };
+        let federation = Arc::new(crate::state::FederationSettings {
+            refresh_floor: config.federation.refresh_floor,
+            web_roots,
+        });
+        let bundle_listener = match &config.federation.bundle_endpoint {
+            None => None,
+            Some(be) => Some(std::net::TcpListener::bind(be.listen).map_err(|source| {
+                ServerError::Io {
+                    what: format!(
+                        "binding the federation bundle endpoint on {} (in use? set federation.bundle_endpoint.listen)",
+                        be.listen
+                    ),
+                    source,
+                }
+            })?),
+        };
         let state = AppState {
+            federation,
             audit,
             store,
             keys,
@@ -187,7 +221,18 @@ impl Server {
             exchange,
             checkpoints,
         };
-        Ok(Self { config, state })
+        Ok(Self {
+            config,
+            state,
+            bundle_listener,
+        })
+    }
+
+    /// The bundle endpoint's address, when one is configured.
+    pub fn bundle_endpoint_addr(&self) -> Option<std::net::SocketAddr> {
+        self.bundle_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The shared state (for tests and embedding).
@@ -273,7 +318,7 @@ impl Server {
             }
             _ => None,
         };
-        let shutdown = stopped(stop_rx);
+        let shutdown = stopped(stop_rx.clone());
         let io = |what: &str| {
             let what = what.to_owned();
             move |source| ServerError::Io { what, source }
@@ -369,7 +414,30 @@ impl Server {
             }
         });
         let checkpoints = tokio::spawn(self.state.checkpoints.clone().run());
-        let app = self.router();
+        let federation = tokio::spawn(crate::federation::refresh::run(self.state.clone()));
+        let bundle_task = match (
+            self.bundle_listener,
+            self.config.federation.bundle_endpoint.clone(),
+        ) {
+            (Some(l), Some(cfg)) => {
+                l.set_nonblocking(true)
+                    .map_err(io("configuring the bundle endpoint listener"))?;
+                let l = tokio::net::TcpListener::from_std(l)
+                    .map_err(io("adopting the bundle endpoint listener"))?;
+                let state = self.state.clone();
+                let limits = self.config.listen_limits;
+                let stop = stopped(stop_rx.clone());
+                Some(tokio::spawn(async move {
+                    if let Err(e) =
+                        crate::federation::endpoint::serve(state, cfg, l, limits, stop).await
+                    {
+                        tracing::error!(error = %e, "federation bundle endpoint stopped");
+                    }
+                }))
+            }
+            _ => None,
+        };
+        let app = router(self.state.clone(), &self.config.listen_limits);
         let tls = match &self.config.tls {
             Some(tls) => Some(load_tls(&tls.cert, &tls.key)?),
             None => {
@@ -391,6 +459,10 @@ impl Server {
         .await;
         let result: Result<(), ServerError> = Ok(());
         checkpoints.abort();
+        federation.abort();
+        if let Some(t) = bundle_task {
+            t.abort();
+        }
         job.abort();
         poll.abort();
         reaper.abort();
@@ -403,7 +475,7 @@ impl Server {
 }
 
 /// Loads a PEM certificate chain and key into a TLS 1.2/1.3 server config.
-fn load_tls(
+pub(crate) fn load_tls(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<Arc<rustls::ServerConfig>, ServerError> {

@@ -48,6 +48,17 @@ pub struct AppState {
     pub broker: Arc<BrokerService>,
     /// Signed audit checkpoints.
     pub checkpoints: Arc<Checkpointer>,
+    /// How federation relationships are refreshed.
+    pub federation: Arc<FederationSettings>,
+}
+
+/// What refreshing federated bundles reads.
+#[derive(Debug, Clone, Default)]
+pub struct FederationSettings {
+    /// Shortest interval between refreshes of one relationship.
+    pub refresh_floor: Duration,
+    /// Roots trusted for `https_web` bundle endpoints besides the platform's.
+    pub web_roots: Vec<reqwest::Certificate>,
 }
 
 /// The subset of configuration handlers and services read.

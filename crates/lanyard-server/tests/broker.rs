@@ -138,6 +138,7 @@ impl Env {
             node_api: None,
             listen_limits: Default::default(),
             audit: Default::default(),
+            federation: Default::default(),
         };
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
         let server = Server::build(cfg.clone(), shared.clone()).await?;

@@ -158,6 +158,7 @@ impl Env {
                 ..Default::default()
             },
             audit: Default::default(),
+            federation: Default::default(),
         };
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
         let server = Server::build(cfg.clone(), shared.clone()).await?;

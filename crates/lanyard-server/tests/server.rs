@@ -107,6 +107,7 @@ fn config(
         node_api: None,
         listen_limits: Default::default(),
         audit: Default::default(),
+        federation: Default::default(),
     }
 }
 

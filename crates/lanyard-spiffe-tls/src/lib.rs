@@ -115,6 +115,32 @@ pub fn client_config(
     Ok(config)
 }
 
+/// A rustls client config that presents no certificate and accepts only a
+/// server whose X.509-SVID chains to its trust domain's bundle in `bundles`
+/// and whose SPIFFE ID `authorizer` allows: the client side of the SPIFFE
+/// Federation spec's `https_spiffe` profile (a bundle endpoint must not
+/// require client authentication). `bundles.svid()` is never called.
+///
+/// TLS 1.2 and 1.3 (the spec asks for Mozilla's "intermediate" profile, and
+/// bundle endpoints such as SPIRE's serve both).
+///
+/// # Errors
+/// [`Error::Rustls`] if the provider cannot do TLS (it always can).
+pub fn server_auth_client_config(
+    bundles: Arc<dyn X509Material>,
+    authorizer: Authorizer,
+) -> Result<ClientConfig, Error> {
+    let provider = provider();
+    let verifier = SpiffeVerifier::new(bundles, authorizer, &provider);
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.resumption = Resumption::disabled();
+    Ok(config)
+}
+
 /// The SPIFFE ID of the peer of an established connection (the URI SAN of
 /// its leaf certificate), or `None` before the handshake finished.
 ///

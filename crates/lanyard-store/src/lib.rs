@@ -20,6 +20,7 @@ pub mod audit;
 pub mod changes;
 pub mod checkpoint;
 mod error;
+mod federation;
 mod lease;
 mod model;
 mod open;
@@ -34,6 +35,7 @@ pub use audit::{AuditDraft, AuditEvent};
 pub use changes::{ChangeKind, ChangeRecord, ChangeRow, ChangeStore, EntryBatch};
 pub use checkpoint::{AuditKeyRow, AuditStore, CheckpointRow};
 pub use error::StoreError;
+pub use federation::{FederatedRow, FederationStore};
 pub use lease::{
     BrokerBackendRow, BrokerRoleRow, BrokerStore, Fence, LeaseQuery, LeaseRow, LeaseState,
 };
@@ -57,7 +59,8 @@ pub type CaPlanner<'a> =
 
 /// Everything Lanyard persists, grouped by entity. Verbs: create, fetch,
 /// list, update, delete, count, append.
-pub trait Store: BrokerStore + AuditStore + ChangeStore + Send + Sync + std::fmt::Debug {
+pub trait Store:
+    BrokerStore + AuditStore + ChangeStore + FederationStore + Send + Sync + std::fmt::Debug {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 

@@ -186,8 +186,8 @@ macro_rules! insert_entry {
         let entry: &Entry = $entry;
         let c = entry_cols(entry);
         sqlx::query(
-            "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at, parent, dns_names, role, grants, token_reviewer) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17, $18)",
+            "INSERT INTO entries (id, tenant, spiffe_id, issuer, selectors, selector_key, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, created_at, updated_at, parent, dns_names, role, grants, token_reviewer, federates_with) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17, $18, $19)",
         )
         .bind(&entry.id)
         .bind(entry.tenant.as_str())
@@ -207,6 +207,7 @@ macro_rules! insert_entry {
         .bind(entry.role.as_deref())
         .bind(&c.grants)
         .bind(entry.token_reviewer)
+        .bind(&c.federates_with)
         .execute(&mut *$tx)
         .await
         .map_err(|e| entry_conflict(e, entry))?;
@@ -231,7 +232,7 @@ macro_rules! replace_entry {
         let old_parent: String = old.try_get("parent")?;
         sqlx::query(
             "UPDATE entries SET tenant = $2, spiffe_id = $3, issuer = $4, selectors = $5, selector_key = $6, audiences = $7, \
-             ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13, parent = $14, dns_names = $15, role = $16, grants = $17, token_reviewer = $18 WHERE id = $1",
+             ttl_secs = $8, max_ttl_secs = $9, scopes = $10, may_act = $11, admin = $12, updated_at = $13, parent = $14, dns_names = $15, role = $16, grants = $17, token_reviewer = $18, federates_with = $19 WHERE id = $1",
         )
         .bind(&entry.id)
         .bind(entry.tenant.as_str())
@@ -251,6 +252,7 @@ macro_rules! replace_entry {
         .bind(entry.role.as_deref())
         .bind(&c.grants)
         .bind(entry.token_reviewer)
+        .bind(&c.federates_with)
         .execute(&mut *$tx)
         .await
         .map_err(|e| entry_conflict(e, entry))?;
@@ -469,6 +471,7 @@ macro_rules! entry_row {
             admin: r.try_get("admin")?,
             token_reviewer: r.try_get("token_reviewer")?,
             grants: r.try_get("grants")?,
+            federates_with: r.try_get("federates_with")?,
             role: r.try_get("role")?,
             created_at: r.try_get("created_at")?,
         }
@@ -477,7 +480,7 @@ macro_rules! entry_row {
 }
 
 const ENTRY_COLUMNS: &str =
-    "id, tenant, spiffe_id, issuer, parent, dns_names, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, token_reviewer, role, grants, created_at";
+    "id, tenant, spiffe_id, issuer, parent, dns_names, selectors, audiences, ttl_secs, max_ttl_secs, scopes, may_act, admin, token_reviewer, role, grants, federates_with, created_at";
 
 struct RawEntry {
     id: String,
@@ -495,6 +498,7 @@ struct RawEntry {
     admin: bool,
     token_reviewer: bool,
     grants: String,
+    federates_with: String,
     role: Option<String>,
     created_at: i64,
 }
@@ -537,6 +541,7 @@ impl RawEntry {
             token_reviewer: self.token_reviewer,
             grants: list("entry grants", &self.grants)?,
             role: self.role,
+            federates_with: list("entry federates_with", &self.federates_with)?,
             created_at: self.created_at,
             id: self.id,
         })
@@ -552,6 +557,7 @@ struct EntryCols {
     may_act: String,
     grants: String,
     dns_names: String,
+    federates_with: String,
     parent: String,
     ttl: Option<i64>,
     max_ttl: Option<i64>,
@@ -570,6 +576,7 @@ fn entry_cols(e: &Entry) -> EntryCols {
         may_act: json(&e.may_act),
         grants: json(&e.grants),
         dns_names: json(&e.dns_names),
+        federates_with: json(&e.federates_with),
         parent: e
             .parent
             .as_ref()
@@ -1471,3 +1478,4 @@ impl Store for SqlStore {
 mod audit;
 mod broker;
 mod changes;
+mod federation;

@@ -367,6 +367,7 @@ fn entry(id: &str, selectors: &[&str]) -> Result<lanyard_core::Entry, Box<dyn st
         admin: true,
         token_reviewer: false,
         role: Some("reader".into()),
+        federates_with: Vec::new(),
         grants: vec!["appdb/readonly".into()],
         created_at: 7,
     })

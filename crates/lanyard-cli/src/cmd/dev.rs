@@ -86,6 +86,17 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
             checkpoint_file: Some(dir.join("audit-checkpoints.jsonl")),
             ..RawAudit::default()
         },
+        // A bundle endpoint (https_spiffe) on a free port, so another
+        // `lanyard dev` or a SPIRE server can federate with this one.
+        federation: lanyard_server::config::RawFederation {
+            bundle_endpoint: lanyard_server::config::RawBundleEndpoint {
+                listen: Some("127.0.0.1:0".into()),
+                ..Default::default()
+            },
+            // Peers on this machine: refresh quickly.
+            refresh_floor: Some("5s".into()),
+            ..Default::default()
+        },
         ..RawConfig::default()
     };
     let config = raw
@@ -96,6 +107,9 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("starting Lanyard on {}", dir.display()))?;
     let store = server.state().store.clone();
+    let bundle_endpoint = server
+        .bundle_endpoint_addr()
+        .map(|a| format!("https://{a}"));
 
     if store.fetch_tenant(DEV_TENANT).await?.is_none() {
         let tenant = Tenant {
@@ -180,6 +194,8 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         "node_api": node_addr.to_string(),
         "node_id": DEV_NODE,
         "node_spiffe_id": lanyard_core::naming::node_id(&td, DEV_NODE)?.to_string(),
+        "federation_bundle_endpoint": bundle_endpoint,
+        "federation_endpoint_spiffe_id": lanyard_core::naming::server_id(&td).to_string(),
     });
     write_private(&dev_json, serde_json::to_vec_pretty(&info)?.as_slice())?;
 
@@ -192,6 +208,12 @@ pub async fn run(g: &Global, args: DevArgs) -> anyhow::Result<ExitCode> {
         println!("  discovery        {issuer}/.well-known/openid-configuration");
         println!("  bundle endpoint  {issuer}/bundle");
         println!("  trust domain     {td}   tenant {DEV_TENANT}");
+        if let Some(url) = &bundle_endpoint {
+            println!(
+                "  federation       {url}  (https_spiffe, {})",
+                lanyard_core::naming::server_id(&td)
+            );
+        }
         println!(
             "  workload API     unix:{}  (node spiffe://{td}/lanyard/node/{DEV_NODE})",
             socket.display()

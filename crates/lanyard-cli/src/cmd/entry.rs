@@ -108,6 +108,7 @@ fn body(a: EntryArgs) -> anyhow::Result<Value> {
         "admin": a.admin,
         "token_reviewer": a.token_reviewer,
         "grants": a.grants,
+        "federates_with": a.federates_with,
         "role": a.role,
     }))
 }

@@ -71,6 +71,9 @@ pub struct EntrySpec {
     /// `{role}` for audience profiles.
     #[serde(default)]
     pub role: Option<String>,
+    /// Federated trust domains whose bundles the workload receives.
+    #[serde(default)]
+    pub federates_with: Vec<String>,
     /// Ignored (set by the server).
     #[serde(default)]
     pub created_at: Option<i64>,
@@ -155,6 +158,7 @@ impl EntrySpec {
                 token_reviewer: self.token_reviewer,
                 grants: self.grants,
                 role: self.role,
+                federates_with: self.federates_with,
             },
         ))
     }
@@ -358,6 +362,7 @@ mod tests {
             token_reviewer: false,
             grants: vec![],
             role: None,
+            federates_with: Vec::new(),
             created_at: 7,
         }
     }

@@ -65,6 +65,20 @@ pub struct EntryDraft {
     /// `{role}` for audience profiles.
     #[serde(default)]
     pub role: Option<String>,
+    /// Federated trust domains whose bundles the workload receives.
+    #[serde(default)]
+    pub federates_with: Vec<String>,
+}
+
+/// A trust domain this server holds a bundle of (by federation or set by
+/// hand), as entry validation needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Federated {
+    /// Its name.
+    pub trust_domain: TrustDomain,
+    /// The tenant its JWT-SVIDs are bound to in token exchange; `None`
+    /// binds none, and its identities cannot be exchanged.
+    pub tenant: Option<TenantId>,
 }
 
 /// What the trusted issuer an entry names binds, as the store has it.
@@ -91,6 +105,8 @@ pub struct EntryContext<'a> {
     pub tenant_exists: bool,
     /// The binding of the issuer the draft names (ignored when it names none).
     pub issuer: IssuerBinding<'a>,
+    /// The trust domains this server holds a bundle of.
+    pub federated: &'a [Federated],
 }
 
 /// Why a draft is not a valid entry: the field and what to do.
@@ -191,6 +207,7 @@ impl EntryDraft {
             ("may_act", &self.may_act),
             ("grants", &self.grants),
             ("dns_names", &self.dns_names),
+            ("federates_with", &self.federates_with),
         ] {
             if list.len() > MAX_LIST
                 || list
@@ -317,6 +334,8 @@ impl EntryDraft {
         if let Some(role) = &self.role {
             validate_role(role).map_err(|e| bad("role", e.to_string()))?;
         }
+        foreign_selectors(&selectors, parent.is_some(), self.issuer.is_some(), &tenant, ctx)?;
+        let federates_with = federates_with(self.federates_with, parent.is_some(), ctx)?;
         let mut scopes = self.scopes;
         scopes.sort();
         scopes.dedup();
@@ -354,8 +373,121 @@ impl EntryDraft {
             token_reviewer: self.token_reviewer,
             grants,
             role: self.role,
+            federates_with,
             created_at,
         })
+    }
+}
+
+/// The federated trust domain named `name`, or why it cannot be used.
+fn federated<'a>(
+    name: &str,
+    field: &'static str,
+    ctx: &'a EntryContext<'_>,
+) -> Result<&'a Federated, EntryError> {
+    let td = TrustDomain::parse(name)
+        .map_err(|e| bad(field, format!("{}: {e}", shown(name, 128))))?;
+    if &td == ctx.trust_domain {
+        return Err(bad(
+            field,
+            format!("{td} is this server's own trust domain, not a federated one"),
+        ));
+    }
+    ctx.federated
+        .iter()
+        .find(|f| f.trust_domain == td)
+        .ok_or_else(|| {
+            bad(
+                field,
+                format!(
+                    "this server holds no bundle of trust domain {td}; add it with `lanyard federation add --trust-domain {td} ...` or `lanyard bundle set --trust-domain {td} --file BUNDLE`"
+                ),
+            )
+        })
+}
+
+/// `federates_with`: trust domains of bundles this server holds, for
+/// entries a node agent serves (the Workload API hands out the bundles).
+fn federates_with(
+    names: Vec<String>,
+    has_parent: bool,
+    ctx: &EntryContext<'_>,
+) -> Result<Vec<String>, EntryError> {
+    if names.is_empty() {
+        return Ok(names);
+    }
+    if !has_parent {
+        return Err(bad(
+            "federates_with",
+            "federated bundles are handed out by node agents over the Workload API: give the entry a parent node (--parent)",
+        ));
+    }
+    let mut out = names
+        .iter()
+        .map(|n| federated(n, "federates_with", ctx).map(|f| f.trust_domain.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// `spiffe:id:<foreign ID>` maps a JWT-SVID of a federated trust domain to
+/// this entry in token exchange. It must be the entry's only selector (the
+/// foreign token proves nothing else), of a trust domain whose bundle this
+/// server holds, and the entry must be in the tenant that trust domain is
+/// bound to. Lanyard's own JWT-SVIDs are matched by the SPIFFE ID they name
+/// and need no such entry.
+fn foreign_selectors(
+    selectors: &[Selector],
+    has_parent: bool,
+    has_issuer: bool,
+    tenant: &TenantId,
+    ctx: &EntryContext<'_>,
+) -> Result<(), EntryError> {
+    let Some(s) = selectors.iter().find(|s| s.kind() == "spiffe") else {
+        return Ok(());
+    };
+    let value = s.value();
+    if s.key() != "id" {
+        return Err(bad(
+            "selectors",
+            format!(
+                "{}: the only spiffe selector is spiffe:id:<SPIFFE ID of a federated trust domain>",
+                shown(&s.to_string(), 128)
+            ),
+        ));
+    }
+    let id = SpiffeId::parse(value)
+        .map_err(|e| bad("selectors", format!("spiffe:id:{}: {e}", shown(value, 128))))?;
+    let f = federated(id.trust_domain().as_str(), "selectors", ctx).map_err(|e| {
+        if id.trust_domain() == ctx.trust_domain {
+            bad("selectors", format!("{id} is in this server's trust domain: its Lanyard JWT-SVIDs are matched by the SPIFFE ID they name, without an entry selector"))
+        } else {
+            e
+        }
+    })?;
+    if selectors.len() != 1 || has_parent || has_issuer {
+        return Err(bad(
+            "selectors",
+            "an entry for a federated identity has exactly one selector, spiffe:id:<foreign SPIFFE ID>, and no parent or issuer",
+        ));
+    }
+    match &f.tenant {
+        Some(bound) if bound == tenant => Ok(()),
+        Some(bound) => Err(bad(
+            "tenant",
+            format!(
+                "trust domain {} binds its identities to tenant {bound}; an entry for {id} must be in {bound}, not {tenant}",
+                f.trust_domain
+            ),
+        )),
+        None => Err(bad(
+            "selectors",
+            format!(
+                "trust domain {} binds no tenant, so its identities cannot be exchanged; set one with `lanyard federation add --tenant` (or `lanyard bundle set --tenant`)",
+                f.trust_domain
+            ),
+        )),
     }
 }
 
@@ -400,6 +532,7 @@ mod tests {
             default_parent: None,
             tenant_exists: true,
             issuer: IssuerBinding::FromClaim,
+            federated: &[],
         };
         let ok = |d: EntryDraft| check(d, &ctx);
         let with = |f: &dyn Fn(&mut EntryDraft)| {
@@ -604,6 +737,7 @@ mod tests {
             default_parent: Some(&node),
             tenant_exists: true,
             issuer: IssuerBinding::FromClaim,
+            federated: &[],
         };
         let mut d = draft("spiffe://example.org/me");
         d.selectors = vec!["unix:uid:1000".into(), "unix:uid:1000".into()];
@@ -617,5 +751,103 @@ mod tests {
         d.issuer = Some("k8s".into());
         d.selectors = vec!["k8s:ns:x".into()];
         assert_eq!(check(d, &ctx).ok().and_then(|e| e.parent), None);
+    }
+
+    #[test]
+    fn federated_identities_need_a_bundle_one_selector_and_the_bound_tenant() {
+        let t = td();
+        let pay = TenantId::parse("dev").unwrap_or_else(|e| panic!("{e}"));
+        let fed = [
+            Federated {
+                trust_domain: TrustDomain::parse("other.org").unwrap_or_else(|e| panic!("{e}")),
+                tenant: Some(pay),
+            },
+            Federated {
+                trust_domain: TrustDomain::parse("unbound.org").unwrap_or_else(|e| panic!("{e}")),
+                tenant: None,
+            },
+        ];
+        let ctx = EntryContext {
+            trust_domain: &t,
+            jwt_max_ttl: Duration::from_secs(3600),
+            default_parent: None,
+            tenant_exists: true,
+            issuer: IssuerBinding::Unknown,
+            federated: &fed,
+        };
+        let foreign = |sel: &str| EntryDraft {
+            spiffe_id: "spiffe://example.org/partner/billing".into(),
+            tenant: "dev".into(),
+            selectors: vec![sel.into()],
+            ..EntryDraft::default()
+        };
+        let e = check(foreign("spiffe:id:spiffe://other.org/billing"), &ctx)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.selectors.len(), 1);
+        let node = "spiffe://example.org/lanyard/node/n1";
+        let served = |fw: Vec<&str>| EntryDraft {
+            spiffe_id: "spiffe://example.org/web".into(),
+            tenant: "dev".into(),
+            selectors: vec!["unix:uid:1000".into()],
+            parent: Some(node.into()),
+            federates_with: fw.into_iter().map(String::from).collect(),
+            ..EntryDraft::default()
+        };
+        let e = check(served(vec!["other.org", "unbound.org", "other.org"]), &ctx)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.federates_with, vec!["other.org", "unbound.org"]);
+        let cases: Vec<(EntryDraft, &str, &str)> = vec![
+            (foreign("spiffe:id:spiffe://nowhere.org/x"), "selectors", "no bundle of trust domain nowhere.org"),
+            (foreign("spiffe:id:spiffe://example.org/x"), "selectors", "own trust domain"),
+            (foreign("spiffe:id:spiffe://unbound.org/x"), "selectors", "binds no tenant"),
+            (foreign("spiffe:sub:spiffe://other.org/x"), "selectors", "spiffe:id:"),
+            (foreign("spiffe:id:not-an-id"), "selectors", "spiffe:id:"),
+            (
+                EntryDraft {
+                    tenant: "acme".into(),
+                    ..foreign("spiffe:id:spiffe://other.org/billing")
+                },
+                "tenant",
+                "binds its identities to tenant dev",
+            ),
+            (
+                EntryDraft {
+                    selectors: vec!["spiffe:id:spiffe://other.org/billing".into(), "jwt:sub:x".into()],
+                    ..foreign("x")
+                },
+                "selectors",
+                "exactly one selector",
+            ),
+            (
+                EntryDraft {
+                    issuer: Some("k8s".into()),
+                    ..foreign("spiffe:id:spiffe://other.org/billing")
+                },
+                "issuer",
+                "not a trusted issuer",
+            ),
+            (served(vec!["nowhere.org"]), "federates_with", "no bundle of trust domain nowhere.org"),
+            (served(vec!["example.org"]), "federates_with", "own trust domain"),
+            (served(vec!["not a td"]), "federates_with", "not a td"),
+            (
+                EntryDraft {
+                    parent: None,
+                    selectors: vec!["jwt:sub:x".into()],
+                    ..served(vec!["other.org"])
+                },
+                "federates_with",
+                "parent",
+            ),
+        ];
+        for (d, field, words) in cases {
+            let shown = format!("{d:?}");
+            match check(d, &ctx) {
+                Ok(_) => panic!("accepted {shown}"),
+                Err(e) => {
+                    assert_eq!(e.field, field, "{shown}: {e}");
+                    assert!(e.message.contains(words), "{shown}: {e}");
+                }
+            }
+        }
     }
 }

@@ -38,6 +38,7 @@ fn entry(eid: &str, spiffe_id: &str, tenant_name: &str) -> Entry {
         token_reviewer: false,
         grants: Vec::new(),
         role: None,
+        federates_with: Vec::new(),
         created_at: 0,
     }
 }

@@ -108,3 +108,135 @@ pub fn own_token(
     };
     Ok((evidence, carried))
 }
+
+/// The trust domain named by the unverified `sub` of a compact JWT, when it
+/// is a SPIFFE ID: only to route verification to that trust domain's bundle.
+pub fn peek_spiffe_trust_domain(token: &str) -> Option<lanyard_core::TrustDomain> {
+    if token.len() > lanyard_jose::MAX_COMPACT_LEN {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = B64.decode(payload).ok()?;
+    #[derive(Deserialize)]
+    struct Sub {
+        sub: Option<String>,
+    }
+    let sub = serde_json::from_slice::<Sub>(&bytes).ok()?.sub?;
+    lanyard_core::SpiffeId::parse(&sub)
+        .ok()
+        .map(|id| id.trust_domain().clone())
+}
+
+/// The claims a JWT-SVID of another trust domain must carry (JWT-SVID §3).
+#[derive(Deserialize)]
+struct ForeignClaims {
+    sub: String,
+    #[serde(deserialize_with = "one_or_many")]
+    aud: Vec<String>,
+    exp: i64,
+    #[serde(default)]
+    iat: Option<i64>,
+    #[serde(default)]
+    jti: Option<String>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Aud {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Aud::deserialize(d)? {
+        Aud::One(a) => vec![a],
+        Aud::Many(v) => v,
+    })
+}
+
+/// Verifies a JWT-SVID of federated trust domain `domain` against that
+/// trust domain's JWT bundle only, for `audience`, at `now`.
+///
+/// # Security
+/// Only keys of `domain`'s latest bundle (bundles are never merged); ES256
+/// or RS256 as the key's own algorithm; `sub` must be a SPIFFE ID of
+/// `domain`; `exp` (and `iat` when present) with [`SKEW`]; the audience must
+/// include `audience` exactly. The evidence is issued by
+/// [`lanyard_core::entry::foreign_issuer`] with one `spiffe:id:` selector,
+/// so it matches only an entry that names that foreign ID, and is bound to
+/// the tenant the trust domain is bound to (none: the policy refuses it).
+///
+/// # Errors
+/// A [`Denial`] naming the failed check.
+pub fn foreign_token(
+    domain: &crate::federation::Domain,
+    token: &str,
+    audience: &str,
+    now: i64,
+) -> Result<Evidence, Denial> {
+    let td = &domain.trust_domain;
+    if domain.keys.is_empty() {
+        return Err(Denial::new(
+            DenyReason::UnknownIssuer,
+            format!("trust domain {td} is federated but its bundle has no JWT authorities"),
+        ));
+    }
+    let verified = lanyard_jose::verify_compact(
+        token,
+        domain.keys.iter(),
+        &[lanyard_jose::Algorithm::Es256, lanyard_jose::Algorithm::Rs256],
+    )
+    .map_err(|e| {
+        let d = lanyard_attest::jose_denial(&e);
+        Denial::new(d.reason, format!("JWT-SVID of federated trust domain {td}: {}", d.detail))
+    })?;
+    let claims: ForeignClaims = serde_json::from_slice(&verified.payload).map_err(|_| {
+        Denial::new(
+            DenyReason::MissingClaim,
+            format!("the JWT-SVID of {td} lacks sub, aud or exp"),
+        )
+    })?;
+    let sub = lanyard_core::SpiffeId::parse(&claims.sub).map_err(|_| {
+        Denial::new(DenyReason::MissingClaim, "the JWT-SVID's sub is not a SPIFFE ID")
+    })?;
+    if sub.trust_domain() != td {
+        return Err(Denial::new(
+            DenyReason::UnknownIssuer,
+            format!("{sub} is not in trust domain {td}, whose key signed the token"),
+        ));
+    }
+    if claims.exp.saturating_add(SKEW) < now {
+        return Err(Denial::new(
+            DenyReason::Expired,
+            format!("the JWT-SVID of {sub} expired"),
+        ));
+    }
+    if claims.iat.is_some_and(|iat| iat.saturating_sub(SKEW) > now) {
+        return Err(Denial::new(
+            DenyReason::NotYetValid,
+            format!("the JWT-SVID of {sub} is issued in the future"),
+        ));
+    }
+    if !claims.aud.iter().any(|a| a == audience) {
+        return Err(Denial::new(
+            DenyReason::WrongAudience,
+            format!("a JWT-SVID of another trust domain presented here must have audience {audience}"),
+        ));
+    }
+    let mut revocation_keys = vec![RevocationKey::new(RevocationKind::SpiffeId, sub.to_string())];
+    if let Some(jti) = &claims.jti {
+        revocation_keys.push(RevocationKey::new(RevocationKind::Jti, jti));
+    }
+    let selectors = Selector::new("spiffe", "id", &sub.to_string())
+        .map(|s| vec![s])
+        .map_err(|_| Denial::new(DenyReason::MissingClaim, "the JWT-SVID's sub is too long"))?;
+    Ok(Evidence {
+        issuer: lanyard_core::entry::foreign_issuer(td),
+        tenant: domain.tenant.clone(),
+        subject: sub.to_string(),
+        selectors,
+        jti: claims.jti,
+        expires_at: claims.exp,
+        digest: lanyard_attest::digest_hex(token.as_bytes()),
+        revocation_keys,
+    })
+}

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod audit;
 pub mod entries;
 pub mod explain;
+pub mod federation;
 pub mod issuers;
 pub mod keys;
 pub mod nodes;
@@ -99,6 +100,25 @@ pub fn routes() -> Router<AppState> {
             get(nodes::list_join_tokens).post(nodes::create_join_token),
         )
         .route("/admin/v1/nodes", get(nodes::list_nodes))
+        .route(
+            "/admin/v1/federations",
+            get(federation::list_federations).post(federation::create_federation),
+        )
+        .route(
+            "/admin/v1/federations/{td}",
+            get(federation::show_federation).delete(federation::delete_federation),
+        )
+        .route(
+            "/admin/v1/federations/{td}/refresh",
+            post(federation::refresh_federation),
+        )
+        .route("/admin/v1/bundles", get(federation::list_bundles))
+        .route(
+            "/admin/v1/bundles/{td}",
+            get(federation::show_federation)
+                .put(federation::set_bundle)
+                .delete(federation::delete_bundle),
+        )
 }
 
 /// An admin change's audit event (allowed), written in the change's transaction.

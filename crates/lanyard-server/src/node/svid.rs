@@ -51,7 +51,9 @@ impl NodeService {
 
     /// Moves whenever the trust bundle does.
     fn bundle_revision(&self) -> i64 {
-        self.ca.current().generation.max(0) + self.keys.current().generation
+        self.ca.current().generation.max(0)
+            + self.keys.current().generation
+            + self.registry.federated().generation
     }
 
     /// Answers a sync from the in-memory view: unchanged, a delta since the
@@ -97,6 +99,7 @@ impl NodeService {
                 x509_ttl_seconds: i64::try_from(x509.ttl.as_secs()).unwrap_or(3600),
                 jwt_ttl_seconds: i64::try_from(jwt.as_secs()).unwrap_or(300),
                 audiences: e.audiences.clone(),
+                federates_with: e.federates_with.clone(),
             })
         };
         let with_bundle = |resp: &mut SyncResponse| {
@@ -104,6 +107,20 @@ impl NodeService {
             resp.trust_domain = self.settings.trust_domain.to_string();
             resp.x509_roots = self.ca.current().roots.clone();
             resp.jwt_bundle = self.keys.current().jwks_json.clone();
+            resp.federated_bundles = self
+                .registry
+                .federated()
+                .domains
+                .values()
+                .filter_map(|d| {
+                    let b = d.bundle.as_ref()?;
+                    Some(lanyard_proto::node::FederatedBundle {
+                        trust_domain: d.trust_domain.to_string(),
+                        x509_roots: b.x509_authorities.clone(),
+                        jwt_bundle: d.jwks_json.clone(),
+                    })
+                })
+                .collect();
         };
 
         // A page of a full resync: at the revision it started at, entries

@@ -45,7 +45,7 @@ async fn a_lost_or_hung_store_answers_503_and_recovers_by_itself(
         )
     };
     let mut issued = Vec::new();
-    let mut exchange = || {
+    let exchange = || {
         let env = &env;
         let token = token.clone();
         async move {

@@ -26,6 +26,7 @@ type St = State<AppState>;
 pub(super) struct Lookup {
     tenants: HashMap<String, bool>,
     issuers: HashMap<String, IssuerConfig>,
+    federated: Vec<lanyard_core::entry::validate::Federated>,
 }
 
 impl Lookup {
@@ -68,7 +69,16 @@ impl Lookup {
                 }
             }
         }
-        Ok(Self { tenants, issuers })
+        // A trust domain added a moment ago on another replica counts.
+        let federated = crate::federation::FederatedSet::load(&*state.store)
+            .await
+            .api(cid)?
+            .for_entries();
+        Ok(Self {
+            tenants,
+            issuers,
+            federated,
+        })
     }
 
     /// Validates `draft` as entry `id` by the core rules, then checks the
@@ -93,6 +103,7 @@ impl Lookup {
             default_parent: state.settings.default_parent.as_ref(),
             tenant_exists: self.tenants.get(&draft.tenant).copied().unwrap_or(false),
             issuer,
+            federated: &self.federated,
         };
         let entry = draft
             .validate(id, state.clock.unix_seconds(), &ctx)
