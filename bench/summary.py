@@ -140,7 +140,7 @@ def main_table(a):
     busy = []  # (label, pct) above the limit
 
     def area_note(area):
-        st, msg = status.get(area, ("not run", "not run"))
+        st, msg = status.get(area, ("not run", "not run (not in --areas)"))
         if st == "ok":
             return None
         return f"{st.upper()}: {msg}" if st in ("failed", "interrupted") else msg
@@ -255,7 +255,7 @@ def main_table(a):
                 busy.append(("raw crypto bench", cr["other_cpu_pct"]))
         out.append(line + ".")
     else:
-        st = status.get("crypto", ("not run", "not run"))
+        st = status.get("crypto", ("not run", "not in --areas"))
         out.append(f"Raw aws-lc-rs rates: not measured ({st[0]}: {st[1]}).")
     out.append("")
     if busy:
