@@ -426,3 +426,107 @@ print("ok")
     );
     Ok(())
 }
+
+fn sh(args: &[&str], cwd: &Path) -> TestResult {
+    let out = Command::new(args[0]).args(&args[1..]).current_dir(cwd).output()?;
+    if !out.status.success() {
+        return Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(())
+}
+
+/// `https_web`: the peer's bundle is a file on an ordinary HTTPS server
+/// (Python's `http.server` behind `ssl`, certificate from the `openssl`
+/// tool), trusted through the platform roots (`SSL_CERT_FILE`). An
+/// `https_spiffe` endpoint does not pass as `https_web`.
+#[test]
+fn an_https_web_peer_is_verified_by_the_web_pki() -> TestResult {
+    let (dc, da, web) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+    let w = web.path();
+    sh(&["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=lanyard test web CA", "-days", "1",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"], w)?;
+    sh(&["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=127.0.0.1"], w)?;
+    std::fs::write(w.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")?;
+    sh(&["openssl", "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "leaf.pem", "-days", "1", "-extfile", "ext.cnf"], w)?;
+
+    let (_c, ic) = dev(dc.path(), "c.test", &[])?;
+    let c_bundle = lanyard(dc.path(), &["bundle", "show"])?;
+    assert!(c_bundle.status.success());
+    std::fs::write(w.join("bundle.json"), &c_bundle.stdout)?;
+    let server = r#"
+import http.server, ssl, sys
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("leaf.pem", "leaf.key")
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+    let mut py = Command::new("python3")
+        .args(["-c", server])
+        .current_dir(w)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(py.stdout.take().ok_or("no stdout")?),
+        &mut line,
+    )?;
+    let _py = Proc(py);
+    let url = format!("https://127.0.0.1:{}/bundle.json", line.trim());
+
+    let ca = w.join("ca.pem").display().to_string();
+    let (_a, _ia) = dev(da.path(), "a.test", &[("SSL_CERT_FILE", &ca)])?;
+    let a = da.path();
+    j(a, &["federation", "add", "--trust-domain", "c.test", "--bundle-endpoint", &url, "--profile", "https_web", "--tenant", "dev"])?;
+    let r = j(a, &["federation", "refresh", "c.test"])?;
+    assert_eq!(r["outcome"], "updated", "{r}");
+    let held = j(a, &["bundle", "show", "--trust-domain", "c.test"])?;
+    let served: Value = serde_json::from_slice(&c_bundle.stdout)?;
+    assert_eq!(held["spiffe_sequence"], served["spiffe_sequence"]);
+    assert_eq!(held["keys"].as_array().map(Vec::len), served["keys"].as_array().map(Vec::len));
+    // https_web and https_spiffe do not stand in for each other.
+    let spiffe_url = ic["federation_bundle_endpoint"].as_str().ok_or("endpoint")?;
+    j(a, &["federation", "add", "--trust-domain", "c2.test", "--bundle-endpoint", spiffe_url, "--profile", "https_web"])?;
+    let out = lanyard(a, &["--output", "json", "federation", "refresh", "c2.test"])?;
+    assert!(!out.status.success());
+    let f: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(f["outcome"], "failed", "{f}");
+    // The profile's rules are checked before anything is stored.
+    let bad = lanyard(a, &["federation", "add", "--trust-domain", "c3.test", "--bundle-endpoint", "http://127.0.0.1:1/", "--profile", "https_web"])?;
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("https://"));
+    let bad = lanyard(a, &["federation", "add", "--trust-domain", "c3.test", "--bundle-endpoint", &url, "--profile", "https_web", "--endpoint-spiffe-id", "spiffe://c3.test/x"])?;
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("https_spiffe only"));
+    let own = lanyard(a, &["federation", "add", "--trust-domain", "a.test", "--bundle-endpoint", &url, "--profile", "https_web"])?;
+    assert!(String::from_utf8_lossy(&own.stderr).contains("own trust domain"));
+
+    // Static bundles: set by hand from a file, listed, refused when wrong.
+    let file = w.join("bundle.json").display().to_string();
+    let set = j(a, &["bundle", "set", "--trust-domain", "s.test", "--file", &file]);
+    assert!(set.is_err_and(|e| e.to_string().contains("never merged")), "C's bundle taken as s.test's");
+    std::fs::write(w.join("empty.json"), r#"{"keys": [], "spiffe_sequence": 9}"#)?;
+    std::fs::write(w.join("junk.json"), "hello")?;
+    for (f, words) in [("empty.json", "empty bundle"), ("junk.json", "not a SPIFFE bundle")] {
+        let out = lanyard(a, &["bundle", "set", "--trust-domain", "s.test", "--file", &w.join(f).display().to_string()])?;
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(words), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let pem = lanyard(dc.path(), &["bundle", "show", "--format", "pem"])?;
+    std::fs::write(w.join("c.pem"), &pem.stdout)?;
+    let again = lanyard(a, &["bundle", "delete", "--trust-domain", "c.test"])?;
+    assert!(String::from_utf8_lossy(&again.stderr).contains("federation delete"), "a fetched bundle was deleted as static");
+    j(a, &["federation", "delete", "c.test"])?;
+    let set = j(a, &["bundle", "set", "--trust-domain", "c.test", "--file", &w.join("c.pem").display().to_string(), "--tenant", "dev"])?;
+    assert_eq!(set["source"], "static");
+    assert!(set["x509_authorities"].as_u64() >= Some(1) && set["jwt_authorities"] == 0, "{set}");
+    let list = j(a, &["bundle", "list"])?;
+    assert!(list["bundles"].as_array().is_some_and(|b| b.iter().any(|d| d["trust_domain"] == "c.test" && d["tenant"] == "dev")), "{list}");
+    j(a, &["bundle", "delete", "--trust-domain", "c.test"])?;
+    let list = j(a, &["bundle", "list"])?;
+    assert!(!list["bundles"].as_array().is_some_and(|b| b.iter().any(|d| d["trust_domain"] == "c.test")), "{list}");
+    Ok(())
+}

@@ -128,7 +128,7 @@ fn a_ca_of_another_trust_domain_refuses_the_bundle() {
     let doc = spire_style(&mine, &jwt_key("k"), 1);
     match parse("other.org", &doc) {
         Err(BundleError::WrongTrustDomain { expected, found }) => {
-            assert_eq!((expected.as_str(), found.as_str()), ("other.org", "example.org"));
+            assert_eq!((expected.as_str(), found.as_str()), ("other.org", "\"example.org\""));
         }
         other => panic!("{other:?}"),
     }

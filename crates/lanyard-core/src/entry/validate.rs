@@ -798,7 +798,7 @@ mod tests {
         assert_eq!(e.federates_with, vec!["other.org", "unbound.org"]);
         let cases: Vec<(EntryDraft, &str, &str)> = vec![
             (foreign("spiffe:id:spiffe://nowhere.org/x"), "selectors", "no bundle of trust domain nowhere.org"),
-            (foreign("spiffe:id:spiffe://example.org/x"), "selectors", "own trust domain"),
+            (foreign("spiffe:id:spiffe://example.org/x"), "selectors", "in this server's trust domain"),
             (foreign("spiffe:id:spiffe://unbound.org/x"), "selectors", "binds no tenant"),
             (foreign("spiffe:sub:spiffe://other.org/x"), "selectors", "spiffe:id:"),
             (foreign("spiffe:id:not-an-id"), "selectors", "spiffe:id:"),

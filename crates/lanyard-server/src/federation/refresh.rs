@@ -447,3 +447,52 @@ pub async fn run(state: AppState) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(seq: Option<u64>, kid: &str) -> Bundle {
+        let (k, _) = lanyard_jose::SigningKey::generate(lanyard_jose::Algorithm::Es256)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut jwk = k.public_jwk();
+        jwk.kid = Some(kid.into());
+        jwk.use_ = Some("jwt-svid".into());
+        Bundle {
+            trust_domain: TrustDomain::parse("other.org").unwrap_or_else(|e| panic!("{e}")),
+            x509_authorities: Vec::new(),
+            jwt_authorities: vec![jwk],
+            sequence: seq,
+            refresh_hint: None,
+        }
+    }
+
+    #[test]
+    fn a_bundle_going_back_or_changing_under_one_sequence_is_refused() {
+        let held = bundle(Some(5), "a");
+        assert_eq!(accept(None, &held), Ok(true));
+        assert_eq!(accept(Some(&held), &held.clone()), Ok(false));
+        let newer = bundle(Some(6), "b");
+        assert_eq!(accept(Some(&held), &newer), Ok(true));
+        let older = bundle(Some(4), "c");
+        let e = accept(Some(&held), &older).err().unwrap_or_default();
+        assert!(e.contains("backwards from 5 to 4"), "{e}");
+        let same_seq = bundle(Some(5), "d");
+        let e = accept(Some(&held), &same_seq).err().unwrap_or_default();
+        assert!(e.contains("stayed at 5"), "{e}");
+        // Without sequences the newest fetch wins.
+        assert_eq!(accept(Some(&bundle(None, "e")), &bundle(None, "f")), Ok(true));
+    }
+
+    #[test]
+    fn refreshes_follow_the_hint_within_the_floor_and_a_day() {
+        let floor = Duration::from_secs(30);
+        assert_eq!(interval(Some(600), floor, 0), 600);
+        assert_eq!(interval(Some(600), floor, 255), 540);
+        assert_eq!(interval(Some(1), floor, 0), 30);
+        assert_eq!(interval(None, floor, 0), DEFAULT_HINT_SECS);
+        assert_eq!(interval(Some(-5), floor, 0), DEFAULT_HINT_SECS);
+        assert_eq!(interval(Some(i64::MAX), floor, 0), MAX_INTERVAL_SECS);
+        assert!(interval(Some(31), floor, 255) >= 30);
+    }
+}

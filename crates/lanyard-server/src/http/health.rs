@@ -29,11 +29,31 @@ pub async fn readyz(state: St) -> impl IntoResponse {
     {
         problems.push("signing keys not loaded");
     }
+    // A failing federation relationship does not make this replica unready
+    // (it keeps the last good bundle), but readiness says so.
+    let federation: Vec<serde_json::Value> = state
+        .store
+        .list_federated()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| {
+            let st: crate::federation::Status = serde_json::from_str(&r.status).ok()?;
+            let err = st.last_error?;
+            Some(serde_json::json!({
+                "trust_domain": r.trust_domain,
+                "last_error": err,
+                "last_success_at": st.last_success_at,
+                "failures": st.failures,
+            }))
+        })
+        .collect();
     if problems.is_empty() {
-        (
-            StatusCode::OK,
-            Json(serde_json::json!({ "status": "ready" })),
-        )
+        let mut body = serde_json::json!({ "status": "ready" });
+        if !federation.is_empty() {
+            body["federation_failing"] = federation.into();
+        }
+        (StatusCode::OK, Json(body))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
