@@ -281,6 +281,11 @@ async fn two_trust_domains_federate_over_https_spiffe() -> TestResult {
         .find(|e| e["action"] == "token.exchange" && e["decision"] == "allow")
         .ok_or("the grant is not audited")?;
     assert_eq!(allow["actor"], "spiffe://b.test/billing", "{allow}");
+    // Replayed after the foreign ID is revoked here: refused.
+    j(a, &["revoke", "--spiffe-id", "spiffe://b.test/billing", "--reason", "partner offboarded"])?;
+    let replay = exchange(a)?;
+    assert!(!replay.status.success(), "a revoked foreign identity was exchanged");
+    assert!(String::from_utf8_lossy(&replay.stderr).contains("invalid_grant"));
 
     // B's token is verified with B's keys only: the same token presented
     // to B itself (its own trust domain, own issuer path) is another matter,
