@@ -429,71 +429,71 @@ impl Agent {
         let cur = self.view();
         let resp = self.fetch_sync(&cur).await?;
         let (index, roots, jwt_bundle, jwt_keys, td, epoch, revision, bundle_revision, federated) =
-            match resp
-        {
-            None => (
-                cur.index.clone(),
-                cur.roots.clone(),
-                cur.jwt_bundle.clone(),
-                cur.jwt_keys.clone(),
-                cur.trust_domain_id.clone(),
-                cur.epoch.clone(),
-                cur.revision,
-                cur.bundle_revision,
-                cur.federated.clone(),
-            ),
-            Some(sync) => {
-                let index = match sync.entries {
-                    SyncedEntries::Delta { upserts, deletes } => {
-                        let upserts = upserts
-                            .iter()
-                            .filter_map(|e| entry_from_pb(e, &node_id))
-                            .collect();
-                        Arc::new(cur.index.with_changes(upserts, &deletes))
-                    }
-                    SyncedEntries::All(all) => Arc::new(EntryIndex::new(
-                        all.iter()
-                            .filter_map(|e| entry_from_pb(e, &node_id))
-                            .collect(),
-                    )),
-                };
-                match sync.bundle {
-                    Some(b) => {
-                        self.node.set_roots(b.x509_roots.clone());
-                        let keys: Vec<VerifyingKey> = serde_json::from_slice::<Jwks>(&b.jwt_bundle)
-                            .map(|jwks| {
-                                jwks.keys
-                                    .iter()
-                                    .filter_map(|k| VerifyingKey::from_jwk(k).ok())
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        (
+            match resp {
+                None => (
+                    cur.index.clone(),
+                    cur.roots.clone(),
+                    cur.jwt_bundle.clone(),
+                    cur.jwt_keys.clone(),
+                    cur.trust_domain_id.clone(),
+                    cur.epoch.clone(),
+                    cur.revision,
+                    cur.bundle_revision,
+                    cur.federated.clone(),
+                ),
+                Some(sync) => {
+                    let index = match sync.entries {
+                        SyncedEntries::Delta { upserts, deletes } => {
+                            let upserts = upserts
+                                .iter()
+                                .filter_map(|e| entry_from_pb(e, &node_id))
+                                .collect();
+                            Arc::new(cur.index.with_changes(upserts, &deletes))
+                        }
+                        SyncedEntries::All(all) => Arc::new(EntryIndex::new(
+                            all.iter()
+                                .filter_map(|e| entry_from_pb(e, &node_id))
+                                .collect(),
+                        )),
+                    };
+                    match sync.bundle {
+                        Some(b) => {
+                            self.node.set_roots(b.x509_roots.clone());
+                            let keys: Vec<VerifyingKey> =
+                                serde_json::from_slice::<Jwks>(&b.jwt_bundle)
+                                    .map(|jwks| {
+                                        jwks.keys
+                                            .iter()
+                                            .filter_map(|k| VerifyingKey::from_jwk(k).ok())
+                                            .collect()
+                                    })
+                                    .unwrap_or_default();
+                            (
+                                index,
+                                b.x509_roots,
+                                b.jwt_bundle,
+                                Arc::new(keys),
+                                format!("spiffe://{}", b.trust_domain),
+                                sync.epoch,
+                                sync.revision,
+                                b.revision,
+                                Arc::new(b.federated),
+                            )
+                        }
+                        None => (
                             index,
-                            b.x509_roots,
-                            b.jwt_bundle,
-                            Arc::new(keys),
-                            format!("spiffe://{}", b.trust_domain),
+                            cur.roots.clone(),
+                            cur.jwt_bundle.clone(),
+                            cur.jwt_keys.clone(),
+                            cur.trust_domain_id.clone(),
                             sync.epoch,
                             sync.revision,
-                            b.revision,
-                            Arc::new(b.federated),
-                        )
+                            cur.bundle_revision,
+                            cur.federated.clone(),
+                        ),
                     }
-                    None => (
-                        index,
-                        cur.roots.clone(),
-                        cur.jwt_bundle.clone(),
-                        cur.jwt_keys.clone(),
-                        cur.trust_domain_id.clone(),
-                        sync.epoch,
-                        sync.revision,
-                        cur.bundle_revision,
-                        cur.federated.clone(),
-                    ),
                 }
-            }
-        };
+            };
         let synced = revision != cur.revision
             || epoch != cur.epoch
             || bundle_revision != cur.bundle_revision

@@ -105,12 +105,15 @@ impl Bundle {
     fn parse_pem(trust_domain: &TrustDomain, doc: &[u8]) -> Result<Self, BundleError> {
         let mut x509 = Vec::new();
         for (index, p) in x509_parser::pem::Pem::iter_from_buffer(doc).enumerate() {
-            let p = p.map_err(|_| BundleError::Format(format!("PEM block {index} does not parse")))?;
+            let p =
+                p.map_err(|_| BundleError::Format(format!("PEM block {index} does not parse")))?;
             if p.label != "CERTIFICATE" {
                 continue;
             }
             if x509.len() >= MAX_BUNDLE_KEYS {
-                return Err(BundleError::Format(format!("more than {MAX_BUNDLE_KEYS} certificates")));
+                return Err(BundleError::Format(format!(
+                    "more than {MAX_BUNDLE_KEYS} certificates"
+                )));
             }
             check_ca(trust_domain, index, &p.contents)?;
             x509.push(p.contents);
@@ -125,14 +128,20 @@ impl Bundle {
     }
 
     fn parse_json(trust_domain: &TrustDomain, doc: &[u8]) -> Result<Self, BundleError> {
-        let v: serde_json::Value = serde_json::from_slice(doc)
-            .map_err(|e| BundleError::Format(format!("invalid JSON at line {} column {}", e.line(), e.column())))?;
+        let v: serde_json::Value = serde_json::from_slice(doc).map_err(|e| {
+            BundleError::Format(format!(
+                "invalid JSON at line {} column {}",
+                e.line(),
+                e.column()
+            ))
+        })?;
         let obj = v
             .as_object()
             .ok_or_else(|| BundleError::Format("the document is not a JSON object".into()))?;
         if obj.contains_key("trust_domains") {
             return Err(BundleError::Format(
-                "this is a bundle map of several trust domains; give one trust domain's bundle".into(),
+                "this is a bundle map of several trust domains; give one trust domain's bundle"
+                    .into(),
             ));
         }
         let keys = obj
@@ -140,7 +149,9 @@ impl Bundle {
             .and_then(|k| k.as_array())
             .ok_or_else(|| BundleError::Format("\"keys\" must be present and an array".into()))?;
         if keys.len() > MAX_BUNDLE_KEYS {
-            return Err(BundleError::Format(format!("more than {MAX_BUNDLE_KEYS} keys")));
+            return Err(BundleError::Format(format!(
+                "more than {MAX_BUNDLE_KEYS} keys"
+            )));
         }
         let sequence = match obj.get("spiffe_sequence") {
             None | Some(serde_json::Value::Null) => None,
@@ -175,7 +186,9 @@ impl Bundle {
                         .and_then(|v| v.as_array())
                         .and_then(|a| a.first())
                         .and_then(|c| c.as_str())
-                        .ok_or_else(|| key_err(index, "an x509-svid key needs x5c with one certificate"))?;
+                        .ok_or_else(|| {
+                            key_err(index, "an x509-svid key needs x5c with one certificate")
+                        })?;
                     let der = STANDARD
                         .decode(first)
                         .map_err(|_| key_err(index, "x5c is not base64"))?;
@@ -238,14 +251,15 @@ impl Bundle {
                 .iter()
                 .filter_map(|j| serde_json::to_value(j).ok()),
         );
-        let mut doc = serde_json::json!({ "keys": keys });
+        let mut doc = serde_json::Map::new();
+        doc.insert("keys".into(), keys.into());
         if let Some(s) = self.sequence {
-            doc["spiffe_sequence"] = s.into();
+            doc.insert("spiffe_sequence".into(), s.into());
         }
         if let Some(h) = self.refresh_hint {
-            doc["spiffe_refresh_hint"] = h.into();
+            doc.insert("spiffe_refresh_hint".into(), h.into());
         }
-        doc
+        serde_json::Value::Object(doc)
     }
 
     /// The X.509 authorities as PEM.
@@ -299,7 +313,10 @@ fn check_ca(trust_domain: &TrustDomain, index: usize, der: &[u8]) -> Result<(), 
         return Err(key_err(index, "trailing bytes after the certificate"));
     }
     if !cert.is_ca() {
-        return Err(key_err(index, "the certificate is not a CA (basicConstraints CA:TRUE)"));
+        return Err(key_err(
+            index,
+            "the certificate is not a CA (basicConstraints CA:TRUE)",
+        ));
     }
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for g in &san.value.general_names {

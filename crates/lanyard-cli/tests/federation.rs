@@ -32,7 +32,11 @@ impl Drop for Proc {
     }
 }
 
-fn dev(dir: &Path, td: &str, env: &[(&str, &str)]) -> Result<(Proc, Value), Box<dyn std::error::Error>> {
+fn dev(
+    dir: &Path,
+    td: &str,
+    env: &[(&str, &str)],
+) -> Result<(Proc, Value), Box<dyn std::error::Error>> {
     let mut cmd = Command::new(BIN);
     cmd.args([
         "--data-dir",
@@ -150,9 +154,14 @@ async fn two_trust_domains_federate_over_https_spiffe() -> TestResult {
     let (_a, ia) = dev(da.path(), "a.test", &[])?;
     let (_b, ib) = dev(db.path(), "b.test", &[])?;
     let (a, b) = (da.path(), db.path());
-    let b_endpoint = ib["federation_bundle_endpoint"].as_str().ok_or("no endpoint")?;
+    let b_endpoint = ib["federation_bundle_endpoint"]
+        .as_str()
+        .ok_or("no endpoint")?;
     assert!(b_endpoint.starts_with("https://127.0.0.1:"), "{b_endpoint}");
-    assert_eq!(ib["federation_endpoint_spiffe_id"], "spiffe://b.test/lanyard/server");
+    assert_eq!(
+        ib["federation_endpoint_spiffe_id"],
+        "spiffe://b.test/lanyard/server"
+    );
 
     // The bootstrap bundle, out of band: what B's operator prints.
     let b_bundle = lanyard(b, &["bundle", "show"])?;
@@ -166,8 +175,16 @@ async fn two_trust_domains_federate_over_https_spiffe() -> TestResult {
     let no_boot = lanyard(
         a,
         &[
-            "federation", "add", "--trust-domain", "b.test", "--bundle-endpoint", b_endpoint,
-            "--endpoint-spiffe-id", "spiffe://b.test/lanyard/server", "--tenant", "dev",
+            "federation",
+            "add",
+            "--trust-domain",
+            "b.test",
+            "--bundle-endpoint",
+            b_endpoint,
+            "--endpoint-spiffe-id",
+            "spiffe://b.test/lanyard/server",
+            "--tenant",
+            "dev",
         ],
     )?;
     assert!(!no_boot.status.success());
@@ -176,9 +193,20 @@ async fn two_trust_domains_federate_over_https_spiffe() -> TestResult {
     let added = j(
         a,
         &[
-            "federation", "add", "--trust-domain", "b.test", "--bundle-endpoint", b_endpoint,
-            "--profile", "https_spiffe", "--endpoint-spiffe-id", "spiffe://b.test/lanyard/server",
-            "--initial-bundle", &boot.display().to_string(), "--tenant", "dev",
+            "federation",
+            "add",
+            "--trust-domain",
+            "b.test",
+            "--bundle-endpoint",
+            b_endpoint,
+            "--profile",
+            "https_spiffe",
+            "--endpoint-spiffe-id",
+            "spiffe://b.test/lanyard/server",
+            "--initial-bundle",
+            &boot.display().to_string(),
+            "--tenant",
+            "dev",
         ],
     )?;
     assert_eq!(added["trust_domain"], "b.test");
@@ -194,8 +222,23 @@ async fn two_trust_domains_federate_over_https_spiffe() -> TestResult {
 
     // A workload on A receives B's bundle only once its entry federates with b.test.
     let me = format!("unix:uid:{}", uid()?);
-    let web = j(a, &["entry", "create", "--spiffe-id", "spiffe://a.test/web", "--tenant", "dev", "--selector", &me])?;
-    let socket_a = ia["workload_socket"].as_str().ok_or("no socket")?.to_owned();
+    let web = j(
+        a,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://a.test/web",
+            "--tenant",
+            "dev",
+            "--selector",
+            &me,
+        ],
+    )?;
+    let socket_a = ia["workload_socket"]
+        .as_str()
+        .ok_or("no socket")?
+        .to_owned();
     let client = spiffe::WorkloadApiClient::connect_to(format!("unix:{socket_a}")).await?;
     let b_td = spiffe::TrustDomain::new("b.test")?;
     let own = eventually(Duration::from_secs(20), || {
@@ -204,17 +247,42 @@ async fn two_trust_domains_federate_over_https_spiffe() -> TestResult {
     })
     .await
     .ok_or("no X.509 context on A")?;
-    assert!(own.bundle_set().get(&b_td).is_none(), "b.test bundle handed out without federates_with");
+    assert!(
+        own.bundle_set().get(&b_td).is_none(),
+        "b.test bundle handed out without federates_with"
+    );
     lanyard(a, &["entry", "delete", web["id"].as_str().ok_or("id")?])?;
     let bad = lanyard(
         a,
-        &["entry", "create", "--spiffe-id", "spiffe://a.test/web", "--tenant", "dev", "--selector", &me, "--federates-with", "nowhere.test"],
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://a.test/web",
+            "--tenant",
+            "dev",
+            "--selector",
+            &me,
+            "--federates-with",
+            "nowhere.test",
+        ],
     )?;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("lanyard federation add"));
     j(
         a,
-        &["entry", "create", "--spiffe-id", "spiffe://a.test/web", "--tenant", "dev", "--selector", &me, "--federates-with", "b.test"],
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://a.test/web",
+            "--tenant",
+            "dev",
+            "--selector",
+            &me,
+            "--federates-with",
+            "b.test",
+        ],
     )?;
     let b_roots: Vec<String> = j(b, &["bundle", "show", "--format", "pem"])?["pem"]
         .as_str()
@@ -238,11 +306,39 @@ async fn two_trust_domains_federate_over_https_spiffe() -> TestResult {
     assert_eq!(fed, b_roots.len());
 
     // A JWT-SVID of B's workload, for A's issuer as audience.
-    j(b, &["entry", "create", "--spiffe-id", "spiffe://b.test/billing", "--tenant", "dev", "--selector", &me])?;
+    j(
+        b,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://b.test/billing",
+            "--tenant",
+            "dev",
+            "--selector",
+            &me,
+        ],
+    )?;
     let a_issuer = ia["issuer"].as_str().ok_or("issuer")?.to_owned();
-    let socket_b = ib["workload_socket"].as_str().ok_or("no socket")?.to_owned();
+    let socket_b = ib["workload_socket"]
+        .as_str()
+        .ok_or("no socket")?
+        .to_owned();
     let jwt = eventually(Duration::from_secs(20), || {
-        let out = lanyard(b, &["--output", "json", "svid", "fetch", "--socket", &socket_b, "--jwt", "--audience", &a_issuer]);
+        let out = lanyard(
+            b,
+            &[
+                "--output",
+                "json",
+                "svid",
+                "fetch",
+                "--socket",
+                &socket_b,
+                "--jwt",
+                "--audience",
+                &a_issuer,
+            ],
+        );
         async move {
             let v: Value = serde_json::from_slice(&out.ok()?.stdout).ok()?;
             v["token"].as_str().map(str::to_owned)
@@ -252,26 +348,86 @@ async fn two_trust_domains_federate_over_https_spiffe() -> TestResult {
     .ok_or("no JWT-SVID from B")?;
     let tok = a.join("b.jwt");
     std::fs::write(&tok, &jwt)?;
-    let exchange = |dir: &Path| lanyard(dir, &["--output", "json", "token", "exchange", "--subject-token", &tok.display().to_string(), "--audience", "api.a.test"]);
+    let exchange = |dir: &Path| {
+        lanyard(
+            dir,
+            &[
+                "--output",
+                "json",
+                "token",
+                "exchange",
+                "--subject-token",
+                &tok.display().to_string(),
+                "--audience",
+                "api.a.test",
+            ],
+        )
+    };
 
     // No entry maps spiffe://b.test/billing: invalid_grant, audited.
     let denied = exchange(a)?;
     assert!(!denied.status.success());
-    assert!(String::from_utf8_lossy(&denied.stderr).contains("invalid_grant"), "{}", String::from_utf8_lossy(&denied.stderr));
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("invalid_grant"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
     let deny = audit_events(a)?
         .into_iter()
         .find(|e| e["action"] == "token.exchange" && e["decision"] == "deny")
         .ok_or("the denial is not audited")?;
-    assert!(deny["reason"].as_str().unwrap_or_default().contains("b.test"), "{deny}");
+    assert!(
+        deny["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("b.test"),
+        "{deny}"
+    );
 
     // Hostile entries: a reserved or foreign-tenant mapping is refused.
-    let wrong_tenant = lanyard(a, &["entry", "create", "--spiffe-id", "spiffe://a.test/partner", "--tenant", "nobody", "--selector", "spiffe:id:spiffe://b.test/billing"])?;
+    let wrong_tenant = lanyard(
+        a,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://a.test/partner",
+            "--tenant",
+            "nobody",
+            "--selector",
+            "spiffe:id:spiffe://b.test/billing",
+        ],
+    )?;
     assert!(!wrong_tenant.status.success());
-    let reserved = lanyard(a, &["entry", "create", "--spiffe-id", "spiffe://a.test/lanyard/node/x", "--tenant", "dev", "--selector", "spiffe:id:spiffe://b.test/billing"])?;
+    let reserved = lanyard(
+        a,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://a.test/lanyard/node/x",
+            "--tenant",
+            "dev",
+            "--selector",
+            "spiffe:id:spiffe://b.test/billing",
+        ],
+    )?;
     assert!(!reserved.status.success());
     assert!(String::from_utf8_lossy(&reserved.stderr).contains("reserved"));
 
-    j(a, &["entry", "create", "--spiffe-id", "spiffe://a.test/partner/billing", "--tenant", "dev", "--selector", "spiffe:id:spiffe://b.test/billing"])?;
+    j(
+        a,
+        &[
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://a.test/partner/billing",
+            "--tenant",
+            "dev",
+            "--selector",
+            "spiffe:id:spiffe://b.test/billing",
+        ],
+    )?;
     let granted = ok_json(&exchange(a)?)?;
     let issued = granted["access_token"].as_str().ok_or("no token")?;
     let claims = lanyard_agent_claims(issued)?;
@@ -282,16 +438,41 @@ async fn two_trust_domains_federate_over_https_spiffe() -> TestResult {
         .ok_or("the grant is not audited")?;
     assert_eq!(allow["actor"], "spiffe://b.test/billing", "{allow}");
     // Replayed after the foreign ID is revoked here: refused.
-    j(a, &["revoke", "--spiffe-id", "spiffe://b.test/billing", "--reason", "partner offboarded"])?;
+    j(
+        a,
+        &[
+            "revoke",
+            "--spiffe-id",
+            "spiffe://b.test/billing",
+            "--reason",
+            "partner offboarded",
+        ],
+    )?;
     let replay = exchange(a)?;
-    assert!(!replay.status.success(), "a revoked foreign identity was exchanged");
+    assert!(
+        !replay.status.success(),
+        "a revoked foreign identity was exchanged"
+    );
     assert!(String::from_utf8_lossy(&replay.stderr).contains("invalid_grant"));
 
     // B's token is verified with B's keys only: the same token presented
     // to B itself (its own trust domain, own issuer path) is another matter,
     // and a token naming b.test but signed by A is refused at A.
     let a_jwt = eventually(Duration::from_secs(20), || {
-        let out = lanyard(a, &["--output", "json", "svid", "fetch", "--socket", &socket_a, "--jwt", "--audience", &a_issuer]);
+        let out = lanyard(
+            a,
+            &[
+                "--output",
+                "json",
+                "svid",
+                "fetch",
+                "--socket",
+                &socket_a,
+                "--jwt",
+                "--audience",
+                &a_issuer,
+            ],
+        );
         async move {
             let v: Value = serde_json::from_slice(&out.ok()?.stdout).ok()?;
             v["token"].as_str().map(str::to_owned)
@@ -302,7 +483,10 @@ async fn two_trust_domains_federate_over_https_spiffe() -> TestResult {
     let forged = forge_sub(&a_jwt, "spiffe://b.test/billing")?;
     std::fs::write(&tok, forged)?;
     let out = exchange(a)?;
-    assert!(!out.status.success(), "a token with a rewritten sub was accepted");
+    assert!(
+        !out.status.success(),
+        "a token with a rewritten sub was accepted"
+    );
 
     // B rotates its JWT keys: A picks the new bundle up at the next refresh.
     let before = federation_row(a, "b.test")?;
@@ -324,25 +508,51 @@ async fn two_trust_domains_federate_over_https_spiffe() -> TestResult {
     j(
         a,
         &[
-            "federation", "add", "--trust-domain", "evil.test", "--bundle-endpoint", b_endpoint,
-            "--endpoint-spiffe-id", "spiffe://b.test/lanyard/server",
+            "federation",
+            "add",
+            "--trust-domain",
+            "evil.test",
+            "--bundle-endpoint",
+            b_endpoint,
+            "--endpoint-spiffe-id",
+            "spiffe://b.test/lanyard/server",
         ],
     )?;
-    let refused = lanyard(a, &["--output", "json", "federation", "refresh", "evil.test"])?;
+    let refused = lanyard(
+        a,
+        &["--output", "json", "federation", "refresh", "evil.test"],
+    )?;
     assert!(!refused.status.success());
     let r: Value = serde_json::from_slice(&refused.stdout)?;
     assert_eq!(r["outcome"], "refused", "{r}");
-    assert!(r["error"].as_str().unwrap_or_default().contains("never merged"), "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("never merged"),
+        "{r}"
+    );
     let row = federation_row(a, "evil.test")?;
-    assert!(row["last_error"].as_str().is_some() && row["has_bundle"] == false, "{row}");
-    assert!(audit_events(a)?.iter().any(|e| e["action"] == "federation.bundle.refuse" && e["decision"] == "deny"));
+    assert!(
+        row["last_error"].as_str().is_some() && row["has_bundle"] == false,
+        "{row}"
+    );
+    assert!(audit_events(a)?
+        .iter()
+        .any(|e| e["action"] == "federation.bundle.refuse" && e["decision"] == "deny"));
 
     // An endpoint presenting another SPIFFE ID than configured: the fetch fails.
     j(
         a,
         &[
-            "federation", "add", "--trust-domain", "b2.test", "--bundle-endpoint", b_endpoint,
-            "--endpoint-spiffe-id", "spiffe://b.test/not-the-server",
+            "federation",
+            "add",
+            "--trust-domain",
+            "b2.test",
+            "--bundle-endpoint",
+            b_endpoint,
+            "--endpoint-spiffe-id",
+            "spiffe://b.test/not-the-server",
         ],
     )?;
     let failed = lanyard(a, &["--output", "json", "federation", "refresh", "b2.test"])?;
@@ -372,10 +582,17 @@ fn forge_sub(token: &str, sub: &str) -> Result<String, Box<dyn std::error::Error
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut parts = token.split('.');
-    let (h, p, s) = (parts.next().ok_or("h")?, parts.next().ok_or("p")?, parts.next().ok_or("s")?);
+    let (h, p, s) = (
+        parts.next().ok_or("h")?,
+        parts.next().ok_or("p")?,
+        parts.next().ok_or("s")?,
+    );
     let mut claims: Value = serde_json::from_slice(&b64.decode(p)?)?;
     claims["sub"] = sub.into();
-    Ok(format!("{h}.{}.{s}", b64.encode(serde_json::to_vec(&claims)?)))
+    Ok(format!(
+        "{h}.{}.{s}",
+        b64.encode(serde_json::to_vec(&claims)?)
+    ))
 }
 
 /// Our bundle endpoint read by a stranger: Python's `ssl` + `http.client`,
@@ -386,7 +603,9 @@ fn forge_sub(token: &str, sub: &str) -> Result<String, Box<dyn std::error::Error
 fn a_python_client_reads_the_bundle_endpoint_by_the_spec() -> TestResult {
     let d = tempfile::tempdir()?;
     let (_p, info) = dev(d.path(), "py.test", &[])?;
-    let url = info["federation_bundle_endpoint"].as_str().ok_or("no endpoint")?;
+    let url = info["federation_bundle_endpoint"]
+        .as_str()
+        .ok_or("no endpoint")?;
     let pem = j(d.path(), &["bundle", "show", "--format", "pem"])?["pem"]
         .as_str()
         .unwrap_or_default()
@@ -421,7 +640,13 @@ for method, path, code in (("POST", "/", 405), ("GET", "/other", 404)):
 print("ok")
 "#;
     let out = Command::new("python3")
-        .args(["-c", script, url, &ca.display().to_string(), "spiffe://py.test/lanyard/server"])
+        .args([
+            "-c",
+            script,
+            url,
+            &ca.display().to_string(),
+            "spiffe://py.test/lanyard/server",
+        ])
         .output()?;
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
@@ -433,7 +658,10 @@ print("ok")
 }
 
 fn sh(args: &[&str], cwd: &Path) -> TestResult {
-    let out = Command::new(args[0]).args(&args[1..]).current_dir(cwd).output()?;
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .current_dir(cwd)
+        .output()?;
     if !out.status.success() {
         return Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
@@ -446,16 +674,80 @@ fn sh(args: &[&str], cwd: &Path) -> TestResult {
 /// `https_spiffe` endpoint does not pass as `https_web`.
 #[test]
 fn an_https_web_peer_is_verified_by_the_web_pki() -> TestResult {
-    let (dc, da, web) = (tempfile::tempdir()?, tempfile::tempdir()?, tempfile::tempdir()?);
+    let (dc, da, web) = (
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    );
     let w = web.path();
-    sh(&["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=lanyard test web CA", "-days", "1",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"], w)?;
-    sh(&["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=127.0.0.1"], w)?;
-    std::fs::write(w.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")?;
-    sh(&["openssl", "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "leaf.pem", "-days", "1", "-extfile", "ext.cnf"], w)?;
+    sh(
+        &[
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=lanyard test web CA",
+            "-days",
+            "1",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+        w,
+    )?;
+    sh(
+        &[
+            "openssl",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        w,
+    )?;
+    std::fs::write(
+        w.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    sh(
+        &[
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ],
+        w,
+    )?;
 
     let (_c, ic) = dev(dc.path(), "c.test", &[])?;
     let c_bundle = lanyard(dc.path(), &["bundle", "show"])?;
@@ -487,51 +779,174 @@ srv.serve_forever()
     let ca = w.join("ca.pem").display().to_string();
     let (_a, _ia) = dev(da.path(), "a.test", &[("SSL_CERT_FILE", &ca)])?;
     let a = da.path();
-    j(a, &["federation", "add", "--trust-domain", "c.test", "--bundle-endpoint", &url, "--profile", "https_web", "--tenant", "dev"])?;
+    j(
+        a,
+        &[
+            "federation",
+            "add",
+            "--trust-domain",
+            "c.test",
+            "--bundle-endpoint",
+            &url,
+            "--profile",
+            "https_web",
+            "--tenant",
+            "dev",
+        ],
+    )?;
     let r = j(a, &["federation", "refresh", "c.test"])?;
     assert_eq!(r["outcome"], "updated", "{r}");
     let held = j(a, &["bundle", "show", "--trust-domain", "c.test"])?;
     let served: Value = serde_json::from_slice(&c_bundle.stdout)?;
     assert_eq!(held["spiffe_sequence"], served["spiffe_sequence"]);
-    assert_eq!(held["keys"].as_array().map(Vec::len), served["keys"].as_array().map(Vec::len));
+    assert_eq!(
+        held["keys"].as_array().map(Vec::len),
+        served["keys"].as_array().map(Vec::len)
+    );
     // https_web and https_spiffe do not stand in for each other.
-    let spiffe_url = ic["federation_bundle_endpoint"].as_str().ok_or("endpoint")?;
-    j(a, &["federation", "add", "--trust-domain", "c2.test", "--bundle-endpoint", spiffe_url, "--profile", "https_web"])?;
+    let spiffe_url = ic["federation_bundle_endpoint"]
+        .as_str()
+        .ok_or("endpoint")?;
+    j(
+        a,
+        &[
+            "federation",
+            "add",
+            "--trust-domain",
+            "c2.test",
+            "--bundle-endpoint",
+            spiffe_url,
+            "--profile",
+            "https_web",
+        ],
+    )?;
     let out = lanyard(a, &["--output", "json", "federation", "refresh", "c2.test"])?;
     assert!(!out.status.success());
     let f: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(f["outcome"], "failed", "{f}");
     // The profile's rules are checked before anything is stored.
-    let bad = lanyard(a, &["federation", "add", "--trust-domain", "c3.test", "--bundle-endpoint", "http://127.0.0.1:1/", "--profile", "https_web"])?;
+    let bad = lanyard(
+        a,
+        &[
+            "federation",
+            "add",
+            "--trust-domain",
+            "c3.test",
+            "--bundle-endpoint",
+            "http://127.0.0.1:1/",
+            "--profile",
+            "https_web",
+        ],
+    )?;
     assert!(String::from_utf8_lossy(&bad.stderr).contains("https://"));
-    let bad = lanyard(a, &["federation", "add", "--trust-domain", "c3.test", "--bundle-endpoint", &url, "--profile", "https_web", "--endpoint-spiffe-id", "spiffe://c3.test/x"])?;
+    let bad = lanyard(
+        a,
+        &[
+            "federation",
+            "add",
+            "--trust-domain",
+            "c3.test",
+            "--bundle-endpoint",
+            &url,
+            "--profile",
+            "https_web",
+            "--endpoint-spiffe-id",
+            "spiffe://c3.test/x",
+        ],
+    )?;
     assert!(String::from_utf8_lossy(&bad.stderr).contains("https_spiffe only"));
-    let own = lanyard(a, &["federation", "add", "--trust-domain", "a.test", "--bundle-endpoint", &url, "--profile", "https_web"])?;
+    let own = lanyard(
+        a,
+        &[
+            "federation",
+            "add",
+            "--trust-domain",
+            "a.test",
+            "--bundle-endpoint",
+            &url,
+            "--profile",
+            "https_web",
+        ],
+    )?;
     assert!(String::from_utf8_lossy(&own.stderr).contains("own trust domain"));
 
     // Static bundles: set by hand from a file, listed, refused when wrong.
     let file = w.join("bundle.json").display().to_string();
-    let set = j(a, &["bundle", "set", "--trust-domain", "s.test", "--file", &file]);
-    assert!(set.is_err_and(|e| e.to_string().contains("never merged")), "C's bundle taken as s.test's");
-    std::fs::write(w.join("empty.json"), r#"{"keys": [], "spiffe_sequence": 9}"#)?;
+    let set = j(
+        a,
+        &["bundle", "set", "--trust-domain", "s.test", "--file", &file],
+    );
+    assert!(
+        set.is_err_and(|e| e.to_string().contains("never merged")),
+        "C's bundle taken as s.test's"
+    );
+    std::fs::write(
+        w.join("empty.json"),
+        r#"{"keys": [], "spiffe_sequence": 9}"#,
+    )?;
     std::fs::write(w.join("junk.json"), "hello")?;
-    for (f, words) in [("empty.json", "empty bundle"), ("junk.json", "not a SPIFFE bundle")] {
-        let out = lanyard(a, &["bundle", "set", "--trust-domain", "s.test", "--file", &w.join(f).display().to_string()])?;
+    for (f, words) in [
+        ("empty.json", "empty bundle"),
+        ("junk.json", "not a SPIFFE bundle"),
+    ] {
+        let out = lanyard(
+            a,
+            &[
+                "bundle",
+                "set",
+                "--trust-domain",
+                "s.test",
+                "--file",
+                &w.join(f).display().to_string(),
+            ],
+        )?;
         assert!(!out.status.success());
-        assert!(String::from_utf8_lossy(&out.stderr).contains(words), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(words),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let pem = lanyard(dc.path(), &["bundle", "show", "--format", "pem"])?;
     std::fs::write(w.join("c.pem"), &pem.stdout)?;
     let again = lanyard(a, &["bundle", "delete", "--trust-domain", "c.test"])?;
-    assert!(String::from_utf8_lossy(&again.stderr).contains("federation delete"), "a fetched bundle was deleted as static");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("federation delete"),
+        "a fetched bundle was deleted as static"
+    );
     j(a, &["federation", "delete", "c.test"])?;
-    let set = j(a, &["bundle", "set", "--trust-domain", "c.test", "--file", &w.join("c.pem").display().to_string(), "--tenant", "dev"])?;
+    let set = j(
+        a,
+        &[
+            "bundle",
+            "set",
+            "--trust-domain",
+            "c.test",
+            "--file",
+            &w.join("c.pem").display().to_string(),
+            "--tenant",
+            "dev",
+        ],
+    )?;
     assert_eq!(set["source"], "static");
-    assert!(set["x509_authorities"].as_u64() >= Some(1) && set["jwt_authorities"] == 0, "{set}");
+    assert!(
+        set["x509_authorities"].as_u64() >= Some(1) && set["jwt_authorities"] == 0,
+        "{set}"
+    );
     let list = j(a, &["bundle", "list"])?;
-    assert!(list["bundles"].as_array().is_some_and(|b| b.iter().any(|d| d["trust_domain"] == "c.test" && d["tenant"] == "dev")), "{list}");
+    assert!(
+        list["bundles"].as_array().is_some_and(|b| b
+            .iter()
+            .any(|d| d["trust_domain"] == "c.test" && d["tenant"] == "dev")),
+        "{list}"
+    );
     j(a, &["bundle", "delete", "--trust-domain", "c.test"])?;
     let list = j(a, &["bundle", "list"])?;
-    assert!(!list["bundles"].as_array().is_some_and(|b| b.iter().any(|d| d["trust_domain"] == "c.test")), "{list}");
+    assert!(
+        !list["bundles"]
+            .as_array()
+            .is_some_and(|b| b.iter().any(|d| d["trust_domain"] == "c.test")),
+        "{list}"
+    );
     Ok(())
 }

@@ -969,7 +969,8 @@ fn validate_federation(
             if be.profile.is_some() || be.cert.is_some() || be.key.is_some() {
                 return Err(ConfigError::Invalid {
                     key: "federation.bundle_endpoint.listen",
-                    message: "set listen (e.g. \"0.0.0.0:8443\") to serve the bundle endpoint".into(),
+                    message: "set listen (e.g. \"0.0.0.0:8443\") to serve the bundle endpoint"
+                        .into(),
                 });
             }
             None

@@ -162,7 +162,10 @@ impl Domain {
         } else {
             Some(Bundle::parse(&trust_domain, row.bundle.as_bytes()).map_err(|e| e.to_string())?)
         };
-        let keys = bundle.as_ref().map(Bundle::verifying_keys).unwrap_or_default();
+        let keys = bundle
+            .as_ref()
+            .map(Bundle::verifying_keys)
+            .unwrap_or_default();
         let jwks_json = bundle
             .as_ref()
             .map(Bundle::jwks_json)

@@ -313,7 +313,8 @@ impl Registry {
     async fn apply(&self, rows: &[ChangeRow]) -> Result<(), StoreError> {
         let mut ids: Vec<String> = Vec::new();
         let mut seen = HashSet::new();
-        let (mut revocations, mut issuers, mut profiles, mut bundles) = (false, false, false, false);
+        let (mut revocations, mut issuers, mut profiles, mut bundles) =
+            (false, false, false, false);
         for row in rows {
             match row.change.kind {
                 ChangeKind::Entry => {

@@ -183,10 +183,7 @@ impl Server {
                     source,
                 })?;
                 reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    ServerError::Federation(format!(
-                        "federation.web_roots {}: {e}",
-                        path.display()
-                    ))
+                    ServerError::Federation(format!("federation.web_roots {}: {e}", path.display()))
                 })?
             }
         };

@@ -35,8 +35,10 @@ pub trait FederationStore {
     fn list_federated(&self) -> StoreFuture<'_, Vec<FederatedRow>>;
 
     /// One federated trust domain.
-    fn fetch_federated<'a>(&'a self, trust_domain: &'a str)
-        -> StoreFuture<'a, Option<FederatedRow>>;
+    fn fetch_federated<'a>(
+        &'a self,
+        trust_domain: &'a str,
+    ) -> StoreFuture<'a, Option<FederatedRow>>;
 
     /// Creates a federation relationship (`row.endpoint` set, `row.bundle`
     /// the bootstrap bundle or ''). A trust domain that has only a bundle

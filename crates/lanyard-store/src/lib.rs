@@ -60,7 +60,8 @@ pub type CaPlanner<'a> =
 /// Everything Lanyard persists, grouped by entity. Verbs: create, fetch,
 /// list, update, delete, count, append.
 pub trait Store:
-    BrokerStore + AuditStore + ChangeStore + FederationStore + Send + Sync + std::fmt::Debug {
+    BrokerStore + AuditStore + ChangeStore + FederationStore + Send + Sync + std::fmt::Debug
+{
     /// Which backend this is.
     fn backend(&self) -> Backend;
 

@@ -1493,53 +1493,137 @@ async fn federated_trust_domains_guard_sequence_and_users(url: &str) -> TestResu
     let g0 = store.generation("federation").await?;
     let (_, head0) = store.fetch_change_head().await?;
     // A static bundle, then a relationship on top of it keeps the bundle.
-    assert!(store.put_bundle("other.org", "{\"keys\":[1]}", 3, Some("payments"), None, 10, draft("bundle.set", "other.org")).await?);
-    store.create_federation(row("other.org", "{\"url\":\"https://x\"}", ""), draft("federation.create", "other.org")).await?;
+    assert!(
+        store
+            .put_bundle(
+                "other.org",
+                "{\"keys\":[1]}",
+                3,
+                Some("payments"),
+                None,
+                10,
+                draft("bundle.set", "other.org")
+            )
+            .await?
+    );
+    store
+        .create_federation(
+            row("other.org", "{\"url\":\"https://x\"}", ""),
+            draft("federation.create", "other.org"),
+        )
+        .await?;
     let got = store.fetch_federated("other.org").await?.ok_or("missing")?;
-    assert_eq!((got.bundle.as_str(), got.sequence, got.tenant.as_str()), ("{\"keys\":[1]}", 3, "payments"));
+    assert_eq!(
+        (got.bundle.as_str(), got.sequence, got.tenant.as_str()),
+        ("{\"keys\":[1]}", 3, "payments")
+    );
     assert!(matches!(
-        store.create_federation(row("other.org", "{\"url\":\"https://y\"}", ""), draft("federation.create", "other.org")).await,
+        store
+            .create_federation(
+                row("other.org", "{\"url\":\"https://y\"}", ""),
+                draft("federation.create", "other.org")
+            )
+            .await,
         Err(StoreError::Conflict { .. })
     ));
     // A refresh that read sequence 3 wins once; a racing one that read 2 loses.
-    assert!(store.put_bundle("other.org", "{\"keys\":[2]}", 4, None, Some(3), 11, draft("federation.bundle.update", "other.org")).await?);
-    assert!(!store.put_bundle("other.org", "{\"keys\":[3]}", 5, None, Some(3), 12, draft("federation.bundle.update", "other.org")).await?);
+    assert!(
+        store
+            .put_bundle(
+                "other.org",
+                "{\"keys\":[2]}",
+                4,
+                None,
+                Some(3),
+                11,
+                draft("federation.bundle.update", "other.org")
+            )
+            .await?
+    );
+    assert!(
+        !store
+            .put_bundle(
+                "other.org",
+                "{\"keys\":[3]}",
+                5,
+                None,
+                Some(3),
+                12,
+                draft("federation.bundle.update", "other.org")
+            )
+            .await?
+    );
     let got = store.fetch_federated("other.org").await?.ok_or("missing")?;
-    assert_eq!((got.bundle.as_str(), got.sequence, got.tenant.as_str()), ("{\"keys\":[2]}", 4, "payments"));
+    assert_eq!(
+        (got.bundle.as_str(), got.sequence, got.tenant.as_str()),
+        ("{\"keys\":[2]}", 4, "payments")
+    );
     // Status is recorded without a change-log entry; a refusal is audited.
     let (_, before) = store.fetch_change_head().await?;
     let mut refused = draft("federation.bundle.refuse", "other.org");
     refused.decision = Decision::Deny;
-    store.set_federation_status("other.org", "{\"failures\":1}", Some(refused)).await?;
+    store
+        .set_federation_status("other.org", "{\"failures\":1}", Some(refused))
+        .await?;
     assert_eq!(store.fetch_change_head().await?.1, before);
-    assert_eq!(store.fetch_federated("other.org").await?.ok_or("missing")?.status, "{\"failures\":1}");
+    assert_eq!(
+        store
+            .fetch_federated("other.org")
+            .await?
+            .ok_or("missing")?
+            .status,
+        "{\"failures\":1}"
+    );
     assert!(store.generation("federation").await? > g0);
     let changes = store.list_changes(head0, 100).await?;
-    assert!(changes.iter().all(|c| c.change.kind == ChangeKind::Bundle) && changes.len() == 3, "{changes:?}");
+    assert!(
+        changes.iter().all(|c| c.change.kind == ChangeKind::Bundle) && changes.len() == 3,
+        "{changes:?}"
+    );
     // An entry federating with it keeps it; so does a spiffe:id mapping.
     let mut e = entry("e1", &["unix:uid:1"])?;
     e.issuer = None;
-    e.parent = Some(lanyard_core::SpiffeId::parse("spiffe://example.org/lanyard/node/n1")?);
+    e.parent = Some(lanyard_core::SpiffeId::parse(
+        "spiffe://example.org/lanyard/node/n1",
+    )?);
     e.federates_with = vec!["other.org".into()];
-    store.create_entry(e.clone(), draft("entry.create", "e1")).await?;
-    assert_eq!(store.list_entries().await?[0].federates_with, vec!["other.org".to_owned()]);
-    match store.delete_federated("other.org", draft("federation.delete", "other.org")).await {
+    store
+        .create_entry(e.clone(), draft("entry.create", "e1"))
+        .await?;
+    assert_eq!(
+        store.list_entries().await?[0].federates_with,
+        vec!["other.org".to_owned()]
+    );
+    match store
+        .delete_federated("other.org", draft("federation.delete", "other.org"))
+        .await
+    {
         Err(StoreError::InUse { what }) => assert!(what.contains("e1"), "{what}"),
         other => panic!("{other:?}"),
     }
-    store.delete_entry("e1", draft("entry.delete", "e1")).await?;
+    store
+        .delete_entry("e1", draft("entry.delete", "e1"))
+        .await?;
     let mut m = entry("m1", &["spiffe:id:spiffe://other.org/billing"])?;
     m.issuer = None;
     store.create_entry(m, draft("entry.create", "m1")).await?;
     assert!(matches!(
-        store.delete_federated("other.org", draft("federation.delete", "other.org")).await,
+        store
+            .delete_federated("other.org", draft("federation.delete", "other.org"))
+            .await,
         Err(StoreError::InUse { .. })
     ));
-    store.delete_entry("m1", draft("entry.delete", "m1")).await?;
-    store.delete_federated("other.org", draft("federation.delete", "other.org")).await?;
+    store
+        .delete_entry("m1", draft("entry.delete", "m1"))
+        .await?;
+    store
+        .delete_federated("other.org", draft("federation.delete", "other.org"))
+        .await?;
     assert!(store.fetch_federated("other.org").await?.is_none());
     assert!(matches!(
-        store.delete_federated("other.org", draft("federation.delete", "other.org")).await,
+        store
+            .delete_federated("other.org", draft("federation.delete", "other.org"))
+            .await,
         Err(StoreError::NotFound { .. })
     ));
     verify_all(&store).await?;

@@ -74,7 +74,9 @@ fn unknown_kinds_are_ignored_and_broken_keys_refuse_the_bundle() {
     let ca = root("other.org");
     let x509 = x509_jwk(&ca).unwrap_or_else(|| panic!("jwk"));
     let good = jwt_key("k1");
-    let doc = |keys: Vec<serde_json::Value>| serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap_or_default();
+    let doc = |keys: Vec<serde_json::Value>| {
+        serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap_or_default()
+    };
     // Unknown kty, missing use, unknown use: ignored (spec §4.2).
     let ignored = parse(
         "other.org",
@@ -109,7 +111,10 @@ fn unknown_kinds_are_ignored_and_broken_keys_refuse_the_bundle() {
         (b"{\"keys\": 5}".to_vec(), "\"keys\""),
         (b"{}".to_vec(), "\"keys\""),
         (b"{\"trust_domains\": {}}".to_vec(), "bundle map"),
-        (b"{\"keys\": [], \"spiffe_sequence\": -1}".to_vec(), "spiffe_sequence"),
+        (
+            b"{\"keys\": [], \"spiffe_sequence\": -1}".to_vec(),
+            "spiffe_sequence",
+        ),
         (b"not json".to_vec(), "SPIFFE bundle JSON"),
         (b"{\"keys\": [".to_vec(), "invalid JSON"),
         (vec![b' '; MAX_BUNDLE_BYTES + 1], "larger"),
@@ -128,7 +133,10 @@ fn a_ca_of_another_trust_domain_refuses_the_bundle() {
     let doc = spire_style(&mine, &jwt_key("k"), 1);
     match parse("other.org", &doc) {
         Err(BundleError::WrongTrustDomain { expected, found }) => {
-            assert_eq!((expected.as_str(), found.as_str()), ("other.org", "\"example.org\""));
+            assert_eq!(
+                (expected.as_str(), found.as_str()),
+                ("other.org", "\"example.org\"")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -141,6 +149,9 @@ fn a_ca_of_another_trust_domain_refuses_the_bundle() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     let pem = pem_certs(&[leaf.der().to_vec()]);
-    let e = parse("other.org", pem.as_bytes()).err().map(|e| e.to_string()).unwrap_or_default();
+    let e = parse("other.org", pem.as_bytes())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(e.contains("not a CA"), "{e}");
 }

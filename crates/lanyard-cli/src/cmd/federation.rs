@@ -46,7 +46,11 @@ fn print_domain(d: &Value) {
     println!("trust domain      {}", s(d, "trust_domain"));
     println!("source            {}", s(d, "source"));
     if !s(d, "bundle_endpoint_url").is_empty() {
-        println!("bundle endpoint   {} ({})", s(d, "bundle_endpoint_url"), s(d, "profile"));
+        println!(
+            "bundle endpoint   {} ({})",
+            s(d, "bundle_endpoint_url"),
+            s(d, "profile")
+        );
     }
     if !s(d, "endpoint_spiffe_id").is_empty() {
         println!("endpoint ID       {}", s(d, "endpoint_spiffe_id"));
@@ -59,9 +63,17 @@ fn print_domain(d: &Value) {
     );
     println!(
         "bundle            sequence {}, {} X.509 and {} JWT authorities",
-        d.get("sequence").map_or("-".into(), |v| if v.is_null() { "-".into() } else { v.to_string() }),
-        d.get("x509_authorities").and_then(Value::as_u64).unwrap_or(0),
-        d.get("jwt_authorities").and_then(Value::as_u64).unwrap_or(0),
+        d.get("sequence").map_or("-".into(), |v| if v.is_null() {
+            "-".into()
+        } else {
+            v.to_string()
+        }),
+        d.get("x509_authorities")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        d.get("jwt_authorities")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
     );
     if d.get("source").and_then(Value::as_str) == Some("federation") {
         println!("last refresh      {}", output::time(&d["last_attempt_at"]));
@@ -154,7 +166,11 @@ pub async fn run(g: &Global, cmd: FederationCommand) -> anyhow::Result<ExitCode>
                 other => eprintln!(
                     "error: refreshing {} {}: {}; the bundle held stays in use",
                     s(v, "trust_domain"),
-                    if other == "refused" { "refused the bundle" } else { "failed" },
+                    if other == "refused" {
+                        "refused the bundle"
+                    } else {
+                        "failed"
+                    },
                     s(v, "error")
                 ),
             });

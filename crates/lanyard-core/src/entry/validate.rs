@@ -334,7 +334,13 @@ impl EntryDraft {
         if let Some(role) = &self.role {
             validate_role(role).map_err(|e| bad("role", e.to_string()))?;
         }
-        foreign_selectors(&selectors, parent.is_some(), self.issuer.is_some(), &tenant, ctx)?;
+        foreign_selectors(
+            &selectors,
+            parent.is_some(),
+            self.issuer.is_some(),
+            &tenant,
+            ctx,
+        )?;
         let federates_with = federates_with(self.federates_with, parent.is_some(), ctx)?;
         let mut scopes = self.scopes;
         scopes.sort();
@@ -385,8 +391,8 @@ fn federated<'a>(
     field: &'static str,
     ctx: &'a EntryContext<'_>,
 ) -> Result<&'a Federated, EntryError> {
-    let td = TrustDomain::parse(name)
-        .map_err(|e| bad(field, format!("{}: {e}", shown(name, 128))))?;
+    let td =
+        TrustDomain::parse(name).map_err(|e| bad(field, format!("{}: {e}", shown(name, 128))))?;
     if &td == ctx.trust_domain {
         return Err(bad(
             field,
@@ -797,10 +803,26 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(e.federates_with, vec!["other.org", "unbound.org"]);
         let cases: Vec<(EntryDraft, &str, &str)> = vec![
-            (foreign("spiffe:id:spiffe://nowhere.org/x"), "selectors", "no bundle of trust domain nowhere.org"),
-            (foreign("spiffe:id:spiffe://example.org/x"), "selectors", "in this server's trust domain"),
-            (foreign("spiffe:id:spiffe://unbound.org/x"), "selectors", "binds no tenant"),
-            (foreign("spiffe:sub:spiffe://other.org/x"), "selectors", "spiffe:id:"),
+            (
+                foreign("spiffe:id:spiffe://nowhere.org/x"),
+                "selectors",
+                "no bundle of trust domain nowhere.org",
+            ),
+            (
+                foreign("spiffe:id:spiffe://example.org/x"),
+                "selectors",
+                "in this server's trust domain",
+            ),
+            (
+                foreign("spiffe:id:spiffe://unbound.org/x"),
+                "selectors",
+                "binds no tenant",
+            ),
+            (
+                foreign("spiffe:sub:spiffe://other.org/x"),
+                "selectors",
+                "spiffe:id:",
+            ),
             (foreign("spiffe:id:not-an-id"), "selectors", "spiffe:id:"),
             (
                 EntryDraft {
@@ -812,7 +834,10 @@ mod tests {
             ),
             (
                 EntryDraft {
-                    selectors: vec!["spiffe:id:spiffe://other.org/billing".into(), "jwt:sub:x".into()],
+                    selectors: vec![
+                        "spiffe:id:spiffe://other.org/billing".into(),
+                        "jwt:sub:x".into(),
+                    ],
                     ..foreign("x")
                 },
                 "selectors",
@@ -826,8 +851,16 @@ mod tests {
                 "issuer",
                 "not a trusted issuer",
             ),
-            (served(vec!["nowhere.org"]), "federates_with", "no bundle of trust domain nowhere.org"),
-            (served(vec!["example.org"]), "federates_with", "own trust domain"),
+            (
+                served(vec!["nowhere.org"]),
+                "federates_with",
+                "no bundle of trust domain nowhere.org",
+            ),
+            (
+                served(vec!["example.org"]),
+                "federates_with",
+                "own trust domain",
+            ),
             (served(vec!["not a td"]), "federates_with", "not a td"),
             (
                 EntryDraft {

@@ -183,11 +183,17 @@ pub fn foreign_token(
     let verified = lanyard_jose::verify_compact(
         token,
         domain.keys.iter(),
-        &[lanyard_jose::Algorithm::Es256, lanyard_jose::Algorithm::Rs256],
+        &[
+            lanyard_jose::Algorithm::Es256,
+            lanyard_jose::Algorithm::Rs256,
+        ],
     )
     .map_err(|e| {
         let d = lanyard_attest::jose_denial(&e);
-        Denial::new(d.reason, format!("JWT-SVID of federated trust domain {td}: {}", d.detail))
+        Denial::new(
+            d.reason,
+            format!("JWT-SVID of federated trust domain {td}: {}", d.detail),
+        )
     })?;
     let claims: ForeignClaims = serde_json::from_slice(&verified.payload).map_err(|_| {
         Denial::new(
@@ -196,7 +202,10 @@ pub fn foreign_token(
         )
     })?;
     let sub = lanyard_core::SpiffeId::parse(&claims.sub).map_err(|_| {
-        Denial::new(DenyReason::MissingClaim, "the JWT-SVID's sub is not a SPIFFE ID")
+        Denial::new(
+            DenyReason::MissingClaim,
+            "the JWT-SVID's sub is not a SPIFFE ID",
+        )
     })?;
     if sub.trust_domain() != td {
         return Err(Denial::new(
@@ -219,10 +228,15 @@ pub fn foreign_token(
     if !claims.aud.iter().any(|a| a == audience) {
         return Err(Denial::new(
             DenyReason::WrongAudience,
-            format!("a JWT-SVID of another trust domain presented here must have audience {audience}"),
+            format!(
+                "a JWT-SVID of another trust domain presented here must have audience {audience}"
+            ),
         ));
     }
-    let mut revocation_keys = vec![RevocationKey::new(RevocationKind::SpiffeId, sub.to_string())];
+    let mut revocation_keys = vec![RevocationKey::new(
+        RevocationKind::SpiffeId,
+        sub.to_string(),
+    )];
     if let Some(jti) = &claims.jti {
         revocation_keys.push(RevocationKey::new(RevocationKind::Jti, jti));
     }

@@ -89,7 +89,11 @@ pub async fn serve(
         }
     };
     let addr = listener.local_addr().ok();
-    tracing::info!(?addr, profile = cfg.profile.name(), "bundle endpoint listening");
+    tracing::info!(
+        ?addr,
+        profile = cfg.profile.name(),
+        "bundle endpoint listening"
+    );
     let app = router(state, &cfg);
     crate::net::serve_http(
         listener,
@@ -143,7 +147,9 @@ impl ResolvesServerCert for SvidResolver {
                         self.current.store(Arc::new(next));
                         return Some(key);
                     }
-                    Err(e) => tracing::error!(error = %e, "renewing the bundle endpoint's SVID failed; presenting the current one"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "renewing the bundle endpoint's SVID failed; presenting the current one")
+                    }
                 }
             }
         }
@@ -177,8 +183,7 @@ fn issue(state: &AppState) -> Result<Current, String> {
     );
     let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let certified =
-        CertifiedKey::from_der(chain, key_der, &provider).map_err(|e| e.to_string())?;
+    let certified = CertifiedKey::from_der(chain, key_der, &provider).map_err(|e| e.to_string())?;
     Ok(Current {
         key: Arc::new(certified),
         renew_at: now + ttl / 2,

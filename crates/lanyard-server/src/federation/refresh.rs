@@ -96,10 +96,7 @@ impl X509Material for Anchors {
 
 /// The X.509 roots an `https_spiffe` endpoint's SVID must chain to: the
 /// latest bundle of the endpoint SPIFFE ID's trust domain.
-fn spiffe_anchors(
-    state: &AppState,
-    endpoint_id: &SpiffeId,
-) -> Result<Vec<Vec<u8>>, String> {
+fn spiffe_anchors(state: &AppState, endpoint_id: &SpiffeId) -> Result<Vec<Vec<u8>>, String> {
     let td = endpoint_id.trust_domain();
     if td == &state.settings.trust_domain {
         return Ok(state.ca.current().roots.clone());
@@ -328,14 +325,23 @@ pub async fn refresh_domain(
                 "bundle of {td} from {} ({}): sequence {}, {} X.509 and {} JWT authorities",
                 endpoint.url,
                 endpoint.profile.as_str(),
-                b.sequence.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+                b.sequence
+                    .map_or_else(|| "none".to_owned(), |s| s.to_string()),
                 b.x509_authorities.len(),
                 b.jwt_authorities.len()
             ),
         );
         let stored = state
             .store
-            .put_bundle(td.as_str(), &doc, seq, None, Some(domain.sequence), now, audit)
+            .put_bundle(
+                td.as_str(),
+                &doc,
+                seq,
+                None,
+                Some(domain.sequence),
+                now,
+                audit,
+            )
             .await?;
         if stored {
             sequence = seq;
@@ -375,7 +381,9 @@ pub async fn refresh_domain(
             status.failures = status.failures.saturating_add(1);
         }
     }
-    state.metrics.federation_refresh(td.as_str(), &outcome, status.last_success_at);
+    state
+        .metrics
+        .federation_refresh(td.as_str(), &outcome, status.last_success_at);
     let text = serde_json::to_string(&status).unwrap_or_else(|_| "{}".into());
     state
         .store
@@ -481,7 +489,10 @@ mod tests {
         let e = accept(Some(&held), &same_seq).err().unwrap_or_default();
         assert!(e.contains("stayed at 5"), "{e}");
         // Without sequences the newest fetch wins.
-        assert_eq!(accept(Some(&bundle(None, "e")), &bundle(None, "f")), Ok(true));
+        assert_eq!(
+            accept(Some(&bundle(None, "e")), &bundle(None, "f")),
+            Ok(true)
+        );
     }
 
     #[test]

@@ -50,8 +50,8 @@ pub async fn readyz(state: St) -> impl IntoResponse {
         .collect();
     if problems.is_empty() {
         let mut body = serde_json::json!({ "status": "ready" });
-        if !federation.is_empty() {
-            body["federation_failing"] = federation.into();
+        if let (false, Some(o)) = (federation.is_empty(), body.as_object_mut()) {
+            o.insert("federation_failing".into(), federation.into());
         }
         (StatusCode::OK, Json(body))
     } else {

@@ -91,7 +91,10 @@ impl FederationStore for SqlStore {
                     // A bundle set by hand bootstraps the relationship unless
                     // the relationship brings its own.
                     let (bundle, sequence) = if row.bundle.is_empty() {
-                        (r.try_get::<String, _>("bundle")?, r.try_get::<i64, _>("sequence")?)
+                        (
+                            r.try_get::<String, _>("bundle")?,
+                            r.try_get::<i64, _>("sequence")?,
+                        )
                     } else {
                         (row.bundle.clone(), row.sequence)
                     };
@@ -114,7 +117,10 @@ impl FederationStore for SqlStore {
                     .await?;
                 }
             }
-            log_changes!(tx, vec![ChangeRecord::of(ChangeKind::Bundle, &row.trust_domain)]);
+            log_changes!(
+                tx,
+                vec![ChangeRecord::of(ChangeKind::Bundle, &row.trust_domain)]
+            );
             append_audit!(tx, audit);
             tx.commit().await?;
             Ok(())
@@ -136,12 +142,15 @@ impl FederationStore for SqlStore {
             sqlx::query("UPDATE locks SET n = n + 1 WHERE name = 'federation'")
                 .execute(&mut *tx)
                 .await?;
-            let current = sqlx::query("SELECT sequence FROM federated_domains WHERE trust_domain = $1")
-                .bind(trust_domain)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let current =
+                sqlx::query("SELECT sequence FROM federated_domains WHERE trust_domain = $1")
+                    .bind(trust_domain)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             match (current, expect_sequence) {
-                (Some(r), Some(want)) if r.try_get::<i64, _>("sequence")? != want => return Ok(false),
+                (Some(r), Some(want)) if r.try_get::<i64, _>("sequence")? != want => {
+                    return Ok(false)
+                }
                 (None, Some(_)) => return Ok(false),
                 (Some(_), _) => {
                     sqlx::query(

@@ -95,9 +95,9 @@ pub async fn show_federation(
         .get(&td)
         .ok_or_else(|| ApiError::NotFound(format!("federated trust domain {td}")))?;
     let mut v = view(d);
-    if let Some(b) = &d.bundle {
-        v["bundle"] = b.to_spiffe_json();
-        v["bundle_pem"] = b.to_pem().into();
+    if let (Some(b), Some(o)) = (&d.bundle, v.as_object_mut()) {
+        o.insert("bundle".into(), b.to_spiffe_json());
+        o.insert("bundle_pem".into(), b.to_pem().into());
     }
     Ok(Json(v).into_response())
 }
@@ -195,7 +195,11 @@ pub async fn create_federation(
         "federates with {td} via {} ({}){}",
         endpoint.url,
         endpoint.profile.as_str(),
-        if bootstrap.is_some() { ", bootstrap bundle given" } else { "" }
+        if bootstrap.is_some() {
+            ", bootstrap bundle given"
+        } else {
+            ""
+        }
     );
     state.store.create_federation(row, draft).await.api(&cid)?;
     refresh(&state).await;
