@@ -555,6 +555,17 @@ async fn two_trust_domains_federate_over_https_spiffe() -> TestResult {
             "spiffe://b.test/not-the-server",
         ],
     )?;
+    // The refresh job tries it on its own, and the failure shows in the list.
+    let auto = eventually(Duration::from_secs(20), || {
+        let a = a.to_owned();
+        async move {
+            let row = federation_row(&a, "b2.test").ok()?;
+            row["last_error"].as_str().map(str::to_owned)
+        }
+    })
+    .await
+    .ok_or("the refresh job never tried b2.test")?;
+    assert!(!auto.is_empty());
     let failed = lanyard(a, &["--output", "json", "federation", "refresh", "b2.test"])?;
     assert!(!failed.status.success());
     let f: Value = serde_json::from_slice(&failed.stdout)?;
