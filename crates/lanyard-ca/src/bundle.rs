@@ -262,6 +262,28 @@ impl Bundle {
         serde_json::Value::Object(doc)
     }
 
+    /// The bundle as stored: its SPIFFE JSON and `spiffe_sequence` (0 when
+    /// it has none, or one beyond `i64`).
+    pub fn to_stored(&self) -> (String, i64) {
+        let doc = serde_json::to_string(&self.to_spiffe_json()).unwrap_or_default();
+        let seq = self
+            .sequence
+            .and_then(|s| i64::try_from(s).ok())
+            .unwrap_or(0);
+        (doc, seq)
+    }
+
+    /// "sequence N, X X.509 and Y JWT authorities", for audit reasons.
+    pub fn summary(&self) -> String {
+        format!(
+            "sequence {}, {} X.509 and {} JWT authorities",
+            self.sequence
+                .map_or_else(|| "none".to_owned(), |s| s.to_string()),
+            self.x509_authorities.len(),
+            self.jwt_authorities.len()
+        )
+    }
+
     /// The X.509 authorities as PEM.
     pub fn to_pem(&self) -> String {
         pem_certs(&self.x509_authorities)

@@ -14,84 +14,21 @@
 )]
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lanyard");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{dev_with, eventually, lanyard, ok_json, uid, Proc, TestResult};
 
 fn dev(
     dir: &Path,
     td: &str,
     env: &[(&str, &str)],
 ) -> Result<(Proc, Value), Box<dyn std::error::Error>> {
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "--data-dir",
-        &dir.display().to_string(),
-        "--output",
-        "json",
-        "dev",
-        "--listen",
-        "127.0.0.1:0",
-        "--trust-domain",
-        td,
-    ])
-    .env("LANYARD_LOG", "warn")
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(info) = std::fs::read_to_string(dir.join("dev.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        {
-            if info["pid"].as_u64() == Some(u64::from(child.id())) {
-                return Ok((Proc(child), info));
-            }
-        }
-        if Instant::now() > deadline {
-            return Err("lanyard dev did not start within 60s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn lanyard(dir: &Path, args: &[&str]) -> Result<Output, std::io::Error> {
-    Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env("LANYARD_LOG", "warn")
-        .output()
-}
-
-fn ok_json(out: &Output) -> Result<Value, Box<dyn std::error::Error>> {
-    if !out.status.success() {
-        return Err(format!(
-            "lanyard failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        )
-        .into());
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
+    dev_with(dir, &["--trust-domain", td], env)
 }
 
 fn j(dir: &Path, args: &[&str]) -> Result<Value, Box<dyn std::error::Error>> {
@@ -100,30 +37,35 @@ fn j(dir: &Path, args: &[&str]) -> Result<Value, Box<dyn std::error::Error>> {
     ok_json(&lanyard(dir, &all)?)
 }
 
-fn uid() -> Result<u32, Box<dyn std::error::Error>> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|r| r.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| "no uid".into())
-}
-
-/// Polls `f` until it returns `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(v) = f().await {
-            return Some(v);
+/// A JWT-SVID for `audience` from the Workload API at `socket`, through
+/// `lanyard svid fetch` (retried while the agent signs its first SVIDs).
+async fn jwt_svid(
+    dir: &Path,
+    socket: &str,
+    audience: &str,
+) -> Result<String, Box<dyn std::error::Error>> {
+    eventually(Duration::from_secs(20), || {
+        let out = lanyard(
+            dir,
+            &[
+                "--output",
+                "json",
+                "svid",
+                "fetch",
+                "--socket",
+                socket,
+                "--jwt",
+                "--audience",
+                audience,
+            ],
+        );
+        async move {
+            let v: Value = serde_json::from_slice(&out.ok()?.stdout).ok()?;
+            v["token"].as_str().map(str::to_owned)
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    None
+    })
+    .await
+    .ok_or_else(|| format!("no JWT-SVID from {socket}").into())
 }
 
 fn federation_row(dir: &Path, td: &str) -> Result<Value, Box<dyn std::error::Error>> {
@@ -324,28 +266,7 @@ async fn two_trust_domains_federate_over_https_spiffe() -> TestResult {
         .as_str()
         .ok_or("no socket")?
         .to_owned();
-    let jwt = eventually(Duration::from_secs(20), || {
-        let out = lanyard(
-            b,
-            &[
-                "--output",
-                "json",
-                "svid",
-                "fetch",
-                "--socket",
-                &socket_b,
-                "--jwt",
-                "--audience",
-                &a_issuer,
-            ],
-        );
-        async move {
-            let v: Value = serde_json::from_slice(&out.ok()?.stdout).ok()?;
-            v["token"].as_str().map(str::to_owned)
-        }
-    })
-    .await
-    .ok_or("no JWT-SVID from B")?;
+    let jwt = jwt_svid(b, &socket_b, &a_issuer).await?;
     let tok = a.join("b.jwt");
     std::fs::write(&tok, &jwt)?;
     let exchange = |dir: &Path| {
@@ -458,28 +379,7 @@ async fn two_trust_domains_federate_over_https_spiffe() -> TestResult {
     // B's token is verified with B's keys only: the same token presented
     // to B itself (its own trust domain, own issuer path) is another matter,
     // and a token naming b.test but signed by A is refused at A.
-    let a_jwt = eventually(Duration::from_secs(20), || {
-        let out = lanyard(
-            a,
-            &[
-                "--output",
-                "json",
-                "svid",
-                "fetch",
-                "--socket",
-                &socket_a,
-                "--jwt",
-                "--audience",
-                &a_issuer,
-            ],
-        );
-        async move {
-            let v: Value = serde_json::from_slice(&out.ok()?.stdout).ok()?;
-            v["token"].as_str().map(str::to_owned)
-        }
-    })
-    .await
-    .ok_or("no JWT-SVID from A")?;
+    let a_jwt = jwt_svid(a, &socket_a, &a_issuer).await?;
     let forged = forge_sub(&a_jwt, "spiffe://b.test/billing")?;
     std::fs::write(&tok, forged)?;
     let out = exchange(a)?;

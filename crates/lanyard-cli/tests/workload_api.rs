@@ -12,7 +12,7 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,111 +20,20 @@ use spiffe::WorkloadApiClient;
 
 #[path = "workload_api/interop.rs"]
 mod interop;
+mod support;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-const BIN: &str = env!("CARGO_BIN_EXE_lanyard");
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    /// SIGTERM by pid and wait.
-    fn stop(mut self) -> Result<std::process::ExitStatus, std::io::Error> {
-        Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()?;
-        self.0.wait()
-    }
-}
+use support::{dev_with, eventually, lanyard, ok_json, uid, Proc, TestResult, BIN};
 
 fn dev(dir: &Path, extra: &[&str]) -> Result<(Proc, Value), Box<dyn std::error::Error>> {
-    let child = Command::new(BIN)
-        .args([
-            "--data-dir",
-            &dir.display().to_string(),
-            "--output",
-            "json",
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .env("LANYARD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(info) = std::fs::read_to_string(dir.join("dev.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        {
-            if info["pid"].as_u64() == Some(u64::from(child.id())) {
-                return Ok((Proc(child), info));
-            }
-        }
-        if Instant::now() > deadline {
-            return Err("lanyard dev did not start within 60s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    dev_with(dir, extra, &[])
 }
 
 fn dev_start_again(dir: &Path) -> Result<(Proc, Value), Box<dyn std::error::Error>> {
     dev(dir, &["--svid-ttl", "8s"])
 }
 
-fn lanyard(dir: &Path, args: &[&str]) -> Result<Output, std::io::Error> {
-    Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(args)
-        .env("LANYARD_LOG", "warn")
-        .output()
-}
-
-fn ok_json(out: &Output) -> Result<Value, Box<dyn std::error::Error>> {
-    if !out.status.success() {
-        return Err(format!("lanyard failed: {}", String::from_utf8_lossy(&out.stderr)).into());
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-fn uid() -> Result<u32, Box<dyn std::error::Error>> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|r| r.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| "no uid".into())
-}
-
 async fn client(socket: &str) -> Result<WorkloadApiClient, Box<dyn std::error::Error>> {
     Ok(WorkloadApiClient::connect_to(format!("unix:{socket}")).await?)
-}
-
-/// Polls `f` until it returns `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
 }
 
 /// A raw tonic channel over the socket (to send what SPIFFE libraries never

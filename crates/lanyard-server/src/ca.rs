@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use base64::Engine as _;
 use lanyard_ca::rotation::{plan, plan_rotate_now};
 use lanyard_ca::x509::{self, Authority, CaMaterial, Upstream};
 use lanyard_ca::{Kek, KeyAction, KeyMeta};
@@ -412,7 +411,10 @@ impl CaManager {
         };
         let authority = Authority::new(&self.trust_domain, &material, chain_above, roots.clone())
             .map_err(|e| ServerError::StoredKey(e.to_string()))?;
-        let bundle_keys = roots.iter().filter_map(|der| x509_jwk(der)).collect();
+        let bundle_keys = roots
+            .iter()
+            .filter_map(|der| lanyard_ca::bundle::x509_jwk(der))
+            .collect();
         self.current.store(Arc::new(CaPublished {
             authority: Arc::new(authority),
             roots,
@@ -493,53 +495,16 @@ fn aad(id: &str) -> String {
     format!("lanyard x509 ca {id}")
 }
 
-/// A root certificate as a SPIFFE bundle JWK: the public key parameters,
-/// `use: x509-svid` and the certificate in `x5c` (no `kid`).
-fn x509_jwk(der: &[u8]) -> Option<serde_json::Value> {
-    use x509_parser::prelude::FromDer as _;
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
-    let spki = cert.public_key();
-    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    let x5c = base64::engine::general_purpose::STANDARD.encode(der);
-    match spki.parsed().ok()? {
-        x509_parser::public_key::PublicKey::EC(point) => {
-            let data = point.data();
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|o| o.to_id_string())?;
-            let (crv, len) = match curve.as_str() {
-                "1.2.840.10045.3.1.7" => ("P-256", 32),
-                "1.3.132.0.34" => ("P-384", 48),
-                _ => return None,
-            };
-            let (x, y) = data.get(1..)?.split_at_checked(len)?;
-            Some(serde_json::json!({
-                "kty": "EC", "crv": crv, "x": b64(x), "y": b64(y),
-                "use": "x509-svid", "x5c": [x5c],
-            }))
-        }
-        x509_parser::public_key::PublicKey::RSA(rsa) => Some(serde_json::json!({
-            "kty": "RSA",
-            "n": b64(rsa.modulus.strip_prefix(&[0]).unwrap_or(rsa.modulus)),
-            "e": b64(rsa.exponent.strip_prefix(&[0]).unwrap_or(rsa.exponent)),
-            "use": "x509-svid", "x5c": [x5c],
-        })),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     #[test]
     fn a_root_becomes_an_x509_svid_bundle_key() -> Result<(), Box<dyn std::error::Error>> {
         let td = TrustDomain::parse("example.org")?;
         let root = x509::generate_root(&td, SystemTime::now(), Duration::from_secs(3600))?;
-        let jwk = x509_jwk(&root.cert_der).ok_or("no JWK")?;
+        let jwk = lanyard_ca::bundle::x509_jwk(&root.cert_der).ok_or("no JWK")?;
         assert_eq!(jwk["use"], "x509-svid");
         assert_eq!(jwk["crv"], "P-256");
         assert!(jwk.get("kid").is_none());

@@ -65,6 +65,19 @@ impl IssueError {
     }
 }
 
+/// The server's own TLS certificate and key, from [`Issuer::server_svid`].
+#[derive(Debug)]
+pub struct ServerSvid {
+    /// Leaf first, then intermediates.
+    pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: rustls::pki_types::PrivateKeyDer<'static>,
+    /// Half-life: when to sign the next one.
+    pub renew_at: std::time::SystemTime,
+    /// The CA generation it was signed under.
+    pub ca_generation: i64,
+}
+
 /// Signs grants and audits them.
 #[derive(Debug)]
 pub struct Issuer {
@@ -156,6 +169,44 @@ impl Issuer {
         )
         .await?;
         Ok(svid)
+    }
+
+    /// The server's own X.509-SVID (`spiffe://TD/lanyard/server`) over a
+    /// fresh P-256 key, with `dns_names`: what its TLS listeners present
+    /// (the node API, the federation bundle endpoint). Renew it at
+    /// [`ServerSvid::renew_at`] or when the CA generation moves.
+    ///
+    /// # Errors
+    /// Key generation or signing failed (the message says which).
+    pub fn server_svid(&self, dns_names: Vec<String>) -> Result<ServerSvid, String> {
+        let now = self.clock.now();
+        let ca_generation = self.ca.current().generation;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| e.to_string())?;
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .map_err(|e| e.to_string())?;
+        let (ttl, _) = self.ca.svid_ttls();
+        let grant = X509Grant {
+            spiffe_id: lanyard_core::naming::server_id(&self.settings.trust_domain),
+            dns_names,
+            ttl,
+        };
+        let svid = self
+            .sign_x509(&grant, SvidKind::Server, csr.der())
+            .map_err(|e| e.to_string())?;
+        let mut chain = vec![rustls::pki_types::CertificateDer::from(svid.cert_der)];
+        chain.extend(
+            svid.chain_der
+                .into_iter()
+                .map(rustls::pki_types::CertificateDer::from),
+        );
+        Ok(ServerSvid {
+            chain,
+            key: rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            renew_at: now + ttl / 2,
+            ca_generation,
+        })
     }
 
     /// Signs an X.509-SVID without an audit event of its own: for the

@@ -20,9 +20,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use lanyard_ca::x509::SvidKind;
-use lanyard_core::naming;
-use lanyard_core::policy::X509Grant;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -158,35 +155,13 @@ impl ResolvesServerCert for SvidResolver {
 }
 
 fn issue(state: &AppState) -> Result<Current, String> {
-    let now = state.clock.now();
-    let ca = state.ca.current();
-    let key =
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .map_err(|e| e.to_string())?;
-    let (ttl, _) = state.ca.svid_ttls();
-    let grant = X509Grant {
-        spiffe_id: naming::server_id(&state.settings.trust_domain),
-        dns_names: Vec::new(),
-        ttl,
-    };
-    let svid = state
-        .issuer
-        .sign_x509(&grant, SvidKind::Server, csr.der())
-        .map_err(|e| e.to_string())?;
-    let mut chain = vec![rustls::pki_types::CertificateDer::from(svid.cert_der)];
-    chain.extend(
-        svid.chain_der
-            .into_iter()
-            .map(rustls::pki_types::CertificateDer::from),
-    );
-    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let svid = state.issuer.server_svid(Vec::new())?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let certified = CertifiedKey::from_der(chain, key_der, &provider).map_err(|e| e.to_string())?;
+    let certified =
+        CertifiedKey::from_der(svid.chain, svid.key, &provider).map_err(|e| e.to_string())?;
     Ok(Current {
         key: Arc::new(certified),
-        renew_at: now + ttl / 2,
-        ca_generation: ca.generation,
+        renew_at: svid.renew_at,
+        ca_generation: svid.ca_generation,
     })
 }

@@ -312,8 +312,7 @@ pub async fn refresh_domain(
     let mut outcome = outcome;
     let mut error = error;
     if let (Outcome::Updated, Some(b)) = (&outcome, &next_bundle) {
-        let seq = b.sequence.and_then(|s| i64::try_from(s).ok()).unwrap_or(0);
-        let doc = serde_json::to_string(&b.to_spiffe_json()).unwrap_or_default();
+        let (doc, seq) = b.to_stored();
         let audit = draft(
             state,
             cid,
@@ -322,13 +321,10 @@ pub async fn refresh_domain(
             &td,
             Decision::Allow,
             format!(
-                "bundle of {td} from {} ({}): sequence {}, {} X.509 and {} JWT authorities",
+                "bundle of {td} from {} ({}): {}",
                 endpoint.url,
                 endpoint.profile.as_str(),
-                b.sequence
-                    .map_or_else(|| "none".to_owned(), |s| s.to_string()),
-                b.x509_authorities.len(),
-                b.jwt_authorities.len()
+                b.summary()
             ),
         );
         let stored = state
@@ -415,6 +411,17 @@ pub async fn run(state: AppState) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
+        // Every replica holds the set (reloaded on each federation change):
+        // without a relationship there is nothing to read or claim.
+        if state
+            .registry
+            .federated()
+            .domains
+            .values()
+            .all(|d| d.endpoint.is_none())
+        {
+            continue;
+        }
         let rows = match state.store.list_federated().await {
             Ok(rows) => rows,
             Err(e) => {

@@ -81,17 +81,11 @@ pub async fn jwks(state: St) -> Response {
 /// `GET /bundle`: the SPIFFE trust bundle (JWT-SVID keys; X.509 roots join
 /// with the CA).
 pub async fn bundle(state: St) -> Response {
-    let published = state.keys.current();
-    let ca = state.ca.current();
-    // X.509 authorities first, then the JWT keys; the sequence moves when
-    // either changes (both counters only grow).
-    let mut keys = ca.bundle_keys.clone();
-    keys.extend(published.bundle_keys.iter().cloned());
-    let doc = serde_json::json!({
-        "keys": keys,
-        "spiffe_sequence": published.generation + ca.generation.max(0),
-        "spiffe_refresh_hint": crate::keys::BUNDLE_REFRESH_HINT_SECS,
-    });
+    // The same document the federation bundle endpoint serves.
+    let doc = crate::federation::endpoint::bundle_document(
+        &state,
+        i64::try_from(crate::keys::BUNDLE_REFRESH_HINT_SECS).unwrap_or(300),
+    );
     json_bytes(
         serde_json::to_vec(&doc).unwrap_or_default(),
         "application/json",

@@ -8,9 +8,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use lanyard_ca::x509::SvidKind;
-use lanyard_core::naming;
-use lanyard_core::policy::X509Grant;
 
 use super::NodeService;
 use crate::ServerError;
@@ -63,30 +60,8 @@ impl NodeTls {
 }
 
 fn build(s: &NodeService) -> Result<TlsState, String> {
-    let now = s.clock.now();
     let ca = s.ca.current();
-    let key =
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .map_err(|e| e.to_string())?;
-    let (ttl, _) = s.ca.svid_ttls();
-    let grant = X509Grant {
-        spiffe_id: naming::server_id(&s.settings.trust_domain),
-        dns_names: s.cfg.dns_names.clone(),
-        ttl,
-    };
-    let svid = s
-        .issuer
-        .sign_x509(&grant, SvidKind::Server, csr.der())
-        .map_err(|e| e.to_string())?;
-    let mut chain = vec![rustls::pki_types::CertificateDer::from(svid.cert_der)];
-    chain.extend(
-        svid.chain_der
-            .into_iter()
-            .map(rustls::pki_types::CertificateDer::from),
-    );
-    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let svid = s.issuer.server_svid(s.cfg.dns_names.clone())?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for r in &ca.roots {
@@ -105,12 +80,12 @@ fn build(s: &NodeService) -> Result<TlsState, String> {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key_der)
+        .with_single_cert(svid.chain, svid.key)
         .map_err(|e| e.to_string())?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(TlsState {
         config: Arc::new(config),
-        renew_at: now + ttl / 2,
-        ca_generation: ca.generation,
+        renew_at: svid.renew_at,
+        ca_generation: svid.ca_generation,
     })
 }

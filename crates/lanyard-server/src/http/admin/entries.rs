@@ -38,9 +38,12 @@ impl Lookup {
         let mut tenants = HashMap::new();
         let mut wants_issuers = false;
         let mut wants_grants = false;
+        let mut wants_federation = false;
         for d in drafts {
             wants_issuers |= d.issuer.is_some();
             wants_grants |= !d.grants.is_empty();
+            wants_federation |= !d.federates_with.is_empty()
+                || d.selectors.iter().any(|s| s.starts_with("spiffe:"));
             if tenants.contains_key(&d.tenant) {
                 continue;
             }
@@ -69,11 +72,16 @@ impl Lookup {
                 }
             }
         }
-        // A trust domain added a moment ago on another replica counts.
-        let federated = crate::federation::FederatedSet::load(&*state.store)
-            .await
-            .api(cid)?
-            .for_entries();
+        // Only drafts that name a federated trust domain need the set; one
+        // added a moment ago on another replica counts.
+        let federated = if wants_federation {
+            crate::federation::FederatedSet::load(&*state.store)
+                .await
+                .api(cid)?
+                .for_entries()
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             tenants,
             issuers,

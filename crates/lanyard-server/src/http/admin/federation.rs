@@ -37,6 +37,17 @@ fn foreign_td(state: &AppState, name: &str) -> Result<TrustDomain, ApiError> {
     Ok(td)
 }
 
+/// The tenant a trust domain is bound to, when given: valid and existing.
+async fn check_tenant(
+    state: &AppState,
+    tenant: Option<&str>,
+    cid: &CorrelationId,
+) -> Result<(), ApiError> {
+    let Some(t) = tenant else { return Ok(()) };
+    lanyard_core::TenantId::parse(t).map_err(|e| ApiError::BadRequest(format!("tenant: {e}")))?;
+    require_tenant(state, t, &cid.0).await
+}
+
 fn view(d: &Domain) -> Value {
     let b = d.bundle.as_ref();
     json!({
@@ -133,11 +144,7 @@ pub async fn create_federation(
         endpoint_spiffe_id: req.endpoint_spiffe_id,
     };
     let endpoint_id = endpoint.validate().map_err(ApiError::BadRequest)?;
-    if let Some(t) = &req.tenant {
-        lanyard_core::TenantId::parse(t)
-            .map_err(|e| ApiError::BadRequest(format!("tenant: {e}")))?;
-        require_tenant(&state, t, &cid.0).await?;
-    }
+    check_tenant(&state, req.tenant.as_deref(), &cid).await?;
     let bootstrap = match &req.initial_bundle {
         None => None,
         Some(text) => Some(
@@ -165,13 +172,9 @@ pub async fn create_federation(
             )));
         }
     }
-    let (bundle, sequence) = match &bootstrap {
-        Some(b) => (
-            serde_json::to_string(&b.to_spiffe_json()).map_err(|_| ApiError::Internal)?,
-            b.sequence.and_then(|s| i64::try_from(s).ok()).unwrap_or(0),
-        ),
-        None => (String::new(), 0),
-    };
+    let (bundle, sequence) = bootstrap
+        .as_ref()
+        .map_or_else(|| (String::new(), 0), Bundle::to_stored);
     let now = state.clock.unix_seconds();
     let row = FederatedRow {
         trust_domain: td.to_string(),
@@ -295,16 +298,8 @@ pub async fn set_bundle(
     let td = foreign_td(&state, &name)?;
     let bundle = Bundle::parse(&td, req.bundle.as_bytes())
         .map_err(|e| ApiError::BadRequest(format!("--file: {e}")))?;
-    if let Some(t) = &req.tenant {
-        lanyard_core::TenantId::parse(t)
-            .map_err(|e| ApiError::BadRequest(format!("tenant: {e}")))?;
-        require_tenant(&state, t, &cid.0).await?;
-    }
-    let doc = serde_json::to_string(&bundle.to_spiffe_json()).map_err(|_| ApiError::Internal)?;
-    let sequence = bundle
-        .sequence
-        .and_then(|s| i64::try_from(s).ok())
-        .unwrap_or(0);
+    check_tenant(&state, req.tenant.as_deref(), &cid).await?;
+    let (doc, sequence) = bundle.to_stored();
     let mut draft = audit(
         &state,
         &cid.0,
@@ -313,14 +308,7 @@ pub async fn set_bundle(
         &td.id_string(),
         req.tenant.as_deref(),
     );
-    draft.reason = format!(
-        "bundle of {td} set by hand: sequence {}, {} X.509 and {} JWT authorities",
-        bundle
-            .sequence
-            .map_or_else(|| "none".to_owned(), |s| s.to_string()),
-        bundle.x509_authorities.len(),
-        bundle.jwt_authorities.len()
-    );
+    draft.reason = format!("bundle of {td} set by hand: {}", bundle.summary());
     state
         .store
         .put_bundle(
