@@ -254,3 +254,144 @@ pub fn foreign_token(
         revocation_keys,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lanyard_core::{DenyReason, TrustDomain};
+    use lanyard_jose::{Algorithm, SigningKey};
+
+    use crate::federation::Domain;
+
+    const AUD: &str = "https://lanyard.a.test";
+    const NOW: i64 = 1_800_000_000;
+
+    fn key() -> SigningKey {
+        SigningKey::generate(Algorithm::Es256)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .0
+    }
+
+    fn domain(trusted: &SigningKey, tenant: Option<&str>) -> Domain {
+        Domain {
+            trust_domain: TrustDomain::parse("b.test").unwrap_or_else(|e| panic!("{e}")),
+            tenant: tenant.map(|t| TenantId::parse(t).unwrap_or_else(|e| panic!("{e}"))),
+            endpoint: None,
+            bundle: None,
+            keys: vec![trusted.verifying_key().unwrap_or_else(|e| panic!("{e}"))],
+            jwks_json: Vec::new(),
+            sequence: 1,
+            status: crate::federation::Status::default(),
+        }
+    }
+
+    fn token(k: &SigningKey, claims: serde_json::Value) -> String {
+        lanyard_jose::encode_jwt(k, &claims).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_foreign_jwt_svid_is_held_to_its_own_trust_domain() {
+        let k = key();
+        let d = domain(&k, Some("dev"));
+        let ok = token(
+            &k,
+            serde_json::json!({"sub": "spiffe://b.test/billing", "aud": AUD, "exp": NOW + 60, "jti": "j1"}),
+        );
+        let ev = foreign_token(&d, &ok, AUD, NOW).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ev.issuer, "spiffe://b.test");
+        assert_eq!(ev.tenant.as_ref().map(|t| t.as_str()), Some("dev"));
+        assert_eq!(ev.selectors.len(), 1);
+        assert_eq!(
+            ev.selectors[0].to_string(),
+            "spiffe:id:spiffe://b.test/billing"
+        );
+        assert_eq!(
+            ev.revocation_keys.len(),
+            2,
+            "SPIFFE ID and jti are revocable"
+        );
+        // `aud` as an array works too (JWT-SVID §3).
+        let arr = token(
+            &k,
+            serde_json::json!({"sub": "spiffe://b.test/x", "aud": ["other", AUD], "exp": NOW + 60}),
+        );
+        assert!(foreign_token(&d, &arr, AUD, NOW).is_ok());
+
+        let other_key = key();
+        let cases: Vec<(String, DenyReason, &str)> = vec![
+            (
+                token(
+                    &other_key,
+                    serde_json::json!({"sub": "spiffe://b.test/billing", "aud": AUD, "exp": NOW + 60}),
+                ),
+                DenyReason::UnknownKey,
+                "b.test",
+            ),
+            (
+                token(
+                    &k,
+                    serde_json::json!({"sub": "spiffe://c.test/billing", "aud": AUD, "exp": NOW + 60}),
+                ),
+                DenyReason::UnknownIssuer,
+                "not in trust domain b.test",
+            ),
+            (
+                token(
+                    &k,
+                    serde_json::json!({"sub": "spiffe://b.test/billing", "aud": "elsewhere", "exp": NOW + 60}),
+                ),
+                DenyReason::WrongAudience,
+                AUD,
+            ),
+            (
+                token(
+                    &k,
+                    serde_json::json!({"sub": "spiffe://b.test/billing", "aud": AUD, "exp": NOW - 61}),
+                ),
+                DenyReason::Expired,
+                "expired",
+            ),
+            (
+                token(
+                    &k,
+                    serde_json::json!({"sub": "spiffe://b.test/billing", "aud": AUD, "exp": NOW + 600, "iat": NOW + 120}),
+                ),
+                DenyReason::NotYetValid,
+                "future",
+            ),
+            (
+                token(
+                    &k,
+                    serde_json::json!({"sub": "billing", "aud": AUD, "exp": NOW + 60}),
+                ),
+                DenyReason::MissingClaim,
+                "SPIFFE ID",
+            ),
+            (
+                token(
+                    &k,
+                    serde_json::json!({"sub": "spiffe://b.test/billing", "exp": NOW + 60}),
+                ),
+                DenyReason::MissingClaim,
+                "lacks",
+            ),
+        ];
+        for (t, reason, words) in cases {
+            match foreign_token(&d, &t, AUD, NOW) {
+                Ok(ev) => panic!("accepted {ev:?}"),
+                Err(e) => {
+                    assert_eq!(e.reason, reason, "{e}");
+                    assert!(e.detail.contains(words), "{e}");
+                }
+            }
+        }
+        // A bundle without JWT authorities verifies nothing.
+        let mut empty = domain(&k, Some("dev"));
+        empty.keys.clear();
+        assert!(foreign_token(&empty, &ok, AUD, NOW).is_err());
+        // No tenant bound: the evidence says so, and the policy refuses it.
+        let unbound = domain(&k, None);
+        let ev = foreign_token(&unbound, &ok, AUD, NOW).unwrap_or_else(|e| panic!("{e}"));
+        assert!(ev.tenant.is_none());
+    }
+}
