@@ -176,7 +176,7 @@ impl View {
             .filter(move |(td, _)| *td == self.trust_domain_id || allowed.contains(*td))
     }
 
-    /// The same for JWKS documents.
+    /// [`View::x509_bundles_for`] for JWKS documents.
     pub fn jwt_bundles_for<'a>(
         &'a self,
         allowed: &'a std::collections::BTreeSet<String>,
