@@ -46,6 +46,7 @@ mod keys;
 mod kinds;
 mod token;
 mod token_review;
+mod verified;
 pub mod workload;
 
 use std::collections::HashMap;
@@ -64,6 +65,7 @@ pub use fetch::{DEFAULT_MAX_AGE_SECS, FETCH_TIMEOUT, MAX_AGE_BOUNDS_SECS, MAX_DO
 pub use keys::{MAX_KEYS, REFRESH_INTERVAL_SECS, STALE_GRACE_SECS};
 pub use kinds::{GITHUB_ACTIONS_CLAIMS, GITLAB_CLAIMS};
 pub use token::{digest_hex, parse_unverified, UnverifiedToken};
+pub use verified::VerifiedCacheStats;
 
 use crate::keys::{KeySet, RemoteKeys};
 use crate::token_review::Reviewer;
@@ -89,7 +91,7 @@ enum Verifier {
     TokenReview(Reviewer),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Keys {
     Inline(Arc<KeySet>),
     Remote(Arc<RemoteKeys>),
@@ -109,6 +111,10 @@ impl Keys {
     }
 }
 
+/// How many verified tokens an [`Attestor`] remembers by default (see
+/// [`Attestor::with_verified_cache`]).
+pub const DEFAULT_VERIFIED_CACHE_ENTRIES: usize = 10_000;
+
 /// Verifies tokens from a set of trusted issuers.
 ///
 /// Immutable and `Send + Sync`: share it in an `Arc`, and on a
@@ -122,6 +128,8 @@ pub struct Attestor {
     by_iss: HashMap<String, Vec<Issuer>>,
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
+    /// Tokens verified earlier ([`verified`]).
+    verified: verified::VerifiedCache,
 }
 
 /// One step of a verification, as [`Attestor::explain`] reports it.
@@ -224,6 +232,20 @@ impl Attestor {
             })
             .collect();
         Self::build(configs, self.clock.clone(), self.http.clone(), &remotes)
+            .map(|a| a.with_verified_cache(self.verified.capacity()))
+    }
+
+    /// This attestor remembering about `entries` verified tokens (`0`:
+    /// none), [`DEFAULT_VERIFIED_CACHE_ENTRIES`] otherwise. A token
+    /// presented again is answered without a new signature verification
+    /// while it has not expired and its issuer's key set is the one that
+    /// verified it; revocation stays the caller's check on every use. An
+    /// attestor built by [`Attestor::with_issuers`] keeps the size and
+    /// starts empty.
+    #[must_use]
+    pub fn with_verified_cache(mut self, entries: usize) -> Self {
+        self.verified = verified::VerifiedCache::new(entries);
+        self
     }
 
     fn build(
@@ -270,6 +292,7 @@ impl Attestor {
             by_iss,
             clock,
             http,
+            verified: verified::VerifiedCache::new(DEFAULT_VERIFIED_CACHE_ENTRIES),
         })
     }
 
@@ -286,6 +309,12 @@ impl Attestor {
             .user_agent(concat!("lanyard-attest/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(AttestError::HttpClient)
+    }
+
+    /// How the verified-token cache has been used since this attestor was
+    /// built.
+    pub fn verified_cache_stats(&self) -> VerifiedCacheStats {
+        self.verified.stats()
     }
 
     /// The number of trusted issuers.
@@ -309,7 +338,42 @@ impl Attestor {
     /// # Errors
     /// The first [`Denial`]; never a default identity.
     pub async fn verify(&self, token: &str) -> Result<Evidence, Denial> {
-        self.run(token, &mut Trace { steps: None }).await
+        let digest = token::digest(token.as_bytes());
+        let Ok(key) = verified::Digest::try_from(digest.as_ref()) else {
+            // Not a 32-byte digest (cannot happen): no cache, never a shared key.
+            let result = self
+                .run(token, digest.as_ref(), &mut Trace { steps: None })
+                .await;
+            return result.map(|(e, _)| e);
+        };
+        let digest = key;
+        let now = self.clock.unix_seconds();
+        if let Some(hit) = self.verified.get(&digest) {
+            if now < hit.evidence.expires_at {
+                if let Ok(set) = hit.keys.get(&hit.kid, now, &self.http).await {
+                    if Arc::ptr_eq(&set, &hit.verified_with) {
+                        self.verified.count(true);
+                        return Ok(hit.evidence);
+                    }
+                }
+            }
+            // Expired, or the keys changed: verify afresh.
+            self.verified.remove(&digest);
+        }
+        if self.verified.capacity() > 0 {
+            self.verified.count(false);
+        }
+        let (evidence, cacheable) = self.run(token, &digest, &mut Trace { steps: None }).await?;
+        if let Some((kid, keys, verified_with)) = cacheable {
+            let cached = verified::Cached {
+                evidence: evidence.clone(),
+                kid,
+                keys,
+                verified_with,
+            };
+            self.verified.insert(digest, cached, now);
+        }
+        Ok(evidence)
     }
 
     /// Verifies `token` like [`Attestor::verify`], also returning each step
@@ -318,11 +382,23 @@ impl Attestor {
         let mut trace = Trace {
             steps: Some(Vec::new()),
         };
-        let result = self.run(token, &mut trace).await;
+        let digest = token::digest(token.as_bytes());
+        let result = self
+            .run(token, digest.as_ref(), &mut trace)
+            .await
+            .map(|(e, _)| e);
         (trace.steps.unwrap_or_default(), result)
     }
 
-    async fn run(&self, token: &str, trace: &mut Trace) -> Result<Evidence, Denial> {
+    /// The whole verification of `token` (whose SHA-256 is `digest`); also
+    /// what [`verified`] may remember, for a signature-verified token
+    /// with an `exp`.
+    async fn run(
+        &self,
+        token: &str,
+        digest: &[u8],
+        trace: &mut Trace,
+    ) -> Result<(Evidence, Option<(String, Keys, Arc<KeySet>)>), Denial> {
         let now = self.clock.unix_seconds();
         let parsed = trace.check("parse", parse_unverified(token), |p| {
             format!(
@@ -363,18 +439,18 @@ impl Attestor {
             claims::check_algorithm(&parsed.header, config),
             |a| format!("{a} is in the issuer's allow-list"),
         )?;
-        let (validity, identity) = match &issuer.verifier {
+        let (validity, identity, cacheable) = match &issuer.verifier {
             Verifier::Keys(keys) => {
                 let Some(kid) = parsed.header.kid.as_deref() else {
                     let missing = Denial::new(DenyReason::Malformed, "the header has no kid");
                     return trace.check("keys", Err(missing), |_| String::new());
                 };
-                let keys = trace.check("keys", keys.get(kid, now, &self.http).await, |set| {
+                let set = trace.check("keys", keys.get(kid, now, &self.http).await, |set| {
                     describe_keys(set, kid, now)
                 })?;
                 trace.check(
                     "signature",
-                    lanyard_jose::verify_compact(token, keys.keys.iter(), &[alg])
+                    lanyard_jose::verify_compact(token, set.keys.iter(), &[alg])
                         .map(|_| ())
                         .map_err(|e| claims::jose_denial(&e)),
                     |()| format!("{alg} signature verified with key {:?}", config::shown(kid)),
@@ -387,7 +463,8 @@ impl Attestor {
                     |v| describe_validity(config, v, now),
                 )?;
                 let identity = kinds::from_claims(config, &parsed.claims, legacy);
-                (validity, identity)
+                let cacheable = (!legacy).then(|| (kid.to_owned(), keys.clone(), set));
+                (validity, identity, cacheable)
             }
             Verifier::TokenReview(reviewer) => {
                 // Checked before the API call so garbage costs the cluster
@@ -406,7 +483,7 @@ impl Attestor {
                 let identity = kinds::jti(&parsed.claims).and_then(|jti| {
                     kinds::k8s_identity(config, reviewed.username, jti, &reviewed.identity)
                 });
-                (validity, identity)
+                (validity, identity, None)
             }
         };
         let identity = trace.check("identity", identity, |id| {
@@ -425,16 +502,17 @@ impl Attestor {
             ),
             (None, TenantBinding::Fixed(_)) => "none".into(),
         })?;
-        Ok(Evidence {
+        let evidence = Evidence {
             issuer: config.name.clone(),
             tenant,
             subject: identity.subject,
             selectors: identity.selectors,
             jti: identity.jti,
             expires_at: validity.expires_at,
-            digest: token::digest_hex(token.as_bytes()),
+            digest: lanyard_core::hex::encode(digest),
             revocation_keys: identity.revocation_keys,
-        })
+        };
+        Ok((evidence, cacheable))
     }
 
     /// The issuer whose rules apply to `parsed`, chosen by its unverified

@@ -88,5 +88,10 @@ pub fn parse_unverified(token: &str) -> Result<UnverifiedToken, Denial> {
 
 /// Lowercase hex SHA-256 of `bytes`: what audit records instead of a token.
 pub fn digest_hex(bytes: &[u8]) -> String {
-    lanyard_core::hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
+    lanyard_core::hex::encode(digest(bytes).as_ref())
+}
+
+/// SHA-256 of `bytes`.
+pub(crate) fn digest(bytes: &[u8]) -> aws_lc_rs::digest::Digest {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
 }

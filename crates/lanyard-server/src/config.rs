@@ -53,6 +53,9 @@ pub enum ConfigError {
     },
 }
 
+/// Most verified tokens `tokens.verified_cache_entries` may keep.
+pub const MAX_VERIFIED_CACHE_ENTRIES: usize = 1_000_000;
+
 /// The file's shape. Every table refuses unknown keys.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,6 +237,9 @@ pub struct RawTokens {
     pub max_ttl: Option<String>,
     /// Longest delegation chain (actors), default 3.
     pub max_delegation_depth: Option<usize>,
+    /// How many verified subject tokens are remembered until they expire
+    /// (default 10,000; 0 turns the cache off).
+    pub verified_cache_entries: Option<usize>,
 }
 
 /// Where the key-encryption key comes from.
@@ -290,6 +296,9 @@ pub struct ServerConfig {
     pub jwt_max_ttl: Duration,
     /// Longest delegation chain.
     pub max_delegation_depth: usize,
+    /// Verified subject tokens remembered (`tokens.verified_cache_entries`;
+    /// 0: off).
+    pub verified_token_cache: usize,
     /// The X.509 CA.
     pub ca: CaConfig,
     /// The node API; `None` when disabled.
@@ -633,6 +642,18 @@ impl RawConfig {
                 message: "must be between 1 and 10".into(),
             });
         }
+        let verified_token_cache = self
+            .tokens
+            .verified_cache_entries
+            .unwrap_or(lanyard_attest::DEFAULT_VERIFIED_CACHE_ENTRIES);
+        if verified_token_cache > MAX_VERIFIED_CACHE_ENTRIES {
+            return Err(ConfigError::Invalid {
+                key: "tokens.verified_cache_entries",
+                message: format!(
+                    "must be at most {MAX_VERIFIED_CACHE_ENTRIES} (each entry holds a token's evidence, ~1 KiB); 0 turns the cache off"
+                ),
+            });
+        }
         let defaults = RotationPolicy::default();
         let rotation_period = dur(
             "keys.rotation_period",
@@ -796,6 +817,7 @@ impl RawConfig {
             jwt_default_ttl,
             jwt_max_ttl,
             max_delegation_depth,
+            verified_token_cache,
         })
     }
 }

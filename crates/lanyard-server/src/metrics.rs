@@ -48,6 +48,13 @@ pub struct Metrics {
     store_up: prometheus_client::metrics::gauge::Gauge,
     federation_refreshes: Family<FederationLabels, Counter>,
     federation_success: Family<DomainLabels, prometheus_client::metrics::gauge::Gauge>,
+    verified_cache: Family<CacheLabels, prometheus_client::metrics::gauge::Gauge>,
+}
+
+/// `lanyard_verified_token_cache{state}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    state: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -105,7 +112,15 @@ impl Default for Metrics {
             "Unix time of the last successful refresh of each federated trust domain's bundle",
             federation_success.clone(),
         );
+        let verified_cache =
+            Family::<CacheLabels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "verified_token_cache",
+            "Verified subject tokens: hits and misses since the issuer set was last loaded, entries held, capacity (0: off)",
+            verified_cache.clone(),
+        );
         Self {
+            verified_cache,
             federation_refreshes,
             federation_success,
             registry,
@@ -131,6 +146,24 @@ impl Metrics {
             None => {
                 self.store_up.set(0);
             }
+        }
+    }
+
+    /// Sets the verified-token cache gauges (at each scrape).
+    pub fn set_verified_cache(&self, stats: lanyard_attest::VerifiedCacheStats) {
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for (state, value) in [
+            ("hits", clamp(stats.hits)),
+            ("misses", clamp(stats.misses)),
+            ("entries", i64::try_from(stats.entries).unwrap_or(i64::MAX)),
+            (
+                "capacity",
+                i64::try_from(stats.capacity).unwrap_or(i64::MAX),
+            ),
+        ] {
+            self.verified_cache
+                .get_or_create(&CacheLabels { state })
+                .set(value);
         }
     }
 

@@ -134,12 +134,14 @@ impl Registry {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         http: reqwest::Client,
+        verified_token_cache: usize,
     ) -> Result<Self, StoreError> {
-        let attestor =
-            Attestor::new(Vec::new(), clock.clone(), http).map_err(|e| StoreError::Invalid {
+        let attestor = Attestor::new(Vec::new(), clock.clone(), http)
+            .map_err(|e| StoreError::Invalid {
                 what: "issuer set",
                 detail: e.to_string(),
-            })?;
+            })?
+            .with_verified_cache(verified_token_cache);
         let registry = Self {
             store,
             clock,

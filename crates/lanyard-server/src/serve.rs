@@ -139,7 +139,15 @@ impl Server {
             what: "building the HTTP client".into(),
             source: std::io::Error::other(e),
         })?;
-        let registry = Arc::new(Registry::load(store.clone(), clock.clone(), http).await?);
+        let registry = Arc::new(
+            Registry::load(
+                store.clone(),
+                clock.clone(),
+                http,
+                config.verified_token_cache,
+            )
+            .await?,
+        );
         let keys = Arc::new(keys);
         let ca = Arc::new(ca);
         let broker = crate::broker::BrokerService::load(

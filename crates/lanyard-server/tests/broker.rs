@@ -134,6 +134,7 @@ impl Env {
             jwt_default_ttl: Duration::from_secs(300),
             jwt_max_ttl: Duration::from_secs(3600),
             max_delegation_depth: 2,
+            verified_token_cache: 10_000,
             ca: lanyard_server::config::CaConfig::default(),
             node_api: None,
             listen_limits: Default::default(),

@@ -151,6 +151,7 @@ impl Env {
             jwt_default_ttl: Duration::from_secs(300),
             jwt_max_ttl: jwt_max_ttl.unwrap_or(Duration::from_secs(3600)),
             max_delegation_depth: 2,
+            verified_token_cache: 10_000,
             ca: lanyard_server::config::CaConfig::default(),
             node_api: None,
             listen_limits: lanyard_server::net::ListenLimits {
@@ -582,6 +583,25 @@ async fn revocation_applies_at_once() -> TestResult {
                 .is_some_and(|r| r.starts_with("revoked")),
             "{kind}"
         );
+        // The second presentation was answered from the verified-token
+        // cache, and the revocation still applied to it.
+        let metrics = env2
+            .http
+            .get(format!("{}/metrics", env2.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        for line in [
+            r#"lanyard_verified_token_cache{state="hits"} 1"#,
+            r#"lanyard_verified_token_cache{state="misses"} 1"#,
+            r#"lanyard_verified_token_cache{state="capacity"} 10000"#,
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "{kind}: no {line:?} in\n{metrics}"
+            );
+        }
     }
     // A time-bounded revocation lapses with the (fake) clock.
     let until = env.clock.unix_seconds() + 60;

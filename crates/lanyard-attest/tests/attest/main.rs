@@ -19,6 +19,7 @@ mod kinds;
 mod props;
 mod remote;
 mod token_review;
+mod verified_cache;
 mod workload;
 
 use std::sync::Arc;

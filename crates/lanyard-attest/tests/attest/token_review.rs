@@ -172,6 +172,12 @@ async fn the_api_server_decides() -> TestResult {
     assert_eq!(sent["spec"]["token"], json!(token));
     assert_eq!(stub.calls.load(Ordering::SeqCst), 1);
 
+    // The same token again is reviewed again: the API server vouches for
+    // every use (a deleted pod's token stops working), never a cache.
+    a.verify(&token).await?;
+    assert_eq!(stub.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(a.verified_cache_stats().entries, 0);
+
     // Refusals by the API server.
     let set = |v: Verdict| *stub.verdict.lock().unwrap_or_else(|p| p.into_inner()) = v;
     let cases = [

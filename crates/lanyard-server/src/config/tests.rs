@@ -62,6 +62,15 @@ fn env_overrides_win_and_are_typed() -> Result<(), ConfigError> {
     assert_eq!(c.listen.port(), 9443);
     assert_eq!(c.algorithms, [Algorithm::Rs256]);
     assert_eq!(c.max_request_bytes, 2048);
+    assert_eq!(
+        c.verified_token_cache,
+        lanyard_attest::DEFAULT_VERIFIED_CACHE_ENTRIES
+    );
+    let off = parse(
+        GOOD,
+        &env(&[("LANYARD__TOKENS__VERIFIED_CACHE_ENTRIES", "0")]),
+    )?;
+    assert_eq!(off.verified_token_cache, 0);
     Ok(())
 }
 
@@ -144,6 +153,11 @@ fn every_bad_input_names_its_key() {
             GOOD.into(),
             env(&[("LANYARD__CA__NODE_SVID_TTL", "48h")]),
             "ca.node_svid_ttl",
+        ),
+        (
+            GOOD.into(),
+            env(&[("LANYARD__TOKENS__VERIFIED_CACHE_ENTRIES", "2000000")]),
+            "tokens.verified_cache_entries",
         ),
         (GOOD.into(), env(&[("LANYARD__SERVER__NOPE", "1")]), "nope"),
         (

@@ -75,6 +75,9 @@ pub async fn metrics(state: St) -> impl IntoResponse {
     state
         .metrics
         .set_replication(state.registry.head().revision, head);
+    state
+        .metrics
+        .set_verified_cache(state.registry.attestor().verified_cache_stats());
     (
         [(
             header::CONTENT_TYPE,
