@@ -211,7 +211,7 @@ impl Server {
                 }
             })?),
         };
-        let state = AppState {
+        let state = AppState::new(crate::state::Shared {
             federation,
             audit,
             store,
@@ -225,7 +225,7 @@ impl Server {
             issuer,
             exchange,
             checkpoints,
-        };
+        });
         Ok(Self {
             config,
             state,
