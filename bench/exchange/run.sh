@@ -7,13 +7,27 @@
 #   bench/exchange/run.sh --quick         # 3 s per run (smoke)
 #   bench/exchange/run.sh --openbao-only  # only the OpenBao half
 #   bench/exchange/run.sh --lanyard-only  # only the Lanyard half
+#   bench/exchange/run.sh --distinct      # cold: every flow presents a new token
+#   bench/exchange/run.sh --alg RS256     # RS256 subject tokens (2048-bit issuer key)
 #
-# Options: --duration SECS, --max-flows N, --tokens N, --concurrency "1 8 32",
-# --keep (keep the temp directory), --no-build (use the binaries already in
-# target/release, or $CARGO_TARGET_DIR/release), --results FILE (also append
-# the raw JSON line of each run to FILE, as bench/run does). Everything listens
-# on 127.0.0.1 only; every process this script starts is stopped by PID on exit.
-# Progress goes to stderr; the results table (markdown) to stdout.
+# Subject tokens: --tokens N (default 1000) are minted and used round robin
+# (warm: a pod presents its projected token many times; Lanyard's verified-
+# token cache hits). --distinct sends each token at most once per server: the
+# pool (default 10,000 x (duration + 1 s warm-up) x concurrency points) is
+# cut into consecutive slices, each run starting where the previous run on
+# that server stopped; a run that uses up the pool stops early and says so
+# (pool_exhausted), it never wraps. --alg ES256|RS256 (default ES256) is the
+# algorithm of the issuer key and tokens; Lanyard's issuer accepts only it.
+# Each JSON line reports token_pool, first_token, tokens_sent (warm-up
+# included), distinct_tokens_sent and token_reuse.
+#
+# Options: --duration SECS, --max-flows N, --tokens N, --distinct, --alg ALG,
+# --concurrency "1 8 32", --keep (keep the temp directory), --no-build (use the
+# binaries already in target/release, or $CARGO_TARGET_DIR/release), --results
+# FILE (also append the raw JSON line of each run to FILE, as bench/run does).
+# Everything listens on 127.0.0.1 only; every process this script starts is
+# stopped by PID on exit. Progress goes to stderr; the results table
+# (markdown) to stdout.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -21,7 +35,12 @@ HERE="$ROOT/bench/exchange"
 VENV="$ROOT/bench/.venv"
 DURATION=10
 MAX_FLOWS=200000
-NTOKENS=1000
+NTOKENS=""
+DISTINCT=0
+ALG=ES256
+# --distinct without --tokens: tokens minted per second of every run (warm-up
+# included), above any rate this benchmark has reached on its 2 cores.
+DISTINCT_RATE=10000
 CONCURRENCY="1 8 32"
 RUN_LANYARD=1
 RUN_OPENBAO=1
@@ -38,13 +57,15 @@ while [ $# -gt 0 ]; do
         --duration) DURATION="$2"; shift ;;
         --max-flows) MAX_FLOWS="$2"; shift ;;
         --tokens) NTOKENS="$2"; shift ;;
+        --distinct) DISTINCT=1 ;;
+        --alg) ALG="$2"; shift ;;
         --concurrency) CONCURRENCY="$2"; shift ;;
         --openbao-only) RUN_LANYARD=0 ;;
         --lanyard-only) RUN_OPENBAO=0 ;;
         --keep) KEEP=1 ;;
         --no-build) BUILD_FIRST=0 ;;
         --results) RESULTS="$2"; shift ;;
-        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -53,11 +74,23 @@ done
 log() { echo "[exchange-bench] $*" >&2; }
 die() { echo "[exchange-bench] ERROR: $*" >&2; exit 1; }
 
-for n in "$DURATION" "$MAX_FLOWS" "$NTOKENS"; do
+case "$ALG" in ES256|RS256) ;; *) die "--alg takes ES256 or RS256, not '$ALG'" ;; esac
+for n in "$DURATION" "$MAX_FLOWS" "${NTOKENS:-1}"; do
     case "$n" in ''|*[!0-9]*) die "--duration, --max-flows and --tokens take whole numbers, not '$n'" ;; esac
 done
 [ "$DURATION" -ge 1 ] && [ "$DURATION" -le 600 ] || die "--duration must be 1..600 seconds"
-[ "$NTOKENS" -ge 1 ] || die "--tokens must be at least 1"
+if [ -z "$NTOKENS" ]; then
+    if [ "$DISTINCT" = 1 ]; then
+        NPOINTS=0
+        for c in $CONCURRENCY; do NPOINTS=$((NPOINTS + 1)); done
+        NTOKENS=$((DISTINCT_RATE * (DURATION + 1) * NPOINTS))
+        [ "$NTOKENS" -le 1000000 ] || NTOKENS=1000000
+    else
+        NTOKENS=1000
+    fi
+fi
+[ "$NTOKENS" -ge 1 ] && [ "$NTOKENS" -le 1000000 ] || die "--tokens must be 1..1000000"
+if [ "$DISTINCT" = 1 ]; then TOKEN_MODE=distinct; else TOKEN_MODE=round-robin; fi
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/lanyard-exchange-bench.XXXXXX")"
 LANYARD_PID=""
@@ -122,10 +155,15 @@ BAO="$VENV/bin/bao"
 log "$("$BAO" version)"
 
 # --- 2. subject tokens ---
-"$PY" "$HERE/mint_tokens.py" -n "$NTOKENS" "$TMP/keys" || die "minting tokens failed"
+log "minting $NTOKENS $ALG subject tokens ($TOKEN_MODE)"
+"$PY" "$HERE/mint_tokens.py" --alg "$ALG" -n "$NTOKENS" "$TMP/keys" || die "minting tokens failed"
 TOKENS="$TMP/keys/tokens.txt"
-FIRST_TOKEN="$(head -n 1 "$TOKENS")"
+# The by-hand check flows use a token of their own, never one of the load's.
+SMOKE_TOKEN="$(head -n 1 "$TMP/keys/smoke.txt")"
 WRONG_NS_TOKEN="$(head -n 1 "$TMP/keys/wrong_ns.txt")"
+# --distinct: the next unsent token of the pool, per server.
+NEXT_TOKEN_LANYARD=0
+NEXT_TOKEN_OPENBAO=0
 
 # --- 3. build ---
 BUILD=(-p loadgen)
@@ -165,19 +203,26 @@ cpu_ticks() {
 }
 
 loadgen() { # loadgen FLOW BASE CONCURRENCY: one run, JSON line appended to results
-    local out before after t0 t1 extra
+    local out before after t0 t1 extra sent first=0 reuse=()
+    if [ "$DISTINCT" = 1 ]; then
+        reuse=(--no-reuse)
+        case "$1" in lanyard-*) first="$NEXT_TOKEN_LANYARD" ;; *) first="$NEXT_TOKEN_OPENBAO" ;; esac
+        [ "$first" -lt "$NTOKENS" ] || die "$1 c=$3: the $NTOKENS tokens are all sent already (--distinct): pass a larger --tokens"
+    fi
     before="$(cpu_ticks)"
     t0="$(date +%s%N)"
     out="$(timeout $((DURATION + 60)) "$LOADGEN" --flow "$1" --base "$2" --tokens "$TOKENS" \
         --concurrency "$3" --duration "$DURATION" --max-flows "$MAX_FLOWS" --warmup 1 \
-        --audience "$AUDIENCE" --role "$ROLE")" || die "loadgen $1 c=$3 failed: ${out:-no output}"
+        --first-token "$first" "${reuse[@]}" --audience "$AUDIENCE" --role "$ROLE")" \
+        || die "loadgen $1 c=$3 failed: ${out:-no output}"
     t1="$(date +%s%N)"
     after="$(cpu_ticks)"
-    extra="$("$PY" - "$out" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" "$(nproc)" <<'EOF'
+    extra="$("$PY" - "$out" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" "$(nproc)" "$ALG" "$TOKEN_MODE" <<'EOF'
 import json, sys
 run = json.loads(sys.argv[1])
+alg, mode = sys.argv[8:10]
 (all0, lan0, bao0, gen0), (all1, lan1, bao1, gen1) = (map(int, a.split()) for a in sys.argv[2:4])
-ns0, ns1, hz, ncpu = map(int, sys.argv[4:])
+ns0, ns1, hz, ncpu = map(int, sys.argv[4:8])
 server = lan1 - lan0 if run["target"].startswith("lanyard") else bao1 - bao0
 other = max(0, (all1 - all0) - (lan1 - lan0) - (bao1 - bao0) - (gen1 - gen0))
 capacity = (ns1 - ns0) / 1e9 * hz * ncpu
@@ -188,10 +233,20 @@ print(json.dumps({
     "other_cpu_pct": round(100 * other / capacity, 1) if capacity else None,
     "server_cpu_us_per_flow": per_flow(server),
     "loadgen_cpu_us_per_flow": per_flow(gen1 - gen0),
+    "subject_alg": alg,
+    "token_mode": mode,
 }, separators=(",", ":"))[1:-1])
 EOF
 )" || die "measuring CPU time failed"
     out="${out%\}},$extra}"
+    if [ "$DISTINCT" = 1 ]; then
+        sent="$("$PY" -c 'import json,sys; r = json.loads(sys.argv[1]); assert not r["token_reuse"], "token reused"; print(r["tokens_sent"])' "$out")" \
+            || die "$1 c=$3: reading tokens_sent failed, or a token was reused with --distinct: $out"
+        case "$1" in
+            lanyard-*) NEXT_TOKEN_LANYARD=$((first + sent)) ;;
+            *) NEXT_TOKEN_OPENBAO=$((first + sent)) ;;
+        esac
+    fi
     log "$out"
     echo "$out" >> "$TMP/results.jsonl"
     [ -z "$RESULTS" ] || echo "$out" >> "$RESULTS"
@@ -223,7 +278,7 @@ if [ "$RUN_LANYARD" = 1 ]; then
             || die "this lanyard has no '$cmd' command yet: it lands with the token-exchange milestone.
     Re-run bench/exchange/run.sh once it has, or run the OpenBao half alone with --openbao-only."
     done
-    "$LANYARD" --data-dir "$DATA" issuer add --name bench-k8s --kind kubernetes --issuer "$K8S_ISSUER" --jwks-file "$TMP/keys/jwks.json" --audience lanyard --tenant dev \
+    "$LANYARD" --data-dir "$DATA" issuer add --name bench-k8s --kind kubernetes --issuer "$K8S_ISSUER" --jwks-file "$TMP/keys/jwks.json" --alg "$ALG" --audience lanyard --tenant dev \
         > "$TMP/lanyard-setup.log" 2>&1 || { cat "$TMP/lanyard-setup.log" >&2; die "lanyard issuer add failed"; }
     "$LANYARD" --data-dir "$DATA" entry create --spiffe-id spiffe://example.org/ns/bench/sa/api --tenant dev --issuer bench-k8s --selector k8s:ns:bench --selector k8s:sa:api --audience "$AUDIENCE" \
         >> "$TMP/lanyard-setup.log" 2>&1 || { cat "$TMP/lanyard-setup.log" >&2; die "lanyard entry create failed"; }
@@ -231,7 +286,7 @@ if [ "$RUN_LANYARD" = 1 ]; then
     # One exchange by hand first, so a setup problem shows its answer rather than a 100 % error rate.
     status="$(curl -s -o "$TMP/smoke.json" -w '%{http_code}' --max-time 5 "$LANYARD_URL/oauth2/token" \
         --data-urlencode grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
-        --data-urlencode "subject_token=$FIRST_TOKEN" \
+        --data-urlencode "subject_token=$SMOKE_TOKEN" \
         --data-urlencode subject_token_type=urn:ietf:params:oauth:token-type:jwt \
         --data-urlencode "audience=$AUDIENCE")" || die "token exchange request failed"
     if [ "$status" != 200 ] || ! "$PY" -c 'import json,sys; assert json.load(open(sys.argv[1]))["access_token"]' "$TMP/smoke.json" 2>/dev/null; then
@@ -294,7 +349,7 @@ if [ "$RUN_OPENBAO" = 1 ]; then
     bao_api POST "identity/oidc/role/$ROLE" "{\"key\":\"$ROLE\",\"ttl\":\"5m\"}"
 
     # One flow by hand, checking what comes back.
-    bao_api POST auth/jwt/login "{\"role\":\"$ROLE\",\"jwt\":\"$FIRST_TOKEN\"}"
+    bao_api POST auth/jwt/login "{\"role\":\"$ROLE\",\"jwt\":\"$SMOKE_TOKEN\"}"
     CLIENT_TOKEN="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["auth"]["client_token"])' "$TMP/bao-answer")" \
         || die "openbao login answer has no auth.client_token: $(head -c 1000 "$TMP/bao-answer")"
     status="$(curl -s -o "$TMP/bao-answer" -w '%{http_code}' --max-time 10 -H "X-Vault-Token: $CLIENT_TOKEN" \
@@ -344,9 +399,9 @@ BAO_RSS="$(rss_mib "$BAO_PID" || true)"
 # --- 7. report ---
 DATA_FS=""
 [ "$RUN_LANYARD" = 1 ] && DATA_FS="$(stat -f -c %T "$DATA" 2>/dev/null || true)"
-"$PY" - "$TMP/results.jsonl" "$DURATION" "$NTOKENS" "${LANYARD_RSS:-}" "${BAO_RSS:-}" "${BAO_ALG:-}" "$DATA_FS" "$AUDIT" <<'EOF'
+"$PY" - "$TMP/results.jsonl" "$DURATION" "$NTOKENS" "${LANYARD_RSS:-}" "${BAO_RSS:-}" "${BAO_ALG:-}" "$DATA_FS" "$AUDIT" "$ALG" "$TOKEN_MODE" <<'EOF'
 import json, platform, sys, time
-path, duration, ntokens, lanyard_rss, bao_rss, bao_alg, data_fs, audit = sys.argv[1:]
+path, duration, ntokens, lanyard_rss, bao_rss, bao_alg, data_fs, audit, alg, mode = sys.argv[1:]
 runs = {}
 for line in open(path):
     r = json.loads(line)
@@ -362,8 +417,10 @@ def cell(r, key):
         return "–"
     return f"{v:,.0f}" if key == "flows_per_sec" else f"{v:.2f} ms"
 
+tokens = (f"{int(ntokens):,} distinct {alg} subject tokens, each sent at most once per server (cold)"
+          if mode == "distinct" else f"{int(ntokens):,} {alg} subject tokens used round robin (warm when reused)")
 print(f"Token exchange vs OpenBao: {time.strftime('%Y-%m-%d')}, {duration} s per run + 1 s warm-up, "
-      f"{ntokens} subject tokens, {platform.machine()}\n")
+      f"{tokens}, {platform.machine()}\n")
 print("| concurrency | Lanyard flows/s | Lanyard p50 | Lanyard p99 | OpenBao flows/s | OpenBao p50 | OpenBao p99 | flows/s Lanyard/OpenBao | p99 OpenBao/Lanyard |")
 print("|---|---|---|---|---|---|---|---|---|")
 for c in sorted({c for _, c in runs}):
@@ -388,6 +445,16 @@ for c in sorted({c for _, c in runs}):
           f"| {g(l, 'other_cpu_pct')} / {g(b, 'other_cpu_pct')} |")
 errors = {f"{t} c={c}": r["errors"] for (t, c), r in runs.items() if r["errors"]}
 print()
+for (t, c), r in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    sent, distinct = r.get("tokens_sent"), r.get("distinct_tokens_sent")
+    if sent is None:
+        continue
+    what = (f"each token used {sent / distinct:.1f} times on average (token reuse)" if r.get("token_reuse")
+            else "no token reused")
+    if r.get("pool_exhausted"):
+        what += f"; the pool was used up: the run stopped after {r['seconds']} s"
+    print(f"tokens {t} c={c}: {sent:,} sent (warm-up included) from #{r.get('first_token', 0):,} "
+          f"of {r.get('token_pool', 0):,}, {distinct:,} distinct: {what}")
 print(f"errors: {errors if errors else 'none'}")
 busy = {f"{t} c={c}": r.get("other_cpu_pct") for (t, c), r in runs.items() if (r.get("other_cpu_pct") or 0) > 5}
 if busy:

@@ -9,12 +9,22 @@
 //!
 //! ```text
 //! {"target":"lanyard-exchange","concurrency":8,"flows":51234,"errors":0,"seconds":10.0,
-//!  "flows_per_sec":5123.4,"p50_ms":1.2,"p99_ms":3.4,"max_ms":9.1,"warmup_flows":4100}
+//!  "flows_per_sec":5123.4,"p50_ms":1.2,"p99_ms":3.4,"max_ms":9.1,"warmup_flows":4100,
+//!  "token_pool":1000,"first_token":0,"tokens_sent":55334,"distinct_tokens_sent":1000,
+//!  "token_reuse":true,"pool_exhausted":false}
 //! ```
 //!
 //! `flows` counts successful flows; latencies are those of successful flows.
 //! A flow fails on a transport error, a non-2xx status or a missing field in
 //! the answer; the first failure's body goes to stderr once.
+//!
+//! Tokens: each flow takes the next token of the file (one shared counter,
+//! starting at `--first-token`), round robin by default, so a pool smaller
+//! than the run is reused (a pod presenting its projected token again).
+//! With `--no-reuse` each token is sent at most once: when the pool is used
+//! up the run stops early (`pool_exhausted`; the rate is still flows over
+//! the measured seconds). `tokens_sent` counts every flow started, warm-up
+//! included; `token_reuse` says whether any token (by value) was sent twice.
 //!
 //! What it deliberately does not do: talk to anything but `127.0.0.1`,
 //! `::1` or `localhost` over plain HTTP, follow redirects, or use a proxy.
@@ -38,7 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use reqwest::header::CONTENT_TYPE;
 use serde::Serialize;
@@ -101,6 +111,14 @@ struct Args {
     /// Uncounted warm-up seconds before the measured phase.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Index (0-based line among the non-empty lines) of the first token to
+    /// send, e.g. where a previous run against the same server stopped.
+    #[arg(long, default_value_t = 0)]
+    first_token: usize,
+    /// Send each token at most once (warm-up included): stop the run when the
+    /// tokens from --first-token on are used up instead of wrapping round.
+    #[arg(long)]
+    no_reuse: bool,
     /// `audience` of the token exchange (lanyard-exchange).
     #[arg(long, default_value = "bench-api")]
     audience: String,
@@ -122,7 +140,14 @@ struct Target {
     first_url: reqwest::Url,
     /// The OIDC token URL (openbao-jwt-oidc only).
     second_url: reqwest::Url,
+    /// Index of the first token sent.
+    first_token: usize,
+    /// Stop at the end of the pool instead of wrapping round.
+    no_reuse: bool,
+    /// Tokens taken so far (every flow started, warm-up included; in
+    /// `no_reuse` mode also the attempts that found the pool used up).
     next_token: AtomicUsize,
+    pool_exhausted: AtomicBool,
     error_printed: AtomicBool,
 }
 
@@ -142,6 +167,18 @@ struct Report {
     /// Flows (successful or not) in the uncounted warm-up, so that a caller
     /// measuring CPU time over the whole run can divide by every flow.
     warmup_flows: u64,
+    /// Tokens in the file (non-empty lines).
+    token_pool: usize,
+    /// Index of the first token sent (`--first-token`).
+    first_token: usize,
+    /// Tokens sent: every flow started, warm-up and errors included.
+    tokens_sent: usize,
+    /// Distinct token values among those sent.
+    distinct_tokens_sent: usize,
+    /// Whether any token value was sent more than once in this run.
+    token_reuse: bool,
+    /// `--no-reuse` only: the run stopped because the pool was used up.
+    pool_exhausted: bool,
 }
 
 /// The outcome of one worker in one phase.
@@ -204,6 +241,14 @@ fn run() -> anyhow::Result<ExitCode> {
         )
         .await?;
         let seconds = started.elapsed().as_secs_f64();
+        let (tokens_sent, distinct_tokens_sent) = target.tokens_sent();
+        let pool_exhausted = target.pool_exhausted.load(Ordering::Relaxed);
+        if pool_exhausted {
+            eprintln!(
+                "loadgen: the token pool was used up after {tokens_sent} flows: \
+                 the run stopped early (--no-reuse), after {seconds:.1} s measured"
+            );
+        }
         let mut lat = tally.latencies_us;
         lat.sort_unstable();
         let flows = lat.len() as u64;
@@ -222,6 +267,12 @@ fn run() -> anyhow::Result<ExitCode> {
             p99_ms: percentile_ms(&lat, 0.99),
             max_ms: percentile_ms(&lat, 1.0),
             warmup_flows,
+            token_pool: target.bodies.len(),
+            first_token: target.first_token,
+            tokens_sent,
+            distinct_tokens_sent,
+            token_reuse: tokens_sent > distinct_tokens_sent,
+            pool_exhausted,
         };
         let line = serde_json::to_string(&report).context("serialising the report")?;
         println!("{line}");
@@ -245,6 +296,14 @@ impl Target {
             .collect();
         if tokens.is_empty() {
             bail!("{} holds no tokens", args.tokens.display());
+        }
+        if args.no_reuse && args.first_token >= tokens.len() {
+            bail!(
+                "--first-token {} with --no-reuse: {} holds only {} tokens, none left unsent",
+                args.first_token,
+                args.tokens.display(),
+                tokens.len()
+            );
         }
         let mut distinct = tokens.clone();
         distinct.sort_unstable();
@@ -316,19 +375,50 @@ impl Target {
             second_url: second
                 .parse()
                 .with_context(|| format!("bad URL {second}"))?,
+            first_token: args.first_token % tokens.len(),
+            no_reuse: args.no_reuse,
             next_token: AtomicUsize::new(0),
+            pool_exhausted: AtomicBool::new(false),
             error_printed: AtomicBool::new(false),
         })
     }
 
-    /// Runs one flow with the next token of the pool.
-    async fn flow(&self) -> anyhow::Result<()> {
-        let i = self.next_token.fetch_add(1, Ordering::Relaxed) % self.bodies.len();
-        let body = self
-            .bodies
-            .get(i)
-            .ok_or_else(|| anyhow!("token index {i} out of range"))?
-            .clone();
+    /// The prepared request body of the next token, or `None` when
+    /// `no_reuse` is set and the pool is used up.
+    fn next_body(&self) -> Option<String> {
+        let taken = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let i = self.first_token.saturating_add(taken);
+        let i = if self.no_reuse {
+            if i >= self.bodies.len() {
+                self.pool_exhausted.store(true, Ordering::Relaxed);
+                return None;
+            }
+            i
+        } else {
+            i % self.bodies.len()
+        };
+        self.bodies.get(i).cloned()
+    }
+
+    /// (tokens sent, distinct token values among them) so far.
+    fn tokens_sent(&self) -> (usize, usize) {
+        let n = self.bodies.len();
+        let taken = self.next_token.load(Ordering::Relaxed);
+        let sent = if self.no_reuse {
+            taken.min(n - self.first_token)
+        } else {
+            taken
+        };
+        // Bodies are one per token line, so distinct bodies are distinct tokens.
+        let distinct: std::collections::HashSet<&str> = (0..sent.min(n))
+            .filter_map(|k| self.bodies.get((self.first_token + k) % n))
+            .map(String::as_str)
+            .collect();
+        (sent, distinct.len())
+    }
+
+    /// Runs one flow with `body`, the prepared request of one token.
+    async fn flow(&self, body: String) -> anyhow::Result<()> {
         match self.flow {
             Flow::LanyardExchange => {
                 let req = self
@@ -392,7 +482,10 @@ async fn phase(
             let mut tally = Tally::default();
             while Instant::now() < deadline && started.fetch_add(1, Ordering::Relaxed) < max_flows {
                 let t0 = Instant::now();
-                match target.flow().await {
+                let Some(body) = target.next_body() else {
+                    break; // --no-reuse and the pool is used up
+                };
+                match target.flow(body).await {
                     Ok(()) => tally
                         .latencies_us
                         .push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX)),
@@ -546,6 +639,58 @@ mod tests {
         assert_eq!(percentile_ms(&v, 0.99), Some(99.0));
         assert_eq!(percentile_ms(&v, 1.0), Some(100.0));
         assert_eq!(percentile_ms(&[], 0.5), None);
+    }
+
+    fn pool(bodies: &[&str], first_token: usize, no_reuse: bool) -> Target {
+        Target {
+            client: reqwest::Client::new(),
+            flow: Flow::LanyardExchange,
+            bodies: bodies.iter().map(|b| (*b).to_owned()).collect(),
+            first_url: "http://127.0.0.1:1/".parse().unwrap(),
+            second_url: "http://127.0.0.1:1/".parse().unwrap(),
+            first_token,
+            no_reuse,
+            next_token: AtomicUsize::new(0),
+            pool_exhausted: AtomicBool::new(false),
+            error_printed: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn round_robin_wraps_and_reports_reuse() {
+        let t = pool(&["a", "b", "c"], 1, false);
+        let sent: Vec<_> = (0..4).filter_map(|_| t.next_body()).collect();
+        assert_eq!(sent, ["b", "c", "a", "b"]);
+        assert_eq!(t.tokens_sent(), (4, 3));
+        assert!(!t.pool_exhausted.load(Ordering::Relaxed));
+        let t = pool(&["a", "b", "c"], 0, false);
+        t.next_body();
+        t.next_body();
+        assert_eq!(t.tokens_sent(), (2, 2));
+    }
+
+    #[test]
+    fn no_reuse_stops_at_the_end_of_the_pool() {
+        let t = pool(&["a", "b", "c", "d"], 1, true);
+        let sent: Vec<_> = (0..6).map(|_| t.next_body()).collect();
+        assert_eq!(
+            sent,
+            [
+                Some("b".into()),
+                Some("c".into()),
+                Some("d".into()),
+                None,
+                None,
+                None
+            ]
+        );
+        assert_eq!(t.tokens_sent(), (3, 3));
+        assert!(t.pool_exhausted.load(Ordering::Relaxed));
+        // The same value on two lines counts as reuse.
+        let t = pool(&["a", "a"], 0, true);
+        t.next_body();
+        t.next_body();
+        assert_eq!(t.tokens_sent(), (2, 1));
     }
 
     #[test]
