@@ -24,6 +24,7 @@
 
 pub mod generate;
 pub mod postgres;
+pub mod scram;
 pub mod template;
 
 use std::future::Future;

@@ -111,6 +111,8 @@ fn percent_decode(s: &str) -> Option<Secret> {
 #[derive(Debug, Clone)]
 pub struct PostgresBroker {
     pool: PgPool,
+    /// Passwords with their SCRAM verifiers, made ahead of time.
+    prepared: std::sync::Arc<crate::scram::PreparedPool>,
 }
 
 impl PostgresBroker {
@@ -124,7 +126,10 @@ impl PostgresBroker {
             .max_connections(max_connections.max(1))
             .acquire_timeout(CONNECT_TIMEOUT)
             .connect_lazy_with(target.options()?);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            prepared: std::sync::Arc::default(),
+        })
     }
 
     /// Closes the pool (after a root rotation the old password is dead).
@@ -186,10 +191,14 @@ impl Broker for PostgresBroker {
     ) -> BrokerFuture<'a, Credential> {
         Box::pin(async move {
             let username = safe_name(username)?.to_owned();
-            let password = generate::password()?;
+            // The database receives the SCRAM verifier, never the password
+            // (crate::scram): nothing in its logs or pg_stat_activity can
+            // replay it, and no key stretching runs on this request's path.
+            let prepared = self.prepared.take().await?;
+            let password = prepared.password;
             let sql = role.creation.render(
                 &username,
-                Some(password.expose()),
+                Some(&prepared.verifier),
                 Some(&expiration(expires_at)),
             )?;
             let mut tx = self.pool.begin().await.map_err(backend("connect"))?;

@@ -131,7 +131,15 @@ impl Template {
         password: Option<&str>,
         expiration: Option<&str>,
     ) -> Result<zeroize::Zeroizing<String>, BrokerError> {
-        for v in [Some(name), password, expiration].into_iter().flatten() {
+        // A SCRAM verifier has `$` (never `$$`, and no `$tag$` a dollar
+        // quote could close on); it is let through for `{{password}}` only,
+        // and only in exactly the shape `scram::verifier` makes.
+        let password_checked = password.filter(|p| crate::scram::is_verifier(p));
+        for v in [Some(name), password, expiration]
+            .into_iter()
+            .flatten()
+            .filter(|v| Some(*v) != password_checked)
+        {
             if v.is_empty()
                 || v.chars()
                     .any(|c| matches!(c, '"' | '\'' | '\\' | '$' | ';') || c.is_control())
