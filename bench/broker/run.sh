@@ -9,7 +9,10 @@
 # Options: --duration SECS, --max-flows N, --concurrency "1 4 16", --keep
 # (keep the temp directory), --no-build (use the binaries already built),
 # --debug (use target/debug binaries: a smoke test, not a measurement),
-# --results FILE (also append the raw JSON line of each run to FILE).
+# --results FILE (also append the raw JSON line of each run to FILE),
+# --openbao-storage dev|raft (`bao server -dev`, storage in memory, the
+# default; or raft storage on disk and a file audit device, as OpenBao runs
+# in production: bench/lib/openbao.sh).
 # Binaries come from $CARGO_TARGET_DIR when set. Everything listens on
 # 127.0.0.1 only; every process this script starts is stopped by PID on exit.
 # Progress goes to stderr; the results table (markdown) to stdout.
@@ -24,6 +27,7 @@ KEEP=0
 BUILD_FIRST=1
 PROFILE=release
 RESULTS=""
+BAO_STORAGE=dev
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -35,7 +39,8 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD_FIRST=0 ;;
         --debug) PROFILE=debug ;;
         --results) RESULTS="$2"; shift ;;
-        -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --openbao-storage) BAO_STORAGE="$2"; shift ;;
+        -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -46,6 +51,7 @@ die() { echo "[broker-bench] ERROR: $*" >&2; exit 1; }
 for n in "$DURATION" "$MAX_FLOWS"; do
     case "$n" in ''|*[!0-9]*) die "--duration and --max-flows take whole numbers, not '$n'" ;; esac
 done
+case "$BAO_STORAGE" in dev|raft) ;; *) die "--openbao-storage takes dev or raft, not '$BAO_STORAGE'" ;; esac
 [ "$DURATION" -ge 1 ] && [ "$DURATION" -le 600 ] || die "--duration must be 1..600 seconds"
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/lanyard-broker-bench.XXXXXX")"
@@ -163,16 +169,25 @@ log "lanyard at $LANYARD_URL (pid $LANYARD_PID)"
 
 # --- 5. OpenBao: dev server, database secrets engine on the same PostgreSQL ---
 BAO_PORT="$(free_port)"; BAO_URL="http://127.0.0.1:$BAO_PORT"
-"$BAO" server -dev -dev-root-token-id=bench-root -dev-listen-address="127.0.0.1:$BAO_PORT" >"$TMP/openbao.log" 2>&1 &
-BAO_PID=$!
+if [ "$BAO_STORAGE" = raft ]; then
+    log "openbao with raft storage and a file audit device"
+    # shellcheck source=bench/lib/openbao.sh
+    . "$ROOT/bench/lib/openbao.sh"
+    mkdir -p "$TMP/openbao"
+    openbao_start_durable "$BAO" "$TMP/openbao" "$BAO_PORT" || die "starting OpenBao with raft storage failed"
+else
+    BAO_ROOT_TOKEN=bench-root
+    "$BAO" server -dev -dev-root-token-id=bench-root -dev-listen-address="127.0.0.1:$BAO_PORT" >"$TMP/openbao.log" 2>&1 &
+    BAO_PID=$!
+fi
 wait_http openbao "$BAO_URL/v1/sys/health" "$BAO_PID"
-export BAO_ADDR="$BAO_URL" BAO_TOKEN=bench-root
+export BAO_ADDR="$BAO_URL" BAO_TOKEN="$BAO_ROOT_TOKEN"
 "$BAO" secrets enable database >&2
 "$BAO" write database/config/appdb plugin_name=postgresql-database-plugin allowed_roles=readonly \
     connection_url="postgresql://{{username}}:{{password}}@127.0.0.1:$PG_PORT/app?sslmode=disable" \
     username=bao_admin password=bao_admin-pw >&2
 "$BAO" write database/roles/readonly db_name=appdb creation_statements=@"$TMP/create.sql" default_ttl=15m max_ttl=1h >&2
-echo bench-root > "$TMP/bao-token.txt"
+echo "$BAO_ROOT_TOKEN" > "$TMP/bao-token.txt"
 log "openbao at $BAO_URL (pid $BAO_PID)"
 
 # --- 6. load ---
@@ -192,11 +207,12 @@ run() { # run FLOW BASE TOKENS C ROLE
     out="$(timeout $((DURATION + 60)) "$LOADGEN" --flow "$1" --base "$2" --tokens "$3" --concurrency "$4" \
         --duration "$DURATION" --max-flows "$MAX_FLOWS" --warmup 1 --role "$5")" || die "loadgen $1 c=$4 failed: ${out:-no output}"
     t1="$(date +%s%N)"; after="$(cpu_ticks)"
-    extra="$(python3 - "$out" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" "$(nproc)" <<'EOF3'
+    extra="$(python3 - "$out" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" "$(nproc)" "$BAO_STORAGE" <<'EOF3'
 import json, sys
 run = json.loads(sys.argv[1])
 (all0, lan0, bao0, pg0, gen0), (all1, lan1, bao1, pg1, gen1) = (map(int, a.split()) for a in sys.argv[2:4])
-ns0, ns1, hz, ncpu = map(int, sys.argv[4:])
+ns0, ns1, hz, ncpu = map(int, sys.argv[4:8])
+storage = sys.argv[8]
 server = lan1 - lan0 if run["target"].startswith("lanyard") else bao1 - bao0
 other = max(0, (all1 - all0) - (lan1 - lan0) - (bao1 - bao0) - (pg1 - pg0) - (gen1 - gen0))
 capacity = (ns1 - ns0) / 1e9 * hz * ncpu
@@ -204,7 +220,8 @@ every = run["flows"] + run["errors"] + run.get("warmup_flows", 0)
 per = lambda t: round(t / hz * 1e6 / every) if every else None
 print(json.dumps({"other_cpu_pct": round(100 * other / capacity, 1) if capacity else None,
                   "server_cpu_us_per_flow": per(server), "postgres_cpu_us_per_flow": per(pg1 - pg0),
-                  "loadgen_cpu_us_per_flow": per(gen1 - gen0)}, separators=(",", ":"))[1:-1])
+                  "loadgen_cpu_us_per_flow": per(gen1 - gen0),
+                  "openbao_storage": storage if run["target"].startswith("openbao") else None}, separators=(",", ":"))[1:-1])
 EOF3
 )" || die "measuring CPU time failed"
     out="${out%\}},$extra}"

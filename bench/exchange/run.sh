@@ -20,6 +20,9 @@
 # algorithm of the issuer key and tokens; Lanyard's issuer accepts only it.
 # Each JSON line reports token_pool, first_token, tokens_sent (warm-up
 # included), distinct_tokens_sent and token_reuse.
+# --openbao-storage dev|raft: `bao server -dev` (storage in memory, no audit
+# device; the default), or raft storage on disk with a file audit device, as
+# OpenBao runs in production (bench/lib/openbao.sh).
 #
 # Options: --duration SECS, --max-flows N, --tokens N, --distinct, --alg ALG,
 # --concurrency "1 8 32", --keep (keep the temp directory), --no-build (use the
@@ -38,6 +41,7 @@ MAX_FLOWS=200000
 NTOKENS=""
 DISTINCT=0
 ALG=ES256
+BAO_STORAGE=dev
 # --distinct without --tokens: tokens minted per second of every run (warm-up
 # included), above any rate this benchmark has reached on its 2 cores.
 DISTINCT_RATE=10000
@@ -62,10 +66,11 @@ while [ $# -gt 0 ]; do
         --concurrency) CONCURRENCY="$2"; shift ;;
         --openbao-only) RUN_LANYARD=0 ;;
         --lanyard-only) RUN_OPENBAO=0 ;;
+        --openbao-storage) BAO_STORAGE="$2"; shift ;;
         --keep) KEEP=1 ;;
         --no-build) BUILD_FIRST=0 ;;
         --results) RESULTS="$2"; shift ;;
-        -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -75,6 +80,7 @@ log() { echo "[exchange-bench] $*" >&2; }
 die() { echo "[exchange-bench] ERROR: $*" >&2; exit 1; }
 
 case "$ALG" in ES256|RS256) ;; *) die "--alg takes ES256 or RS256, not '$ALG'" ;; esac
+case "$BAO_STORAGE" in dev|raft) ;; *) die "--openbao-storage takes dev or raft, not '$BAO_STORAGE'" ;; esac
 for n in "$DURATION" "$MAX_FLOWS" "${NTOKENS:-1}"; do
     case "$n" in ''|*[!0-9]*) die "--duration, --max-flows and --tokens take whole numbers, not '$n'" ;; esac
 done
@@ -217,10 +223,10 @@ loadgen() { # loadgen FLOW BASE CONCURRENCY: one run, JSON line appended to resu
         || die "loadgen $1 c=$3 failed: ${out:-no output}"
     t1="$(date +%s%N)"
     after="$(cpu_ticks)"
-    extra="$("$PY" - "$out" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" "$(nproc)" "$ALG" "$TOKEN_MODE" <<'EOF'
+    extra="$("$PY" - "$out" "$before" "$after" "$t0" "$t1" "$(getconf CLK_TCK)" "$(nproc)" "$ALG" "$TOKEN_MODE" "$BAO_STORAGE" <<'EOF'
 import json, sys
 run = json.loads(sys.argv[1])
-alg, mode = sys.argv[8:10]
+alg, mode, storage = sys.argv[8:11]
 (all0, lan0, bao0, gen0), (all1, lan1, bao1, gen1) = (map(int, a.split()) for a in sys.argv[2:4])
 ns0, ns1, hz, ncpu = map(int, sys.argv[4:8])
 server = lan1 - lan0 if run["target"].startswith("lanyard") else bao1 - bao0
@@ -235,6 +241,7 @@ print(json.dumps({
     "loadgen_cpu_us_per_flow": per_flow(gen1 - gen0),
     "subject_alg": alg,
     "token_mode": mode,
+    "openbao_storage": storage if run["target"].startswith("openbao") else None,
 }, separators=(",", ":"))[1:-1])
 EOF
 )" || die "measuring CPU time failed"
@@ -308,14 +315,22 @@ fi
 # --- 5. OpenBao ---
 if [ "$RUN_OPENBAO" = 1 ]; then
     BAO_PORT="$(free_port)"
-    BAO_ROOT_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_hex(16))')"
     BAO_URL="http://127.0.0.1:$BAO_PORT"
+    if [ "$BAO_STORAGE" = raft ]; then
+        log "starting bao server with raft storage and a file audit device on 127.0.0.1:$BAO_PORT"
+        # shellcheck source=bench/lib/openbao.sh
+        . "$ROOT/bench/lib/openbao.sh"
+        mkdir -p "$TMP/openbao"
+        openbao_start_durable "$BAO" "$TMP/openbao" "$BAO_PORT" || die "starting OpenBao with raft storage failed"
+    else
+    BAO_ROOT_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_hex(16))')"
     log "starting bao server -dev on 127.0.0.1:$BAO_PORT"
     # HOME points into the temp dir so no token helper file lands in the real home.
     HOME="$TMP" BAO_ADDR= BAO_TOKEN= "$BAO" server -dev -dev-no-store-token \
         -dev-listen-address="127.0.0.1:$BAO_PORT" -dev-root-token-id="$BAO_ROOT_TOKEN" \
         > "$TMP/openbao.log" 2>&1 &
     BAO_PID=$!
+    fi
     wait_http openbao "$BAO_URL/v1/sys/health" "$BAO_PID"
 
     bao_api() { # bao_api METHOD PATH [JSON]: fails loudly on a non-2xx answer
