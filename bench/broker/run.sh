@@ -173,7 +173,6 @@ if [ "$BAO_STORAGE" = raft ]; then
     log "openbao with raft storage and a file audit device"
     # shellcheck source=bench/lib/openbao.sh
     . "$ROOT/bench/lib/openbao.sh"
-    mkdir -p "$TMP/openbao"
     openbao_start_durable "$BAO" "$TMP/openbao" "$BAO_PORT" || die "starting OpenBao with raft storage failed"
 else
     BAO_ROOT_TOKEN=bench-root

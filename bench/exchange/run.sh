@@ -320,7 +320,6 @@ if [ "$RUN_OPENBAO" = 1 ]; then
         log "starting bao server with raft storage and a file audit device on 127.0.0.1:$BAO_PORT"
         # shellcheck source=bench/lib/openbao.sh
         . "$ROOT/bench/lib/openbao.sh"
-        mkdir -p "$TMP/openbao"
         openbao_start_durable "$BAO" "$TMP/openbao" "$BAO_PORT" || die "starting OpenBao with raft storage failed"
     else
     BAO_ROOT_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_hex(16))')"

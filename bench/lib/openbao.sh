@@ -6,7 +6,7 @@
 # before it answers; this gives OpenBao the same kind of work.
 #
 #   . bench/lib/openbao.sh
-#   openbao_start_durable BAO_BIN DIR PORT   # sets BAO_PID, BAO_ROOT_TOKEN; 127.0.0.1 only
+#   openbao_start_durable BAO_BIN DIR PORT   # DIR is created; sets BAO_PID, BAO_ROOT_TOKEN; 127.0.0.1 only
 #
 # The caller stops BAO_PID (by PID) on exit. Needs curl and python3.
 

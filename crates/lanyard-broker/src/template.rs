@@ -131,24 +131,22 @@ impl Template {
         password: Option<&str>,
         expiration: Option<&str>,
     ) -> Result<zeroize::Zeroizing<String>, BrokerError> {
+        let needs_quoting = |v: &str| {
+            v.is_empty()
+                || v.chars()
+                    .any(|c| matches!(c, '"' | '\'' | '\\' | '$' | ';') || c.is_control())
+        };
         // A SCRAM verifier has `$` (never `$$`, and no `$tag$` a dollar
         // quote could close on); it is let through for `{{password}}` only,
         // and only in exactly the shape `scram::verifier` makes.
-        let password_checked = password.filter(|p| crate::scram::is_verifier(p));
-        for v in [Some(name), password, expiration]
-            .into_iter()
-            .flatten()
-            .filter(|v| Some(*v) != password_checked)
+        if needs_quoting(name)
+            || expiration.is_some_and(needs_quoting)
+            || password.is_some_and(|p| needs_quoting(p) && !crate::scram::is_verifier(p))
         {
-            if v.is_empty()
-                || v.chars()
-                    .any(|c| matches!(c, '"' | '\'' | '\\' | '$' | ';') || c.is_control())
-            {
-                return Err(BrokerError::Template {
-                    what: "render",
-                    detail: "a substituted value contains a character that needs quoting".into(),
-                });
-            }
+            return Err(BrokerError::Template {
+                what: "render",
+                detail: "a substituted value contains a character that needs quoting".into(),
+            });
         }
         let mut out = self.text.replace("{{name}}", name);
         if let Some(p) = password {
@@ -275,10 +273,16 @@ mod tests {
         let Ok(t) = Template::parse(GOOD, Use::Creation) else {
             panic!("template rejected")
         };
-        for bad in ["a\"b", "a'b", "a\\b", "a;b", "", "a\nb"] {
+        for bad in ["a\"b", "a'b", "a\\b", "a;b", "", "a\nb", "a$b", "$$"] {
             assert!(t.render(bad, Some("p"), Some("e")).is_err(), "{bad:?}");
             assert!(t.render("n", Some(bad), Some("e")).is_err(), "{bad:?}");
+            assert!(t.render("n", Some("p"), Some(bad)).is_err(), "{bad:?}");
         }
+        // A SCRAM verifier's `$` passes for the password, and only there.
+        let verifier = "SCRAM-SHA-256$4096:c2FsdA==$YQ==:Yg==";
+        assert!(t.render("n", Some(verifier), Some("e")).is_ok());
+        assert!(t.render(verifier, Some("p"), Some("e")).is_err());
+        assert!(t.render("n", Some("p"), Some(verifier)).is_err());
     }
 
     #[test]

@@ -151,19 +151,17 @@ impl Metrics {
 
     /// Sets the verified-token cache gauges (at each scrape).
     pub fn set_verified_cache(&self, stats: lanyard_attest::VerifiedCacheStats) {
-        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let entries = u64::try_from(stats.entries).unwrap_or(u64::MAX);
+        let capacity = u64::try_from(stats.capacity).unwrap_or(u64::MAX);
         for (state, value) in [
-            ("hits", clamp(stats.hits)),
-            ("misses", clamp(stats.misses)),
-            ("entries", i64::try_from(stats.entries).unwrap_or(i64::MAX)),
-            (
-                "capacity",
-                i64::try_from(stats.capacity).unwrap_or(i64::MAX),
-            ),
+            ("hits", stats.hits),
+            ("misses", stats.misses),
+            ("entries", entries),
+            ("capacity", capacity),
         ] {
             self.verified_cache
                 .get_or_create(&CacheLabels { state })
-                .set(value);
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
     }
 

@@ -107,18 +107,8 @@ async fn kubernetes_token_without_pod_or_node() -> TestResult {
 
 #[tokio::test]
 async fn legacy_tokens_only_with_the_insecure_switch() -> TestResult {
-    let clock = FakeClock::new();
+    let (clock, legacy, a) = crate::legacy_setup();
     let now = clock.unix_seconds();
-    let legacy = TestIssuer::new(LEGACY_K8S_ISSUER, Algorithm::Rs256);
-    let mut cfg = config(
-        "old-cluster",
-        IssuerKind::Kubernetes,
-        LEGACY_K8S_ISSUER,
-        inline(legacy.jwks()),
-    );
-    cfg.algorithms = vec![Algorithm::Rs256];
-    cfg.insecure_allow_legacy_tokens = true;
-    let a = attestor(vec![cfg], &clock);
     let ev = a
         .verify(&legacy.sign(&legacy_k8s_claims("payments", "api")))
         .await?;

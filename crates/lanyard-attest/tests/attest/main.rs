@@ -89,6 +89,23 @@ pub fn k8s_setup() -> (FakeClock, TestIssuer, Attestor) {
     (clock, issuer, a)
 }
 
+/// An RS256 issuer `old-cluster` for legacy (secret-based) service-account
+/// tokens, accepted through `insecure_allow_legacy_tokens`, with the fake clock.
+pub fn legacy_setup() -> (FakeClock, TestIssuer, Attestor) {
+    let clock = FakeClock::new();
+    let issuer = TestIssuer::new(lanyard_attest::LEGACY_K8S_ISSUER, Algorithm::Rs256);
+    let mut cfg = config(
+        "old-cluster",
+        IssuerKind::Kubernetes,
+        lanyard_attest::LEGACY_K8S_ISSUER,
+        inline(issuer.jwks()),
+    );
+    cfg.algorithms = vec![Algorithm::Rs256];
+    cfg.insecure_allow_legacy_tokens = true;
+    let a = attestor(vec![cfg], &clock);
+    (clock, issuer, a)
+}
+
 #[test]
 fn attestor_and_its_futures_are_send_and_sync() {
     fn send_sync<T: Send + Sync>(_: &T) {}

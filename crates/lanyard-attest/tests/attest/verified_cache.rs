@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use lanyard_attest::{IssuerKind, KeySource, VerifiedCacheStats, LEGACY_K8S_ISSUER};
+use lanyard_attest::{IssuerKind, KeySource, VerifiedCacheStats};
 use lanyard_core::{Clock, DenyReason};
 use lanyard_jose::{Algorithm, Jwks};
 use lanyard_testkit::tokens::{legacy_k8s_claims, TestIssuer};
@@ -177,17 +177,7 @@ async fn the_cache_is_bounded_and_can_be_off() -> TestResult {
 
 #[tokio::test]
 async fn legacy_tokens_are_never_remembered() -> TestResult {
-    let clock = FakeClock::new();
-    let legacy = TestIssuer::new(LEGACY_K8S_ISSUER, Algorithm::Rs256);
-    let mut cfg = config(
-        "old-cluster",
-        IssuerKind::Kubernetes,
-        LEGACY_K8S_ISSUER,
-        inline(legacy.jwks()),
-    );
-    cfg.algorithms = vec![Algorithm::Rs256];
-    cfg.insecure_allow_legacy_tokens = true;
-    let a = attestor(vec![cfg], &clock);
+    let (_, legacy, a) = crate::legacy_setup();
     let token = legacy.sign(&legacy_k8s_claims("payments", "api"));
     a.verify(&token).await?;
     a.verify(&token).await?;
