@@ -652,12 +652,9 @@ impl BrokerService {
     ) -> Result<LeaseRow, Refusal> {
         let mut lease = self.owned_lease(caller, id).await?;
         let now = self.clock.unix_seconds();
-        if lease.state != LeaseState::Active || lease.expires_at <= now {
-            return Err(Refusal::BadRequest(format!(
-                "lease {id} is no longer active; request a new credential"
-            )));
-        }
-        check_grant_of(caller, &format!("{}/{}", lease.backend, lease.role))?;
+        // Revocation first: the reaper may already have moved a revoked
+        // identity's lease to `revoking`, and the answer must not depend on
+        // whether it got there before this request.
         revocations
             .check_keys(
                 lease
@@ -667,6 +664,12 @@ impl BrokerService {
                 now,
             )
             .map_err(|d| Refusal::Revoked(d.detail))?;
+        if lease.state != LeaseState::Active || lease.expires_at <= now {
+            return Err(Refusal::BadRequest(format!(
+                "lease {id} is no longer active; request a new credential"
+            )));
+        }
+        check_grant_of(caller, &format!("{}/{}", lease.backend, lease.role))?;
         let view = self.view.load_full();
         let grant = format!("{}/{}", lease.backend, lease.role);
         let role = view

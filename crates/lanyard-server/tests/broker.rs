@@ -856,6 +856,26 @@ async fn renewal_is_a_new_decision() -> TestResult {
         )
         .await?;
     assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "access_denied", "{body}");
+    // Once the reaper has moved the lease to `revoking` (the server's own
+    // loop may already have), the answer is still the revocation, not a
+    // vaguer "no longer active".
+    env.reap().await?;
+    let (status, body, _) = env
+        .broker(
+            Method::POST,
+            &format!("leases/{lease}/renew"),
+            Some(&second),
+            None,
+        )
+        .await?;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("revoked")),
+        "{body}"
+    );
     Ok(())
 }
 
