@@ -636,7 +636,9 @@ impl BrokerService {
     ///
     /// # Errors
     /// [`Refusal::NotFound`] (also for another identity's lease),
-    /// [`Refusal::BadRequest`] (not active), [`Refusal::Backend`].
+    /// [`Refusal::Revoked`] (checked first, also for a lease the reaper has
+    /// already ended), [`Refusal::BadRequest`] (not active),
+    /// [`Refusal::NotGranted`], [`Refusal::Backend`].
     ///
     /// # Security
     /// Renewal is a new decision: the caller's entry must still grant the
