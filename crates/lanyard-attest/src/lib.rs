@@ -339,14 +339,6 @@ impl Attestor {
     /// The first [`Denial`]; never a default identity.
     pub async fn verify(&self, token: &str) -> Result<Evidence, Denial> {
         let digest = token::digest(token.as_bytes());
-        let Ok(key) = verified::Digest::try_from(digest.as_ref()) else {
-            // Not a 32-byte digest (cannot happen): no cache, never a shared key.
-            let result = self
-                .run(token, digest.as_ref(), &mut Trace { steps: None })
-                .await;
-            return result.map(|(e, _)| e);
-        };
-        let digest = key;
         let now = self.clock.unix_seconds();
         if let Some(hit) = self.verified.get(&digest) {
             if now < hit.evidence.expires_at {
@@ -383,10 +375,7 @@ impl Attestor {
             steps: Some(Vec::new()),
         };
         let digest = token::digest(token.as_bytes());
-        let result = self
-            .run(token, digest.as_ref(), &mut trace)
-            .await
-            .map(|(e, _)| e);
+        let result = self.run(token, &digest, &mut trace).await.map(|(e, _)| e);
         (trace.steps.unwrap_or_default(), result)
     }
 
@@ -396,7 +385,7 @@ impl Attestor {
     async fn run(
         &self,
         token: &str,
-        digest: &[u8],
+        digest: &verified::Digest,
         trace: &mut Trace,
     ) -> Result<(Evidence, Option<(String, Keys, Arc<KeySet>)>), Denial> {
         let now = self.clock.unix_seconds();

@@ -88,10 +88,16 @@ pub fn parse_unverified(token: &str) -> Result<UnverifiedToken, Denial> {
 
 /// Lowercase hex SHA-256 of `bytes`: what audit records instead of a token.
 pub fn digest_hex(bytes: &[u8]) -> String {
-    lanyard_core::hex::encode(digest(bytes).as_ref())
+    lanyard_core::hex::encode(&digest(bytes))
 }
 
 /// SHA-256 of `bytes`.
-pub(crate) fn digest(bytes: &[u8]) -> aws_lc_rs::digest::Digest {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+pub(crate) fn digest(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    // A SHA-256 digest is always 32 bytes.
+    for (o, b) in out.iter_mut().zip(d.as_ref()) {
+        *o = *b;
+    }
+    out
 }
