@@ -19,6 +19,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=bench/lib/openbao.sh
+. "$ROOT/bench/lib/openbao.sh"
 VENV="$ROOT/bench/.venv"
 DURATION=10
 MAX_FLOWS=50000
@@ -169,16 +171,8 @@ log "lanyard at $LANYARD_URL (pid $LANYARD_PID)"
 
 # --- 5. OpenBao: dev server, database secrets engine on the same PostgreSQL ---
 BAO_PORT="$(free_port)"; BAO_URL="http://127.0.0.1:$BAO_PORT"
-if [ "$BAO_STORAGE" = raft ]; then
-    log "openbao with raft storage and a file audit device"
-    # shellcheck source=bench/lib/openbao.sh
-    . "$ROOT/bench/lib/openbao.sh"
-    openbao_start_durable "$BAO" "$TMP/openbao" "$BAO_PORT" || die "starting OpenBao with raft storage failed"
-else
-    BAO_ROOT_TOKEN=bench-root
-    "$BAO" server -dev -dev-root-token-id=bench-root -dev-listen-address="127.0.0.1:$BAO_PORT" >"$TMP/openbao.log" 2>&1 &
-    BAO_PID=$!
-fi
+log "starting OpenBao ($BAO_STORAGE storage) on 127.0.0.1:$BAO_PORT"
+openbao_start "$BAO_STORAGE" "$BAO" "$TMP" "$BAO_PORT" || die "starting OpenBao ($BAO_STORAGE) failed (log: $TMP/openbao.log)"
 wait_http openbao "$BAO_URL/v1/sys/health" "$BAO_PID"
 export BAO_ADDR="$BAO_URL" BAO_TOKEN="$BAO_ROOT_TOKEN"
 "$BAO" secrets enable database >&2

@@ -34,6 +34,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=bench/lib/openbao.sh
+. "$ROOT/bench/lib/openbao.sh"
 HERE="$ROOT/bench/exchange"
 VENV="$ROOT/bench/.venv"
 DURATION=10
@@ -316,20 +318,8 @@ fi
 if [ "$RUN_OPENBAO" = 1 ]; then
     BAO_PORT="$(free_port)"
     BAO_URL="http://127.0.0.1:$BAO_PORT"
-    if [ "$BAO_STORAGE" = raft ]; then
-        log "starting bao server with raft storage and a file audit device on 127.0.0.1:$BAO_PORT"
-        # shellcheck source=bench/lib/openbao.sh
-        . "$ROOT/bench/lib/openbao.sh"
-        openbao_start_durable "$BAO" "$TMP/openbao" "$BAO_PORT" || die "starting OpenBao with raft storage failed"
-    else
-    BAO_ROOT_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_hex(16))')"
-    log "starting bao server -dev on 127.0.0.1:$BAO_PORT"
-    # HOME points into the temp dir so no token helper file lands in the real home.
-    HOME="$TMP" BAO_ADDR= BAO_TOKEN= "$BAO" server -dev -dev-no-store-token \
-        -dev-listen-address="127.0.0.1:$BAO_PORT" -dev-root-token-id="$BAO_ROOT_TOKEN" \
-        > "$TMP/openbao.log" 2>&1 &
-    BAO_PID=$!
-    fi
+    log "starting OpenBao ($BAO_STORAGE storage) on 127.0.0.1:$BAO_PORT"
+    openbao_start "$BAO_STORAGE" "$BAO" "$TMP" "$BAO_PORT" || die "starting OpenBao ($BAO_STORAGE) failed (log: $TMP/openbao.log)"
     wait_http openbao "$BAO_URL/v1/sys/health" "$BAO_PID"
 
     bao_api() { # bao_api METHOD PATH [JSON]: fails loudly on a non-2xx answer

@@ -1,14 +1,35 @@
 # shellcheck shell=bash
-# OpenBao as it runs in production, for the "durable peer" variants: raft
-# storage on disk (bbolt, fsynced) and a file audit device, instead of
-# `bao server -dev`, whose storage is in memory and which audits nothing.
-# Lanyard makes its audit event (and, for the broker, its lease) durable
-# before it answers; this gives OpenBao the same kind of work.
+# Starting the OpenBao peer of a benchmark, on 127.0.0.1 only.
 #
 #   . bench/lib/openbao.sh
-#   openbao_start_durable BAO_BIN DIR PORT   # DIR is created; sets BAO_PID, BAO_ROOT_TOKEN; 127.0.0.1 only
+#   openbao_start dev|raft BAO_BIN DIR PORT   # sets BAO_PID, BAO_ROOT_TOKEN; log in DIR/openbao.log
 #
-# The caller stops BAO_PID (by PID) on exit. Needs curl and python3.
+# dev:  `bao server -dev` (storage in memory, no audit device), the peer the
+#       targets were set against, with a random root token.
+# raft: OpenBao as it runs in production, for the "durable peer" variants:
+#       raft storage on disk (bbolt, fsynced) and a file audit device.
+#       Lanyard makes its audit event (and, for the broker, its lease)
+#       durable before it answers; this gives OpenBao the same kind of work.
+#       Initialised, unsealed and active when the function returns.
+#
+# DIR is created. HOME points into DIR so no token helper file lands in the
+# real home. The caller stops BAO_PID (by PID) on exit. Needs curl and python3.
+
+openbao_start() {
+    local storage="$1" bao="$2" dir="$3" port="$4"
+    mkdir -p "$dir"
+    case "$storage" in
+        dev)
+            BAO_ROOT_TOKEN="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+            HOME="$dir" BAO_ADDR= BAO_TOKEN= "$bao" server -dev -dev-no-store-token \
+                -dev-listen-address="127.0.0.1:$port" -dev-root-token-id="$BAO_ROOT_TOKEN" \
+                > "$dir/openbao.log" 2>&1 &
+            BAO_PID=$!
+            ;;
+        raft) openbao_start_durable "$bao" "$dir" "$port" ;;
+        *) echo "openbao_start: storage is dev or raft, not '$storage'" >&2; return 1 ;;
+    esac
+}
 
 openbao_start_durable() {
     local bao="$1" dir="$2" port="$3" cluster_port i init key code
@@ -34,7 +55,6 @@ audit "file" "file" {
   }
 }
 HCL
-    # HOME points into DIR so no token helper file lands in the real home.
     HOME="$dir" BAO_ADDR= BAO_TOKEN= "$bao" server -config "$dir/openbao.hcl" > "$dir/openbao.log" 2>&1 &
     BAO_PID=$!
     local url="http://127.0.0.1:$port"

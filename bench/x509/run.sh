@@ -18,6 +18,8 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=bench/lib/openbao.sh
+. "$ROOT/bench/lib/openbao.sh"
 VENV="$ROOT/bench/.venv"
 DURATION=10
 CONCURRENCY="1 8 32"
@@ -213,14 +215,10 @@ fi
 # --- 4. OpenBao: dev server, PKI mount with an EC P-256 root, role for spiffe://example.org/* ---
 if [ "$RUN_OPENBAO" = 1 ]; then
     BAO_PORT="$(free_port)"
-    ( umask 077; "$PY" -c 'import secrets; print(secrets.token_hex(16))' > "$TMP/bao-token" )
-    BAO_ROOT_TOKEN="$(cat "$TMP/bao-token")"
     BAO_URL="http://127.0.0.1:$BAO_PORT"
     log "starting bao server -dev on 127.0.0.1:$BAO_PORT"
-    HOME="$TMP" BAO_ADDR= BAO_TOKEN= "$BAO" server -dev -dev-no-store-token \
-        -dev-listen-address="127.0.0.1:$BAO_PORT" -dev-root-token-id="$BAO_ROOT_TOKEN" \
-        > "$TMP/openbao.log" 2>&1 &
-    BAO_PID=$!
+    openbao_start dev "$BAO" "$TMP" "$BAO_PORT" || die "starting OpenBao failed (log: $TMP/openbao.log)"
+    ( umask 077; echo "$BAO_ROOT_TOKEN" > "$TMP/bao-token" )
     wait_http openbao "$BAO_URL/v1/sys/health" "$BAO_PID"
     bao_api() { # bao_api METHOD PATH [JSON]
         local method="$1" path="$2" body="${3:-}" status
